@@ -1,0 +1,34 @@
+# `make demo`: set up .venv and run the whole pipeline on the generated demo capture.
+# `make test`: set up .venv and run the test suite.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean-demo
+
+setup: $(STAMP)
+
+# open3d needs Debian's libusb at import time; torch/torchvision come from local wheels;
+# facenet-pytorch 2.6.0 pins torch<2.3 and Pillow<10.3, hence --no-deps.
+$(STAMP): setup.cfg pyproject.toml
+	@dpkg -s libusb-1.0-0 >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq libusb-1.0-0)
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel setuptools
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q --no-deps facenet-pytorch==2.6.0
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+demo: setup
+	@test -n "$$(ls raw 2>/dev/null | grep -v README)" || $(BIN)/singinghead demo-capture --out raw --truth demo_truth
+	$(BIN)/luigi --module pipeline BuildSingingHead --local-scheduler
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+bench: setup
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean-demo:
+	rm -rf raw/S* processed/* demo_truth

@@ -1,0 +1,1 @@
+"""The FLAME model and every optimisation on it (no Luigi here)."""

@@ -1,0 +1,37 @@
+"""What produced an output: parameters, model files and whether a model is real or a stand-in.
+
+Every stage writes `model_record(...)` and `recorded_params(...)` next to its output; the dataset
+manifest gathers them, so a release always says which results came from stand-ins.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import luigi
+
+from tasks.atomic import file_sha256
+
+log = logging.getLogger("singinghead")
+
+
+def model_record(name: str, real: bool, files: list[str | Path] | None = None, **extra) -> dict:
+    """{'name', 'kind': 'real' | 'stand-in', 'files': [{'path', 'sha256'}], ...}.
+
+    A stand-in is logged loudly once per call so nobody mistakes it for the real model.
+    """
+    rec = {"name": name, "kind": "real" if real else "stand-in",
+           "files": [{"path": str(f), "sha256": file_sha256(f)} for f in (files or []) if Path(f).is_file()]}
+    rec.update(extra)
+    if not real:
+        log.warning("STAND-IN MODEL in use: %s (not the real model; results are for testing the "
+                    "pipeline, not for a dataset release)", name)
+    return rec
+
+
+def recorded_params(*configs: luigi.Config) -> dict:
+    """{section: {param: value}} of the given luigi.Config instances."""
+    out = {}
+    for cfg in configs:
+        out[type(cfg).__name__] = {name: getattr(cfg, name) for name, _ in cfg.get_params()}
+    return out
