@@ -5,11 +5,9 @@
 """
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
-from pathlib import Path
 
 import luigi
 
@@ -19,7 +17,8 @@ from tasks.atomic import write_json_atomic
 from tasks.report import DatasetReport
 from tasks.release import PackRelease
 from tasks.subject import SubjectOutputs
-from pipeline.timings import read_stage_timings, record_processing_time  # noqa: F401 (registers handler)
+# importing pipeline.timings registers its PROCESSING_TIME handler for every worker
+from pipeline.timings import read_stage_timings
 
 log = logging.getLogger("singinghead")
 

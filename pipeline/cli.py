@@ -15,6 +15,7 @@ CLI_MODULES = (
     "tasks.demo_capture",   # demo-capture
     "tasks.validate",       # validate
     "tasks.head_model",     # make-head-model
+    "tasks.bgm",            # separate-bgm
     "tasks.preview",        # preview
     "tasks.release",        # release, verify-release
     "tasks.rerun",          # rerun
@@ -36,20 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def apply_path_overrides(raw_dir: str | None, processed_dir: str | None) -> None:
-    """Set `[paths]` for this process the way `--paths-raw-dir` would."""
-    import luigi.configuration
-    cfg = luigi.configuration.get_config()
-    if raw_dir:
-        cfg.set("paths", "raw_dir", raw_dir)
-    if processed_dir:
-        cfg.set("paths", "processed_dir", processed_dir)
-
-
 def cmd_run(args) -> int:
     import luigi
     import pipeline
-    apply_path_overrides(args.raw_dir, args.processed_dir)
+    from tasks.config import override_paths
+    override_paths(args.raw_dir, args.processed_dir)
     root = pipeline.BuildSubject(subject=args.subject) if args.subject else pipeline.BuildSingingHead()
     result = luigi.build([root], local_scheduler=True, workers=args.workers, detailed_summary=True)
     print(result.summary_text, file=sys.stderr)

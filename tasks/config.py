@@ -12,7 +12,7 @@ import luigi
 class paths(luigi.Config):  # noqa: N801 - the section name is the class name
     raw_dir = luigi.Parameter(default="raw")
     processed_dir = luigi.Parameter(default="processed")
-    release_dir = luigi.Parameter(default="processed/release")
+    release_dir = luigi.Parameter(default="")  # empty: <processed_dir>/release
 
 
 class device(luigi.Config):  # noqa: N801
@@ -48,7 +48,9 @@ class audio(luigi.Config):  # noqa: N801
 class flame(luigi.Config):  # noqa: N801
     model_path = luigi.Parameter(default="")            # generic_model.pkl / flame2023.pkl; empty: procedural
     landmark_embedding_path = luigi.Parameter(default="")
-    procedural_model_dir = luigi.Parameter(default="processed/_models/procedural_head")
+    # empty: <processed_dir>/_models/procedural_head_<version>_seed<seed>, regenerated when the
+    # generator's version changes
+    procedural_model_dir = luigi.Parameter(default="")
 
 
 class emoca(luigi.Config):  # noqa: N801
@@ -78,4 +80,18 @@ class dataset(luigi.Config):  # noqa: N801
 
 class release(luigi.Config):  # noqa: N801
     shard_bytes = luigi.IntParameter(default=2_000_000_000)
+    include_sequences = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
     name = luigi.Parameter(default="SingingHead")
+
+
+def override_paths(raw_dir: str | None = None, processed_dir: str | None = None) -> None:
+    """Set `[paths]` for this process, as `--paths-raw-dir` / `--paths-processed-dir` would.
+
+    The release folder follows the processed folder unless `[paths] release_dir` names one.
+    """
+    import luigi.configuration
+    cfg = luigi.configuration.get_config()
+    if raw_dir:
+        cfg.set("paths", "raw_dir", str(raw_dir))
+    if processed_dir:
+        cfg.set("paths", "processed_dir", str(processed_dir))

@@ -43,7 +43,8 @@ def list_subjects(raw: Path | None = None) -> list[str]:
     if not raw.is_dir():
         return []
     return sorted(p.name for p in raw.iterdir()
-                  if p.is_dir() and ((p / SUBJECT_FILE).exists() or (p / "songs").is_dir()))
+                  if p.is_dir() and not p.name.startswith(".")  # temporaries of an atomic write
+                  and ((p / SUBJECT_FILE).exists() or (p / "songs").is_dir()))
 
 
 def list_songs(subject: str, raw: Path | None = None) -> list[str]:
@@ -51,7 +52,7 @@ def list_songs(subject: str, raw: Path | None = None) -> list[str]:
     songs = raw / subject / "songs"
     if not songs.is_dir():
         return []
-    return sorted(p.name for p in songs.iterdir() if p.is_dir())
+    return sorted(p.name for p in songs.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def color_video_path(subject: str, song: str) -> Path:
@@ -158,7 +159,7 @@ def report_dir() -> Path:
 
 
 def release_root() -> Path:
-    return Path(paths().release_dir)
+    return Path(paths().release_dir) if paths().release_dir else processed_root() / "release"
 
 
 def models_dir() -> Path:

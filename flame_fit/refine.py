@@ -1,0 +1,370 @@
+"""Motion refinement: outlier replacement, landmark smoothing and the pose/neck/camera fit (Eq. 1).
+
+Eq. 1 of the paper, per segment, over per-frame global orientation g_t, neck pose n_t and
+camera c_t = [s, tx, ty], with the subject's shape and the per-frame expression and jaw fixed:
+
+    lambda_l * sum_t sum_k || P(c_t, FLAME(g_t, n_t)_k) - l_t,k ||^2         (landmarks, NDC units)
+  + lambda_s * sum_t ( ||g_t+1 - g_t||^2 + ||n_t+1 - n_t||^2 + ||u_t+1 - u_t||^2 )
+  + lambda_r * sum_t ( ||g_t||^2 + neck_reg_scale * ||n_t||^2 )
+
+l_t are the smoothed landmarks, P the orthographic camera of flame_fit.camera, and
+u_t = [log s_t, s_ref tx_t, s_ref ty_t] the camera in image units (s_ref the segment's median
+scale), so that one smoothness weight suits rotations (radians) and camera (NDC) alike.
+
+Global orientation and neck rotate the face's landmarks the same way (they differ only in the
+rotation centre, which the camera translation absorbs, and in FLAME's small pose correctives), so
+landmarks cannot tell them apart: the regulariser decides how the head rotation is split. With
+equal weights its minimum shares the rotation equally between the two joints; the default
+`neck_reg_scale` keeps the neck near zero unless the data ask otherwise, as EMOCA (which has no
+neck) and the per-frame initialisation (global = whole head rotation, neck = 0) assume.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from flame_fit import lbs as L
+from flame_fit.camera import ndc_to_pixels, orth_project, pixels_to_ndc
+from flame_fit.outliers import (boxplot_outliers, interpolate_frames, outlier_fractions,
+                                replace_group_outliers, running_median_distances)
+from flame_fit.smoothing import smooth_landmarks
+
+PARAM_GROUPS = ("expression", "jaw_pose", "global_orient", "cam")
+
+
+@dataclass
+class RefineParams:
+    """Every setting of the refinement (recorded next to its output)."""
+    outlier_scale: float = 1.5          # box-plot fence factor s
+    landmark_window: int = 7            # running-median window for landmark outliers (frames)
+    smooth_weight: float = 0.3          # w_s of the landmark smoother (data weight w_d = 1, pixels)
+    smoother: str = "exact"             # "exact" (banded solve) or "adam" (the paper's)
+    lambda_landmark: float = 1.0
+    lambda_smooth: float = 3.0
+    lambda_reg: float = 1e-3
+    neck_reg_scale: float = 1e4         # neck regulariser weight relative to the global one
+    lr: float = 0.01                    # Adam step, radians / NDC
+    lr_floor: float = 0.125             # the step is halved on stalls down to lr * lr_floor
+    max_iters: int = 2000
+    tolerance: float = 1e-7             # relative loss decrease per iteration that counts as converged
+    check_every: int = 5                # iterations between convergence checks
+    image_size: int = 1024              # portrait frame size in pixels
+    seed: int = 0
+
+
+# ----------------------------------------------------------------------------- small helpers
+def jitter(x: np.ndarray) -> float:
+    """Mean absolute second difference over time and dimensions. x: (T, ...)."""
+    x = np.asarray(x, np.float64)
+    return float(np.abs(np.diff(x, n=2, axis=0)).mean()) if len(x) > 2 else 0.0
+
+
+def landmark_rmse(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Root mean squared per-landmark Euclidean error (pixels) over the frames in `mask`.
+    pred, target: (T,68,2); mask: (T,) bool or None (all frames)."""
+    d2 = ((np.asarray(pred, np.float64) - np.asarray(target, np.float64)) ** 2).sum(-1)   # (T,68)
+    if mask is not None:
+        d2 = d2[np.asarray(mask, bool)]
+    return float(np.sqrt(d2.mean())) if d2.size else float("nan")
+
+
+def camera_units(cam: torch.Tensor, s_ref: float) -> torch.Tensor:
+    """cam (T,3) = [s, tx, ty] -> (T,3) [log s, s_ref tx, s_ref ty]: scale change and NDC shift."""
+    return torch.cat([torch.log(cam[:, :1]), s_ref * cam[:, 1:]], dim=1)
+
+
+def sq_diff(x: torch.Tensor) -> torch.Tensor:
+    """Sum of squared first differences over time. x: (T, D) -> scalar."""
+    return ((x[1:] - x[:-1]) ** 2).sum()
+
+
+def small_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(..., n, k) x (..., k, m) -> (..., n, m) for small n, k, m, as a broadcast sum.
+
+    Hand-written because on CPU torch's bmm loops over the batch for 3x3 / 4x4 matrices, which
+    made those products the largest cost of an optimisation step for 240 frames.
+    """
+    return (a[..., :, :, None] * b[..., None, :, :]).sum(-2)
+
+
+def rodrigues(rot_vecs: torch.Tensor, epsilon: float = 1e-8) -> torch.Tensor:
+    """Axis-angle (N,3) -> (N,3,3), as lbs.batch_rodrigues (same epsilon), with K @ K written as
+    k k^T - (k.k) I so that no batched matrix product is needed (see small_matmul)."""
+    angle = torch.norm(rot_vecs + epsilon, dim=1, keepdim=True)                    # (N,1)
+    k = rot_vecs / angle
+    cos, sin = torch.cos(angle)[..., None], torch.sin(angle)[..., None]
+    kx, ky, kz = k.unbind(1)
+    zeros = torch.zeros_like(kx)
+    K = torch.stack([zeros, -kz, ky, kz, zeros, -kx, -ky, kx, zeros], dim=1).reshape(-1, 3, 3)
+    eye = torch.eye(3, dtype=k.dtype, device=k.device)
+    KK = k[:, :, None] * k[:, None, :] - (k * k).sum(1)[:, None, None] * eye
+    return eye + sin * K + (1 - cos) * KK
+
+
+def contour_rows(rel: torch.Tensor) -> torch.Tensor:
+    """Dynamic-contour table rows (T,) of the head's world rotations rel (T,3,3), as
+    lbs.dynamic_contour_rows computes them (DECA's sign); only used to notice when the rows change."""
+    yaw = torch.round(torch.clamp(L.rot_mat_to_euler(rel) * (180.0 / math.pi), max=39)).to(torch.long)
+    return torch.where(yaw < 0, torch.where(yaw < -39, torch.full_like(yaw, 78), 39 - yaw), yaw)
+
+
+class PoseLandmarks:
+    """`FlameModel.landmarks` of one segment as a function of global orientation and neck only.
+
+    In Eq. 1 shape, expression and jaw are fixed, so blend shapes, joints and the jaw's pose
+    correctives are computed once here; each call then only does what depends on the rotations
+    being fitted (model.landmarks recomputes everything and skins with per-vertex 4x4 products,
+    which costs most of an optimisation step for a 240-frame batch on CPU). Skinning is linear,
+    so only the corners of the landmark faces are skinned. Equality with model.landmarks is
+    checked in tests/test_refine.py.
+    """
+
+    def __init__(self, model, shape: torch.Tensor, expression: torch.Tensor, jaw_pose: torch.Tensor):
+        """shape (100,) or (T,100), expression (T,50), jaw_pose (T,3), on the model's device."""
+        self.model = model
+        T = expression.shape[0]
+        dtype = model.v_template.dtype
+        shape = shape.expand(T, -1) if shape.dim() == 1 else shape
+        betas = torch.cat([shape, expression], dim=1).to(dtype)
+        self.jaw = jaw_pose.to(dtype)
+        self.eyes = torch.zeros(T, 6, dtype=dtype, device=betas.device)
+        with torch.no_grad():
+            v_shaped = model.sub_v_template + L.blend_shapes(betas, model.sub_shapedirs)        # (T,S,3)
+            self.joints = model.J_template + torch.einsum("bl,jkl->bjk", betas, model.J_shapedirs)  # (T,5,3)
+            zero = torch.zeros_like(self.jaw)
+            rest = torch.cat([zero, zero, self.jaw, self.eyes], dim=1)
+            feats = L.pose_features(L.batch_rodrigues(rest.reshape(-1, 3)).reshape(T, -1, 3, 3))
+            # pose correctives of every joint but the neck (the neck's are added per call)
+            feats[:, :9] = 0.0
+            self.v_base = (v_shaped + torch.matmul(feats, model.sub_posedirs).reshape(T, -1, 3)).contiguous()
+            self.neck_dirs = model.sub_posedirs[:9]                                                 # (9, 3S)
+            jaw_eyes = torch.cat([self.jaw, self.eyes], dim=1).reshape(-1, 3)
+            self.R_rest = L.batch_rodrigues(jaw_eyes).reshape(T, -1, 3, 3)
+        self.S = self.v_base.shape[1]
+        self.frame_offset = self.S * torch.arange(T, device=betas.device)[:, None, None]
+        self.parents = [int(p) for p in model.parents.tolist()]
+        self._cache = None          # landmark corners and weights for the last contour rows
+
+    def __call__(self, global_orient: torch.Tensor, neck_pose: torch.Tensor) -> torch.Tensor:
+        """(T,3), (T,3) -> landmarks (T,68,3)."""
+        m = self.model
+        T = global_orient.shape[0]
+        head = torch.cat([global_orient, neck_pose], dim=1)
+        R_head = rodrigues(head.reshape(-1, 3)).reshape(T, 2, 3, 3)
+        R_local = [R_head[:, 0], R_head[:, 1]] + list(self.R_rest.unbind(1))
+        # forward kinematics (lbs.batch_rigid_transform) with small_matmul
+        Rw, tw = [], []
+        for j, p in enumerate(self.parents):
+            if p < 0:
+                Rw.append(R_local[j])
+                tw.append(self.joints[:, j])
+            else:
+                Rw.append(small_matmul(Rw[p], R_local[j]))
+                tw.append(tw[p] + (Rw[p] * (self.joints[:, j] - self.joints[:, p])[:, None, :]).sum(-1))
+        with torch.no_grad():                       # the contour rows are discrete: no gradient
+            rows = contour_rows(Rw[1])
+            if self._cache is None or not torch.equal(rows, self._cache[0]):
+                pose = torch.cat([head, self.jaw, self.eyes], dim=1)
+                idx, bary = m._landmark_tables(pose)                                # (T,68), (T,68,3)
+                corners = m.sub_faces[idx].reshape(-1)                              # (T*68*3,)
+                flat = (corners.reshape(T, -1) + self.frame_offset[:, :, 0]).reshape(-1)
+                w = m.sub_lbs_weights.index_select(0, corners).reshape(T, -1, m.sub_lbs_weights.shape[1])
+                base = self.v_base.reshape(-1, 3).index_select(0, flat).reshape(T, -1, 3)
+                ones = torch.ones(T, base.shape[1], 1, dtype=base.dtype, device=base.device)
+                self._cache = (rows, flat, base, w, bary.to(base.dtype), ones)
+            _, flat, base, w, bary, ones = self._cache
+        neck_feat = (R_local[1] - torch.eye(3, dtype=base.dtype, device=base.device)).reshape(T, 9)
+        correctives = torch.matmul(neck_feat, self.neck_dirs).reshape(T * self.S, 3).index_select(0, flat)
+        v = torch.cat([base + correctives.reshape(T, -1, 3), ones], dim=2)    # posed rest corners (T,204,4)
+        # sum_j w_j (R_j v + t_j - R_j J_j): one (204 x 4)(4 x 3J) product per frame, then the
+        # weighted sum (slicing per coordinate instead makes autograd fill a zero tensor per slice)
+        J = len(Rw)
+        R = torch.stack(Rw, dim=1)                                                  # (T,J,3,3)
+        t = torch.stack(tw, dim=1) - (R * self.joints[:, :, None, :]).sum(-1)      # (T,J,3)
+        M = torch.cat([R.permute(0, 3, 1, 2), t[:, None]], dim=1).reshape(T, 4, J * 3)
+        x = (torch.bmm(v, M).reshape(T, -1, J, 3) * w[..., None]).sum(2)           # (T,204,3)
+        return (x.reshape(T, -1, 3, 3) * bary[..., None]).sum(2)
+
+
+# ----------------------------------------------------------------------------- Eq. 1
+def fit_pose_camera(model, shape: np.ndarray, expression: np.ndarray, jaw_pose: np.ndarray,
+                    global_init: np.ndarray, cam_init: np.ndarray, target_px: np.ndarray,
+                    params: RefineParams, frame_weight: np.ndarray | None = None,
+                    device: str | torch.device | None = None) -> dict:
+    """Minimise Eq. 1 (module doc) with Adam for all T frames in one batch.
+
+    shape (100,), expression (T,50), jaw_pose (T,3): fixed. global_init (T,3), cam_init (T,3):
+    starting values (neck starts at 0). target_px (T,68,2): smoothed landmarks in portrait pixels.
+    frame_weight (T,): landmark-term weight per frame (default 1).
+    Stops when the loss's relative decrease per iteration, averaged over `check_every` iterations,
+    falls below `tolerance` at the smallest step size (the step is halved on each stall), or at
+    `max_iters`. Returns {global_orient, neck_pose, cam (T,3) float64 numpy, iterations, loss,
+    loss_terms, converged, seconds}.
+    """
+    t_start = time.perf_counter()
+    torch.manual_seed(params.seed)
+    dev = torch.device(device) if device is not None else model.v_template.device
+    f32 = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=dev)  # noqa: E731
+    T = len(expression)
+    lmk_fn = PoseLandmarks(model, f32(shape), f32(expression), f32(jaw_pose))
+    g0, c0 = f32(global_init), f32(cam_init)
+    if torch.any(c0[:, 0] <= 0):
+        raise ValueError("camera scale must be positive in every frame")
+    target = pixels_to_ndc(f32(target_px), params.image_size).double()
+    w = f32(np.ones(T) if frame_weight is None else frame_weight).double()[:, None, None]
+    s_ref = float(torch.median(c0[:, 0]))
+
+    # Adam works on offsets in radians / NDC so one step size suits every parameter.
+    d_glob = torch.zeros(T, 3, device=dev, requires_grad=True)
+    neck = torch.zeros(T, 3, device=dev, requires_grad=True)
+    d_logs = torch.zeros(T, 1, device=dev, requires_grad=True)
+    d_trans = torch.zeros(T, 2, device=dev, requires_grad=True)
+    variables = [d_glob, neck, d_logs, d_trans]
+    opt = torch.optim.Adam(variables, lr=params.lr)
+
+    def evaluate():
+        glob = g0 + d_glob
+        cam = torch.cat([c0[:, :1] * torch.exp(d_logs), c0[:, 1:] + d_trans / s_ref], dim=1)
+        pred = orth_project(lmk_fn(glob, neck), cam).double()
+        data = (w * (pred - target) ** 2).sum()
+        smooth = sq_diff(glob).double() + sq_diff(neck).double() + sq_diff(camera_units(cam, s_ref)).double()
+        reg = (glob ** 2).sum().double() + params.neck_reg_scale * (neck ** 2).sum().double()
+        loss = params.lambda_landmark * data + params.lambda_smooth * smooth + params.lambda_reg * reg
+        return loss, (data, smooth, reg), glob, cam
+
+    min_lr = params.lr * params.lr_floor
+    prev, converged, it = None, False, 0
+    for it in range(1, params.max_iters + 1):
+        opt.zero_grad(set_to_none=True)
+        loss, _, _, _ = evaluate()
+        loss.backward()
+        opt.step()
+        if it % params.check_every == 0:
+            value = float(loss.detach())
+            if prev is not None:
+                rel = (prev - value) / max(abs(value), 1e-30) / params.check_every
+                if rel < params.tolerance:
+                    group = opt.param_groups[0]
+                    if group["lr"] <= min_lr:
+                        converged = True
+                        break
+                    # Adam circles the minimum at a distance set by its step: shrink the step
+                    # when progress stalls instead of guessing an iteration count.
+                    for g in opt.param_groups:
+                        g["lr"] = max(g["lr"] * 0.5, min_lr)
+            prev = value
+    with torch.no_grad():
+        loss, (data, smooth, reg), glob, cam = evaluate()
+    return {
+        "global_orient": glob.cpu().double().numpy(), "neck_pose": neck.detach().cpu().double().numpy(),
+        "cam": cam.cpu().double().numpy(), "iterations": it, "converged": converged,
+        "loss": float(loss),
+        "loss_terms": {"landmark": float(data), "smooth": float(smooth), "reg": float(reg)},
+        "seconds": time.perf_counter() - t_start,
+    }
+
+
+@torch.no_grad()
+def project_landmarks_px(model, shape: np.ndarray, expression: np.ndarray, global_orient: np.ndarray,
+                         neck_pose: np.ndarray, jaw_pose: np.ndarray, cam: np.ndarray, size: int
+                         ) -> np.ndarray:
+    """The model's 68 landmarks in portrait pixels. shape (100,) or (T,100), the rest (T,.) -> (T,68,2)."""
+    dev = model.v_template.device
+    f32 = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=dev)  # noqa: E731
+    T = len(expression)
+    shp = f32(shape)
+    shp = shp.expand(T, -1) if shp.dim() == 1 else shp
+    lmk = model.landmarks(shp, f32(expression), f32(global_orient), f32(neck_pose), f32(jaw_pose))
+    return ndc_to_pixels(orth_project(lmk, f32(cam)), size).cpu().double().numpy()
+
+
+# ----------------------------------------------------------------------------- the whole stage
+def clean_landmarks(landmarks: np.ndarray, ok: np.ndarray, params: RefineParams
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Flag gross landmark detections (box-plot on the distance to a running median of the good
+    frames) and smooth. landmarks (T,68,2), ok (T,) -> (smoothed (T,68,2), outlier mask (T,))."""
+    ok = np.asarray(ok, bool)
+    outlier = np.zeros(len(ok), bool)
+    if ok.sum() >= 4:
+        good_idx = np.flatnonzero(ok)
+        # failed frames are bridged first so that their garbage never enters a median
+        filled = interpolate_frames(np.asarray(landmarks, np.float64), ~ok)
+        d = running_median_distances(filled, params.landmark_window)
+        outlier[good_idx] = boxplot_outliers(d[good_idx], params.outlier_scale)
+    smoothed = smooth_landmarks(landmarks, ok & ~outlier, 1.0, params.smooth_weight, method=params.smoother)
+    return smoothed, outlier
+
+
+def refine_motion(model, frames: dict, shape: np.ndarray, params: RefineParams | None = None,
+                  fps: float = 30.0, device=None) -> tuple[dict, dict]:
+    """Per-frame estimates of one segment -> (motion arrays, QC record).
+
+    frames: the arrays of frames/segment_NNN.npz (landmarks (T,68,2), landmark_ok (T,), shape (T,100),
+    expression (T,50), global_orient, jaw_pose, cam (T,3)). shape: the subject's (100,).
+    Motion: expression (T,50), global_orient, neck_pose, jaw_pose, cam (T,3), shape (100,), fps;
+    all float32.
+    """
+    params = params or RefineParams()
+    t0 = time.perf_counter()
+    T = len(frames["expression"])
+    lmk_obs = np.asarray(frames["landmarks"], np.float64)
+    ok = np.asarray(frames["landmark_ok"], bool)
+    groups = {k: np.asarray(frames[k], np.float64) for k in PARAM_GROUPS}
+    clean, masks = replace_group_outliers(groups, params.outlier_scale)
+    smoothed, lmk_out = clean_landmarks(lmk_obs, ok, params)
+    masks["landmarks"] = lmk_out
+    t_pre = time.perf_counter() - t0
+
+    fit = fit_pose_camera(model, shape, clean["expression"], clean["jaw_pose"], clean["global_orient"],
+                          clean["cam"], smoothed, params, device=device)
+    motion = {
+        "expression": clean["expression"].astype(np.float32),
+        "global_orient": fit["global_orient"].astype(np.float32),
+        "neck_pose": fit["neck_pose"].astype(np.float32),
+        "jaw_pose": clean["jaw_pose"].astype(np.float32),
+        "cam": fit["cam"].astype(np.float32),
+        "shape": np.asarray(shape, np.float32).reshape(-1),
+        "fps": np.float32(fps),
+    }
+
+    size = params.image_size
+    zeros = np.zeros((T, 3))
+    before_px = project_landmarks_px(model, frames["shape"], groups["expression"], groups["global_orient"],
+                                     zeros, groups["jaw_pose"], groups["cam"], size)
+    after_px = project_landmarks_px(model, motion["shape"], motion["expression"], motion["global_orient"],
+                                    motion["neck_pose"], motion["jaw_pose"], motion["cam"], size)
+    good = ok & ~lmk_out
+    deg = 180.0 / math.pi
+    qc = {
+        "frames": T,
+        "landmark_rmse_px": {
+            "before": landmark_rmse(before_px, lmk_obs, good),
+            "after": landmark_rmse(after_px, lmk_obs, good),
+            "after_vs_smoothed": landmark_rmse(after_px, smoothed),
+            "frames_measured": int(good.sum()),
+        },
+        "jitter": {
+            "global_orient_deg": {"before": jitter(groups["global_orient"]) * deg,
+                                  "after": jitter(motion["global_orient"]) * deg},
+            "neck_pose_deg": {"before": 0.0, "after": jitter(motion["neck_pose"]) * deg},
+            "cam": {"before": jitter(groups["cam"]), "after": jitter(motion["cam"])},
+            "jaw_pose_deg": {"before": jitter(groups["jaw_pose"]) * deg,
+                             "after": jitter(motion["jaw_pose"]) * deg},
+            "expression": {"before": jitter(groups["expression"]), "after": jitter(motion["expression"])},
+            "landmarks_px": {"before": jitter(interpolate_frames(lmk_obs, ~ok)), "after": jitter(after_px)},
+        },
+        "outlier_fraction": outlier_fractions(masks),
+        "landmark_detections_failed": float(np.mean(~ok)),
+        "iterations": fit["iterations"],
+        "converged": fit["converged"],
+        "loss": fit["loss"],
+        "loss_terms": fit["loss_terms"],
+        "seconds": {"outliers_and_smoothing": t_pre, "fit": fit["seconds"],
+                    "total": time.perf_counter() - t0},
+        "params": asdict(params),
+    }
+    return motion, qc

@@ -1,0 +1,170 @@
+"""`singinghead preview SUBJECT SONG SEGMENT`: a side-by-side MP4 to judge a segment's fit at a glance.
+
+Left: the portrait frame with the smoothed detected landmarks (green) and the refined model's
+projected landmarks (red). Right: the refined head mesh, shaded, seen from the same camera
+(flame_fit.render, headless). Like the paper's Fig. 5.
+"""
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import torch
+
+from flame_fit.refine import clean_landmarks, project_landmarks_px
+from flame_fit.render import render_mesh
+from tasks import layout
+from tasks.atomic import atomic_path
+from tasks.errors import PipelineInputError
+
+log = logging.getLogger("singinghead")
+
+DETECTED = (40, 220, 60)     # RGB
+MODEL = (235, 50, 40)
+
+
+def preview_path(subject: str, song: str, segment: int) -> Path:
+    """Default output: motion/segment_NNN_preview.mp4 beside the motion file."""
+    return layout.motion_npz(subject, song, segment).with_name(f"{layout.segment_name(segment)}_preview.mp4")
+
+
+def draw_landmarks(img: np.ndarray, points: np.ndarray, color, radius: int) -> None:
+    """Filled dots at points (68,2) pixel coordinates of img (in place)."""
+    for x, y in np.asarray(points, np.float64):
+        if np.isfinite(x) and np.isfinite(y):
+            cv2.circle(img, (int(round(x)), int(round(y))), radius, color, -1, lineType=cv2.LINE_AA)
+
+
+@torch.no_grad()
+def posed_vertices(model, motion: dict, start: int, stop: int) -> np.ndarray:
+    """Vertices (stop-start, V, 3) of the motion's frames [start, stop)."""
+    dev = model.v_template.device
+    f32 = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=dev)  # noqa: E731
+    n = stop - start
+    out = model(f32(motion["shape"]).reshape(1, -1).expand(n, -1), f32(motion["expression"][start:stop]),
+                f32(motion["global_orient"][start:stop]), f32(motion["neck_pose"][start:stop]),
+                f32(motion["jaw_pose"][start:stop]))
+    return out.vertices.cpu().numpy()
+
+
+def write_preview(model, motion: dict, frames: dict, video: Path, out: Path, panel: int = 512,
+                  portrait_size: int = 1024, smooth_weight: float = 10.0, max_frames: int | None = None,
+                  progress=None) -> int:
+    """Write the side-by-side MP4 (2*panel x panel, H.264) and return the number of frames written.
+
+    motion: the motion.npz arrays; frames: the frames.npz arrays (landmarks in portrait pixels of
+    `portrait_size`); video: the segment's portrait MP4.
+    """
+    from flame_fit.refine import RefineParams
+    from tasks.landmarks import iter_rgb_frames
+
+    T = len(motion["expression"])
+    if max_frames:
+        T = min(T, max_frames)
+    params = RefineParams(smooth_weight=smooth_weight)
+    smoothed, _ = clean_landmarks(np.asarray(frames["landmarks"], np.float64),
+                                  np.asarray(frames["landmark_ok"], bool), params)
+    fitted = project_landmarks_px(model, motion["shape"], motion["expression"], motion["global_orient"],
+                                  motion["neck_pose"], motion["jaw_pose"], motion["cam"], portrait_size)
+    scale = panel / float(portrait_size)
+    faces = model.faces.cpu().numpy()
+    fps = Fraction(float(np.asarray(motion.get("fps", 30.0)))).limit_denominator(1001)
+    radius = max(1, panel // 256)
+    written = 0
+    chunk = 16
+    verts = None
+    with atomic_path(out) as tmp:
+        container = av.open(str(tmp), mode="w")
+        try:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = 2 * panel, panel, "yuv420p"
+            stream.options = {"crf": "20", "preset": "veryfast"}
+            for t, rgb in enumerate(iter_rgb_frames(video, max_frames=T)):
+                if t % chunk == 0:
+                    verts = posed_vertices(model, motion, t, min(t + chunk, T))
+                left = cv2.resize(rgb, (panel, panel), interpolation=cv2.INTER_AREA)
+                left = np.ascontiguousarray(left)
+                draw_landmarks(left, smoothed[t] * scale, DETECTED, radius)
+                draw_landmarks(left, fitted[t] * scale, MODEL, radius)
+                right = render_mesh(verts[t % chunk], faces, motion["cam"][t], panel)
+                frame = av.VideoFrame.from_ndarray(np.concatenate([left, right], axis=1), format="rgb24")
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+                written += 1
+                if progress is not None:
+                    progress.update(1)
+            for packet in stream.encode():
+                container.mux(packet)
+        finally:
+            container.close()
+    if written < T:
+        log.warning("%s has %d frames, the motion %d: preview stops at %d", video, written, T, written)
+    return written
+
+
+def _load_npz(path: Path, what: str, fix: str) -> dict:
+    if not path.is_file():
+        raise PipelineInputError(path, f"{what} is missing", fix)
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def segment_video(subject: str, song: str, segment: int) -> Path:
+    seg_file = layout.segments_json(subject, song)
+    if not seg_file.is_file():
+        raise PipelineInputError(seg_file, "no portrait segments for this song", "run CropPortraits first")
+    for seg in layout.load_segments(subject, song):
+        if int(seg["index"]) == int(segment):
+            video = layout.portrait_dir(subject, song) / seg["video"]
+            if not video.is_file():
+                raise PipelineInputError(video, "the segment's portrait video is missing",
+                                         "delete the song's portrait/ folder and rerun CropPortraits")
+            return video
+    raise PipelineInputError(seg_file, f"no segment {segment}", "pick a segment listed in segments.json")
+
+
+def cmd_preview(args) -> int:
+    from tasks.config import crop as crop_config
+    from tasks.config import override_paths
+    from tasks.config import refine as refine_config
+    from tasks.head_model import get_head_model
+    from tasks.progress import Progress
+
+    override_paths(getattr(args, "raw_dir", None), getattr(args, "processed_dir", None))
+    subject, song, segment = args.subject, args.song, int(args.segment)
+    video = segment_video(subject, song, segment)
+    motion = _load_npz(layout.motion_npz(subject, song, segment), "the refined motion",
+                       "run the pipeline (RefineMotion) for this segment first")
+    frames = _load_npz(layout.frames_npz(subject, song, segment), "the per-frame estimates",
+                       "run EstimateFrames for this segment first")
+    model, record = get_head_model()
+    if record.get("kind") != "real":
+        log.warning("preview drawn with the STAND-IN %s", record.get("name"))
+    out = Path(args.out) if args.out else preview_path(subject, song, segment)
+    n = len(motion["expression"]) if not args.max_frames else min(args.max_frames, len(motion["expression"]))
+    prog = Progress(None, n, "preview", bar=None)
+    written = write_preview(model, motion, frames, video, out, panel=args.size,
+                            portrait_size=crop_config().output_size,
+                            smooth_weight=refine_config().smooth_weight,
+                            max_frames=args.max_frames, progress=prog)
+    prog.close()
+    print(f"wrote {out} ({written} frames, {2 * args.size}x{args.size})")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser("preview", help="side-by-side MP4 of a segment: landmarks on the portrait "
+                                              "and the fitted head mesh")
+    p.add_argument("subject")
+    p.add_argument("song")
+    p.add_argument("segment", type=int)
+    p.add_argument("--out", help="output .mp4 (default: motion/segment_NNN_preview.mp4 beside the motion)")
+    p.add_argument("--size", type=int, default=512, help="height of each panel in pixels (even)")
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--raw-dir")
+    p.add_argument("--processed-dir")
+    p.set_defaults(func=cmd_preview)

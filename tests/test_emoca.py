@@ -1,0 +1,267 @@
+"""Native EMOCA v2: random-weight checkpoints in the official layout, loaded through the real path."""
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+import yaml
+
+from flame_fit.camera import ndc_to_pixels, orth_project
+from tasks import emoca as E
+from tasks.errors import ModelFileError
+
+CKPT_NAME = "deca-epoch=01-val_loss=0.5.ckpt"
+
+
+@pytest.fixture(scope="module")
+def base_state():
+    """Random E_flame + E_expression (width 56) weights with EMOCA's Lightning key names, plus
+    keys EMOCA checkpoints also carry and the loader must ignore.
+
+    E_expression's backbone shares most tensors with E_flame (torch.save then writes them once,
+    keeping the file ~100 MB) but not conv1, a layer3 BN and layer4's last conv, so loading the
+    wrong backbone into a slot changes the output."""
+    torch.manual_seed(0)
+    enc = E.ResnetEncoder(236)
+    # BN running stats away from (0, 1) so that eval-mode statistics matter in the comparison
+    for m in enc.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    state = {f"deca.E_flame.{k}": v for k, v in enc.state_dict().items()}
+    for k, v in enc.encoder.state_dict().items():
+        own = k in ("conv1.weight", "layer3.2.bn2.running_var", "layer4.2.conv3.weight")
+        state[f"deca.E_expression.encoder.{k}"] = v * 1.5 if own else v
+    g = torch.Generator().manual_seed(1)
+    state["deca.E_expression.layers.0.weight"] = torch.randn(1024, 2048, generator=g) * 0.02
+    state["deca.E_expression.layers.0.bias"] = torch.randn(1024, generator=g) * 0.02
+    state["deca.flame.neck_pose"] = torch.zeros(1, 3)
+    state["deca.E_detail.layers.0.weight"] = torch.zeros(4, 4)
+    state["emonet_loss.backbone.weight"] = torch.zeros(2)
+    return with_width(state, 56)
+
+
+def with_width(state: dict, width: int) -> dict:
+    s = dict(state)
+    g = torch.Generator().manual_seed(width)
+    s["deca.E_expression.layers.2.weight"] = torch.randn(width, 1024, generator=g) * 0.01
+    s["deca.E_expression.layers.2.bias"] = torch.randn(width, generator=g) * 0.01
+    return s
+
+
+def write_model(root, state: dict, *, jaw: bool, glob: bool, backbone: str = "deca_clone", extra=None):
+    """<root>/cfg.yaml + <root>/detail/checkpoints/<CKPT_NAME>, saved the way Lightning saves."""
+    model = {"deca_class": "ExpDECA", "expression_backbone": backbone, "exp_deca_jaw_pose": jaw,
+             "exp_deca_global_pose": glob, "n_exp": 50, "n_shape": 100, "n_pose": 6,
+             "resume_training": True, "pretrained_modes_path": "${inout.full_run_dir}"}
+    cfg = {"coarse": {"model": dict(model), "learning": {"lr": 1e-4}},
+           "detail": {"model": dict(model), "inout": {"full_run_dir": "/x"}}}
+    (root / "detail" / "checkpoints").mkdir(parents=True)
+    (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    ckpt = {"epoch": 1, "global_step": 10, "pytorch-lightning_version": "1.4.9", "state_dict": state}
+    ckpt.update(extra or {})
+    torch.save(ckpt, root / "detail" / "checkpoints" / CKPT_NAME)
+    return root
+
+
+def reference_encode(state: dict, images: torch.Tensor, prefix: str) -> torch.Tensor:
+    """Independent forward: torchvision's ResNet-50 (adaptive pool == AvgPool(7) at 224) + the MLP."""
+    with torch.device("meta"):
+        net = torchvision.models.resnet50()
+    net.fc = torch.nn.Identity()
+    enc = {k[len(prefix) + 8:]: v for k, v in state.items() if k.startswith(prefix + "encoder.")}
+    missing, unexpected = net.load_state_dict(enc, strict=False, assign=True)
+    assert not unexpected and not missing
+    net.eval()
+    with torch.no_grad():
+        f = net(images)
+        h = F.relu(F.linear(f, state[prefix + "layers.0.weight"], state[prefix + "layers.0.bias"]))
+        return F.linear(h, state[prefix + "layers.2.weight"], state[prefix + "layers.2.bias"])
+
+
+@pytest.fixture(scope="module")
+def images():
+    torch.manual_seed(1)
+    return torch.rand(2, 3, 224, 224)
+
+
+def test_load_checkpoint_and_encode_matches_reference(tmp_path, base_state, images):
+    state = with_width(base_state, 53)
+    write_model(tmp_path, state, jaw=True, glob=False)
+    loaded = E.load_emoca(tmp_path)
+    assert loaded.layout.width == 53 and loaded.layout.jaw_pose and not loaded.layout.global_pose
+    assert loaded.checkpoint.name == CKPT_NAME
+    assert not loaded.encoder.training
+    with torch.no_grad():
+        out = loaded.encoder(images)
+    code = reference_encode(state, images, "deca.E_flame.")
+    exp_code = reference_encode(state, images, "deca.E_expression.")
+    torch.testing.assert_close(out["shape"], code[:, :100], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out["cam"], code[:, 206:209], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out["exp"], exp_code[:, :50], rtol=1e-4, atol=1e-5)
+    # jaw from E_expression, global from E_flame
+    torch.testing.assert_close(out["pose"][:, :3], code[:, 200:203], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out["pose"][:, 3:], exp_code[:, 50:53], rtol=1e-4, atol=1e-5)
+    assert out["light"].shape == (2, 9, 3)
+    rec = E.emoca_model_record(loaded)
+    assert rec["kind"] == "real" and len(rec["files"]) == 2 and rec["jaw_from_expression_encoder"]
+
+
+@pytest.mark.parametrize("glob,jaw,width", [(False, False, 50), (True, False, 53), (False, True, 53),
+                                            (True, True, 56)])
+def test_merge_follows_expdeca(glob, jaw, width):
+    layout = E.ExpressionLayout(global_pose=glob, jaw_pose=jaw)
+    assert layout.width == width
+    code, exp_code = torch.randn(3, 236), torch.randn(3, width)
+    out = E.merge_codes(code, exp_code, layout)
+    assert torch.equal(out["exp"], exp_code[:, :50])
+    assert torch.equal(out["shape"], code[:, :100]) and torch.equal(out["tex"], code[:, 100:150])
+    assert torch.equal(out["cam"], code[:, 206:209])
+    want_g = exp_code[:, 50:53] if glob else code[:, 200:203]
+    want_j = exp_code[:, -3:] if jaw else code[:, 203:206]
+    assert torch.equal(out["pose"][:, :3], want_g) and torch.equal(out["pose"][:, 3:], want_j)
+
+
+def test_width_must_match_config(tmp_path, base_state):
+    write_model(tmp_path, with_width(base_state, 56), jaw=True, glob=False)
+    with pytest.raises(ModelFileError, match="predicts 56 values but cfg.yaml"):
+        E.load_emoca(tmp_path)
+
+
+def test_missing_and_mismatched_keys_are_named(tmp_path, base_state):
+    state = with_width(base_state, 50)
+    del state["deca.E_expression.encoder.layer3.2.bn2.running_var"]
+    state["deca.E_flame.layers.0.bias"] = torch.zeros(1000)
+    write_model(tmp_path, state, jaw=False, glob=False)
+    with pytest.raises(ModelFileError) as err:
+        E.load_emoca(tmp_path)
+    msg = str(err.value)
+    assert "deca.E_flame.layers.0.bias" in msg and "(1000,)" in msg
+    # E_flame is checked first; the E_expression key is reported once E_flame is whole
+    state["deca.E_flame.layers.0.bias"] = base_state["deca.E_flame.layers.0.bias"]
+    with pytest.raises(ModelFileError, match=r"deca\.E_expression\.encoder\.layer3\.2\.bn2\.running_var"):
+        E.build_encoder(state, E.ExpressionLayout())
+
+
+def test_unknown_pickled_classes_and_parallel_variant(tmp_path, base_state, images):
+    """A checkpoint that pickles classes this environment lacks (omegaconf, gdl) still loads;
+    the deca_parallel layout (SecondHeadResnet) is recognised from its key names."""
+    fake = types.ModuleType("gdl_fake_omegaconf")
+
+    DictConfig = type("DictConfig", (), {"__module__": fake.__name__, "__init__": lambda self, d: None})
+    fake.DictConfig = DictConfig
+    sys.modules[fake.__name__] = fake
+    g = torch.Generator().manual_seed(7)
+    state = {k: v for k, v in base_state.items() if not k.startswith("deca.E_expression.")}
+    for k, v in base_state.items():
+        if k.startswith("deca.E_flame."):
+            state["deca.E_expression.resnet." + k[len("deca.E_flame."):]] = v
+    state["deca.E_expression.layers.0.weight"] = torch.randn(1024, 2048, generator=g) * 0.01
+    state["deca.E_expression.layers.0.bias"] = torch.zeros(1024)
+    state["deca.E_expression.layers.2.weight"] = torch.randn(50, 1024, generator=g) * 0.01
+    state["deca.E_expression.layers.2.bias"] = torch.zeros(50)
+    try:
+        write_model(tmp_path, state, jaw=False, glob=False, backbone="deca_parallel",
+                    extra={"hyper_parameters": {"model_params": DictConfig({"n_exp": 50})}})
+    finally:
+        del sys.modules[fake.__name__]
+    loaded = E.load_emoca(tmp_path)
+    assert loaded.layout.parallel
+    with torch.no_grad():
+        out = loaded.encoder(images)
+        code = reference_encode(state, images, "deca.E_flame.")
+        feats = loaded.encoder.E_flame.encoder(images)
+        w = {k: state[f"deca.E_expression.layers.{k}"] for k in ("0.weight", "0.bias", "2.weight", "2.bias")}
+        exp_ref = F.linear(F.relu(F.linear(feats, w["0.weight"], w["0.bias"])), w["2.weight"], w["2.bias"])
+    torch.testing.assert_close(out["shape"], code[:, :100], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out["exp"], exp_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_best_checkpoint_selection_and_missing_files(tmp_path):
+    ck = tmp_path / "detail" / "checkpoints"
+    (ck / "sub").mkdir(parents=True)
+    for name in ("last.ckpt", "deca-epoch=03-val_loss=0.70.ckpt", "sub/deca-epoch=09-val_loss=0.40.ckpt",
+                 "deca-epoch=05-val_loss=0.40.ckpt"):
+        (ck / name).write_bytes(b"x")
+    # ties: the later one in sorted order wins (EMOCA's `<=`)
+    assert E.find_checkpoint(tmp_path).name == "deca-epoch=09-val_loss=0.40.ckpt"
+    with pytest.raises(ModelFileError, match="cfg.yaml is missing"):
+        E.read_model_config(tmp_path)
+    with pytest.raises(ModelFileError, match="no \\*.ckpt"):
+        E.find_checkpoint(tmp_path / "detail")  # a folder without checkpoints
+    (ck / "deca-epoch=05-val_loss=0.40.ckpt").write_bytes(b"not a checkpoint")
+    (ck / "sub" / "deca-epoch=09-val_loss=0.40.ckpt").unlink()
+    with pytest.raises(ModelFileError, match="cannot read the checkpoint"):
+        E.load_state_dict(E.find_checkpoint(tmp_path))
+
+
+def test_crop_matches_skimage_warp():
+    from skimage.transform import SimilarityTransform, estimate_transform, warp
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (300, 260, 3), dtype=np.uint8)
+    lmk = rng.uniform([150, 40], [290, 200], (68, 2))  # box runs past the right edge
+    box = E.crop_boxes_from_landmarks(lmk[None])[0]
+    left, right, top, bottom = lmk[:, 0].min(), lmk[:, 0].max(), lmk[:, 1].min(), lmk[:, 1].max()
+    old = (right - left + bottom - top) / 2 * 1.1
+    size = int(old * 1.25)
+    assert box[2] == size
+    cx, cy = right - (right - left) / 2, bottom - (bottom - top) / 2
+    h = size / 2
+    src = np.array([[cx - h, cy - h], [cx - h, cy + h], [cx + h, cy - h]])
+    tform = estimate_transform("similarity", src, np.array([[0, 0], [0, 223], [223, 0]]))
+    ref = warp(img / 255.0, tform.inverse, output_shape=(224, 224)).transpose(2, 0, 1)
+    ours = E.crop_image(img, box)
+    assert ours.shape == (3, 224, 224) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, ref, atol=2e-5)
+    assert isinstance(tform, SimilarityTransform)
+
+
+def test_crop_camera_converts_to_portrait_camera():
+    rng = np.random.default_rng(3)
+    N, W = 5, 1024
+    X = torch.tensor(rng.normal(0, 0.1, (N, 68, 3)), dtype=torch.float64)
+    crop_cam = np.c_[rng.uniform(5, 10, N), rng.normal(0, 0.02, (N, 2))]
+    boxes = np.c_[rng.uniform(300, 700, (N, 2)), np.floor(rng.uniform(200, 600, N))]
+    crop_px = ndc_to_pixels(orth_project(X, torch.tensor(crop_cam)), 224).numpy()
+    affines = [E.crop_to_image_affine(b) for b in boxes]
+    want = np.stack([crop_px[i] @ A[:, :2].T + A[:, 2] for i, A in enumerate(affines)])
+    cam = E.crop_cam_to_portrait(crop_cam, boxes, W)
+    got = ndc_to_pixels(orth_project(X, torch.tensor(cam)), W).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+class _MeanEncoder(torch.nn.Module):
+    """Cheap stand-in network for the batching test: codes are the crop's mean colour."""
+
+    def forward(self, images):
+        m = images.mean(dim=(1, 2, 3))[:, None]
+        return {"shape": m.repeat(1, 100), "exp": m.repeat(1, 50), "pose": m.repeat(1, 6),
+                "cam": torch.cat([torch.ones_like(m) * 8, m * 0, m * 0], 1)}
+
+
+def test_runner_batches_in_frame_order():
+    rng = np.random.default_rng(5)
+    frames = [np.full((64, 64, 3), v, np.uint8) for v in (10, 50, 90, 130, 170)]
+    lmk = rng.uniform(20, 44, (68, 2))
+    runner = E.EmocaRunner(_MeanEncoder(), "cpu", batch_size=2, image_size=64)
+    for f in frames:
+        runner.add(f, lmk)
+    out = runner.finish()
+    assert out["shape"].shape == (5, 100) and out["cam"].shape == (5, 3) and out["crop_boxes"].shape == (5, 3)
+    means = out["expression"][:, 0]
+    assert np.all(np.diff(means) > 0)  # frame order survives batching
+    np.testing.assert_allclose(out["cam"], E.crop_cam_to_portrait(out["crop_cam"], out["crop_boxes"], 64),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_torch_crop_equals_numpy_crop():
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 256, (200, 240, 3), dtype=np.uint8)
+    for box in ([120.3, 90.7, 150.0], [10.0, 190.0, 131.0]):  # inside; running off two edges
+        ours = E.crop_image_torch(torch.from_numpy(img), box).numpy()
+        np.testing.assert_allclose(ours, E.crop_image(img, box), atol=1e-5)

@@ -1,0 +1,118 @@
+"""`singinghead preview` on a tiny generated segment: a side-by-side MP4 with landmarks and the mesh."""
+from __future__ import annotations
+
+import argparse
+
+import av
+import luigi.configuration
+import numpy as np
+import pytest
+import torch
+
+from flame_fit.flame import load_flame
+from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
+from flame_fit.render import render_mesh
+from flame_fit.synthetic_motion import MotionSpec, generate_sequence
+from tasks import layout
+from tasks.errors import PipelineInputError
+
+SIZE = 256        # portrait size of the fixture (the crop stage's output_size)
+
+
+@pytest.fixture(scope="module")
+def head_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("preview_head")
+    write_procedural_head_model(folder, seed=0, n_vertices=1500)
+    return folder
+
+
+def _cli(argv):
+    from tasks import preview
+    parser = argparse.ArgumentParser()
+    preview.register_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def _write_segment(model, subject="S001", song="001_test", T=6):
+    """frames npz, motion npz (the truth as the 'refined' motion), segments.json and a grey portrait video."""
+    seq = generate_sequence(model, MotionSpec(frames=T, image_size=SIZE), seed=1)
+    tr = seq.truth
+    frames = layout.frames_npz(subject, song, 0)
+    frames.parent.mkdir(parents=True)
+    np.savez(frames, **seq.frames)
+    motion = layout.motion_npz(subject, song, 0)
+    motion.parent.mkdir(parents=True)
+    np.savez(motion, expression=tr["expression"], global_orient=tr["global_orient"],
+             neck_pose=tr["neck_pose"], jaw_pose=tr["jaw_pose"], cam=tr["cam"], shape=tr["shape"],
+             fps=np.float32(30))
+    pdir = layout.portrait_dir(subject, song)
+    pdir.mkdir(parents=True)
+    (pdir / "segments.json").write_text('{"segments": [{"index": 0, "start_frame": 0, "end_frame": %d, '
+                                        '"video": "segment_000.mp4"}]}' % T)
+    with av.open(str(pdir / "segment_000.mp4"), "w") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width = s.height = SIZE
+        s.pix_fmt = "yuv420p"
+        for _ in range(T):
+            grey = av.VideoFrame.from_ndarray(np.full((SIZE, SIZE, 3), 90, np.uint8), format="rgb24")
+            for p in s.encode(grey):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return seq
+
+
+def test_render_mesh_shades_only_where_the_head_is(head_dir):
+    model = load_flame(head_dir / MODEL_FILE, head_dir / EMBEDDING_FILE)
+    seq = generate_sequence(model, MotionSpec(frames=2, image_size=64), seed=0)
+    tr = seq.truth
+    with torch.no_grad():
+        f = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
+        v = model(f(tr["shape"])[None], f(tr["expression"][:1]), f(tr["global_orient"][:1]),
+                  f(tr["neck_pose"][:1]), f(tr["jaw_pose"][:1])).vertices[0].numpy()
+    img = render_mesh(v, model.faces.numpy(), tr["cam"][0], 64)
+    assert img.shape == (64, 64, 3) and img.dtype == np.uint8
+    bg = np.all(img == img[0, 0], axis=-1)
+    # the face's landmarks fall on shaded pixels, the corners on background
+    lm = np.clip(tr["landmarks"][0].astype(int), 0, 63)
+    assert (~bg[lm[:, 1], lm[:, 0]]).mean() > 0.9
+    assert bg[0, 0] and bg[-1, -1]
+    assert len(np.unique(img[~bg].reshape(-1, 3), axis=0)) > 20       # shading varies over the surface
+
+
+def test_preview_command_writes_side_by_side_mp4(luigi_paths, head_dir, tmp_path):
+    from tasks.head_model import _CACHE
+    cfg = luigi.configuration.get_config()
+    saved = {("flame", "model_path"): cfg.get("flame", "model_path", None),
+             ("flame", "procedural_model_dir"): cfg.get("flame", "procedural_model_dir", None),
+             ("crop", "output_size"): cfg.get("crop", "output_size", None)}
+    cfg.set("flame", "model_path", "")
+    cfg.set("flame", "procedural_model_dir", str(head_dir))
+    if not cfg.has_section("crop"):
+        cfg.add_section("crop")
+    cfg.set("crop", "output_size", str(SIZE))
+    _CACHE.clear()
+    try:
+        model = load_flame(head_dir / MODEL_FILE, head_dir / EMBEDDING_FILE)
+        _write_segment(model)
+        out = tmp_path / "p.mp4"
+        assert _cli(["preview", "S001", "001_test", "0", "--out", str(out), "--size", "128"]) == 0
+        with av.open(str(out)) as c:
+            frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        assert len(frames) == 6
+        assert frames[0].shape == (128, 256, 3)
+        left, right = frames[0][:, :128].astype(int), frames[0][:, 128:].astype(int)
+        # green (detected) and red (model) dots on the grey portrait; a shaded head on the right
+        assert ((left[..., 1] > 150) & (left[..., 0] < 120)).sum() > 20
+        assert ((left[..., 0] > 150) & (left[..., 1] < 120)).sum() > 20
+        assert (np.abs(right - right[0, 0]).sum(-1) > 30).mean() > 0.1
+        with pytest.raises(PipelineInputError, match="no segment 3"):
+            _cli(["preview", "S001", "001_test", "3", "--out", str(out)])
+    finally:
+        for (sec, k), v in saved.items():
+            if v is None:
+                cfg.remove_option(sec, k)
+            else:
+                cfg.set(sec, k, v)
+        _CACHE.clear()

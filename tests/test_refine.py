@@ -1,0 +1,157 @@
+"""Motion refinement (Eq. 1) on generated sequences with known truth, and RefineMotion via Luigi."""
+from __future__ import annotations
+
+import json
+
+import luigi
+import luigi.configuration
+import numpy as np
+import pytest
+import torch
+
+from flame_fit.flame import load_flame
+from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
+from flame_fit.refine import (PoseLandmarks, RefineParams, jitter, landmark_rmse, project_landmarks_px,
+                              refine_motion)
+from flame_fit.synthetic_motion import MotionSpec, compose, generate_sequence, rotation_error_deg
+from tasks import layout
+from tasks.errors import PipelineInputError
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def head_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("refine_head")
+    write_procedural_head_model(folder, seed=0, n_vertices=1500)     # small: fast to build
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model(head_dir):
+    return load_flame(head_dir / MODEL_FILE, head_dir / EMBEDDING_FILE).eval()
+
+
+@pytest.fixture(scope="module")
+def sequence(model):
+    return generate_sequence(model, MotionSpec(frames=60), seed=3)
+
+
+def test_pose_landmarks_equal_model_landmarks(model):
+    T = 12
+    g = torch.Generator().manual_seed(0)
+    shape, expr = torch.randn(100, generator=g), torch.randn(T, 50, generator=g)
+    glob = (0.4 * torch.randn(T, 3, generator=g)).requires_grad_()
+    neck = (0.1 * torch.randn(T, 3, generator=g)).requires_grad_()
+    jaw = 0.2 * torch.rand(T, 3, generator=g)
+    fast = PoseLandmarks(model, shape, expr, jaw)(glob, neck)
+    ref = model.landmarks(shape.expand(T, -1), expr, glob, neck, jaw)
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    g1 = torch.autograd.grad((fast ** 2).sum(), [glob, neck])
+    g2 = torch.autograd.grad((ref ** 2).sum(), [glob, neck])
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_refinement_reduces_rotation_error_and_jitter(model, sequence):
+    tr, fr = sequence.truth, sequence.frames
+    params = RefineParams(smooth_weight=0.3)
+    motion, qc = refine_motion(model, fr, tr["shape"], params)
+    head_true = compose(tr["global_orient"], tr["neck_pose"])
+    head_after = compose(motion["global_orient"].astype(np.float64), motion["neck_pose"].astype(np.float64))
+    before = fr["global_orient"].astype(np.float64)
+    err_before = np.median(rotation_error_deg(before, head_true))
+    err_after = np.median(rotation_error_deg(head_after, head_true))
+    assert err_after < 0.5 * err_before
+    assert np.median(rotation_error_deg(motion["global_orient"], tr["global_orient"])) < err_before
+    assert jitter(head_after) < jitter(before) / 5
+    # the QC record reports what happened, and the fit converged by its tolerance
+    assert qc["converged"] and 0 < qc["iterations"] < params.max_iters
+    assert qc["landmark_rmse_px"]["after"] < qc["landmark_rmse_px"]["before"]
+    assert qc["jitter"]["global_orient_deg"]["after"] < qc["jitter"]["global_orient_deg"]["before"]
+    for group, mask in sequence.injected.items():
+        if group in qc["outlier_fraction"]:
+            assert qc["outlier_fraction"][group] >= 0.8 * mask.mean()
+    # contract dtypes and shapes
+    T = len(fr["expression"])
+    want = {"expression": (T, 50), "global_orient": (T, 3), "neck_pose": (T, 3), "jaw_pose": (T, 3),
+            "cam": (T, 3), "shape": (100,), "fps": ()}
+    assert {k: motion[k].shape for k in want} == want
+    assert all(motion[k].dtype == np.float32 for k in want)
+    # the refined model's landmarks sit near the true ones (noise is 2 px per coordinate)
+    px = project_landmarks_px(model, motion["shape"], motion["expression"], motion["global_orient"],
+                              motion["neck_pose"], motion["jaw_pose"], motion["cam"], 1024)
+    clean = fr["landmark_ok"] & ~sequence.injected["landmarks"]
+    assert landmark_rmse(px, tr["landmarks"]) < landmark_rmse(tr["landmarks"], fr["landmarks"], clean)
+
+
+def test_neck_stays_small_and_regulariser_decides_the_split(model, sequence):
+    tr, fr = sequence.truth, sequence.frames
+    motion, _ = refine_motion(model, fr, tr["shape"], RefineParams(smooth_weight=0.3, max_iters=300))
+    assert np.degrees(np.abs(motion["neck_pose"])).max() < 3.0
+    equal, _ = refine_motion(model, fr, tr["shape"], RefineParams(smooth_weight=0.3, neck_reg_scale=1.0,
+                                                                  max_iters=300))
+    assert np.abs(equal["neck_pose"]).mean() > 2 * np.abs(motion["neck_pose"]).mean()
+
+
+def _write_fixture(processed, model, seq, subject="S001", song="001_test", segment=0):
+    frames = layout.frames_npz(subject, song, segment)
+    frames.parent.mkdir(parents=True)
+    np.savez(frames, **seq.frames)
+    shape_npy = layout.scan_shape_npy(subject)
+    shape_npy.parent.mkdir(parents=True)
+    np.save(shape_npy, seq.truth["shape"].astype(np.float32))
+    return frames
+
+
+def test_refine_motion_task_contract_and_identical_rerun(luigi_paths, head_dir, model):
+    from tasks.head_model import _CACHE
+    from tasks.refine import MOTION_KEYS, RefineMotion
+
+    raw, processed = luigi_paths
+    cfg = luigi.configuration.get_config()
+    saved = {k: cfg.get("flame", k, None) for k in ("model_path", "procedural_model_dir")}
+    cfg.set("flame", "model_path", "")
+    cfg.set("flame", "procedural_model_dir", str(head_dir))
+    _CACHE.clear()
+    try:
+        seq = generate_sequence(model, MotionSpec(frames=30), seed=5)
+        _write_fixture(processed, model, seq)
+        task = RefineMotion(subject="S001", song="001_test", segment=0)
+        assert luigi.build([task], local_scheduler=True, workers=1)
+        out = layout.motion_npz("S001", "001_test", 0)
+        first = out.read_bytes()
+        with np.load(out) as z:
+            assert sorted(z.files) == sorted(MOTION_KEYS)
+            assert all(z[k].dtype == np.float32 for k in z.files)
+            assert z["expression"].shape == (30, 50) and z["shape"].shape == (100,)
+            assert z["cam"].shape == z["neck_pose"].shape == (30, 3)
+            assert float(z["fps"]) == 30.0
+        qc = json.loads(layout.motion_qc("S001", "001_test", 0).read_text())
+        assert qc["head_model"]["kind"] == "stand-in"
+        assert set(qc["outlier_fraction"]) >= {"expression", "jaw_pose", "global_orient", "cam", "landmarks"}
+        assert qc["landmark_rmse_px"]["after"] < qc["landmark_rmse_px"]["before"]
+        out.unlink()
+        assert luigi.build([RefineMotion(subject="S001", song="001_test", segment=0)], local_scheduler=True)
+        assert out.read_bytes() == first
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                cfg.remove_option("flame", k)
+            else:
+                cfg.set("flame", k, v)
+        _CACHE.clear()
+
+
+def test_bad_frames_file_names_the_file(tmp_path):
+    from tasks.refine import load_frames
+    bad = tmp_path / "segment_000.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(PipelineInputError) as e:
+        load_frames(bad)
+    assert str(bad) in str(e.value)
+    np.savez(bad, landmarks=np.zeros((5, 68, 2)), landmark_ok=np.zeros(5, bool), shape=np.zeros((5, 100)),
+             expression=np.zeros((5, 50)), global_orient=np.zeros((5, 3)), jaw_pose=np.zeros((5, 3)),
+             cam=np.ones((5, 3)))
+    with pytest.raises(PipelineInputError, match="no frame of this segment has a landmark detection"):
+        load_frames(bad)

@@ -1,0 +1,185 @@
+"""Scan fitting: the similarity, the shape fit, automatic landmarks, bad inputs, the Luigi task."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import luigi
+import luigi.configuration
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from flame_fit.geometry import SurfaceIndex
+from flame_fit.scan_fit import (ScanFitConfig, apply_similarity, fit_scan, invert_similarity,
+                                landmark_weights, neutral_mesh, umeyama)
+from tasks import layout
+from tasks.demo_scan import read_truth, write_demo_scan
+from tasks.errors import PipelineInputError
+from tasks.scan_fit import find_landmarks_auto, fit_subject_scan, load_scan
+
+SMALL = ScanFitConfig(max_iters=250, max_points=1000)
+
+
+@pytest.fixture(scope="module")
+def head_model(tmp_path_factory):
+    """The procedural head model, generated into a tmp folder for this module."""
+    cfg = luigi.configuration.get_config()
+    saved = {k: cfg.get("flame", k, None) for k in ("model_path", "procedural_model_dir")}
+    cfg.set("flame", "model_path", "")
+    cfg.set("flame", "procedural_model_dir", str(tmp_path_factory.mktemp("head_model")))
+    from tasks.head_model import get_head_model
+    model, rec = get_head_model("cpu")
+    yield model, rec
+    for k, v in saved.items():
+        if v is None:
+            cfg.remove_option("flame", k)
+        else:
+            cfg.set("flame", k, v)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, head_model):
+    """One small generated scan (no subdivision, 256 px texture) with its landmarks.json."""
+    root = tmp_path_factory.mktemp("demo_scan")
+    obj = write_demo_scan(root / "scan", root / "truth", seed=3, write_landmarks=True, model=head_model[0],
+                          subdivisions=0, texture_size=256)
+    return obj, read_truth(root / "truth")
+
+
+def _vertex_error(model, shape, s, r, t, truth) -> float:
+    """Median distance (model units) of the fitted vertices, taken into the scan, to the true surface."""
+    faces = model.faces.numpy()
+    v_true, _ = neutral_mesh(model, truth["shape"])
+    v_fit, _ = neutral_mesh(model, shape)
+    true_scan = apply_similarity(v_true, float(truth["scale"]), truth["R"], truth["t"])
+    d = SurfaceIndex(true_scan, faces).distance(apply_similarity(v_fit, *invert_similarity(s, r, t)))
+    return float(np.median(d) / float(truth["scale"]))
+
+
+def test_umeyama_recovers_similarity():
+    rng = np.random.default_rng(0)
+    src = rng.normal(size=(40, 3))
+    r = Rotation.from_rotvec([0.3, -1.2, 2.0]).as_matrix()
+    dst = apply_similarity(src, 37.5, r, np.array([5.0, -2.0, 100.0]))
+    s, r_est, t = umeyama(src, dst)
+    assert s == pytest.approx(37.5, rel=1e-9)
+    np.testing.assert_allclose(r_est, r, atol=1e-9)
+    np.testing.assert_allclose(t, [5.0, -2.0, 100.0], atol=1e-7)
+    # weights: a gross outlier with zero weight changes nothing
+    dst[0] += 1000.0
+    w = np.ones(40)
+    w[0] = 0.0
+    s2, r2, _ = umeyama(src, dst, w)
+    assert s2 == pytest.approx(37.5, rel=1e-9)
+    np.testing.assert_allclose(r2, r, atol=1e-9)
+
+
+def test_fit_with_given_landmarks_beats_init(head_model, demo):
+    model, _ = head_model
+    obj, truth = demo
+    scan = load_scan(obj)
+    assert scan.texture is not None and scan.corner_uv.shape == (len(scan.faces), 3, 2)
+    fit = fit_scan(model, scan.vertices, truth["landmarks"], landmark_weights(), None, SMALL)
+    # the initial state: zero shape at the landmark similarity
+    s0, r0, t0 = umeyama(truth["landmarks"], neutral_mesh(model, np.zeros(100))[1], landmark_weights())
+    before = _vertex_error(model, np.zeros(100, np.float32), s0, r0, t0, truth)
+    after = _vertex_error(model, fit.shape, fit.scale, fit.rotation, fit.translation, truth)
+    assert after < 0.35 * before, (before, after)
+    assert after < 0.001                                   # 1 mm at FLAME scale (metres)
+    assert fit.after["surface_median"] < fit.before["surface_median"]
+    # scan -> model scale is the inverse of the generator's model -> scan scale
+    assert fit.scale * float(truth["scale"]) == pytest.approx(1.0, rel=0.05)
+
+
+def test_auto_landmarks_near_truth(head_model, demo):
+    model, _ = head_model
+    obj, truth = demo
+    scan = load_scan(obj)
+    _, ref = neutral_mesh(model, np.zeros(100))
+    auto = find_landmarks_auto(scan, ref)
+    err = np.linalg.norm(auto.landmarks - truth["landmarks"], axis=1) / float(truth["scale"])
+    static = err[17:][auto.valid[17:]]
+    assert auto.valid[17:].sum() >= 40
+    eye = float(np.linalg.norm(ref[36] - ref[45]))
+    # Dlib on a warped photo texture: a few mm off, far below the face's own size
+    assert np.median(static) < 0.1 * eye, np.median(static)
+    assert auto.image.shape[2] == 3 and auto.probability > 0.9
+
+
+def test_bad_inputs(tmp_path, head_model, demo):
+    import trimesh
+    model, rec = head_model
+    obj, truth = demo
+    bad = tmp_path / "bad" / "scan" / "head.obj"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"\x00\x01garbage not an obj\xff" * 10)
+    with pytest.raises(PipelineInputError) as e:
+        fit_subject_scan(bad, model, rec, None, torch.device("cpu"), SMALL)
+    assert str(bad) in str(e.value) and e.value.fix
+
+    plain = tmp_path / "plain" / "scan" / "head.ply"
+    plain.parent.mkdir(parents=True)
+    scan = load_scan(obj)
+    trimesh.Trimesh(scan.vertices, scan.faces, process=False).export(plain)
+    with pytest.raises(PipelineInputError) as e:
+        fit_subject_scan(plain, model, rec, None, torch.device("cpu"), SMALL)
+    assert str(plain) in str(e.value) and "landmarks.json" in str(e.value)
+
+    wrong = tmp_path / "wrong" / "scan"
+    wrong.mkdir(parents=True)
+    for p in obj.parent.iterdir():
+        (wrong / p.name).write_bytes(p.read_bytes())
+    (wrong / "landmarks.json").write_text(json.dumps({"landmarks": truth["landmarks"][:60].tolist()}))
+    with pytest.raises(PipelineInputError) as e:
+        fit_subject_scan(wrong / "head.obj", model, rec, None, torch.device("cpu"), SMALL)
+    assert "landmarks.json" in str(e.value) and "60" in str(e.value)
+
+
+def test_fit_scan_shape_task(luigi_paths, head_model, demo, monkeypatch):
+    from tasks.scan_fit import FitScanShape
+    raw, processed = luigi_paths
+    obj, truth = demo
+    scan_dir = raw / "S1" / "scan"
+    scan_dir.mkdir(parents=True)
+    for p in obj.parent.iterdir():
+        (scan_dir / p.name).write_bytes(p.read_bytes())
+    mono = np.full(100, 0.01, np.float32)
+    for subject in ("S1", "S2"):
+        (raw / subject / "songs").mkdir(parents=True, exist_ok=True)
+        layout.monocular_shape_npz(subject).parent.mkdir(parents=True, exist_ok=True)
+        np.savez(layout.monocular_shape_npz(subject), shape=mono)
+    monkeypatch.setattr(FitScanShape, "fit_config", dataclasses.replace(SMALL, max_iters=150))
+    assert luigi.build([FitScanShape(subject="S1"), FitScanShape(subject="S2")], local_scheduler=True,
+                       workers=1)
+    out = layout.shape_dir("S1")
+    shape = np.load(out / "shape.npy")
+    assert shape.shape == (100,) and shape.dtype == np.float32
+    assert np.abs(shape - mono).max() > 0.1                     # fitted, not the monocular mean
+    report = json.loads((out / "report.json").read_text())
+    assert report["landmark_source"] == "given" and report["init"] == "monocular mean shape"
+    assert report["residuals_after_mm"]["surface_median"] < report["residuals_before_mm"]["surface_median"]
+    assert report["model"]["kind"] == "stand-in"
+    align = json.loads((out / "alignment.json").read_text())
+    assert np.asarray(align["R"]).shape == (3, 3)
+    png = (out / "fit.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20000
+    # no scan: the monocular mean, said so in the report
+    np.testing.assert_array_equal(np.load(layout.scan_shape_npy("S2")), mono)
+    assert "no scan" in json.loads(layout.scan_fit_report("S2").read_text())["source"]
+
+
+def test_vertex_coloured_ply_loads(tmp_path, demo):
+    """A PLY with vertex colours (the other Metashape export) loads with its colours, in any units."""
+    import trimesh
+    obj, _ = demo
+    scan = load_scan(obj)
+    colours = np.tile(np.array([[200, 150, 120, 255]], np.uint8), (len(scan.vertices), 1))
+    colours[::2, :3] = [10, 20, 30]
+    ply = tmp_path / "head.ply"
+    trimesh.Trimesh(scan.vertices * 0.01, scan.faces, vertex_colors=colours, process=False).export(ply)
+    loaded = load_scan(ply)
+    assert loaded.texture is None and loaded.has_color
+    np.testing.assert_array_equal(loaded.vertex_colors, colours[:, :3])
+    np.testing.assert_allclose(loaded.vertices, scan.vertices * 0.01, rtol=1e-6)

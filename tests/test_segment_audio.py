@@ -1,0 +1,150 @@
+"""SegmentAudio: sample-exact spans per frame, the offset, coverage errors and capture checks."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tasks import layout
+from tasks.atomic import write_json_atomic
+from tasks.errors import PipelineInputError
+from tasks.segment_audio import SegmentAudio, frame_sample, frame_sample_edges, segment_span
+
+SUBJECT, SONG = "S001", "001_folk_demo"
+FPS, N_FRAMES = 30, 90
+VOCAL_SR, BGM_SR, SR = 48000, 44100, 16000
+# (index, start, end); starts and click frames are multiples of 3 so 16 kHz sample times are whole.
+SEGMENTS = [(0, 9, 42), (1, 45, 87), (2, 87, 90)]
+VOCAL_CLICKS = [12, 30, 51, 69]
+BGM_CLICKS = [15, 36, 60, 81]
+
+
+def clicks(frames, sr, seconds, offset, channels, noise=1e-3, seed=0):
+    """Impulses at file time f/FPS + offset (whole samples), over low noise: (N, channels)."""
+    x = np.random.default_rng(seed).standard_normal((int(round(seconds * sr)), channels)).astype(np.float32) * noise
+    for f in frames:
+        k = int(round((f / FPS + offset) * sr))
+        if 0 <= k < len(x):
+            x[k] = 0.8
+    return x
+
+
+def make_song(raw, offset=0.25, vocal=None, vocal_seconds=None, bgm_seconds=None, segments=SEGMENTS):
+    d = raw / SUBJECT / "songs" / SONG
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "song.json").write_text(json.dumps({"title": "t", "genre": "folk", "language": "en",
+                                             "audio_offset_s": offset}))
+    video_s = N_FRAMES / FPS
+    if vocal is None:
+        vocal = clicks(VOCAL_CLICKS, VOCAL_SR, vocal_seconds or video_s + offset, offset, 2)
+    sf.write(str(d / "vocal.wav"), vocal, VOCAL_SR, subtype="PCM_24")
+    # Stand-ins for the crop stage's segments.json and SeparateBGM's bgm.wav (fixtures, not modules).
+    write_json_atomic(layout.segments_json(SUBJECT, SONG), {
+        "segments": [{"index": i, "start_frame": s, "end_frame": e, "video": f"segment_{i:03d}.mp4"}
+                     for i, s, e in segments],
+        "fps": float(FPS), "frame_count": N_FRAMES})
+    bgm = clicks(BGM_CLICKS, BGM_SR, bgm_seconds or video_s + offset, offset, 1, seed=1)
+    layout.bgm_wav(SUBJECT, SONG).parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(layout.bgm_wav(SUBJECT, SONG)), bgm, BGM_SR, subtype="FLOAT")
+    return d
+
+
+def run_task():
+    SegmentAudio(subject=SUBJECT, song=SONG).run()
+    return json.loads(layout.segment_audio_record(SUBJECT, SONG).read_text())
+
+
+def test_frame_sample_formula():
+    for sr, fps in [(16000, 30), (44100, 30), (16000, 30000 / 1001), (22050, 25)]:
+        for t in (0, 1, 7, 239, 240, 1001):
+            assert frame_sample(t, sr, fps) == int(np.floor(t * sr / fps + 0.5 + 1e-9))
+        edges = frame_sample_edges(240, sr, fps)
+        assert edges[0] == 0 and (np.diff(edges) > 0).all()
+        assert segment_span(17, 257, sr, fps) == (frame_sample(17, sr, fps), edges[-1])
+
+
+def test_clicks_land_on_their_frames(luigi_paths):
+    raw, processed = luigi_paths
+    make_song(raw, offset=0.25)
+    rec = run_task()
+    assert rec["sample_rate"] == SR and rec["channels"] == 1 and rec["offset_samples"] == 4000
+    assert [r["index"] for r in rec["segments"]] == [0, 1, 2]           # every segment, usable or not
+    usable = {s["index"] for s in layout.usable_segments(SUBJECT, SONG, FPS, 1.0)}
+    assert usable == {0, 1}       # the stage cuts short segments too (3 frames here)
+    for (i, s, e), row in zip(SEGMENTS, rec["segments"]):
+        for kind, frames in (("vocal", VOCAL_CLICKS), ("bgm", BGM_CLICKS)):
+            path = layout.segment_vocal_wav(SUBJECT, SONG, i) if kind == "vocal" else layout.segment_bgm_wav(SUBJECT, SONG, i)
+            assert path.name == row[kind]
+            x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+            assert sr == SR and x.shape == (round((e - s) * SR / FPS), 1) == (row["samples"], 1)
+            inside = [f for f in frames if s <= f < e]
+            edges = frame_sample_edges(e - s, SR, FPS)
+            peaks = np.sort(np.argsort(np.abs(x[:, 0]))[::-1][:len(inside)]) if inside else []
+            for f, p in zip(inside, peaks):
+                assert p == edges[f - s], (kind, i, f, p, edges[f - s])
+            if not inside:
+                assert np.abs(x).max() < 0.05
+    first = {p.name: p.read_bytes() for p in layout.segment_audio_dir(SUBJECT, SONG).iterdir()}
+    run_task()
+    again = {p.name: p.read_bytes() for p in layout.segment_audio_dir(SUBJECT, SONG).iterdir()}
+    assert first == again                                                # rerun: same bytes
+
+
+def test_offset_shifts_the_cut(luigi_paths):
+    """The same clicks recorded with a different offset land on the same frames."""
+    raw, processed = luigi_paths
+    make_song(raw, offset=-0.1, segments=[(0, 9, 42)])
+    rec = run_task()
+    assert rec["offset_samples"] == -1600 and rec["segments"][0]["source_samples"][0] == round(9 * SR / FPS) - 1600
+    x, _ = sf.read(str(layout.segment_vocal_wav(SUBJECT, SONG, 0)), dtype="float32")
+    assert int(np.argmax(np.abs(x))) in (frame_sample(12 - 9, SR, FPS), frame_sample(30 - 9, SR, FPS))
+
+
+def test_missing_coverage_names_file_and_seconds(luigi_paths):
+    raw, processed = luigi_paths
+    # the original song ends 0.5 s before the video does: segment 1 and 2 lack BGM
+    make_song(raw, offset=0.25, bgm_seconds=N_FRAMES / FPS + 0.25 - 0.5)
+    with pytest.raises(PipelineInputError) as e:
+        run_task()
+    assert e.value.path == str(layout.bgm_wav(SUBJECT, SONG)) and "0.400 s after its end" in str(e.value)
+    assert not layout.segment_audio_record(SUBJECT, SONG).exists()
+    assert not layout.segment_audio_dir(SUBJECT, SONG).exists()          # nothing half-written
+
+
+def test_vocal_starting_late_is_missing_seconds_before(luigi_paths):
+    raw, processed = luigi_paths
+    make_song(raw, offset=-0.5)      # frame 9 (0.3 s) is vocal time -0.2 s
+    with pytest.raises(PipelineInputError) as e:
+        run_task()
+    assert e.value.path.endswith("vocal.wav") and "0.200 s before its start" in str(e.value)
+
+
+def test_silent_microphone_is_an_error(luigi_paths):
+    raw, processed = luigi_paths
+    make_song(raw, vocal=np.zeros((int(3.25 * VOCAL_SR), 1), np.float32))
+    with pytest.raises(PipelineInputError, match="silent") as e:
+        run_task()
+    assert e.value.path.endswith("vocal.wav")
+
+
+def test_clipped_microphone_is_warned_in_the_record(luigi_paths):
+    raw, processed = luigi_paths
+    v = clicks(VOCAL_CLICKS, VOCAL_SR, 3.25, 0.25, 1)
+    v[: VOCAL_SR // 2] = np.sign(np.sin(np.arange(VOCAL_SR // 2) * 0.05))[:, None]   # square wave at full scale
+    make_song(raw, vocal=v)
+    rec = run_task()
+    assert any("clipped" in w for w in rec["warnings"]) and rec["vocal"]["levels"]["clipped_fraction"] > 0.1
+
+
+def test_length_and_offset_checks(luigi_paths):
+    raw, processed = luigi_paths
+    make_song(raw, offset=0.25, vocal_seconds=N_FRAMES / FPS + 0.25 + 1.5)   # a 1.5 s longer take
+    with pytest.raises(PipelineInputError, match=r"ends 1\.500 s after the video") as e:
+        run_task()
+    assert e.value.path.endswith("vocal.wav")
+    make_song(raw, offset=25.0)
+    with pytest.raises(PipelineInputError, match="beyond") as e:
+        run_task()
+    assert e.value.path.endswith("song.json")

@@ -1,0 +1,185 @@
+"""Capture validation: broken captures each get a clear error naming the file; all at once."""
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+
+import av
+import cv2
+import luigi
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tasks.errors import CaptureInvalid
+from tasks.validate import ValidateCapture, errors_of, failed_report, register_cli, validate_capture
+
+W, H, FPS = 160, 96, 30
+TB = Fraction(1, 1_000_000)
+
+
+def write_kinect_like(path, seconds=3.0, titles=("DEPTH", "COLOR"), seed=0):
+    """A small MKV like k4arecorder's: raw JPEG packets in a track titled COLOR, a gray16 DEPTH track."""
+    rng = np.random.default_rng(seed)
+    c = av.open(str(path), "w", format="matroska", options={"allow_raw_vfw": "1"})
+    streams = {}
+    for t in titles:
+        if t == "COLOR":
+            s = c.add_stream("mjpeg", rate=FPS)
+            s.width, s.height, s.pix_fmt = W, H, "yuvj422p"
+        else:
+            s = c.add_stream("rawvideo", rate=FPS)
+            s.width, s.height, s.pix_fmt = 32, 24, "gray16be"
+        s.metadata["title"] = t
+        streams[t] = s
+    for i in range(int(seconds * FPS)):
+        for t, s in streams.items():
+            if t == "COLOR":
+                img = rng.integers(0, 255, (H, W, 3), np.uint8)
+                ok, jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+                pkt = av.Packet(jpg.tobytes())
+                pkt.stream = s
+                pkt.time_base = TB
+                pkt.pts = pkt.dts = 200_000 + round(i * 1e6 / FPS)
+                pkt.duration = round(1e6 / FPS)
+                c.mux(pkt)
+            else:
+                f = av.VideoFrame.from_ndarray(np.zeros((24, 32), np.uint16), format="gray16be")
+                f.pts = i
+                for p in s.encode(f):
+                    c.mux(p)
+    for t, s in streams.items():
+        if t != "COLOR":
+            for p in s.encode(None):
+                c.mux(p)
+    c.close()
+
+
+def write_wav(path, seconds, sr=16000):
+    sf.write(str(path), np.zeros(int(seconds * sr), np.float32), sr, format="WAV", subtype="PCM_16")
+
+
+def make_song(sdir, seconds=3.0, offset=0.25, genre="folk", **video_kw):
+    sdir.mkdir(parents=True)
+    (sdir / "song.json").write_text(json.dumps({"title": "t", "genre": genre, "language": "english",
+                                                "audio_offset_s": offset}))
+    write_kinect_like(sdir / "color.mkv", seconds, **video_kw)
+    write_wav(sdir / "vocal.wav", seconds + offset + 0.2)
+    write_wav(sdir / "original.wav", seconds + offset + 0.2)
+
+
+def make_subject(raw, sid="S001", songs=("001_folk_a",)):
+    d = raw / sid
+    d.mkdir(parents=True)
+    (d / "subject.json").write_text(json.dumps({"subject_id": sid, "gender": "female", "professional": True}))
+    for s in songs:
+        make_song(d / "songs" / s)
+    return d
+
+
+def problems_at(problems, path):
+    return [p for p in errors_of(problems) if p["path"] == str(path)]
+
+
+def test_valid_capture_has_no_errors(tmp_path):
+    make_subject(tmp_path)
+    problems = validate_capture(tmp_path)
+    assert errors_of(problems) == []
+    # A small frame is accepted but recorded as a warning naming the video.
+    assert any(p["level"] == "warning" and p["path"].endswith("color.mkv") and "160x96" in p["problem"]
+               for p in problems)
+
+
+def test_every_broken_song_is_reported_at_once(tmp_path):
+    subj = make_subject(tmp_path, songs=("a_ok", "b_missing", "c_trunc", "d_nocolor", "e_badjson"))
+    songs = subj / "songs"
+    (songs / "b_missing" / "vocal.wav").unlink()
+    mkv = songs / "c_trunc" / "color.mkv"
+    data = mkv.read_bytes()
+    mkv.write_bytes(data[: len(data) // 2])
+    (songs / "d_nocolor" / "color.mkv").unlink()
+    write_kinect_like(songs / "d_nocolor" / "color.mkv", titles=("DEPTH", "IR"))
+    (songs / "e_badjson" / "song.json").write_text('{"title": "t", "genre": "folk",')
+
+    problems = validate_capture(tmp_path)
+
+    assert problems_at(problems, songs / "a_ok" / "color.mkv") == []
+    missing = problems_at(problems, songs / "b_missing" / "vocal.wav")
+    assert missing and "missing" in missing[0]["problem"] and missing[0]["fix"]
+    trunc = problems_at(problems, mkv)
+    assert trunc and "truncated" in trunc[0]["problem"]
+    nocolor = problems_at(problems, songs / "d_nocolor" / "color.mkv")
+    assert nocolor and "COLOR" in nocolor[0]["problem"] and "DEPTH, IR" in nocolor[0]["problem"]
+    bad = problems_at(problems, songs / "e_badjson" / "song.json")
+    assert bad and "JSON" in bad[0]["problem"]
+
+
+def test_json_keys_genre_and_offset(tmp_path):
+    subj = make_subject(tmp_path, songs=("a", "b"))
+    (subj / "subject.json").write_text(json.dumps({"subject_id": "S001", "gender": "f"}))
+    sj = subj / "songs" / "a" / "song.json"
+    sj.write_text(json.dumps({"title": "t", "genre": "polka", "language": "en", "audio_offset_s": 0.25}))
+    # Song b: the vocal ends 2 s before the video does at its offset.
+    write_wav(subj / "songs" / "b" / "vocal.wav", 1.0)
+    problems = validate_capture(tmp_path)
+    assert any("professional" in p["problem"] for p in problems_at(problems, subj / "subject.json"))
+    assert any("polka" in p["problem"] for p in problems_at(problems, sj))
+    short = problems_at(problems, subj / "songs" / "b" / "vocal.wav")
+    assert short and "needs" in short[0]["problem"] and "audio_offset_s" in short[0]["fix"]
+
+
+def test_plain_video_without_titles_is_accepted(tmp_path):
+    subj = make_subject(tmp_path)
+    song = subj / "songs" / "001_folk_a"
+    (song / "color.mkv").unlink()
+    c = av.open(str(song / "take.mp4"), "w", format="mp4")
+    s = c.add_stream("mpeg4", rate=FPS)
+    s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+    for i in range(90):
+        f = av.VideoFrame.from_ndarray(np.full((H, W, 3), i, np.uint8), format="rgb24")
+        for p in s.encode(f):
+            c.mux(p)
+    for p in s.encode(None):
+        c.mux(p)
+    c.close()
+    assert errors_of(validate_capture(tmp_path)) == []
+
+
+def test_validate_task_refuses_and_cli_exits_1(tmp_path, luigi_paths, capsys):
+    raw, processed = luigi_paths
+    subj = make_subject(raw)
+    (subj / "songs" / "001_folk_a" / "original.wav").unlink()
+    task = ValidateCapture(subject="S001")
+    with pytest.raises(CaptureInvalid) as e:
+        task.run()
+    assert "original" in str(e.value)
+    assert not task.complete()
+    assert failed_report("S001").is_file()
+    # luigi.build reports failure (so heavy stages never start). luigi.cfg's keep_alive would make
+    # a worker wait for the failed task's retry; a test must not wait.
+    cfg = luigi.configuration.get_config()
+    saved = cfg.get("worker", "keep_alive", None)
+    cfg.set("worker", "keep_alive", "false")
+    try:
+        assert not luigi.build([task], local_scheduler=True, log_level="ERROR")
+    finally:
+        if saved is None:
+            cfg.remove_option("worker", "keep_alive")
+        else:
+            cfg.set("worker", "keep_alive", saved)
+
+    import argparse
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers())
+    args = parser.parse_args(["validate", str(raw)])
+    assert args.func(args) == 1
+    out = capsys.readouterr().out
+    assert "original.wav" in out and "fix:" in out
+
+    # Fixed capture: the task writes validation.json and the CLI exits 0.
+    write_wav(subj / "songs" / "001_folk_a" / "original.wav", 3.5)
+    task.run()
+    assert task.complete() and not failed_report("S001").exists()
+    report = json.loads(task.output().open("r").read())
+    assert report["ok"] and report["facts"]["songs"]["001_folk_a"]["video"]["fps"] == 30
+    assert args.func(args) == 0
