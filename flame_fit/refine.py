@@ -15,8 +15,9 @@ Global orientation and neck rotate the face's landmarks the same way (they diffe
 rotation centre, which the camera translation absorbs, and in FLAME's small pose correctives), so
 landmarks cannot tell them apart: the regulariser decides how the head rotation is split. With
 equal weights its minimum shares the rotation equally between the two joints; the default
-`neck_reg_scale` keeps the neck near zero unless the data ask otherwise, as EMOCA (which has no
-neck) and the per-frame initialisation (global = whole head rotation, neck = 0) assume.
+`neck_reg_scale` (1e4) keeps the neck near zero, as EMOCA (which has no neck) and the per-frame
+initialisation (global = whole head rotation, neck = 0) assume, so a true neck motion ends up in
+the global orientation (bench/motion.py reports how much).
 """
 from __future__ import annotations
 
@@ -195,7 +196,7 @@ def fit_pose_camera(model, shape: np.ndarray, expression: np.ndarray, jaw_pose: 
                     global_init: np.ndarray, cam_init: np.ndarray, target_px: np.ndarray,
                     params: RefineParams, frame_weight: np.ndarray | None = None,
                     device: str | torch.device | None = None) -> dict:
-    """Minimise Eq. 1 (module doc) with Adam for all T frames in one batch.
+    """Minimise Eq. 1 (module doc) with Adam for all T frames in one batch, on the model's device.
 
     shape (100,), expression (T,50), jaw_pose (T,3): fixed. global_init (T,3), cam_init (T,3):
     starting values (neck starts at 0). target_px (T,68,2): smoothed landmarks in portrait pixels.
@@ -207,7 +208,9 @@ def fit_pose_camera(model, shape: np.ndarray, expression: np.ndarray, jaw_pose: 
     """
     t_start = time.perf_counter()
     torch.manual_seed(params.seed)
-    dev = torch.device(device) if device is not None else model.v_template.device
+    dev = model.v_template.device
+    if device is not None and torch.device(device).type != dev.type:
+        raise ValueError(f"the head model is on {dev}, not {device}: load it there (get_head_model(device))")
     f32 = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=dev)  # noqa: E731
     T = len(expression)
     lmk_fn = PoseLandmarks(model, f32(shape), f32(expression), f32(jaw_pose))

@@ -150,8 +150,10 @@ class ScanFitConfig:
     region_radius: float = 1.0
     region_behind: float = 1.5
     max_points: int = 2000
-    icp_iters: int = 30               # one more start: robust ICP of the similarity (0: none)
+    # starts probed before the full fit: the landmark similarity scaled about the face by each
+    # factor, plus its robust ICP refinement (icp_iters 0: none); each probe runs probe_iters
     scale_starts: tuple = (0.94, 1.0, 1.06)
+    icp_iters: int = 30
     probe_iters: int = 120
     rebuild_every: int = 10            # closest-point correspondences are refreshed this often
     seed: int = 0
@@ -220,10 +222,11 @@ def icp_similarity(model_vertices: np.ndarray, faces: np.ndarray, model_landmark
     """Refine a scan -> model similarity against the initial model surface (robust ICP).
 
     Landmarks a detector found can sit a few mm off in a consistent direction, which biases the
-    landmark similarity's scale; the shape fit cannot undo that (a global scale of the scan and
-    the size directions of the shape space explain the face region almost equally well), so the
-    surface decides the scale first. model_vertices (V, 3), faces (F, 3), model_landmarks (68, 3),
-    scan_points (N, 3) and scan_landmarks (68, 3) in scan units, weights (68,).
+    landmark similarity's scale; the shape fit hardly undoes that (a global scale of the scan and
+    the size directions of the shape space explain the face region almost equally well), so this
+    start lets the surface decide the scale first. model_vertices (V, 3), faces (F, 3),
+    model_landmarks (68, 3); scan_points (N, 3) and scan_landmarks (68, 3) in scan units;
+    weights (68,).
     Returns (s, R, t) scan -> model.
     """
     s, r, t = init

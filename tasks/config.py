@@ -59,13 +59,21 @@ class emoca(luigi.Config):  # noqa: N801
 
 
 class refine(luigi.Config):  # noqa: N801
-    outlier_scale = luigi.FloatParameter(default=1.5)
-    smooth_weight = luigi.FloatParameter(default=10.0)
+    outlier_scale = luigi.FloatParameter(default=1.5)     # box-plot fence factor s
+    landmark_window = luigi.IntParameter(default=7)       # running-median window for landmark outliers
+    # w_s of the landmark smoother; 10 at 30 fps flattens real mouth motion by ~12 px (bench/motion.py)
+    smooth_weight = luigi.FloatParameter(default=0.3)
+    smoother = luigi.ChoiceParameter(choices=["exact", "adam"], default="exact")
     lambda_landmark = luigi.FloatParameter(default=1.0)
-    lambda_smooth = luigi.FloatParameter(default=10.0)
+    lambda_smooth = luigi.FloatParameter(default=3.0)
     lambda_reg = luigi.FloatParameter(default=1e-3)
+    # landmarks cannot tell neck from global rotation; a heavier neck prior keeps it near zero
+    neck_reg_scale = luigi.FloatParameter(default=1e4)
+    lr = luigi.FloatParameter(default=0.01)
+    lr_floor = luigi.FloatParameter(default=0.125)
     max_iters = luigi.IntParameter(default=2000)
-    tolerance = luigi.FloatParameter(default=1e-7)
+    tolerance = luigi.FloatParameter(default=1e-7)        # relative loss decrease that counts as converged
+    check_every = luigi.IntParameter(default=5)
 
 
 class dataset(luigi.Config):  # noqa: N801

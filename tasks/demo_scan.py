@@ -11,11 +11,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from tasks.atomic import atomic_path, json_dumps, save_npz_atomic, write_bytes_atomic
+
+log = logging.getLogger("singinghead")
 
 TRUTH_FILE = "scan_truth.npz"
 TEXTURE_FILE = "head_texture.png"
@@ -152,7 +155,8 @@ def build_demo_scan(model, seed: int, face_rgb: np.ndarray | None = None, subdiv
     # FLAME's shape coefficients are unit-variance; stay within 2 sigma
     shape = np.clip(rng.normal(0.0, 1.0, 100), -2.0, 2.0).astype(np.float32)
     shape[20:] *= 0.5
-    verts_m, lmk_m = neutral_mesh(model, shape)
+    device = next(model.buffers()).device
+    verts_m, lmk_m = neutral_mesh(model, shape, device)
     faces_m = model.faces.detach().cpu().numpy().astype(np.int64)
     eye = float(np.linalg.norm(lmk_m[36] - lmk_m[45]))
 
@@ -204,9 +208,15 @@ def build_demo_scan(model, seed: int, face_rgb: np.ndarray | None = None, subdiv
     size = texture_size
     tex_px = lambda p: np.stack([(a + (b - a) * (p[:, 0] - lo[0]) / span) * size,  # noqa: E731
                                  (1 - (a + (b - a) * (p[:, 1] - lo[1]) / span)) * size], axis=1)
-    photo = default_face_photo() if face_rgb is None else np.asarray(face_rgb, np.uint8)
-    texture = face_texture(photo, photo_landmarks(photo), tex_px(lmk_m[:, :2]), size,
-                           eye_px=eye / span * (b - a) * size)
+    photo = default_face_photo() if face_rgb is None else np.asarray(face_rgb, np.uint8)[..., :3]
+    try:
+        photo_lmk = photo_landmarks(photo)
+    except ValueError:
+        # a texture must show a face the detectors find, or the automatic landmarks have nothing
+        log.warning("demo scan: no face found in the given photo; texturing with the astronaut portrait")
+        photo = default_face_photo()
+        photo_lmk = photo_landmarks(photo)
+    texture = face_texture(photo, photo_lmk, tex_px(lmk_m[:, :2]), size, eye_px=eye / span * (b - a) * size)
 
     # assemble: head (kept part), hair cap, torso
     n_head = len(v)

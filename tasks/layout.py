@@ -102,6 +102,11 @@ def validation_report(subject: str) -> Path:
     return subject_out(subject) / "validation.json"
 
 
+def validation_failed_report(subject: str) -> Path:
+    """Written instead of validation.json when a capture fails, so heavy stages never start."""
+    return subject_out(subject) / "validation_failed.json"
+
+
 def portrait_dir(subject: str, song: str) -> Path:
     return song_out(subject, song) / "portrait"
 
@@ -144,6 +149,10 @@ def motion_npz(subject: str, song: str, segment: int) -> Path:
 
 def motion_qc(subject: str, song: str, segment: int) -> Path:
     return song_out(subject, song) / "motion" / f"{segment_name(segment)}_qc.json"
+
+
+def motion_preview(subject: str, song: str, segment: int) -> Path:
+    return song_out(subject, song) / "motion" / f"{segment_name(segment)}_preview.mp4"
 
 
 def subject_done(subject: str) -> Path:

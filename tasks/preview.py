@@ -29,7 +29,7 @@ MODEL = (235, 50, 40)
 
 def preview_path(subject: str, song: str, segment: int) -> Path:
     """Default output: motion/segment_NNN_preview.mp4 beside the motion file."""
-    return layout.motion_npz(subject, song, segment).with_name(f"{layout.segment_name(segment)}_preview.mp4")
+    return layout.motion_preview(subject, song, segment)
 
 
 def draw_landmarks(img: np.ndarray, points: np.ndarray, color, radius: int) -> None:

@@ -28,22 +28,11 @@ MOTION_KEYS = ("expression", "global_orient", "neck_pose", "jaw_pose", "cam", "s
 FRAME_KEYS = ("landmarks", "landmark_ok", "shape", "expression", "global_orient", "jaw_pose", "cam")
 FIX_FRAMES = "delete it and rerun EstimateFrames for this segment"
 
-# Settings of flame_fit.refine.RefineParams that `[refine]` may carry; those missing from
-# tasks.config.refine keep RefineParams' defaults (and are still recorded in the QC file).
-_OPTIONAL_KEYS = ("neck_reg_scale", "landmark_window", "smoother", "lr", "lr_floor", "check_every")
-
-
 def refine_params(cfg: refine_config | None = None, image_size: int | None = None) -> RefineParams:
     """RefineParams from `[refine]` (and the portrait size from `[crop]`)."""
     cfg = cfg or refine_config()
-    p = RefineParams(outlier_scale=cfg.outlier_scale, smooth_weight=cfg.smooth_weight,
-                     lambda_landmark=cfg.lambda_landmark, lambda_smooth=cfg.lambda_smooth,
-                     lambda_reg=cfg.lambda_reg, max_iters=cfg.max_iters, tolerance=cfg.tolerance,
-                     image_size=int(image_size or crop_config().output_size))
-    for key in _OPTIONAL_KEYS:
-        if hasattr(cfg, key):
-            setattr(p, key, type(getattr(p, key))(getattr(cfg, key)))
-    return p
+    values = {name: getattr(cfg, name) for name, _ in cfg.get_params()}
+    return RefineParams(**values, image_size=int(image_size or crop_config().output_size))
 
 
 def load_frames(path: Path) -> dict:

@@ -297,7 +297,7 @@ def errors_of(problems: list[dict]) -> list[dict]:
 # ----------------------------------------------------------------------------- Luigi
 def failed_report(subject: str) -> Path:
     """Where a failing validation's report goes (not the task output: see the module docstring)."""
-    return layout.subject_out(subject) / "validation_failed.json"
+    return layout.validation_failed_report(subject)
 
 
 class ValidateCapture(luigi.Task):
