@@ -26,7 +26,7 @@ from tasks import layout
 from tasks.atomic import file_sha256, write_json_atomic
 from tasks.audio_io import audio_info, read_audio, resample, write_wav
 from tasks.config import bgm as bgm_config
-from tasks.devices import torch_device
+from tasks.devices import gpu_resources, torch_device
 from tasks.errors import ModelFileError, PipelineInputError
 from tasks.progress import Progress
 from tasks.provenance import model_record, recorded_params
@@ -356,8 +356,7 @@ class SeparateBGM(luigi.Task):
 
     @property
     def resources(self):
-        # Only Demucs uses the GPU; without one, CPU workers must not be throttled by a gpu unit.
-        return {"gpu": 1} if torch.cuda.is_available() and bgm_config().demucs_repo else {}
+        return gpu_resources(uses_gpu=bool(bgm_config().demucs_repo))  # the remover is CPU-only
 
     def requires(self):
         from tasks.validate import ValidateCapture  # imported here: the bench and tests need no capture stack

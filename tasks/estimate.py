@@ -23,6 +23,7 @@ import torch
 
 from flame_fit.landmark_fit import STAND_IN_NAME, FitParams, fit_segment, interpolate_missing
 from tasks import layout
+from tasks.devices import gpu_resources, torch_device
 from tasks.atomic import save_npz_atomic, write_json_atomic
 from tasks.config import dataset as dataset_config
 from tasks.config import emoca as emoca_config
@@ -185,7 +186,7 @@ class EstimateFrames(luigi.Task):
 
     @property
     def resources(self):
-        return {"gpu": 1} if torch.cuda.is_available() else {}
+        return gpu_resources()
 
     def requires(self):
         return _crop_task(self.subject, self.song)
@@ -194,7 +195,6 @@ class EstimateFrames(luigi.Task):
         return luigi.LocalTarget(str(layout.frames_npz(self.subject, self.song, self.segment)))
 
     def run(self):
-        from tasks.devices import torch_device
         cfg = emoca_config()
         seg = find_segment(self.subject, self.song, self.segment)
         video = layout.portrait_dir(self.subject, self.song) / seg["video"]

@@ -15,6 +15,7 @@ import torch
 
 from flame_fit.refine import RefineParams, refine_motion
 from tasks import layout
+from tasks.devices import gpu_resources, torch_device
 from tasks.atomic import save_npz_atomic, write_json_atomic
 from tasks.config import crop as crop_config
 from tasks.config import dataset as dataset_config
@@ -121,7 +122,7 @@ class RefineMotion(luigi.Task):
 
     @property
     def resources(self):
-        return {"gpu": 1} if torch.cuda.is_available() else {}
+        return gpu_resources()
 
     def requires(self):
         from tasks.estimate import EstimateFrames
@@ -133,7 +134,6 @@ class RefineMotion(luigi.Task):
         return luigi.LocalTarget(str(layout.motion_npz(self.subject, self.song, self.segment)))
 
     def run(self):
-        from tasks.devices import torch_device
         from tasks.head_model import get_head_model
 
         torch.manual_seed(0)

@@ -23,6 +23,7 @@ from flame_fit.geometry import SurfaceIndex
 from flame_fit.scan_fit import (ScanFitConfig, apply_similarity, fit_scan, invert_similarity,
                                 landmark_weights, neutral_mesh, umeyama)
 from tasks import layout
+from tasks.devices import gpu_resources, torch_device
 from tasks.atomic import atomic_dir, json_dumps
 from tasks.errors import PipelineInputError
 
@@ -520,7 +521,7 @@ class FitScanShape(luigi.Task):
 
     @property
     def resources(self):
-        return {"gpu": 1} if torch.cuda.is_available() else {}
+        return gpu_resources()
 
     def requires(self):
         return SubjectShape(subject=self.subject)
@@ -529,7 +530,6 @@ class FitScanShape(luigi.Task):
         return luigi.LocalTarget(str(layout.scan_shape_npy(self.subject)))
 
     def run(self):
-        from tasks.devices import torch_device
         from tasks.head_model import get_head_model
 
         scan_path = layout.scan_path(self.subject)

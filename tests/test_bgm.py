@@ -2,9 +2,9 @@
 the accompaniment shortcut, and clear errors for broken model folders."""
 from __future__ import annotations
 
+import contextlib
 import json
 
-import luigi.configuration
 import numpy as np
 import pytest
 import soundfile as sf
@@ -13,6 +13,7 @@ from tasks import demo_audio, layout
 from tasks.bgm import (FALLBACK_NAME, SeparateBGM, crossfade_weights, load_demucs, weight_free_bgm,
                        window_plan)
 from tasks.errors import ModelFileError
+from conftest import luigi_options
 
 SR = 44100
 SUBJECT, SONG = "S001", "001_folk_demo"
@@ -34,19 +35,8 @@ def demo_mix(seconds, sr=SR, seed=3, genre="folk"):
 @pytest.fixture
 def bgm_cfg():
     """Set [bgm] keys for one test and restore them after."""
-    cfg = luigi.configuration.get_config()
-    keys = ("demucs_repo", "demucs_model", "chunk_seconds")
-    saved = {k: cfg.get("bgm", k, None) for k in keys}
-
-    def set_(**kw):
-        for k, v in kw.items():
-            cfg.set("bgm", k, str(v))
-    yield set_
-    for k, v in saved.items():
-        if v is None:
-            cfg.remove_option("bgm", k)
-        else:
-            cfg.set("bgm", k, v)
+    with contextlib.ExitStack() as stack:
+        yield lambda **kw: stack.enter_context(luigi_options(bgm=kw))
 
 
 def write_song(raw, original=None, accompaniment=None, sr=SR):

@@ -12,6 +12,7 @@ import pytest
 
 from tasks.crop import (EDGE, MISSING, NOFACE, OK, SegmentSink, Segmenter, crop_to_i420,
                         landmarks_near_edge, square_box)
+from conftest import luigi_options
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -209,18 +210,8 @@ def demo(tmp_path_factory):
 
 @pytest.fixture
 def crop_settings():
-    cfg = luigi.configuration.get_config()
-    new = {("crop", "output_size"): "256", ("crop", "keyframe_interval"): "30",
-           ("worker", "keep_alive"): "false"}
-    saved = {k: cfg.get(*k, None) for k in new}
-    for (sec, key), v in new.items():
-        cfg.set(sec, key, v)
-    yield
-    for (sec, key), v in saved.items():
-        if v is None:
-            cfg.remove_option(sec, key)
-        else:
-            cfg.set(sec, key, v)
+    with luigi_options(crop={"output_size": 256, "keyframe_interval": 30}):
+        yield
 
 
 def _digests(folder):
@@ -231,19 +222,12 @@ def test_crop_stage_end_to_end(demo, tmp_path, crop_settings):
     from tasks import layout
     from tasks.crop import CropPortraits, crop_video
     root, subject, song, truth, visible = demo
-    cfg = luigi.configuration.get_config()
-    saved = {k: cfg.get("paths", k, None) for k in ("raw_dir", "processed_dir")}
-    cfg.set("paths", "raw_dir", str(root / "raw"))
-    cfg.set("paths", "processed_dir", str(tmp_path / "processed"))
-    try:
+    with luigi_options(paths={"raw_dir": root / "raw", "processed_dir": tmp_path / "processed"}):
         task = CropPortraits(subject=subject, song=song)
         assert luigi.build([task], local_scheduler=True, log_level="ERROR")
         out_dir = layout.portrait_dir(subject, song)
         report = json.loads(layout.segments_json(subject, song).read_text())
         assert layout.validation_report(subject).is_file()
-    finally:
-        for k, v in saved.items():
-            cfg.set("paths", k, v) if v is not None else cfg.remove_option("paths", k)
 
     segs = report["segments"]
     n = report["frame_count"]

@@ -1,7 +1,6 @@
 """EstimateFrames / SubjectShape: landmarks + per-frame FLAME on small portrait videos."""
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from fractions import Fraction
@@ -9,7 +8,6 @@ from fractions import Fraction
 import av
 import cv2
 import luigi
-import luigi.configuration
 import numpy as np
 import pytest
 import skimage.data
@@ -20,27 +18,9 @@ from tasks import emoca as E
 from tasks import layout
 from tasks.errors import PipelineInputError
 from tasks.estimate import FRAME_KEYS, EstimateFrames, SubjectShape, estimate_video
+from conftest import luigi_options
 
 SIZE = 384
-
-
-@contextlib.contextmanager
-def luigi_options(**sections):
-    """Set luigi.cfg options for the block: luigi_options(dataset={'min_sequence_seconds': '0.3'})."""
-    cfg = luigi.configuration.get_config()
-    saved = []
-    for sec, opts in sections.items():
-        for k, v in opts.items():
-            saved.append((sec, k, cfg.get(sec, k, None)))
-            cfg.set(sec, k, str(v))
-    try:
-        yield
-    finally:
-        for sec, k, v in reversed(saved):
-            if v is None:
-                cfg.remove_option(sec, k)
-            else:
-                cfg.set(sec, k, v)
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,9 @@ make-head-model command."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import pickle
 
-import luigi.configuration
 import numpy as np
 import pytest
 import torch
@@ -13,27 +13,14 @@ import torch
 from flame_fit.flame import PROCEDURAL_NAME, load_flame
 from tasks import head_model
 from tasks.errors import ModelFileError
+from conftest import luigi_options
 
 
 @pytest.fixture
 def flame_cfg():
     """Set [flame] keys for one test; restore them (and the model cache) afterwards."""
-    cfg = luigi.configuration.get_config()
-    if not cfg.has_section("flame"):
-        cfg.add_section("flame")
-    keys = ("model_path", "landmark_embedding_path", "procedural_model_dir")
-    saved = {k: cfg.get("flame", k, None) for k in keys}
-
-    def set_(**kw):
-        for k, v in kw.items():
-            cfg.set("flame", k, str(v))
-
-    yield set_
-    for k, v in saved.items():
-        if v is None:
-            cfg.remove_option("flame", k)
-        else:
-            cfg.set("flame", k, v)
+    with contextlib.ExitStack() as stack:
+        yield lambda **kw: stack.enter_context(luigi_options(flame=kw))
     head_model._CACHE.clear()
 
 

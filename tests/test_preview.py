@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 
 import av
-import luigi.configuration
 import numpy as np
 import pytest
 import torch
@@ -15,6 +14,7 @@ from flame_fit.render import render_mesh
 from flame_fit.synthetic_motion import MotionSpec, generate_sequence
 from tasks import layout
 from tasks.errors import PipelineInputError
+from conftest import luigi_options
 
 SIZE = 256        # portrait size of the fixture (the crop stage's output_size)
 
@@ -83,36 +83,24 @@ def test_render_mesh_shades_only_where_the_head_is(head_dir):
 
 def test_preview_command_writes_side_by_side_mp4(luigi_paths, head_dir, tmp_path):
     from tasks.head_model import _CACHE
-    cfg = luigi.configuration.get_config()
-    saved = {("flame", "model_path"): cfg.get("flame", "model_path", None),
-             ("flame", "procedural_model_dir"): cfg.get("flame", "procedural_model_dir", None),
-             ("crop", "output_size"): cfg.get("crop", "output_size", None)}
-    cfg.set("flame", "model_path", "")
-    cfg.set("flame", "procedural_model_dir", str(head_dir))
-    if not cfg.has_section("crop"):
-        cfg.add_section("crop")
-    cfg.set("crop", "output_size", str(SIZE))
-    _CACHE.clear()
-    try:
-        model = load_flame(head_dir / MODEL_FILE, head_dir / EMBEDDING_FILE)
-        _write_segment(model)
-        out = tmp_path / "p.mp4"
-        assert _cli(["preview", "S001", "001_test", "0", "--out", str(out), "--size", "128"]) == 0
-        with av.open(str(out)) as c:
-            frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-        assert len(frames) == 6
-        assert frames[0].shape == (128, 256, 3)
-        left, right = frames[0][:, :128].astype(int), frames[0][:, 128:].astype(int)
-        # green (detected) and red (model) dots on the grey portrait; a shaded head on the right
-        assert ((left[..., 1] > 150) & (left[..., 0] < 120)).sum() > 20
-        assert ((left[..., 0] > 150) & (left[..., 1] < 120)).sum() > 20
-        assert (np.abs(right - right[0, 0]).sum(-1) > 30).mean() > 0.1
-        with pytest.raises(PipelineInputError, match="no segment 3"):
-            _cli(["preview", "S001", "001_test", "3", "--out", str(out)])
-    finally:
-        for (sec, k), v in saved.items():
-            if v is None:
-                cfg.remove_option(sec, k)
-            else:
-                cfg.set(sec, k, v)
+    with luigi_options(flame={"model_path": "", "procedural_model_dir": head_dir},
+                       crop={"output_size": SIZE}):
         _CACHE.clear()
+        try:
+            model = load_flame(head_dir / MODEL_FILE, head_dir / EMBEDDING_FILE)
+            _write_segment(model)
+            out = tmp_path / "p.mp4"
+            assert _cli(["preview", "S001", "001_test", "0", "--out", str(out), "--size", "128"]) == 0
+            with av.open(str(out)) as c:
+                frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+            assert len(frames) == 6
+            assert frames[0].shape == (128, 256, 3)
+            left, right = frames[0][:, :128].astype(int), frames[0][:, 128:].astype(int)
+            # green (detected) and red (model) dots on the grey portrait; a shaded head on the right
+            assert ((left[..., 1] > 150) & (left[..., 0] < 120)).sum() > 20
+            assert ((left[..., 0] > 150) & (left[..., 1] < 120)).sum() > 20
+            assert (np.abs(right - right[0, 0]).sum(-1) > 30).mean() > 0.1
+            with pytest.raises(PipelineInputError, match="no segment 3"):
+                _cli(["preview", "S001", "001_test", "3", "--out", str(out)])
+        finally:
+            _CACHE.clear()

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import luigi
-import luigi.configuration
 import numpy as np
 import pytest
 import torch
@@ -16,6 +15,7 @@ from flame_fit.refine import (PoseLandmarks, RefineParams, jitter, landmark_rmse
 from flame_fit.synthetic_motion import MotionSpec, compose, generate_sequence, rotation_error_deg
 from tasks import layout
 from tasks.errors import PipelineInputError
+from conftest import luigi_options
 
 torch.set_num_threads(1)
 
@@ -109,38 +109,32 @@ def test_refine_motion_task_contract_and_identical_rerun(luigi_paths, head_dir, 
     from tasks.refine import MOTION_KEYS, RefineMotion
 
     raw, processed = luigi_paths
-    cfg = luigi.configuration.get_config()
-    saved = {k: cfg.get("flame", k, None) for k in ("model_path", "procedural_model_dir")}
-    cfg.set("flame", "model_path", "")
-    cfg.set("flame", "procedural_model_dir", str(head_dir))
-    _CACHE.clear()
-    try:
-        seq = generate_sequence(model, MotionSpec(frames=30), seed=5)
-        _write_fixture(processed, model, seq)
-        task = RefineMotion(subject="S001", song="001_test", segment=0)
-        assert luigi.build([task], local_scheduler=True, workers=1)
-        out = layout.motion_npz("S001", "001_test", 0)
-        first = out.read_bytes()
-        with np.load(out) as z:
-            assert sorted(z.files) == sorted(MOTION_KEYS)
-            assert all(z[k].dtype == np.float32 for k in z.files)
-            assert z["expression"].shape == (30, 50) and z["shape"].shape == (100,)
-            assert z["cam"].shape == z["neck_pose"].shape == (30, 3)
-            assert float(z["fps"]) == 30.0
-        qc = json.loads(layout.motion_qc("S001", "001_test", 0).read_text())
-        assert qc["head_model"]["kind"] == "stand-in"
-        assert set(qc["outlier_fraction"]) >= {"expression", "jaw_pose", "global_orient", "cam", "landmarks"}
-        assert qc["landmark_rmse_px"]["after"] < qc["landmark_rmse_px"]["before"]
-        out.unlink()
-        assert luigi.build([RefineMotion(subject="S001", song="001_test", segment=0)], local_scheduler=True)
-        assert out.read_bytes() == first
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                cfg.remove_option("flame", k)
-            else:
-                cfg.set("flame", k, v)
+    with luigi_options(flame={"model_path": "", "procedural_model_dir": head_dir}):
         _CACHE.clear()
+        try:
+            seq = generate_sequence(model, MotionSpec(frames=30), seed=5)
+            _write_fixture(processed, model, seq)
+            task = RefineMotion(subject="S001", song="001_test", segment=0)
+            assert luigi.build([task], local_scheduler=True, workers=1)
+            out = layout.motion_npz("S001", "001_test", 0)
+            first = out.read_bytes()
+            with np.load(out) as z:
+                assert sorted(z.files) == sorted(MOTION_KEYS)
+                assert all(z[k].dtype == np.float32 for k in z.files)
+                assert z["expression"].shape == (30, 50) and z["shape"].shape == (100,)
+                assert z["cam"].shape == z["neck_pose"].shape == (30, 3)
+                assert float(z["fps"]) == 30.0
+            qc = json.loads(layout.motion_qc("S001", "001_test", 0).read_text())
+            assert qc["head_model"]["kind"] == "stand-in"
+            assert set(qc["outlier_fraction"]) >= {"expression", "jaw_pose", "global_orient", "cam",
+                                                   "landmarks"}
+            assert qc["landmark_rmse_px"]["after"] < qc["landmark_rmse_px"]["before"]
+            out.unlink()
+            assert luigi.build([RefineMotion(subject="S001", song="001_test", segment=0)],
+                               local_scheduler=True)
+            assert out.read_bytes() == first
+        finally:
+            _CACHE.clear()
 
 
 def test_bad_frames_file_names_the_file(tmp_path):

@@ -51,20 +51,7 @@ def test_removal_sets(luigi_paths):
     assert {"S001/001_art_x/portrait", "S001/001_art_x/audio"} <= rel and "S001/001_art_x/bgm.wav" not in rel
 
 
-@pytest.fixture
-def no_keep_alive():
-    """luigi.cfg keeps workers alive to retry failures; a test wants a failure to end the build."""
-    cfg = luigi.configuration.get_config()
-    old = cfg.get("worker", "keep_alive", None)
-    cfg.set("worker", "keep_alive", "false")
-    yield
-    if old is None:
-        cfg.remove_option("worker", "keep_alive")
-    else:
-        cfg.set("worker", "keep_alive", old)
-
-
-def test_rerun_leaves_other_subjects_untouched(luigi_paths, monkeypatch, tmp_path, no_keep_alive):
+def test_rerun_leaves_other_subjects_untouched(luigi_paths, monkeypatch, tmp_path):
     from tasks.assemble import AssembleDataset
     from tasks.release import PackRelease
 

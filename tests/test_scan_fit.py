@@ -5,7 +5,6 @@ import dataclasses
 import json
 
 import luigi
-import luigi.configuration
 import numpy as np
 import pytest
 import torch
@@ -18,6 +17,7 @@ from tasks import layout
 from tasks.demo_scan import read_truth, write_demo_scan
 from tasks.errors import PipelineInputError
 from tasks.scan_fit import find_landmarks_auto, fit_subject_scan, load_scan
+from conftest import luigi_options
 
 SMALL = ScanFitConfig(max_iters=250, max_points=1000)
 
@@ -25,18 +25,11 @@ SMALL = ScanFitConfig(max_iters=250, max_points=1000)
 @pytest.fixture(scope="module")
 def head_model(tmp_path_factory):
     """The procedural head model, generated into a tmp folder for this module."""
-    cfg = luigi.configuration.get_config()
-    saved = {k: cfg.get("flame", k, None) for k in ("model_path", "procedural_model_dir")}
-    cfg.set("flame", "model_path", "")
-    cfg.set("flame", "procedural_model_dir", str(tmp_path_factory.mktemp("head_model")))
     from tasks.head_model import get_head_model
-    model, rec = get_head_model("cpu")
-    yield model, rec
-    for k, v in saved.items():
-        if v is None:
-            cfg.remove_option("flame", k)
-        else:
-            cfg.set("flame", k, v)
+    folder = tmp_path_factory.mktemp("head_model")
+    with luigi_options(flame={"model_path": "", "procedural_model_dir": folder}):
+        model, rec = get_head_model("cpu")
+        yield model, rec
 
 
 @pytest.fixture(scope="module")

@@ -155,18 +155,8 @@ def test_validate_task_refuses_and_cli_exits_1(tmp_path, luigi_paths, capsys):
     assert "original" in str(e.value)
     assert not task.complete()
     assert failed_report("S001").is_file()
-    # luigi.build reports failure (so heavy stages never start). luigi.cfg's keep_alive would make
-    # a worker wait for the failed task's retry; a test must not wait.
-    cfg = luigi.configuration.get_config()
-    saved = cfg.get("worker", "keep_alive", None)
-    cfg.set("worker", "keep_alive", "false")
-    try:
-        assert not luigi.build([task], local_scheduler=True, log_level="ERROR")
-    finally:
-        if saved is None:
-            cfg.remove_option("worker", "keep_alive")
-        else:
-            cfg.set("worker", "keep_alive", saved)
+    # luigi.build reports failure (so heavy stages never start).
+    assert not luigi.build([task], local_scheduler=True, log_level="ERROR")
 
     import argparse
     parser = argparse.ArgumentParser()
