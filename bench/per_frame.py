@@ -152,8 +152,8 @@ def run_models_only(args) -> dict:
 
 
 def run_full(args) -> dict:
-    import luigi.configuration
     from tasks import layout
+    from tasks.config import override_paths
     from tasks.crop import crop_video
     from tasks.demo_capture import make_demo_capture
     from tasks.estimate import estimate_video
@@ -161,9 +161,7 @@ def run_full(args) -> dict:
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_per_frame_"))
     raw, truth_root, processed = work / "raw", work / "demo_truth", work / "processed"
-    cfg = luigi.configuration.get_config()
-    cfg.set("paths", "raw_dir", str(raw))
-    cfg.set("paths", "processed_dir", str(processed))
+    override_paths(raw, processed)
     t0 = time.perf_counter()
     make_demo_capture(raw, truth_root, width=args.width, height=args.height, seconds=args.seconds,
                       n_subjects=1, n_songs=1, seed=0)

@@ -9,7 +9,6 @@ by the same code.
 """
 from __future__ import annotations
 
-import io
 import pickle
 from pathlib import Path
 
@@ -243,10 +242,3 @@ def load_landmark_embedding(path: str | Path, n_faces: int | None = None) -> dic
             raise FlameFileError(path, f"{k} has face ids outside [0,{n_faces}) of the model",
                                  "use the landmark embedding that belongs to this model's topology")
     return out
-
-
-def dumps_flame_pickle(model: dict) -> bytes:
-    """Protocol-2 pickle bytes of a plain dict of numpy arrays / scipy matrices (the FLAME layout)."""
-    buf = io.BytesIO()
-    pickle.dump(model, buf, protocol=2)
-    return buf.getvalue()

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from flame_fit.camera import orth_project, pixels_to_ndc
+from flame_fit.outliers import interpolate_frames
 
 STAND_IN_NAME = "weight-free landmark-fit estimator (stand-in for EMOCA v2)"
 
@@ -68,15 +69,7 @@ def init_camera(target: torch.Tensor, model_lmk: torch.Tensor) -> torch.Tensor:
 def interpolate_missing(values: np.ndarray, ok: np.ndarray) -> np.ndarray:
     """values (T, ...) ; rows where ok is False get linear interpolation of the ok rows
     (held at the ends). Returns a copy."""
-    out = np.array(values, copy=True)
-    good = np.flatnonzero(ok)
-    bad = np.flatnonzero(~ok)
-    if len(good) == 0 or len(bad) == 0:
-        return out
-    flat = out.reshape(len(out), -1)
-    for j in range(flat.shape[1]):
-        flat[bad, j] = np.interp(bad, good, flat[good, j])
-    return flat.reshape(out.shape)
+    return interpolate_frames(values, ~np.asarray(ok, bool))
 
 
 def _smooth(x: torch.Tensor) -> torch.Tensor:

@@ -10,16 +10,7 @@ from __future__ import annotations
 import numpy as np
 import open3d as o3d
 
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals. vertices (V,3), faces (F,3) -> (V,3)."""
-    v = np.asarray(vertices, np.float64)
-    f = np.asarray(faces, np.int64)
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    vn = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(vn, f[:, k], fn)
-    return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
+from flame_fit.geometry import vertex_normals
 
 
 def pixel_rays(cam: np.ndarray, size: int, depth: float) -> np.ndarray:

@@ -15,7 +15,7 @@ from tasks import layout
 from tasks.assemble import AssembleDataset
 from tasks.atomic import write_json_atomic
 from tasks.report import DatasetReport
-from tasks.release import PackRelease
+from tasks.release import PackRelease, verify_release
 from tasks.subject import SubjectOutputs
 # importing pipeline.timings registers its PROCESSING_TIME handler for every worker
 from pipeline.timings import read_stage_timings
@@ -41,11 +41,17 @@ class BuildSingingHead(luigi.Task):
         return {"release": PackRelease(), "report": DatasetReport()}
 
     def output(self):
-        return luigi.LocalTarget(str(layout.processed_root() / "build_summary.json"))
+        return luigi.LocalTarget(str(layout.build_summary_json()))
 
     def run(self):
+        # The release is what a lab ships: check it end to end before calling the build done.
+        problems = verify_release(layout.release_root())
+        if problems:
+            raise RuntimeError(f"release {layout.release_root()} failed verification:\n  "
+                               + "\n  ".join(problems[:50]))
         timings = read_stage_timings(layout.processed_root())
         summary = {
+            "release_verified": True,
             "release": str(layout.release_root()),
             "report": str(layout.report_dir() / "index.html"),
             "dataset": str(layout.dataset_root()),
@@ -59,7 +65,7 @@ class BuildSingingHead(luigi.Task):
 def format_summary(summary: dict) -> str:
     lines = ["", "SingingHead build finished.",
              f"  dataset : {summary['dataset']}",
-             f"  release : {summary['release']}",
+             f"  release : {summary['release']} (verified: checksums, split ids, shapes, frame counts)",
              f"  report  : {summary['report']}",
              "  time per stage (seconds, summed over tasks, this run and earlier resumed runs):"]
     for stage, sec in sorted(summary["stage_seconds"].items(), key=lambda kv: -kv[1]):

@@ -40,6 +40,7 @@ from tasks.atomic import (
     atomic_dir,
     atomic_path,
     json_dumps,
+    npy_bytes,
     save_npz_atomic,
     write_bytes_atomic,
     write_json_atomic,
@@ -136,13 +137,13 @@ def _read_optional_json(path: Path) -> dict:
 
 
 def subject_meta(subject: str) -> dict:
-    s = _read_optional_json(layout.raw_subject_dir(subject) / layout.SUBJECT_FILE)
+    s = _read_optional_json(layout.subject_json(subject))
     prof = s.get("professional", "")
     return {"gender": str(s.get("gender", "")), "professional": "" if prof == "" else str(bool(prof)).lower()}
 
 
 def song_meta(subject: str, song: str) -> dict:
-    s = _read_optional_json(layout.raw_song_dir(subject, song) / layout.SONG_FILE)
+    s = _read_optional_json(layout.song_json(subject, song))
     return {
         "genre": str(s.get("genre", "")),
         "language": str(s.get("language", "")),
@@ -221,12 +222,6 @@ def check_unique_ids(plans: list[SequencePlan]) -> None:
 
 
 # ----------------------------------------------------------------------------- writing
-def npy_bytes(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, a, allow_pickle=False)
-    return buf.getvalue()
-
-
 def write_sequence(
     plan: SequencePlan,
     root: Path,
@@ -304,7 +299,7 @@ def write_sequence(
     videos = [root / "video_seqs" / f"{cid}.mp4" for cid in plan.clip_ids]
     for d in ("video_seqs", "flame_seqs", "audio_seqs", "bgm_seqs"):
         (root / d).mkdir(parents=True, exist_ok=True)
-    cut = C.cut_video_clips(plan.video, spans, videos, **encode)
+    cut = C.cut_video_clips(plan.video, spans, videos, index=index, **encode)
     records = []
     for cid, (start, count), rec in zip(plan.clip_ids, spans, cut):
         write_bytes_atomic(

@@ -91,6 +91,13 @@ def write_json_atomic(path: str | Path, obj) -> None:
     write_bytes_atomic(path, json_dumps(obj).encode("utf-8"))
 
 
+def npy_bytes(a: np.ndarray) -> bytes:
+    """One array as .npy bytes (no pickles)."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(a), allow_pickle=False)
+    return buf.getvalue()
+
+
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     """An uncompressed .npz, readable by np.load, with fixed timestamps and sorted members."""
     buf = io.BytesIO()

@@ -95,8 +95,12 @@ def write_wav(path: str | Path, x: np.ndarray, sr: int, subtype: str = "FLOAT") 
     """Atomically write (T, C) (or (T,)) samples as WAV with the given subtype, deterministic bytes.
 
     No level changes: FLOAT keeps values above full scale; PCM subtypes clip them (libsndfile).
+    int16 and float64 samples are passed to libsndfile as they are (int16 into PCM_16 is exact);
+    anything else is converted to float32.
     """
-    x = np.asarray(x, dtype=np.float32)
+    x = np.asarray(x)
+    if x.dtype not in (np.int16, np.float32, np.float64):
+        x = x.astype(np.float32)
     if x.ndim == 1:
         x = x[:, None]
     with atomic_path(path) as tmp:

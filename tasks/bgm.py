@@ -24,7 +24,7 @@ import yaml
 
 from tasks import layout
 from tasks.atomic import file_sha256, write_json_atomic
-from tasks.audio_io import audio_info, read_audio, resample, write_wav
+from tasks.audio_io import audio_info, read_audio, resample, resampled_length, write_wav
 from tasks.config import bgm as bgm_config
 from tasks.devices import gpu_resources, torch_device
 from tasks.errors import ModelFileError, PipelineInputError
@@ -313,7 +313,7 @@ def separate_song_bgm(subject: str, song: str, task=None) -> dict:
             model = demucs_model_record(repo, cfg.demucs_model, net)
             dev = torch_device()
             method, description = "demucs", f"Demucs {cfg.demucs_model} (sum of the non-vocal stems)"
-            n_chunks = len(demucs_chunk_plan(-(-x.shape[0] * net.samplerate // sr), net.samplerate,
+            n_chunks = len(demucs_chunk_plan(resampled_length(x.shape[0], sr, net.samplerate), net.samplerate,
                                              cfg.chunk_seconds))
             prog = Progress(task, n_chunks, f"Demucs {song}")
             log.info("%s/%s: separating %s with Demucs %s on %s", subject, song, source, cfg.demucs_model, dev)

@@ -23,9 +23,9 @@ from pathlib import Path
 import av
 import numpy as np
 import soundfile as sf
-from scipy.io import wavfile
 
-from tasks.atomic import atomic_path, write_bytes_atomic
+from tasks import audio_io
+from tasks.atomic import atomic_path
 from tasks.errors import PipelineInputError
 
 # Fixed so that the same arrays always give the same .pkl bytes (protocol 4 reads on Python >= 3.4).
@@ -186,14 +186,16 @@ def cut_video_clips(
     crf: int = 18,
     preset: str = "veryfast",
     keyint: int = 240,
+    index: VideoIndex | None = None,
 ) -> list[dict]:
     """Cut every (start, count) span of `src` into its `dst` and verify each cut frame by frame.
 
     Returns one record per clip: {'method': 'stream-copy' | 're-encode', 'frames', 'first_frame',
     'exact'} where `exact` says the clip's frames are bit-identical to the source's (always for a
     stream copy; a re-encode is checked for frame count and first-frame position only).
+    `index` is `index_video(src)` when the caller already has it.
     """
-    index = index_video(src)
+    index = index or index_video(src)
     src_digests = frame_digests(src)
     if len(src_digests) != index.frames:
         raise PipelineInputError(
@@ -246,13 +248,6 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     return data, int(sr)
 
 
-def wav_bytes(data: np.ndarray, sr: int) -> bytes:
-    """WAV bytes via scipy: no PEAK chunk (libsndfile stamps float WAVs with the wall clock)."""
-    buf = io.BytesIO()
-    wavfile.write(buf, sr, data)
-    return buf.getvalue()
-
-
 def expected_samples(frames: int, sr: int, fps: float) -> int:
     return sample_span(0, frames, sr, fps)[1]
 
@@ -279,7 +274,8 @@ def cut_audio(data: np.ndarray, sr: int, fps: float, start: int, stop: int) -> n
 
 
 def write_wav(path: str | Path, data: np.ndarray, sr: int) -> None:
-    write_bytes_atomic(path, wav_bytes(data, sr))
+    """A cut as read by `read_wav`: int16 stays 16-bit PCM (no requantising), float as FLOAT."""
+    audio_io.write_wav(path, data, sr, "PCM_16" if data.dtype == np.int16 else "FLOAT")
 
 
 # ----------------------------------------------------------------------------- motion

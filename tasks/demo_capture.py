@@ -29,12 +29,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import soundfile as sf
 from scipy.signal import resample_poly
 
 from tasks import demo_audio
-from tasks.atomic import (atomic_dir, atomic_path, json_dumps, remove_stale_temps, save_npz_atomic,
-                          write_json_atomic)
+from tasks.atomic import atomic_dir, json_dumps, remove_stale_temps, save_npz_atomic, write_json_atomic
+from tasks.audio_io import write_wav
 from tasks.errors import PipelineInputError
 from tasks.progress import Progress
 
@@ -550,17 +549,6 @@ def plan_capture(n_subjects: int, n_songs: int, seed: int) -> list[dict]:
     return subjects
 
 
-def _write_wav(path: Path, data: np.ndarray, sr: int, subtype: str) -> None:
-    with atomic_path(path) as tmp:
-        if subtype == "FLOAT":
-            # libsndfile stamps float WAVs with a wall-clock PEAK chunk; scipy writes none, so
-            # reruns give the same bytes.
-            from scipy.io import wavfile
-            wavfile.write(str(tmp), sr, np.asarray(data, dtype=np.float32))
-        else:
-            sf.write(str(tmp), data, sr, subtype=subtype, format="WAV")
-
-
 def make_song(song_dir: Path, truth_dir: Path, song: dict, asset: FaceAsset, background: np.ndarray,
               width: int, height: int, seconds: float, fps: int, workers: int, params: dict,
               progress: Progress | None = None) -> dict:
@@ -590,8 +578,8 @@ def make_song(song_dir: Path, truth_dir: Path, song: dict, asset: FaceAsset, bac
     with atomic_dir(song_dir) as tmp:
         write_json_atomic(tmp / "song.json", {"title": song["title"], "genre": genre,
                                               "language": song["language"], "audio_offset_s": offset})
-        _write_wav(tmp / "vocal.wav", vocal + mic_noise, VOCAL_SR, "PCM_24")
-        _write_wav(tmp / "original.wav", original, ORIGINAL_SR, "PCM_16")
+        write_wav(tmp / "vocal.wav", vocal + mic_noise, VOCAL_SR, "PCM_24")
+        write_wav(tmp / "original.wav", original, ORIGINAL_SR, "PCM_16")
         video = write_kinect_mkv(tmp / "color.mkv", renderer, n_frames, fps, width, height, seed,
                                  workers=workers, progress=progress)
 
@@ -617,8 +605,8 @@ def make_song(song_dir: Path, truth_dir: Path, song: dict, asset: FaceAsset, bac
             "pitch": path.pitch.astype(np.float32), "roll": path.roll.astype(np.float32),
             "mouth_open": (levels / (MOUTH_LEVELS - 1)).astype(np.float32), "loudness": loud,
             "landmarks": landmarks})
-        _write_wav(tmp / "accompaniment.wav", acc_part, ORIGINAL_SR, "FLOAT")
-        _write_wav(tmp / "vocal_clean.wav", vocal_part[:, 0], ORIGINAL_SR, "FLOAT")
+        write_wav(tmp / "accompaniment.wav", acc_part, ORIGINAL_SR, "FLOAT")
+        write_wav(tmp / "vocal_clean.wav", vocal_part[:, 0], ORIGINAL_SR, "FLOAT")
         write_json_atomic(tmp / "truth.json", truth)
     return {"song_id": song["song_id"], "genre": genre, "frames": n_frames, "audio_offset_s": offset,
             "excursion_frames": list(path.excursion), "faceless_frames": list(path.faceless),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.atomic import atomic_path, json_dumps, save_npz_atomic, write_bytes_atomic
+from tasks.atomic import atomic_path, save_npz_atomic, write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger("singinghead")
 
@@ -284,9 +284,8 @@ def write_demo_scan(scan_dir: Path, truth_dir: Path, seed: int, face_rgb: np.nda
         "newmtl scan\nKa 1.000 1.000 1.000\nKd 1.000 1.000 1.000\nKs 0.000 0.000 0.000\n"
         f"illum 1\nmap_Kd {TEXTURE_FILE}\n").encode())
     if write_landmarks:
-        write_bytes_atomic(scan_dir / "landmarks.json", json_dumps({
-            "landmarks": np.round(truth["landmarks"], 6).tolist(), "order": "iBUG 68",
-            "units": "scan"}).encode())
+        write_json_atomic(scan_dir / "landmarks.json", {
+            "landmarks": np.round(truth["landmarks"], 6).tolist(), "order": "iBUG 68", "units": "scan"})
     obj = scan_dir / "head.obj"
     with atomic_path(obj) as tmp:
         tmp.write_text(obj_text(scan["vertices"], scan["faces"], scan["corner_uv"], "head.mtl"))

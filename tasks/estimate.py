@@ -106,16 +106,16 @@ def estimate_video(video: str | Path, *, checkpoint_dir: str = "", batch_size: i
               "confidence": track.confidence.astype(np.float32), "boxes": track.boxes.astype(np.float32)}
 
     t1 = time.perf_counter()
+    if head_model is None:
+        from tasks.head_model import get_head_model
+        head_model = get_head_model(device)
+    model, head_rec = head_model
     if checkpoint_dir:
         est = runner.finish()
         have = np.array(have_lmk, bool)
         for k in ("shape", "expression", "global_orient", "jaw_pose", "cam", "crop_cam", "crop_boxes"):
             est[k] = interpolate_missing(est[k], have).astype(np.float32)
         estimator = emoca_rec
-        if head_model is None:
-            from tasks.head_model import get_head_model
-            head_model = get_head_model(device)
-        head_rec = head_model[1]
         if not head_rec.get("kind") == "real":
             log.warning("EMOCA codes are FLAME 2020 coefficients; the configured head model (%s) is not "
                         "FLAME 2020, so later stages will decode them with another basis",
@@ -124,10 +124,6 @@ def estimate_video(video: str | Path, *, checkpoint_dir: str = "", batch_size: i
         fitted["shape"] = est["shape"]
         extra = {"crop_cam": est["crop_cam"]}
     else:
-        if head_model is None:
-            from tasks.head_model import get_head_model
-            head_model = get_head_model(device)
-        model, head_rec = head_model
         log.warning("per-frame FLAME estimates come from the %s", STAND_IN_NAME)
         estimator = model_record(STAND_IN_NAME, real=False)
         fit = fit_segment(model, track.landmarks, track.ok, image_size, fit_params, device)
@@ -169,14 +165,6 @@ def _crop_task(subject: str, song: str):
     return CropPortraits(subject=subject, song=song)
 
 
-def find_segment(subject: str, song: str, index: int) -> dict:
-    for seg in layout.load_segments(subject, song):
-        if int(seg["index"]) == int(index):
-            return seg
-    raise PipelineInputError(layout.segments_json(subject, song), f"no segment {index}",
-                             "ask only for segments listed in segments.json")
-
-
 class EstimateFrames(luigi.Task):
     """Landmarks and per-frame FLAME estimates of one portrait segment."""
 
@@ -196,7 +184,7 @@ class EstimateFrames(luigi.Task):
 
     def run(self):
         cfg = emoca_config()
-        seg = find_segment(self.subject, self.song, self.segment)
+        seg = layout.find_segment(self.subject, self.song, self.segment)
         video = layout.portrait_dir(self.subject, self.song) / seg["video"]
         arrays, record = estimate_video(
             video, checkpoint_dir=cfg.checkpoint_dir, batch_size=cfg.batch_size, device=torch_device(),
@@ -210,8 +198,8 @@ class EstimateFrames(luigi.Task):
 
 def usable_plan(subject: str) -> list[tuple[str, int]]:
     cfg = dataset_config()
-    return [(song, int(seg["index"])) for song in layout.list_songs(subject)
-            for seg in layout.usable_segments(subject, song, cfg.fps, cfg.min_sequence_seconds)]
+    return [(song, int(seg["index"]))
+            for song, seg in layout.usable_plan(subject, cfg.fps, cfg.min_sequence_seconds)]
 
 
 def mean_shape(npz_paths: list[Path]) -> tuple[np.ndarray, int]:

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from tasks.config import paths
+from tasks.errors import PipelineInputError
 
 SUBJECT_FILE = "subject.json"
 SONG_FILE = "song.json"
@@ -37,6 +38,14 @@ def raw_song_dir(subject: str, song: str) -> Path:
     return raw_subject_dir(subject) / "songs" / song
 
 
+def subject_json(subject: str) -> Path:
+    return raw_subject_dir(subject) / SUBJECT_FILE
+
+
+def song_json(subject: str, song: str) -> Path:
+    return raw_song_dir(subject, song) / SONG_FILE
+
+
 def list_subjects(raw: Path | None = None) -> list[str]:
     """Subject folders (those holding a subject.json or a songs/ folder), sorted."""
     raw = Path(raw) if raw is not None else raw_root()
@@ -55,17 +64,26 @@ def list_songs(subject: str, raw: Path | None = None) -> list[str]:
     return sorted(p.name for p in songs.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def color_video_path(subject: str, song: str) -> Path:
+VIDEO_EXTS = (".mkv", ".mp4", ".mov", ".avi", ".webm")
+
+
+def find_color_video(song_dir: Path) -> Path | None:
     """color.mkv, or any other single video file in the song folder (the contract allows it)."""
-    d = raw_song_dir(subject, song)
-    p = d / COLOR_VIDEO
+    song_dir = Path(song_dir)
+    p = song_dir / COLOR_VIDEO
     if p.exists():
         return p
-    for ext in (".mkv", ".mp4", ".mov", ".avi", ".webm"):
-        found = sorted(q for q in d.glob(f"*{ext}") if q.is_file())
+    for ext in VIDEO_EXTS:
+        found = sorted(q for q in song_dir.glob(f"*{ext}") if q.is_file())
         if found:
             return found[0]
-    return p
+    return None
+
+
+def color_video_path(subject: str, song: str) -> Path:
+    """The song's colour video (`find_color_video`); color.mkv's path when there is none."""
+    d = raw_song_dir(subject, song)
+    return find_color_video(d) or d / COLOR_VIDEO
 
 
 def original_song_path(subject: str, song: str) -> Path | None:
@@ -171,6 +189,11 @@ def release_root() -> Path:
     return Path(paths().release_dir) if paths().release_dir else processed_root() / "release"
 
 
+def build_summary_json() -> Path:
+    """BuildSingingHead's output, written when the whole build (release verified) is done."""
+    return processed_root() / "build_summary.json"
+
+
 def models_dir() -> Path:
     return processed_root() / "_models"
 
@@ -180,10 +203,27 @@ def load_segments(subject: str, song: str) -> list[dict]:
     return read_json(segments_json(subject, song))["segments"]
 
 
+def find_segment(subject: str, song: str, index: int) -> dict:
+    """The segment of segments.json with this index, or a PipelineInputError naming the file."""
+    seg_file = segments_json(subject, song)
+    if not seg_file.is_file():
+        raise PipelineInputError(seg_file, "no portrait segments for this song", "run CropPortraits first")
+    for seg in load_segments(subject, song):
+        if int(seg["index"]) == int(index):
+            return seg
+    raise PipelineInputError(seg_file, f"no segment {index}", "pick a segment listed in segments.json")
+
+
 def usable_segments(subject: str, song: str, fps: float, min_seconds: float) -> list[dict]:
     """Segments long enough to become dataset sequences; shorter ones stay in segments.json only."""
     return [s for s in load_segments(subject, song)
             if (s["end_frame"] - s["start_frame"]) >= round(min_seconds * fps)]
+
+
+def usable_plan(subject: str, fps: float, min_seconds: float) -> list[tuple[str, dict]]:
+    """(song, segment) of every usable segment of every song of the subject, songs sorted."""
+    return [(song, seg) for song in list_songs(subject)
+            for seg in usable_segments(subject, song, fps, min_seconds)]
 
 
 def segment_vocal_wav(subject: str, song: str, segment: int) -> Path:

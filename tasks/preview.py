@@ -114,17 +114,11 @@ def _load_npz(path: Path, what: str, fix: str) -> dict:
 
 
 def segment_video(subject: str, song: str, segment: int) -> Path:
-    seg_file = layout.segments_json(subject, song)
-    if not seg_file.is_file():
-        raise PipelineInputError(seg_file, "no portrait segments for this song", "run CropPortraits first")
-    for seg in layout.load_segments(subject, song):
-        if int(seg["index"]) == int(segment):
-            video = layout.portrait_dir(subject, song) / seg["video"]
-            if not video.is_file():
-                raise PipelineInputError(video, "the segment's portrait video is missing",
-                                         "delete the song's portrait/ folder and rerun CropPortraits")
-            return video
-    raise PipelineInputError(seg_file, f"no segment {segment}", "pick a segment listed in segments.json")
+    video = layout.portrait_dir(subject, song) / layout.find_segment(subject, song, segment)["video"]
+    if not video.is_file():
+        raise PipelineInputError(video, "the segment's portrait video is missing",
+                                 "delete the song's portrait/ folder and rerun CropPortraits")
+    return video
 
 
 def cmd_preview(args) -> int:

@@ -31,7 +31,7 @@ import numpy as np
 
 from tasks import clips as C
 from tasks import layout
-from tasks.atomic import atomic_dir, file_sha256, json_dumps, write_bytes_atomic
+from tasks.atomic import atomic_dir, file_sha256, write_bytes_atomic, write_json_atomic
 from tasks.config import override_paths, release
 
 log = logging.getLogger("singinghead")
@@ -108,14 +108,10 @@ def write_tar(path: Path, root: Path, members: list[str], prefix: str) -> list[d
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
         for rel in members:
             src = root / rel
-            h = hashlib.sha256()
-            with open(src, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
             size = src.stat().st_size
             with open(src, "rb") as f:
                 tar.addfile(tarinfo(f"{prefix}/{rel}", size), f)
-            records.append({"path": f"{prefix}/{rel}", "size": size, "sha256": h.hexdigest()})
+            records.append({"path": f"{prefix}/{rel}", "size": size, "sha256": file_sha256(src)})
     return records
 
 
@@ -153,7 +149,7 @@ def pack_release(
             "ids": read_ids(root),
             "shards": shards_meta,
         }
-        write_bytes_atomic(tmp / "release_manifest.json", json_dumps(rel_manifest).encode())
+        write_json_atomic(tmp / "release_manifest.json", rel_manifest)
         sums = [(s["sha256"], s["file"]) for s in shards_meta]
         sums += [(file_sha256(tmp / f), f) for f in ("manifest.json", "release_manifest.json")]
         write_bytes_atomic(
@@ -225,10 +221,9 @@ def check_clip_file(rel: str, data: bytes, frames: int, sr_fps: tuple[int | None
             if abs(info.frames - want) > 1:
                 return f"{info.frames} samples, {frames} frames need {want}"
         elif rel.endswith(".mp4"):
-            import av
+            from tasks.video_io import count_frames
 
-            with av.open(io.BytesIO(data)) as c:
-                n = sum(1 for p in c.demux(c.streams.video[0]) if p.size)
+            n = count_frames(io.BytesIO(data))
             if n != frames:
                 return f"{n} video frames, expected {frames}"
     except Exception as e:  # any unreadable file is a finding, not a crash

@@ -83,7 +83,7 @@ def shared_outputs() -> list[Path]:
         layout.dataset_root(),
         layout.report_dir(),
         layout.release_root(),
-        layout.processed_root() / "build_summary.json",
+        layout.build_summary_json(),
     ]
 
 

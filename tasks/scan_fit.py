@@ -24,7 +24,7 @@ from flame_fit.scan_fit import (ScanFitConfig, apply_similarity, fit_scan, inver
                                 landmark_weights, neutral_mesh, umeyama)
 from tasks import layout
 from tasks.devices import gpu_resources, torch_device
-from tasks.atomic import atomic_dir, json_dumps
+from tasks.atomic import atomic_dir, json_dumps, npy_bytes
 from tasks.errors import PipelineInputError
 
 from tasks.estimate import SubjectShape
@@ -508,9 +508,7 @@ def write_shape_dir(out_dir: Path, shape: np.ndarray, report: dict, alignment: d
             (tmp / "alignment.json").write_text(json_dumps(alignment), encoding="utf-8")
         if png is not None:
             (tmp / "fit.png").write_bytes(png)
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(shape, np.float32).reshape(100))
-        (tmp / "shape.npy").write_bytes(buf.getvalue())
+        (tmp / "shape.npy").write_bytes(npy_bytes(np.asarray(shape, np.float32).reshape(100)))
 
 
 class FitScanShape(luigi.Task):

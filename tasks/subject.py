@@ -35,8 +35,7 @@ class SubjectOutputs(luigi.Task):
 
     def run(self):
         cfg = dataset()
-        plan = [(song, seg) for song in layout.list_songs(self.subject)
-                for seg in layout.usable_segments(self.subject, song, cfg.fps, cfg.min_sequence_seconds)]
+        plan = layout.usable_plan(self.subject, cfg.fps, cfg.min_sequence_seconds)
         yield [RefineMotion(subject=self.subject, song=song, segment=seg["index"]) for song, seg in plan]
         sequences = []
         for song, seg in plan:

@@ -37,7 +37,6 @@ EXPECTED_SIZE = (3840, 2160)
 FPS_TOLERANCE = 0.01          # relative
 EDGE_FRAMES = 3               # frames decoded at each end of the video
 TRUNCATION_TOLERANCE_S = 0.5  # packets may stop this much short of the header's duration
-VIDEO_EXTS = (".mkv", ".mp4", ".mov", ".avi", ".webm")
 ERROR, WARNING = "error", "warning"
 
 
@@ -50,15 +49,6 @@ def _from_error(e: PipelineInputError, level: str = ERROR) -> dict:
 
 
 # ----------------------------------------------------------------------------- files
-def find_video(song_dir: Path) -> Path | None:
-    """color.mkv, else the only video file in the song folder (the contract accepts any)."""
-    p = song_dir / layout.COLOR_VIDEO
-    if p.is_file():
-        return p
-    found = sorted(q for q in song_dir.iterdir() if q.is_file() and q.suffix.lower() in VIDEO_EXTS)
-    return found[0] if found else None
-
-
 def check_json(path: Path, keys: dict, problems: list) -> dict | None:
     """Load a JSON object and check its required keys and their types."""
     if not path.is_file():
@@ -237,7 +227,7 @@ def validate_subject(subject_dir: Path) -> tuple[list[dict], dict]:
             problems.append(_problem(song_dir / layout.SONG_FILE, "audio_offset_s is not finite",
                                      "set a number"))
             offset = None
-        video_path = find_video(song_dir)
+        video_path = layout.find_color_video(song_dir)
         video = None
         if video_path is None:
             problems.append(_problem(song_dir / layout.COLOR_VIDEO, "colour video is missing",
@@ -295,9 +285,8 @@ def errors_of(problems: list[dict]) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- Luigi
-def failed_report(subject: str) -> Path:
-    """Where a failing validation's report goes (not the task output: see the module docstring)."""
-    return layout.validation_failed_report(subject)
+# Where a failing validation's report goes (not the task output: see the module docstring).
+failed_report = layout.validation_failed_report
 
 
 class ValidateCapture(luigi.Task):

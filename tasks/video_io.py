@@ -270,8 +270,9 @@ class PortraitWriter:
         return self._atomic.__exit__(exc_type, exc, tb)
 
 
-def count_frames(path: str | Path) -> int:
-    """Number of decodable video frames (demux-only count for H.264 files we wrote)."""
-    with av.open(str(path)) as c:
+def count_frames(source) -> int:
+    """Number of decodable video frames (demux-only count for H.264 files we wrote) of a path or a
+    binary file object."""
+    with av.open(source if hasattr(source, "read") else str(source)) as c:
         s = c.streams.video[0]
         return sum(1 for p in c.demux(s) if p.size)
