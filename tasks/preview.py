@@ -78,7 +78,7 @@ def write_preview(model, motion: dict, frames: dict, video: Path, out: Path, pan
     chunk = 16
     verts = None
     with atomic_path(out) as tmp:
-        container = av.open(str(tmp), mode="w")
+        container = av.open(str(tmp), mode="w", format="mp4")  # the temp name keeps .mp4, but say it
         try:
             stream = container.add_stream("libx264", rate=fps)
             stream.width, stream.height, stream.pix_fmt = 2 * panel, panel, "yuv420p"

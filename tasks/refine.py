@@ -86,15 +86,12 @@ def load_shape(path: Path) -> np.ndarray:
 
 
 def frames_fps(subject: str, song: str, segment: int) -> float:
-    """Frame rate of the segment: the estimator's record when it says, else `[dataset] fps`."""
-    rec = layout.frames_record(subject, song, segment)
-    if rec.is_file():
-        try:
-            fps = layout.read_json(rec).get("fps")
-            if fps:
-                return float(fps)
-        except (ValueError, OSError):
-            pass
+    """Frame rate of the segment's portrait video: the crop stage's `segments.json`, else `[dataset] fps`."""
+    path = layout.segments_json(subject, song)
+    if path.is_file():
+        fps = layout.read_json(path).get("fps")
+        if fps:
+            return float(fps)
     return float(dataset_config().fps)
 
 
