@@ -17,6 +17,7 @@ import torch
 
 from flame_fit.geometry import (SurfaceIndex, face_normals_at, face_region_mask, geman_mcclure,
                                 points_on_faces)
+from flame_fit.lbs import batch_rodrigues
 
 N_SHAPE = 100
 N_EXPRESSION = 50
@@ -57,18 +58,6 @@ def invert_similarity(s: float, r: np.ndarray, t: np.ndarray) -> tuple[float, np
     """The inverse of x -> s R x + t."""
     ri = np.asarray(r).T
     return 1.0 / s, ri, -(ri @ np.asarray(t)) / s
-
-
-def _rodrigues(aa: torch.Tensor) -> torch.Tensor:
-    """Axis-angle (3,) -> rotation (3, 3); safe at zero."""
-    angle = (aa + 1e-8).norm()
-    k = aa / angle
-    kx, ky, kz = k[0], k[1], k[2]
-    zero = torch.zeros((), dtype=aa.dtype, device=aa.device)
-    kmat = torch.stack([torch.stack([zero, -kz, ky]), torch.stack([kz, zero, -kx]),
-                        torch.stack([-ky, kx, zero])])
-    eye = torch.eye(3, dtype=aa.dtype, device=aa.device)
-    return eye + torch.sin(angle) * kmat + (1 - torch.cos(angle)) * kmat @ kmat
 
 
 # ----------------------------------------------------------------------------- model access
@@ -274,7 +263,7 @@ def _optimise(basis: NeutralBasis, faces: torch.Tensor, faces_np: np.ndarray, re
 
     def transform(x: torch.Tensor) -> torch.Tensor:
         # refinement of the alignment, applied in the model frame
-        return torch.exp(log_s) * x @ _rodrigues(rot).T + trans
+        return torch.exp(log_s) * x @ batch_rodrigues(rot[None])[0].T + trans
 
     # landmark loss ~ sum over landmarks, surface loss ~ sum over points: weight both as
     # likelihoods; the landmark sum counts as 68 observations.
@@ -324,7 +313,7 @@ def _optimise(basis: NeutralBasis, faces: torch.Tensor, faces_np: np.ndarray, re
 
     with torch.no_grad():
         s_ref = float(torch.exp(log_s))
-        r_ref = _rodrigues(rot).cpu().double().numpy()
+        r_ref = batch_rodrigues(rot[None])[0].cpu().double().numpy()
         t_ref = trans.cpu().double().numpy()
     # compose: x_model = s_ref R_ref (s0 R0 x + t0) + t_ref
     scale = s_ref * s0
