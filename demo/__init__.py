@@ -1,0 +1,1 @@
+"""Generators of demo and test data (production code never imports this package)."""
