@@ -115,6 +115,29 @@ def load_scan_landmarks(path: Path) -> np.ndarray:
     return arr
 
 
+# Light-stage scans are metric; scan/scan.json {"units": "mm"} declares the unit, which fixes the
+# scan -> model scale (model units: metres for FLAME and the procedural model).
+SCAN_UNITS_FILE = "scan.json"
+METRES_PER_UNIT = {"mm": 1e-3, "cm": 1e-2, "m": 1.0, "in": 0.0254}
+UNITS_FIX = 'write scan/scan.json as {"units": "mm"} (one of mm, cm, m, in), or delete it to fit the scale'
+
+
+def declared_scale(scan_path: Path) -> tuple[float | None, str | None]:
+    """(scan -> model scale, unit name) from scan/scan.json next to the scan, or (None, None).
+
+    Raises PipelineInputError for an unreadable file or an unknown unit."""
+    path = Path(scan_path).parent / SCAN_UNITS_FILE
+    if not path.exists():
+        return None, None
+    try:
+        units = json.loads(path.read_text(encoding="utf-8"))["units"]
+    except Exception as e:
+        raise PipelineInputError(path, f"cannot read the scan's units ({type(e).__name__}: {e})", UNITS_FIX) from e
+    if units not in METRES_PER_UNIT:
+        raise PipelineInputError(path, f"unknown units {units!r}", UNITS_FIX)
+    return METRES_PER_UNIT[units], units
+
+
 # ----------------------------------------------------------------------------- rendering
 @dataclasses.dataclass
 class View:
@@ -444,6 +467,9 @@ def fit_subject_scan(scan_path: Path, model, model_rec: dict, init_shape: np.nda
 
     t0 = time.perf_counter()
     scan = load_scan(scan_path)
+    fixed_scale, units = declared_scale(scan_path)
+    if fixed_scale is not None:
+        config = dataclasses.replace(config, fixed_scale=fixed_scale)
     lmk_file = scan_landmarks_path(scan_path)
     given = load_scan_landmarks(lmk_file) if lmk_file.exists() else None
     if given is None and not scan.has_color:
@@ -481,6 +507,8 @@ def fit_subject_scan(scan_path: Path, model, model_rec: dict, init_shape: np.nda
         "init": "monocular mean shape" if init_shape is not None else "zero shape",
         "warnings": list(fit.warnings), "model": model_rec, "config": dataclasses.asdict(config),
         "device": str(device), "scan_units_per_model_unit": 1.0 / fit.scale,
+        "scale": (f"fixed by the declared units ({units}, {SCAN_UNITS_FILE})" if units
+                  else "fitted (no declared units)"),
     }
     if auto is not None:
         report["auto_landmarks"] = {"probability": auto.probability, "valid": int(auto.valid.sum()),
