@@ -69,6 +69,8 @@ class refine(luigi.Config):  # noqa: N801
     lambda_reg = luigi.FloatParameter(default=1e-3)
     # landmarks cannot tell neck from global rotation; a heavier neck prior keeps it near zero
     neck_reg_scale = luigi.FloatParameter(default=1e4)
+    # landmark weight of the 17 jaw-contour points (view-dependent; the 51 others weigh 1)
+    contour_weight = luigi.FloatParameter(default=1.0)
     lr = luigi.FloatParameter(default=0.01)
     lr_floor = luigi.FloatParameter(default=0.125)
     max_iters = luigi.IntParameter(default=2000)

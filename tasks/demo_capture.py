@@ -723,10 +723,25 @@ def register_cli(subparsers) -> None:
     p.add_argument("--workers", type=int, default=0, help="render/encode threads (0: up to 2)")
     p.add_argument("--force", action="store_true", help="rewrite songs that are already up to date")
     p.add_argument("--no-scan", action="store_true", help="write no scan/ folders")
+    p.add_argument("--photo-only", action="store_true",
+                   help="the older capture: a flat photograph warped in 2D (no 3D truth); default: the "
+                        "truth capture (demo.truth_capture), the head model rendered under known motion")
+    p.add_argument("--scan-landmarks", action="store_true",
+                   help="truth capture: also write scan/landmarks.json (the scan's true 68 landmarks)")
     p.set_defaults(func=_cmd)
 
 
 def _cmd(args) -> int:
+    if not args.photo_only:
+        from demo.truth_capture import make_truth_capture
+        summary = make_truth_capture(Path(args.out), Path(args.truth), width=args.width, height=args.height,
+                                     seconds=args.seconds, n_subjects=args.subjects, n_songs=args.songs,
+                                     seed=args.seed, fps=args.fps, workers=args.workers or None, force=args.force,
+                                     with_scan=not args.no_scan, scan_landmarks=args.scan_landmarks)
+        n = sum(len(s["songs"]) for s in summary["subjects"])
+        print(f"truth capture: {len(summary['subjects'])} subject(s), {n} song(s) under {summary['out']}; "
+              f"truth under {summary['truth']}")
+        return 0
     summary = make_demo_capture(Path(args.out), Path(args.truth), width=args.width, height=args.height,
                                 seconds=args.seconds, n_subjects=args.subjects, n_songs=args.songs,
                                 seed=args.seed, fps=args.fps, workers=args.workers or None, force=args.force,
