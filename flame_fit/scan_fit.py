@@ -137,12 +137,11 @@ class ScanFitConfig:
     # face region: within this x outer-eye-corner distance of a landmark (forehead, cheeks, chin,
     # the front of the neck) and at most `region_behind` x that distance behind the rearmost one
     # (in front of the ears' back); the robust kernel handles what hair and holes leave inside
-    # (1.6 / 3.0 / 4000 instead of 1.0 / 1.5 / 2000: on the truth capture's metric scan with its
-    # true landmarks the model-space vertex error fell from 0.74 to 0.49 mm; the narrower region
-    # left forehead, temples and jaw sides to the prior)
-    region_radius: float = 1.6
-    region_behind: float = 3.0
-    max_points: int = 4000
+    # (1.6 / 3.0 / 4000 lowered the truth capture's error from a zero start, 0.74 -> 0.49 mm, but
+    # from the monocular start the fit pulled the face onto the hair cap: 6.8 mm; kept narrow)
+    region_radius: float = 1.0
+    region_behind: float = 1.5
+    max_points: int = 2000
     # starts probed before the full fit: the landmark similarity scaled about the face by each
     # factor, plus its robust ICP refinement (icp_iters 0: none); each probe runs probe_iters
     scale_starts: tuple = (0.94, 1.0, 1.06)
