@@ -90,7 +90,7 @@ def make_file(path: Path, seconds: float, seed: int = 0) -> float:
 
 
 def bench_decode(path: Path) -> tuple[float, int]:
-    from tasks.video_io import iter_frames
+    from tasks.media.video_io import iter_frames
     t = time.perf_counter()
     n = sum(1 for _ in iter_frames(path))
     return n / (time.perf_counter() - t), n
@@ -99,7 +99,7 @@ def bench_decode(path: Path) -> tuple[float, int]:
 def sample_portraits(path: Path, size: int, k: int) -> list[np.ndarray]:
     """k portrait I420 buffers cropped from the file (realistic content for the encoder)."""
     from tasks.crop import crop_to_i420
-    from tasks.video_io import iter_frames
+    from tasks.media.video_io import iter_frames
     out = []
     side = 1400
     box = ((W - side) // 2 // 2 * 2, (H - side) // 2 // 2 * 2)
@@ -112,7 +112,7 @@ def sample_portraits(path: Path, size: int, k: int) -> list[np.ndarray]:
 
 
 def bench_encode(frames: list[np.ndarray], n: int, out: Path, cfg) -> float:
-    from tasks.video_io import PortraitWriter
+    from tasks.media.video_io import PortraitWriter
     order = list(range(len(frames))) + list(range(len(frames) - 1, -1, -1))
     t = time.perf_counter()
     with PortraitWriter(out, cfg.output_size, FPS, crf=cfg.crf, preset=cfg.preset,
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
 
     from tasks.config import crop as crop_config
     from tasks.crop import crop_video
-    from tasks.face_models import _predictor, detect_faces
+    from tasks.faces.face_models import _predictor, detect_faces
     cfg = crop_config()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Benchmark of the motion refinement on generated singing-like sequences with known truth.
 
 For each generated sequence (240 frames and longer, 1024 px portrait, 2 px landmark noise, 5% gross
-landmark errors, noisy per-frame estimates with 5% gross errors; see flame_fit.synthetic_motion)
+landmark errors, noisy per-frame estimates with 5% gross errors; see demo.synthetic_motion)
 it prints, before (the per-frame estimates) and after refinement: global-orientation error, head
 rotation error (global composed with neck), neck error, landmark RMSE against the detections and
 jitter; then compares the exact landmark smoother with the paper's Adam at equal objective.
@@ -38,7 +38,7 @@ from flame_fit.refine import (RefineParams, jitter, landmark_rmse, project_landm
                               refine_motion)
 from flame_fit.smoothing import (smooth_landmarks_adam, smooth_landmarks_exact,  # noqa: E402
                                  smoothing_objective)
-from flame_fit.synthetic_motion import (MotionSpec, compose, generate_sequence,  # noqa: E402
+from demo.synthetic_motion import (MotionSpec, compose, generate_sequence,  # noqa: E402
                                         rotation_error_deg)
 
 

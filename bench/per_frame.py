@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flame_fit.landmark_fit import FitParams, fit_segment  # noqa: E402
-from tasks import emoca as E  # noqa: E402
+from tasks.estimation import emoca as E  # noqa: E402
 
 PAPER_FRAMES = 2.9e6
 
@@ -155,9 +155,9 @@ def run_full(args) -> dict:
     from tasks import layout
     from tasks.config import override_paths
     from tasks.crop import crop_video
-    from tasks.demo_capture import make_demo_capture
+    from demo.capture import make_demo_capture
     from tasks.estimate import estimate_video
-    from tasks.landmarks import iter_rgb_frames
+    from tasks.faces.landmarks import iter_rgb_frames
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_per_frame_"))
     raw, truth_root, processed = work / "raw", work / "demo_truth", work / "processed"

@@ -1,6 +1,6 @@
 """Benchmark: scan fitting on generated scans with a known shape.
 
-For each seed a demo scan is generated (tasks.demo_scan: random shape, arbitrary units and
+For each seed a demo scan is generated (demo.scan: random shape, arbitrary units and
 pose, noise, holes, hair cap, shoulders, photo texture) and fitted twice: with the true 3D
 landmarks given (landmarks.json, scan units) and with landmarks found automatically. The error
 is the distance of each fitted model vertex (mapped into the scan with the fitted alignment) to
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flame_fit.geometry import SurfaceIndex  # noqa: E402
 from flame_fit.scan_fit import apply_similarity, invert_similarity, neutral_mesh  # noqa: E402
-from tasks.demo_scan import read_truth, write_demo_scan  # noqa: E402
+from demo.scan import read_truth, write_demo_scan  # noqa: E402
 from tasks.head_model import get_head_model  # noqa: E402
 from tasks.scan_fit import fit_subject_scan  # noqa: E402
 
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     print(f"head model: {rec['name']} ({rec['kind']}), device {device}, "
           f"torch threads {torch.get_num_threads()}")
     # one-time imports (MTCNN, Dlib model file) stay out of the per-scan times
-    from tasks import face_models
+    from tasks.faces import face_models
     face_models.detect_faces(np.zeros((64, 64, 3), np.uint8), device="cpu")
     face_models._predictor()
 

@@ -13,7 +13,7 @@ import luigi
 
 from tasks import layout
 from tasks.assemble import AssembleDataset
-from tasks.atomic import write_json_atomic
+from tasks.common.atomic import write_json_atomic
 from tasks.report import DatasetReport
 from tasks.release import PackRelease, verify_release
 from tasks.subject import SubjectOutputs

@@ -12,13 +12,13 @@ import sys
 
 # Modules that contribute subcommands, in the order `--help` lists them.
 CLI_MODULES = (
-    "tasks.demo_capture",   # demo-capture
+    "demo.capture",   # demo-capture
     "tasks.validate",       # validate
     "tasks.head_model",     # make-head-model
     "tasks.bgm",            # separate-bgm
     "tasks.preview",        # preview
     "tasks.release",        # release, verify-release
-    "tasks.rerun",          # rerun
+    "pipeline.rerun",          # rerun
 )
 
 

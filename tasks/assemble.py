@@ -34,9 +34,9 @@ from pathlib import Path
 import luigi
 import numpy as np
 
-from tasks import clips as C
+from tasks.media import clips as C
 from tasks import layout
-from tasks.atomic import (
+from tasks.common.atomic import (
     atomic_dir,
     atomic_path,
     json_dumps,
@@ -46,10 +46,10 @@ from tasks.atomic import (
     write_json_atomic,
 )
 from tasks.config import audio, bgm, crop, dataset, device, emoca, flame, refine
-from tasks.errors import PipelineInputError
-from tasks.progress import Progress
-from tasks.provenance import recorded_params
-from tasks.splits import SPLITS, achieved_ratios, split_clips, split_lists
+from tasks.common.errors import PipelineInputError
+from tasks.common.progress import Progress
+from tasks.common.provenance import recorded_params
+from tasks.dataset.splits import SPLITS, achieved_ratios, split_clips, split_lists
 
 log = logging.getLogger("singinghead")
 

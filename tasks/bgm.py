@@ -23,13 +23,13 @@ import torch
 import yaml
 
 from tasks import layout
-from tasks.atomic import file_sha256, write_json_atomic
-from tasks.audio_io import audio_info, read_audio, resample, resampled_length, write_wav
+from tasks.common.atomic import file_sha256, write_json_atomic
+from tasks.media.audio_io import audio_info, read_audio, resample, resampled_length, write_wav
 from tasks.config import bgm as bgm_config
 from tasks.devices import gpu_resources, torch_device
-from tasks.errors import ModelFileError, PipelineInputError
-from tasks.progress import Progress
-from tasks.provenance import model_record, recorded_params
+from tasks.common.errors import ModelFileError, PipelineInputError
+from tasks.common.progress import Progress
+from tasks.common.provenance import model_record, recorded_params
 
 log = logging.getLogger("singinghead")
 

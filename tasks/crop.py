@@ -31,9 +31,9 @@ import luigi
 import numpy as np
 
 from tasks import layout
-from tasks.atomic import remove_stale_temps, write_json_atomic
+from tasks.common.atomic import remove_stale_temps, write_json_atomic
 from tasks.config import crop as crop_config
-from tasks.provenance import recorded_params
+from tasks.common.provenance import recorded_params
 
 log = logging.getLogger("singinghead")
 
@@ -377,7 +377,7 @@ def crop_to_i420(frame, box, size: int) -> np.ndarray:
     formats are converted to yuv444p first). box: (4,) even ints [x0, y0, x1, y1] in source
     pixels. Returns (size * 3 // 2, size) uint8: Y (size, size), then U and V (size/2, size/2).
     """
-    from tasks.video_io import frame_planes, is_full_range
+    from tasks.media.video_io import frame_planes, is_full_range
     if frame.format.name not in _PLANAR:
         frame = frame.reformat(format="yuv444p")
     full = is_full_range(frame)
@@ -419,7 +419,7 @@ class FaceChecks:
 
     def detect(self, frame):
         """MTCNN on the frame scaled to [crop] detect_width -> square crop box, or None."""
-        from tasks.face_models import detect_faces
+        from tasks.faces.face_models import detect_faces
         self.detections += 1
         dw = min(int(self.cfg.detect_width), self.w)
         dh = int(round(self.h * dw / self.w / 2)) * 2
@@ -435,7 +435,7 @@ class FaceChecks:
 
     def check(self, frame, i420: np.ndarray) -> str:
         """Is the face still there, and are its 68 landmarks clear of the portrait border?"""
-        from tasks.face_models import detect_faces, predict_landmarks
+        from tasks.faces.face_models import detect_faces, predict_landmarks
         self.checks += 1
         thumb = i420_thumbnail_rgb(i420, CHECK_SIZE)
         # The face fills ~1/(1+2*margin) of the portrait when the segment starts; searching only
@@ -474,7 +474,7 @@ class _Encoder(threading.Thread):
         self.q.put((cmd, arg))
 
     def run(self) -> None:
-        from tasks.video_io import PortraitWriter
+        from tasks.media.video_io import PortraitWriter
         writer = None
         while True:
             cmd, arg = self.q.get()
@@ -548,9 +548,9 @@ def crop_video(video: str | Path, out_dir: str | Path, cfg: crop_config | None =
     """Cut one capture video into portrait segments under out_dir; returns (and writes last)
     the segments.json content. Stale temporaries and segment videos of an earlier, unfinished
     run are removed first, so nothing half-written survives into a finished output."""
-    from tasks import face_models
-    from tasks.progress import Progress
-    from tasks.video_io import iter_frames, probe_video, x264_threads
+    from tasks.faces import face_models
+    from tasks.common.progress import Progress
+    from tasks.media.video_io import iter_frames, probe_video, x264_threads
     cfg = cfg or crop_config()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,8 @@
 """Per-frame FLAME estimates of every usable portrait segment, and the subject's mean shape.
 
 `EstimateFrames(subject, song, segment)`: one decode pass over the segment's portrait video,
-Dlib 68 landmarks on every frame (tasks.landmarks), then either
-- EMOCA v2 (tasks.emoca) when `[emoca] checkpoint_dir` names a model folder: crops are encoded
+Dlib 68 landmarks on every frame (tasks.faces.landmarks), then either
+- EMOCA v2 (tasks.estimation.emoca) when `[emoca] checkpoint_dir` names a model folder: crops are encoded
   in batches while the video streams, the per-crop camera is converted to the portrait frame; or
 - the weight-free landmark fit (flame_fit.landmark_fit), a stand-in named as such in the log and
   in the record, when it is empty.
@@ -24,14 +24,14 @@ import torch
 from flame_fit.landmark_fit import STAND_IN_NAME, FitParams, fit_segment, interpolate_missing
 from tasks import layout
 from tasks.devices import gpu_resources, torch_device
-from tasks.atomic import save_npz_atomic, write_json_atomic
+from tasks.common.atomic import save_npz_atomic, write_json_atomic
 from tasks.config import dataset as dataset_config
 from tasks.config import emoca as emoca_config
-from tasks.emoca import EmocaRunner, crop_boxes_from_landmarks, emoca_model_record, load_emoca
-from tasks.errors import PipelineInputError
-from tasks.landmarks import LandmarkTracker, TrackParams, iter_rgb_frames, track_frames
-from tasks.progress import Progress
-from tasks.provenance import model_record, recorded_params
+from tasks.estimation.emoca import EmocaRunner, crop_boxes_from_landmarks, emoca_model_record, load_emoca
+from tasks.common.errors import PipelineInputError
+from tasks.faces.landmarks import LandmarkTracker, TrackParams, iter_rgb_frames, track_frames
+from tasks.common.progress import Progress
+from tasks.common.provenance import model_record, recorded_params
 
 log = logging.getLogger("singinghead")
 
@@ -135,7 +135,7 @@ def estimate_video(video: str | Path, *, checkpoint_dir: str = "", batch_size: i
     arrays.update({k: np.asarray(v, np.float32) for k, v in fitted.items()})
     arrays.update(extra)
 
-    from tasks.face_models import model_records as face_records
+    from tasks.faces.face_models import model_records as face_records
     record = {
         "video": str(video),
         "frames": T,

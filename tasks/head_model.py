@@ -17,11 +17,11 @@ from flame_fit.flame import PROCEDURAL_NAME, FlameModel, load_flame
 from flame_fit.flame_io import FlameFileError
 from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
 from tasks import layout
-from tasks.atomic import atomic_dir
+from tasks.common.atomic import atomic_dir
 from tasks.config import flame as flame_config
 from tasks.devices import torch_device
-from tasks.errors import ModelFileError
-from tasks.provenance import model_record
+from tasks.common.errors import ModelFileError
+from tasks.common.provenance import model_record
 
 log = logging.getLogger("singinghead")
 

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from tasks.config import paths
-from tasks.errors import PipelineInputError
+from tasks.common.errors import PipelineInputError
 
 SUBJECT_FILE = "subject.json"
 SONG_FILE = "song.json"

@@ -18,8 +18,8 @@ import torch
 from flame_fit.refine import clean_landmarks, project_landmarks_px
 from flame_fit.render import render_mesh
 from tasks import layout
-from tasks.atomic import atomic_path
-from tasks.errors import PipelineInputError
+from tasks.common.atomic import atomic_path
+from tasks.common.errors import PipelineInputError
 
 log = logging.getLogger("singinghead")
 
@@ -60,7 +60,7 @@ def write_preview(model, motion: dict, frames: dict, video: Path, out: Path, pan
     `portrait_size`); video: the segment's portrait MP4.
     """
     from flame_fit.refine import RefineParams
-    from tasks.landmarks import iter_rgb_frames
+    from tasks.faces.landmarks import iter_rgb_frames
 
     T = len(motion["expression"])
     if max_frames:
@@ -126,7 +126,7 @@ def cmd_preview(args) -> int:
     from tasks.config import override_paths
     from tasks.config import refine as refine_config
     from tasks.head_model import get_head_model
-    from tasks.progress import Progress
+    from tasks.common.progress import Progress
 
     override_paths(getattr(args, "raw_dir", None), getattr(args, "processed_dir", None))
     subject, song, segment = args.subject, args.song, int(args.segment)

@@ -16,12 +16,12 @@ import torch
 from flame_fit.refine import RefineParams, refine_motion
 from tasks import layout
 from tasks.devices import gpu_resources, torch_device
-from tasks.atomic import save_npz_atomic, write_json_atomic
+from tasks.common.atomic import save_npz_atomic, write_json_atomic
 from tasks.config import crop as crop_config
 from tasks.config import dataset as dataset_config
 from tasks.config import refine as refine_config
-from tasks.errors import PipelineInputError
-from tasks.provenance import recorded_params
+from tasks.common.errors import PipelineInputError
+from tasks.common.provenance import recorded_params
 
 log = logging.getLogger("singinghead")
 

@@ -29,9 +29,9 @@ from typing import Iterable, Iterator
 import luigi
 import numpy as np
 
-from tasks import clips as C
+from tasks.media import clips as C
 from tasks import layout
-from tasks.atomic import atomic_dir, file_sha256, write_bytes_atomic, write_json_atomic
+from tasks.common.atomic import atomic_dir, file_sha256, write_bytes_atomic, write_json_atomic
 from tasks.config import override_paths, release
 
 log = logging.getLogger("singinghead")
@@ -221,7 +221,7 @@ def check_clip_file(rel: str, data: bytes, frames: int, sr_fps: tuple[int | None
             if abs(info.frames - want) > 1:
                 return f"{info.frames} samples, {frames} frames need {want}"
         elif rel.endswith(".mp4"):
-            from tasks.video_io import count_frames
+            from tasks.media.video_io import count_frames
 
             n = count_frames(io.BytesIO(data))
             if n != frames:

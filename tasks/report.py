@@ -32,8 +32,8 @@ import luigi
 import numpy as np
 
 from tasks import layout
-from tasks.atomic import write_bytes_atomic, write_json_atomic
-from tasks.progress import Progress
+from tasks.common.atomic import write_bytes_atomic, write_json_atomic
+from tasks.common.progress import Progress
 
 log = logging.getLogger("singinghead")
 

@@ -24,8 +24,8 @@ from flame_fit.scan_fit import (ScanFitConfig, apply_similarity, fit_scan, inver
                                 landmark_weights, neutral_mesh, umeyama)
 from tasks import layout
 from tasks.devices import gpu_resources, torch_device
-from tasks.atomic import atomic_dir, json_dumps, npy_bytes
-from tasks.errors import PipelineInputError
+from tasks.common.atomic import atomic_dir, json_dumps, npy_bytes
+from tasks.common.errors import PipelineInputError
 
 from tasks.estimate import SubjectShape
 
@@ -215,7 +215,7 @@ def _perpendicular(f: np.ndarray) -> np.ndarray:
 
 def _detect_landmarks(rgb: np.ndarray):
     """(box (4,), probability, landmarks (68, 2)) of the best face in an RGB render, or None."""
-    from tasks import face_models
+    from tasks.faces import face_models
     boxes, probs = face_models.detect_faces(rgb, device="cpu")
     if len(boxes) == 0:
         return None
@@ -244,7 +244,7 @@ def _coarse_views(scan: Scan, index: SurfaceIndex, tile: int, progress=None
     """MTCNN faces on renders from 26 directions x 4 rolls, as (probability, view, box (4,)),
     best first. The 104 tiles go through the detector as one mosaic: a detector call costs
     far more than the pixels of one small tile."""
-    from tasks import face_models
+    from tasks.faces import face_models
 
     lo, hi = scan.vertices.min(axis=0), scan.vertices.max(axis=0)
     center, half = (lo + hi) / 2, 0.55 * float(np.linalg.norm(hi - lo))
@@ -440,7 +440,7 @@ def fit_subject_scan(scan_path: Path, model, model_rec: dict, init_shape: np.nda
     Raises PipelineInputError for an unreadable scan, a bad landmarks.json, or an uncoloured
     scan without landmarks.json.
     """
-    from tasks.progress import Progress
+    from tasks.common.progress import Progress
 
     t0 = time.perf_counter()
     scan = load_scan(scan_path)

@@ -3,7 +3,7 @@
 Time bases (CONTRACTS.md): vocal time = video time + `audio_offset_s` (song.json). The original
 song, and so `bgm.wav` (separated from it, or the capture's accompaniment.wav), is assumed to be
 aligned with vocal.wav -- the singer performs along with it and the demo capture
-(tasks.demo_capture) writes it that way -- so the same offset applies to both.
+(demo.capture) writes it that way -- so the same offset applies to both.
 
 Sample spans: a segment of T frames that starts at source frame `start_frame` gets
 round(T*sr/fps) samples, and frame t of the segment (t from 0) spans samples
@@ -23,14 +23,14 @@ import luigi
 import numpy as np
 
 from tasks import layout
-from tasks.atomic import atomic_dir, file_sha256, write_json_atomic
-from tasks.audio_io import convert, cut, level_stats, read_audio, write_wav
+from tasks.common.atomic import atomic_dir, file_sha256, write_json_atomic
+from tasks.media.audio_io import convert, cut, level_stats, read_audio, write_wav
 from tasks.bgm import SeparateBGM
 from tasks.config import audio as audio_config
 from tasks.config import dataset as dataset_config
-from tasks.errors import PipelineInputError
-from tasks.progress import Progress
-from tasks.provenance import recorded_params
+from tasks.common.errors import PipelineInputError
+from tasks.common.progress import Progress
+from tasks.common.provenance import recorded_params
 
 log = logging.getLogger("singinghead")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import luigi
 
 from tasks import layout
-from tasks.atomic import write_json_atomic
+from tasks.common.atomic import write_json_atomic
 from tasks.bgm import SeparateBGM
 from tasks.config import dataset
 from tasks.crop import CropPortraits

@@ -23,10 +23,10 @@ from pathlib import Path
 import luigi
 
 from tasks import layout
-from tasks.atomic import write_json_atomic
+from tasks.common.atomic import write_json_atomic
 from tasks.config import audio as audio_config
 from tasks.config import dataset as dataset_config
-from tasks.errors import CaptureInvalid, PipelineInputError
+from tasks.common.errors import CaptureInvalid, PipelineInputError
 
 log = logging.getLogger("singinghead")
 
@@ -77,7 +77,7 @@ def check_video(path: Path, problems: list) -> dict | None:
     """Open, find the colour track, check rate/size, decode the first and last frames, and compare
     the packets' end with the header's duration. Returns facts about the video (None if unusable)."""
     import av
-    from tasks.video_io import find_color_stream, open_video, probe_video, stream_fps
+    from tasks.media.video_io import find_color_stream, open_video, probe_video, stream_fps
     n0 = len(problems)
     try:
         info = probe_video(path)

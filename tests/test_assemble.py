@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from tasks import clips as C
+from tasks.media import clips as C
 from tasks import layout
-from tasks.atomic import save_npz_atomic, write_json_atomic
-from tasks.splits import achieved_ratios, split_clips
+from tasks.common.atomic import save_npz_atomic, write_json_atomic
+from tasks.dataset.splits import achieved_ratios, split_clips
 
 SIZE = 64
 FPS = 30
@@ -314,7 +314,7 @@ def test_missing_keyframes_fall_back_to_reencode(luigi_paths):
 
 def test_bad_audio_rate_names_the_file(luigi_paths):
     from tasks.assemble import assemble_dataset
-    from tasks.errors import PipelineInputError
+    from tasks.common.errors import PipelineInputError
 
     raw, processed = luigi_paths
     make_subject_outputs(raw, processed, {"S004": {"001_art_x": [240]}})

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tasks import demo_audio, layout
+from demo import audio as demo_audio
+from tasks import layout
 from tasks.bgm import (FALLBACK_NAME, SeparateBGM, crossfade_weights, load_demucs, weight_free_bgm,
                        window_plan)
-from tasks.errors import ModelFileError
+from tasks.common.errors import ModelFileError
 from conftest import luigi_options
 
 SR = 44100

@@ -197,7 +197,7 @@ def test_crop_to_i420_matches_an_rgb_reference():
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """One subject, one song, 480x272, 6 s: an excursion, then a face-less span."""
-    from tasks.demo_capture import make_demo_capture
+    from demo.capture import make_demo_capture
     root = tmp_path_factory.mktemp("crop_demo")
     make_demo_capture(root / "raw", root / "truth", width=480, height=272, seconds=6.0,
                       n_subjects=1, n_songs=1, seed=0)
@@ -252,7 +252,7 @@ def test_crop_stage_end_to_end(demo, tmp_path, crop_settings):
             assert st.codec_context.name == "h264" and st.average_rate == 30
             keys = [i for i, p in enumerate(c.demux(st)) if p.size and p.is_keyframe]
         assert keys == list(range(0, s["end_frame"] - s["start_frame"], 30))
-    from tasks.video_io import count_frames
+    from tasks.media.video_io import count_frames
     for s in segs:
         assert count_frames(out_dir / s["video"]) == s["end_frame"] - s["start_frame"]
     # Frames in no segment are accounted for, with reasons.

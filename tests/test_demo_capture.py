@@ -11,9 +11,9 @@ import soundfile as sf
 
 av = pytest.importorskip("av")
 
-from tasks import demo_audio  # noqa: E402
-from tasks.demo_capture import dlib_landmarks, make_demo_capture, register_cli  # noqa: E402
-from tasks.errors import PipelineInputError  # noqa: E402
+from demo import audio as demo_audio  # noqa: E402
+from demo.capture import dlib_landmarks, make_demo_capture, register_cli  # noqa: E402
+from tasks.common.errors import PipelineInputError  # noqa: E402
 
 W, H, SECONDS, FPS = 640, 360, 7.0, 30
 GENRES = {"art", "country", "hip-hop", "rock", "folk", "rnb", "theater", "march"}

@@ -12,8 +12,8 @@ import torchvision
 import yaml
 
 from flame_fit.camera import ndc_to_pixels, orth_project
-from tasks import emoca as E
-from tasks.errors import ModelFileError
+from tasks.estimation import emoca as E
+from tasks.common.errors import ModelFileError
 
 CKPT_NAME = "deca-epoch=01-val_loss=0.5.ckpt"
 

@@ -14,9 +14,9 @@ import skimage.data
 import torch
 import yaml
 
-from tasks import emoca as E
+from tasks.estimation import emoca as E
 from tasks import layout
-from tasks.errors import PipelineInputError
+from tasks.common.errors import PipelineInputError
 from tasks.estimate import FRAME_KEYS, EstimateFrames, SubjectShape, estimate_video
 from conftest import luigi_options
 

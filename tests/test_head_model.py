@@ -12,7 +12,7 @@ import torch
 
 from flame_fit.flame import PROCEDURAL_NAME, load_flame
 from tasks import head_model
-from tasks.errors import ModelFileError
+from tasks.common.errors import ModelFileError
 from conftest import luigi_options
 
 

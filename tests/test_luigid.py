@@ -20,7 +20,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 UPSTREAM = (
-    "tasks.demo_capture",
+    "demo.capture",
     "tasks.validate",
     "tasks.crop",
     "tasks.bgm",
@@ -64,7 +64,7 @@ def test_luigid_two_workers_build_a_release(tmp_path):
         pytest.importorskip(
             mod, reason=f"{mod} is not there yet: the scale-out test needs the whole pipeline"
         )
-    from tasks.demo_capture import make_demo_capture
+    from demo.capture import make_demo_capture
     from tasks.release import verify_release
 
     raw, processed = tmp_path / "raw", tmp_path / "processed"

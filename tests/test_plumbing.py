@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from tasks.atomic import (atomic_dir, atomic_path, npz_bytes, remove_stale_temps, save_npz_atomic,
+from tasks.common.atomic import (atomic_dir, atomic_path, npz_bytes, remove_stale_temps, save_npz_atomic,
                           write_json_atomic)
 
 

@@ -11,9 +11,9 @@ import torch
 from flame_fit.flame import load_flame
 from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
 from flame_fit.render import render_mesh
-from flame_fit.synthetic_motion import MotionSpec, generate_sequence
+from demo.synthetic_motion import MotionSpec, generate_sequence
 from tasks import layout
-from tasks.errors import PipelineInputError
+from tasks.common.errors import PipelineInputError
 from conftest import luigi_options
 
 SIZE = 256        # portrait size of the fixture (the crop stage's output_size)

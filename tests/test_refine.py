@@ -12,9 +12,9 @@ from flame_fit.flame import load_flame
 from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
 from flame_fit.refine import (PoseLandmarks, RefineParams, jitter, landmark_rmse, project_landmarks_px,
                               refine_motion)
-from flame_fit.synthetic_motion import MotionSpec, compose, generate_sequence, rotation_error_deg
+from demo.synthetic_motion import MotionSpec, compose, generate_sequence, rotation_error_deg
 from tasks import layout
-from tasks.errors import PipelineInputError
+from tasks.common.errors import PipelineInputError
 from conftest import luigi_options
 
 torch.set_num_threads(1)

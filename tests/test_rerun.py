@@ -9,7 +9,7 @@ import luigi
 import pytest
 
 from tasks import layout
-from tasks.rerun import paths_to_remove, rerun, stages_from
+from pipeline.rerun import paths_to_remove, rerun, stages_from
 from test_assemble import make_subject_outputs
 
 
@@ -103,7 +103,7 @@ def test_rerun_leaves_other_subjects_untouched(luigi_paths, monkeypatch, tmp_pat
 def test_dry_run_and_cli(luigi_paths, capsys):
     import argparse
 
-    from tasks.rerun import register_cli
+    from pipeline.rerun import register_cli
 
     raw, processed = luigi_paths
     make_subject_outputs(raw, processed, {"S001": {"001_art_x": [240]}})

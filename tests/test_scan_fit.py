@@ -14,8 +14,8 @@ from flame_fit.geometry import SurfaceIndex
 from flame_fit.scan_fit import (ScanFitConfig, apply_similarity, fit_scan, invert_similarity,
                                 landmark_weights, neutral_mesh, umeyama)
 from tasks import layout
-from tasks.demo_scan import read_truth, write_demo_scan
-from tasks.errors import PipelineInputError
+from demo.scan import read_truth, write_demo_scan
+from tasks.common.errors import PipelineInputError
 from tasks.scan_fit import find_landmarks_auto, fit_subject_scan, load_scan
 from conftest import luigi_options
 

@@ -8,8 +8,8 @@ import pytest
 import soundfile as sf
 
 from tasks import layout
-from tasks.atomic import write_json_atomic
-from tasks.errors import PipelineInputError
+from tasks.common.atomic import write_json_atomic
+from tasks.common.errors import PipelineInputError
 from tasks.segment_audio import SegmentAudio, frame_sample, frame_sample_edges, segment_span
 
 SUBJECT, SONG = "S001", "001_folk_demo"

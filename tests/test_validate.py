@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tasks.errors import CaptureInvalid
+from tasks.common.errors import CaptureInvalid
 from tasks.validate import ValidateCapture, errors_of, failed_report, register_cli, validate_capture
 
 W, H, FPS = 160, 96, 30

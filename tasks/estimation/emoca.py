@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from tasks.errors import ModelFileError
+from tasks.common.errors import ModelFileError
 
 log = logging.getLogger("singinghead")
 
@@ -252,7 +252,7 @@ class _TolerantUnpickler(pickle.Unpickler):
         try:
             return super().find_class(module, name)
         except (ImportError, AttributeError):
-            return type(name, (_Unknown,), {"__module__": "tasks.emoca._unknown." + module})
+            return type(name, (_Unknown,), {"__module__": "tasks.estimation.emoca._unknown." + module})
 
 
 # torch.load takes a `pickle_module`; it subclasses `pickle_module.Unpickler`.
@@ -379,7 +379,7 @@ def load_emoca(model_dir: str | Path, device: torch.device | str = "cpu") -> Loa
 
 
 def emoca_model_record(loaded: LoadedEmoca) -> dict:
-    from tasks.provenance import model_record
+    from tasks.common.provenance import model_record
     return model_record(f"EMOCA v2 ({loaded.checkpoint.parent.parent.parent.name})", True,
                         [loaded.checkpoint, loaded.config_path],
                         expression_width=loaded.layout.width,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import luigi
 
-from tasks.atomic import file_sha256
+from tasks.common.atomic import file_sha256
 
 log = logging.getLogger("singinghead")
 

@@ -24,9 +24,9 @@ import av
 import numpy as np
 import soundfile as sf
 
-from tasks import audio_io
-from tasks.atomic import atomic_path
-from tasks.errors import PipelineInputError
+from tasks.media import audio_io
+from tasks.common.atomic import atomic_path
+from tasks.common.errors import PipelineInputError
 
 # Fixed so that the same arrays always give the same .pkl bytes (protocol 4 reads on Python >= 3.4).
 PICKLE_PROTOCOL = 4

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import av
 import numpy as np
 
-from tasks.errors import PipelineInputError
+from tasks.common.errors import PipelineInputError
 
 log = logging.getLogger("singinghead")
 
@@ -110,7 +110,7 @@ class LandmarkTracker:
     def __init__(self, detect: DetectFn | None = None, predict: PredictFn | None = None,
                  params: TrackParams | None = None):
         if detect is None or predict is None:
-            from tasks import face_models
+            from tasks.faces import face_models
             detect = detect or face_models.detect_faces
             predict = predict or face_models.predict_landmarks
         self.detect, self.predict = detect, predict
@@ -246,7 +246,7 @@ def track_frames(frames, tracker: LandmarkTracker | None = None, on_frame=None) 
 # ----------------------------------------------------------------------------- video
 def iter_rgb_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
     """Stream a portrait video's frames as (H, W, 3) uint8 RGB with PyAV (never all in memory)."""
-    from tasks.video_io import open_video
+    from tasks.media.video_io import open_video
     path = Path(path)
     fix = "delete the song's portrait/ folder and rerun CropPortraits"
     container = open_video(path)

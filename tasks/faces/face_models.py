@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.errors import ModelFileError
+from tasks.common.errors import ModelFileError
 
 log = logging.getLogger("singinghead")
 
@@ -163,6 +163,6 @@ def model_records() -> list[dict]:
 @functools.lru_cache(maxsize=1)
 def _model_records() -> list[dict]:
     # Hashing the 100 MB Dlib file takes ~0.3 s: once per process is enough.
-    from tasks.provenance import model_record
+    from tasks.common.provenance import model_record
     return [model_record("facenet-pytorch MTCNN", True, mtcnn_weight_files()),
             model_record("dlib shape_predictor_68_face_landmarks", True, [dlib_68_path()])]

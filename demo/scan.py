@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.atomic import atomic_path, save_npz_atomic, write_bytes_atomic, write_json_atomic
+from tasks.common.atomic import atomic_path, save_npz_atomic, write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger("singinghead")
 
@@ -32,7 +32,7 @@ _FACE_UV_RANGE = (0.1, 0.9)
 
 @functools.lru_cache(maxsize=4)
 def _photo_landmarks_cached(key: str, shape: tuple, data: bytes) -> np.ndarray:
-    from tasks import face_models
+    from tasks.faces import face_models
     rgb = np.frombuffer(data, np.uint8).reshape(shape)
     boxes, _ = face_models.detect_faces(rgb, device="cpu")
     if len(boxes) == 0:
