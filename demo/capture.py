@@ -705,33 +705,3 @@ def make_demo_capture(out: Path, truth: Path, width: int = 3840, height: int = 2
     finally:
         progress.close()
     return summary
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("demo-capture", help="write a synthetic demo capture in the raw/ layout",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="raw", help="capture root (default raw/)")
-    p.add_argument("--truth", default="demo_truth",
-                   help="ground truth root, kept outside raw/ (default demo_truth/)")
-    p.add_argument("--width", type=int, default=3840)
-    p.add_argument("--height", type=int, default=2160)
-    p.add_argument("--seconds", type=float, default=20.0)
-    p.add_argument("--subjects", type=int, default=2)
-    p.add_argument("--songs", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fps", type=int, default=30)
-    p.add_argument("--workers", type=int, default=0, help="render/encode threads (0: up to 2)")
-    p.add_argument("--force", action="store_true", help="rewrite songs that are already up to date")
-    p.add_argument("--no-scan", action="store_true", help="write no scan/ folders")
-    p.set_defaults(func=_cmd)
-
-
-def _cmd(args) -> int:
-    summary = make_demo_capture(Path(args.out), Path(args.truth), width=args.width, height=args.height,
-                                seconds=args.seconds, n_subjects=args.subjects, n_songs=args.songs,
-                                seed=args.seed, fps=args.fps, workers=args.workers or None, force=args.force,
-                                with_scan=not args.no_scan)
-    n = sum(len(s["songs"]) for s in summary["subjects"])
-    print(f"demo capture: {len(summary['subjects'])} subject(s), {n} song(s) under {summary['out']}; "
-          f"truth under {summary['truth']}")
-    return 0

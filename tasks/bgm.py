@@ -371,33 +371,3 @@ class SeparateBGM(luigi.Task):
 
 
 # ----------------------------------------------------------------------------- CLI
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("separate-bgm", help="remove the vocals from one song file (try a Demucs model folder)",
-                              description="BGM of one audio file: Demucs from --demucs-repo, else the " + FALLBACK_NAME)
-    p.add_argument("input", help="the original song (wav/flac/mp3)")
-    p.add_argument("output", help="BGM .wav to write (float32, the input's rate and channels)")
-    p.add_argument("--demucs-repo", default=None, help="folder with <sig>-<checksum>.th + <model>.yaml "
-                   "(default: [bgm] demucs_repo; empty: the weight-free remover)")
-    p.add_argument("--model", default=None, help="Demucs model name (default: [bgm] demucs_model)")
-    p.set_defaults(func=_cmd)
-
-
-def _cmd(args) -> int:
-    cfg = bgm_config()
-    repo = cfg.demucs_repo if args.demucs_repo is None else args.demucs_repo
-    name = args.model or cfg.demucs_model
-    x, sr = read_audio(args.input)
-    if repo:
-        net = load_demucs(repo, name)
-        dev = torch_device()
-        prog = Progress(None, len(demucs_chunk_plan(-(-x.shape[0] * net.samplerate // sr), net.samplerate,
-                                                    cfg.chunk_seconds)), "Demucs", bar=True)
-        bgm = demucs_bgm(net, x, sr, dev, cfg.chunk_seconds, prog)
-        what = f"Demucs {name} from {repo} on {dev}"
-    else:
-        log.warning("no Demucs model folder given: using the %s", FALLBACK_NAME)
-        bgm = weight_free_bgm(x, sr)
-        what = FALLBACK_NAME
-    write_wav(args.output, bgm, sr, OUTPUT_SUBTYPE)
-    print(f"{args.output}: {bgm.shape[0] / sr:.1f} s, {sr} Hz, {bgm.shape[1]} ch, by {what}")
-    return 0

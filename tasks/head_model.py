@@ -83,22 +83,3 @@ def get_head_model(device=None) -> tuple[FlameModel, dict]:
             _CACHE[key] = (flame, record)
         flame, record = _CACHE[key]
     return flame, dict(record)
-
-
-def cmd_make_head_model(args) -> int:
-    out = Path(args.dir)
-    with atomic_dir(out) as tmp:
-        write_procedural_head_model(tmp, seed=args.seed, n_vertices=args.n_vertices)
-    flame = load_flame(out / MODEL_FILE, out / EMBEDDING_FILE)        # proves the files load
-    print(f"wrote {out / MODEL_FILE} and {out / EMBEDDING_FILE}: {flame.name}, "
-          f"{flame.n_vertices} vertices, {int(flame.faces.shape[0])} faces")
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("make-head-model",
-                              help=f"write the {PROCEDURAL_NAME} (FLAME file layout) into DIR")
-    p.add_argument("dir", help="output folder (generic_model.pkl, landmark_embedding.npy)")
-    p.add_argument("--seed", type=int, default=PROCEDURAL_SEED)
-    p.add_argument("--n-vertices", type=int, default=4000, help="approximate vertex count")
-    p.set_defaults(func=cmd_make_head_model)

@@ -339,34 +339,3 @@ def verify_release(folder: Path) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- CLI
-def cmd_release(args) -> int:
-    override_paths(args.raw_dir, args.processed_dir)
-    result = luigi.build([PackRelease()], local_scheduler=True, workers=args.workers, detailed_summary=True)
-    print(result.summary_text, file=sys.stderr)
-    ok = result.status in (luigi.LuigiStatusCode.SUCCESS, luigi.LuigiStatusCode.SUCCESS_WITH_RETRY)
-    if ok:
-        print(f"release: {layout.release_root()}")
-    return 0 if ok else 1
-
-
-def cmd_verify(args) -> int:
-    problems = verify_release(Path(args.dir))
-    for p in problems:
-        print(f"FAIL {p}")
-    print(f"verify-release {args.dir}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
-    return 0 if not problems else 1
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "release", help="assemble the dataset and pack the release tarballs (PackRelease)"
-    )
-    p.add_argument("--raw-dir")
-    p.add_argument("--processed-dir")
-    p.add_argument("--workers", type=int, default=1)
-    p.set_defaults(func=cmd_release)
-    v = subparsers.add_parser(
-        "verify-release", help="check a release's checksums, files, shapes and frame counts"
-    )
-    v.add_argument("dir", help="a release folder (tar shards + SHA256SUMS) or an extracted dataset folder")
-    v.set_defaults(func=cmd_verify)

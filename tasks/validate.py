@@ -311,14 +311,6 @@ class ValidateCapture(luigi.Task):
 
 
 # ----------------------------------------------------------------------------- CLI
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("validate",
-                              help="check a capture against the raw/ contract; lists every problem")
-    p.add_argument("raw_dir", nargs="?", default=None, help="capture root (default: [paths] raw_dir)")
-    p.add_argument("--subject", action="append", help="only this subject (repeatable)")
-    p.set_defaults(func=_cmd)
-
-
 def format_problems(problems: list[dict]) -> str:
     lines = []
     for p in problems:
@@ -326,13 +318,3 @@ def format_problems(problems: list[dict]) -> str:
         if p.get("fix"):
             lines.append(f"        fix: {p['fix']}")
     return "\n".join(lines)
-
-
-def _cmd(args) -> int:
-    raw = Path(args.raw_dir) if args.raw_dir else layout.raw_root()
-    problems = validate_capture(raw, args.subject)
-    if problems:
-        print(format_problems(problems))
-    n_err = len(errors_of(problems))
-    print(f"{raw}: {n_err} error(s), {len(problems) - n_err} warning(s)")
-    return 1 if n_err else 0
