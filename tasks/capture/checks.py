@@ -1,4 +1,4 @@
-"""Capture validation: check raw/ against the contract before any heavy work.
+"""Capture validation: check raw/ against the contract before any heavy work (plain code).
 
 Every subject and song is checked and every problem is reported at once, each with the path at
 fault and what to do: files present, JSON well formed, the video readable with a colour track
@@ -7,28 +7,23 @@ last frames decode and its packets reach the duration in its header), audio read
 audio long enough to cover the video at `audio_offset_s`. The scan, when present, is only
 checked to exist and be non-empty here; loading it is the scan-fit stage's job.
 
-`ValidateCapture(subject)` writes `processed/<subject>/validation.json` only when the capture
-passes (errors would otherwise leave an output that marks the task complete); on failure it
-writes `validation_failed.json` beside it for the user and raises `CaptureInvalid`, so no heavy
-stage starts.
+A problem is a dict {path, problem, fix, level} with level 'error' or 'warning'. The stage task
+(`tasks.validate.ValidateCapture`) and the `validate` command call `validate_capture(_details)`.
 """
 from __future__ import annotations
 
 import json
-import logging
 import math
 from fractions import Fraction
 from pathlib import Path
 
-import luigi
+import av
+import soundfile as sf
 
-from tasks import layout
-from tasks.common.atomic import write_json_atomic
-from tasks.config import audio as audio_config
-from tasks.config import dataset as dataset_config
-from tasks.common.errors import CaptureInvalid, PipelineInputError
-
-log = logging.getLogger("singinghead")
+from tasks.capture import raw_layout as R
+from tasks.common.errors import PipelineInputError
+from tasks.common.settings import AudioSettings, DatasetSettings
+from tasks.media.video_io import find_color_stream, open_video, probe_video, stream_fps
 
 GENRES = ("art", "country", "hip-hop", "rock", "folk", "rnb", "theater", "march")
 SUBJECT_KEYS = {"subject_id": str, "gender": str, "professional": bool}
@@ -73,11 +68,10 @@ def check_json(path: Path, keys: dict, problems: list) -> dict | None:
 
 
 # ----------------------------------------------------------------------------- video
-def check_video(path: Path, problems: list) -> dict | None:
-    """Open, find the colour track, check rate/size, decode the first and last frames, and compare
-    the packets' end with the header's duration. Returns facts about the video (None if unusable)."""
-    import av
-    from tasks.media.video_io import find_color_stream, open_video, probe_video, stream_fps
+def check_video(path: Path, problems: list, want_fps: int) -> dict | None:
+    """Open, find the colour track, check rate/size (`want_fps`: [dataset] fps), decode the first and
+    last frames, and compare the packets' end with the header's duration. Returns facts about the
+    video (None if unusable)."""
     n0 = len(problems)
     try:
         info = probe_video(path)
@@ -87,7 +81,6 @@ def check_video(path: Path, problems: list) -> dict | None:
     facts = {"path": str(path), "track": info.title or f"stream {info.stream_index}", "codec": info.codec,
              "width": info.width, "height": info.height, "fps": float(info.fps),
              "duration_s": info.duration_s}
-    want_fps = dataset_config().fps
     if abs(float(info.fps) - want_fps) > FPS_TOLERANCE * want_fps:
         problems.append(_problem(path, f"colour track runs at {float(info.fps):.3f} fps, not {want_fps}",
                                  f"record at {want_fps} fps (k4arecorder --rate {want_fps}) or convert "
@@ -149,7 +142,6 @@ def check_video(path: Path, problems: list) -> dict | None:
 
 # ----------------------------------------------------------------------------- audio
 def check_audio(path: Path, problems: list, what: str) -> dict | None:
-    import soundfile as sf
     if not path.is_file():
         problems.append(_problem(path, f"{what} is missing", f"put the {what} at this path"))
         return None
@@ -185,22 +177,25 @@ def check_durations(video: dict, audio: dict, offset: float, problems: list, tol
 
 
 # ----------------------------------------------------------------------------- one capture
-def validate_subject(subject_dir: Path) -> tuple[list[dict], dict]:
-    """All problems of one subject folder, and the facts gathered (for the report)."""
+def validate_subject(subject_dir: Path, fps: int, tolerance_s: float) -> tuple[list[dict], dict]:
+    """All problems of one subject folder, and the facts gathered (for the report).
+
+    `fps`: the colour track's required rate ([dataset] fps); `tolerance_s`: how far audio may fall
+    short of the video ([audio] duration_tolerance_s)."""
     problems: list[dict] = []
     facts: dict = {"subject": subject_dir.name, "songs": {}}
     if not subject_dir.is_dir():
         problems.append(_problem(subject_dir, "subject folder is missing",
                                  "check [paths] raw_dir and the subject id"))
         return problems, facts
-    subj = check_json(subject_dir / layout.SUBJECT_FILE, SUBJECT_KEYS, problems)
+    subj = check_json(subject_dir / R.SUBJECT_FILE, SUBJECT_KEYS, problems)
     if subj and isinstance(subj.get("subject_id"), str) and subj["subject_id"] != subject_dir.name:
-        problems.append(_problem(subject_dir / layout.SUBJECT_FILE,
+        problems.append(_problem(subject_dir / R.SUBJECT_FILE,
                                  f"subject_id '{subj['subject_id']}' differs from the folder name "
                                  f"'{subject_dir.name}'", "rename the folder or fix subject_id", WARNING))
     scan_dir = subject_dir / "scan"
     if scan_dir.is_dir():
-        scans = [scan_dir / n for n in layout.SCAN_NAMES if (scan_dir / n).exists()]
+        scans = [scan_dir / n for n in R.SCAN_NAMES if (scan_dir / n).exists()]
         if not scans:
             problems.append(_problem(scan_dir, "scan/ holds neither head.obj nor head.ply; the subject's "
                                      "shape will be the monocular estimate",
@@ -213,35 +208,35 @@ def validate_subject(subject_dir: Path) -> tuple[list[dict], dict]:
     songs = sorted(p for p in songs_dir.iterdir() if p.is_dir()) if songs_dir.is_dir() else []
     if not songs:
         problems.append(_problem(songs_dir, "no song folders", "put each take under songs/<song_id>/"))
-    tol = audio_config().duration_tolerance_s
+    tol = tolerance_s
     for song_dir in songs:
         sf_ = {}
         facts["songs"][song_dir.name] = sf_
-        song = check_json(song_dir / layout.SONG_FILE, SONG_KEYS, problems)
+        song = check_json(song_dir / R.SONG_FILE, SONG_KEYS, problems)
         if song and isinstance(song.get("genre"), str) and song["genre"] not in GENRES:
-            problems.append(_problem(song_dir / layout.SONG_FILE, f"genre '{song['genre']}' is not one of "
+            problems.append(_problem(song_dir / R.SONG_FILE, f"genre '{song['genre']}' is not one of "
                                      f"{', '.join(GENRES)}", "use one of the 8 SingingHead genres"))
         offset = song.get("audio_offset_s") if song else None
         offset = float(offset) if isinstance(offset, (int, float)) and not isinstance(offset, bool) else None
         if offset is not None and not math.isfinite(offset):
-            problems.append(_problem(song_dir / layout.SONG_FILE, "audio_offset_s is not finite",
+            problems.append(_problem(song_dir / R.SONG_FILE, "audio_offset_s is not finite",
                                      "set a number"))
             offset = None
-        video_path = layout.find_color_video(song_dir)
+        video_path = R.find_color_video(song_dir)
         video = None
         if video_path is None:
-            problems.append(_problem(song_dir / layout.COLOR_VIDEO, "colour video is missing",
+            problems.append(_problem(song_dir / R.COLOR_VIDEO, "colour video is missing",
                                      "copy the Kinect recording here as color.mkv "
                                      "(or any video ffmpeg reads)"))
         else:
-            video = check_video(video_path, problems)
+            video = check_video(video_path, problems, fps)
             sf_["video"] = video
-        vocal = check_audio(song_dir / layout.VOCAL_FILE, problems, "dry vocal recording")
+        vocal = check_audio(song_dir / R.VOCAL_FILE, problems, "dry vocal recording")
         sf_["vocal"] = vocal
-        acc_path = song_dir / layout.ACCOMPANIMENT_FILE
+        acc_path = song_dir / R.ACCOMPANIMENT_FILE
         if acc_path.exists():
             sf_["accompaniment"] = check_audio(acc_path, problems, "accompaniment")
-        originals = [song_dir / n for n in layout.ORIGINAL_STEMS if (song_dir / n).exists()]
+        originals = [song_dir / n for n in R.ORIGINAL_STEMS if (song_dir / n).exists()]
         if originals:
             sf_["original"] = check_audio(originals[0], problems, "original song")
         elif not acc_path.exists():
@@ -255,26 +250,29 @@ def validate_subject(subject_dir: Path) -> tuple[list[dict], dict]:
     return problems, facts
 
 
-def validate_capture(raw_dir: str | Path, subjects: list[str] | None = None) -> list[dict]:
+def validate_capture(raw_dir: str | Path, subjects: list[str] | None = None, *,
+                     dataset: DatasetSettings, audio: AudioSettings) -> list[dict]:
     """Every problem of the capture under raw_dir (or of the given subjects), each a dict
-    {path, problem, fix, level} with level 'error' or 'warning'."""
-    return validate_capture_details(raw_dir, subjects)[0]
+    {path, problem, fix, level} with level 'error' or 'warning'.
+
+    `dataset.fps` is the required video rate, `audio.duration_tolerance_s` the audio's slack."""
+    return validate_capture_details(raw_dir, subjects, dataset=dataset, audio=audio)[0]
 
 
-def validate_capture_details(raw_dir: str | Path,
-                             subjects: list[str] | None = None) -> tuple[list[dict], dict]:
+def validate_capture_details(raw_dir: str | Path, subjects: list[str] | None = None, *,
+                             dataset: DatasetSettings, audio: AudioSettings) -> tuple[list[dict], dict]:
     """validate_capture's problems and the facts gathered per subject (for the report)."""
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
         return [_problem(raw_dir, "capture folder does not exist",
                          "check [paths] raw_dir / --paths-raw-dir")], {}
-    names = subjects if subjects is not None else layout.list_subjects(raw_dir)
+    names = subjects if subjects is not None else R.list_subjects(raw_dir)
     if not names:
         return [_problem(raw_dir, "no subject folders (with subject.json or songs/)",
                          "lay the capture out as in raw/README.md")], {}
     problems, facts = [], {}
     for name in names:
-        p, f = validate_subject(raw_dir / name)
+        p, f = validate_subject(raw_dir / name, dataset.fps, audio.duration_tolerance_s)
         problems += p
         facts[name] = f
     return problems, facts
@@ -284,33 +282,7 @@ def errors_of(problems: list[dict]) -> list[dict]:
     return [p for p in problems if p.get("level", ERROR) == ERROR]
 
 
-# ----------------------------------------------------------------------------- Luigi
-# Where a failing validation's report goes (not the task output: see the module docstring).
-failed_report = layout.validation_failed_report
-
-
-class ValidateCapture(luigi.Task):
-    """Check one subject's raw capture; heavy stages require this."""
-
-    subject = luigi.Parameter()
-
-    def output(self):
-        return luigi.LocalTarget(str(layout.validation_report(self.subject)))
-
-    def run(self):
-        problems, facts = validate_capture_details(layout.raw_root(), [self.subject])
-        report = {"subject": self.subject, "problems": problems, "facts": facts.get(self.subject, {}),
-                  "ok": not errors_of(problems)}
-        for p in problems:
-            (log.error if p["level"] == ERROR else log.warning)("%s: %s", p["path"], p["problem"])
-        if errors_of(problems):
-            write_json_atomic(failed_report(self.subject), report)
-            raise CaptureInvalid(errors_of(problems))
-        failed_report(self.subject).unlink(missing_ok=True)
-        write_json_atomic(self.output().path, report)
-
-
-# ----------------------------------------------------------------------------- CLI
+# ----------------------------------------------------------------------------- report
 def format_problems(problems: list[dict]) -> str:
     lines = []
     for p in problems:
