@@ -25,7 +25,7 @@ def _load_npz(path: Path, what: str, fix: str) -> dict:
         return {k: z[k] for k in z.files}
 
 
-def run_preview(args) -> int:
+def preview(args) -> int:
     with config_overrides({"paths": {"raw_dir": args.raw_dir, "processed_dir": args.processed_dir}}):
         lay = Layout.from_config()
         crop, refine, dataset = config.read(CropSettings), config.read(RefineSettings), config.read(DatasetSettings)
