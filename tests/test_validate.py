@@ -83,7 +83,7 @@ def make_subject(raw, sid="S001", songs=("001_folk_a",)):
 
 def validate_capture(raw, subjects=None):
     """The plain checks with the default [dataset] and [audio] settings (30 fps, 1 s tolerance)."""
-    return checks.validate_capture(raw, subjects, dataset=DatasetSettings(), audio=AudioSettings())
+    return checks.validate_capture(raw, subjects, DatasetSettings(), AudioSettings())
 
 
 def problems_at(problems, path):

@@ -250,17 +250,17 @@ def validate_subject(subject_dir: Path, fps: int, tolerance_s: float) -> tuple[l
     return problems, facts
 
 
-def validate_capture(raw_dir: str | Path, subjects: list[str] | None = None, *,
-                     dataset: DatasetSettings, audio: AudioSettings) -> list[dict]:
-    """Every problem of the capture under raw_dir (or of the given subjects), each a dict
+def validate_capture(raw_dir: str | Path, subjects: list[str] | None, dataset: DatasetSettings,
+                     audio: AudioSettings) -> list[dict]:
+    """Every problem of the capture under raw_dir (of the given subjects; None: all), each a dict
     {path, problem, fix, level} with level 'error' or 'warning'.
 
     `dataset.fps` is the required video rate, `audio.duration_tolerance_s` the audio's slack."""
-    return validate_capture_details(raw_dir, subjects, dataset=dataset, audio=audio)[0]
+    return validate_capture_details(raw_dir, subjects, dataset, audio)[0]
 
 
-def validate_capture_details(raw_dir: str | Path, subjects: list[str] | None = None, *,
-                             dataset: DatasetSettings, audio: AudioSettings) -> tuple[list[dict], dict]:
+def validate_capture_details(raw_dir: str | Path, subjects: list[str] | None, dataset: DatasetSettings,
+                             audio: AudioSettings) -> tuple[list[dict], dict]:
     """validate_capture's problems and the facts gathered per subject (for the report)."""
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
