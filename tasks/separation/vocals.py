@@ -1,6 +1,7 @@
 """Background music (BGM) of each song: the capture's accompaniment, Demucs, or a weight-free stand-in.
 
-Three ways, chosen in this order:
+Plain code (the `SeparateBGM` stage in `tasks.bgm` and the `separate-bgm` command call it).
+Three ways, chosen in this order by `separate_song_bgm`:
 1. `accompaniment.wav` in the song folder: that is the BGM (re-encoded as float32, no separation).
 2. `[bgm] demucs_repo` set: Demucs (`[bgm] demucs_model`, default htdemucs_ft) loaded offline from
    that folder with demucs's own `pretrained.get_model(name, repo=...)`; BGM = the sum of the
@@ -17,19 +18,17 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import luigi
 import numpy as np
 import torch
 import yaml
 
-from tasks import layout
+from tasks.capture import raw_layout as R
 from tasks.common.atomic import file_sha256, write_json_atomic
-from tasks.media.audio_io import audio_info, read_audio, resample, resampled_length, write_wav
-from tasks.config import bgm as bgm_config
-from tasks.devices import gpu_resources, torch_device
 from tasks.common.errors import ModelFileError, PipelineInputError
 from tasks.common.progress import Progress
-from tasks.common.provenance import model_record, recorded_params
+from tasks.common.provenance import model_record
+from tasks.common.settings import BgmSettings, recorded_params
+from tasks.media.audio_io import audio_info, read_audio, resample, resampled_length, write_wav
 
 log = logging.getLogger("singinghead")
 
@@ -288,12 +287,16 @@ def _source_record(path: Path) -> dict:
             "frames": frames, "duration_s": frames / sr}
 
 
-def separate_song_bgm(subject: str, song: str, task=None) -> dict:
-    """Write layout.bgm_wav and layout.bgm_record for one song; returns the record."""
-    cfg = bgm_config()
-    song_dir = layout.raw_song_dir(subject, song)
-    accompaniment = song_dir / layout.ACCOMPANIMENT_FILE
-    out_wav = layout.bgm_wav(subject, song)
+def separate_song_bgm(song_dir: Path, out_wav: Path, out_record: Path, cfg: BgmSettings,
+                      device: torch.device, subject: str, song: str, task=None) -> dict:
+    """Write one song's BGM to `out_wav` and its record to `out_record`; returns the record.
+
+    `song_dir`: the raw song folder (accompaniment.wav, else original.wav|flac|mp3); `cfg`: `[bgm]`;
+    `device`: where Demucs runs (the weight-free remover is CPU-only); `subject`/`song` name the song
+    in logs and the record; `task`: the Luigi task to report progress to, or None.
+    """
+    song_dir, out_wav = Path(song_dir), Path(out_wav)
+    accompaniment = song_dir / R.ACCOMPANIMENT_FILE
     params = recorded_params(cfg)
     if accompaniment.is_file():
         x, sr = read_audio(accompaniment)
@@ -301,7 +304,7 @@ def separate_song_bgm(subject: str, song: str, task=None) -> dict:
         bgm = x
         log.info("%s/%s: BGM = %s (no separation)", subject, song, accompaniment)
     else:
-        source = layout.original_song_path(subject, song)
+        source = R.find_original_song(song_dir)
         if source is None:
             raise PipelineInputError(song_dir / "original.wav", "no original song (original.wav|flac|mp3) and no "
                                      "accompaniment.wav, so there is no BGM", "add the original song (vocals included) "
@@ -311,7 +314,7 @@ def separate_song_bgm(subject: str, song: str, task=None) -> dict:
             repo = Path(cfg.demucs_repo)
             net = load_demucs(repo, cfg.demucs_model)
             model = demucs_model_record(repo, cfg.demucs_model, net)
-            dev = torch_device()
+            dev = device
             method, description = "demucs", f"Demucs {cfg.demucs_model} (sum of the non-vocal stems)"
             n_chunks = len(demucs_chunk_plan(resampled_length(x.shape[0], sr, net.samplerate), net.samplerate,
                                              cfg.chunk_seconds))
@@ -345,29 +348,5 @@ def separate_song_bgm(subject: str, song: str, task=None) -> dict:
         "time_base": "same as the source file (the original/accompaniment is aligned with vocal.wav)",
         "params": params,
     }
-    write_json_atomic(layout.bgm_record(subject, song), record)
+    write_json_atomic(out_record, record)
     return record
-
-
-class SeparateBGM(luigi.Task):
-    """processed/<s>/<song>/bgm.wav (+ bgm.json): the song's background music."""
-    subject = luigi.Parameter()
-    song = luigi.Parameter()
-
-    @property
-    def resources(self):
-        return gpu_resources(uses_gpu=bool(bgm_config().demucs_repo))  # the remover is CPU-only
-
-    def requires(self):
-        from tasks.validate import ValidateCapture  # imported here: the bench and tests need no capture stack
-        return ValidateCapture(subject=self.subject)
-
-    def output(self):
-        return {"wav": luigi.LocalTarget(str(layout.bgm_wav(self.subject, self.song))),
-                "record": luigi.LocalTarget(str(layout.bgm_record(self.subject, self.song)))}
-
-    def run(self):
-        separate_song_bgm(self.subject, self.song, task=self)
-
-
-# ----------------------------------------------------------------------------- CLI
