@@ -11,26 +11,27 @@ round(T*sr/fps) samples, and frame t of the segment (t from 0) spans samples
 Its first sample is video time round(start_frame*sr/fps)/sr; every segment of a song is cut from
 one resampled track shifted by the whole number of samples round(offset*sr), so spacing between
 segments is exact and the only rounding is half a dataset sample (31 us at 16 kHz) at each start.
+
+Plain code: the `SegmentAudio` stage (`tasks.segment_audio`) passes the paths (`SongAudioFiles`)
+and the `[audio]`/`[dataset]` settings.
 """
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Callable
 
-import luigi
 import numpy as np
 
-from tasks import layout
+from tasks.capture.raw_layout import read_json
 from tasks.common.atomic import atomic_dir, file_sha256, write_json_atomic
-from tasks.media.audio_io import convert, cut, level_stats, read_audio, write_wav
-from tasks.bgm import SeparateBGM
-from tasks.config import audio as audio_config
-from tasks.config import dataset as dataset_config
 from tasks.common.errors import PipelineInputError
 from tasks.common.progress import Progress
-from tasks.common.provenance import recorded_params
+from tasks.common.settings import AudioSettings, DatasetSettings, recorded_params
+from tasks.media.audio_io import convert, cut, level_stats, read_audio, write_wav
 
 log = logging.getLogger("singinghead")
 
@@ -109,10 +110,23 @@ def check_timing(offset_s: float, vocal_s: float, video_s: float, tolerance_s: f
     return mismatch
 
 
-# ----------------------------------------------------------------------------- the stage
+# ----------------------------------------------------------------------------- one song
+@dataclass(frozen=True)
+class SongAudioFiles:
+    """What one song's cut reads and writes (the stage takes them from the layout)."""
+    segments_json: Path      # the crop stage's segments.json (segments, fps, frame_count)
+    song_json: Path          # raw song.json (audio_offset_s)
+    vocal_wav: Path          # raw vocal.wav (the dry vocal)
+    bgm_wav: Path            # SeparateBGM's bgm.wav
+    bgm_record: Path         # its bgm.json (the method is recorded when present)
+    out_dir: Path            # the audio/ folder, written whole
+    out_record: Path         # audio.json
+    segment_wavs: Callable[[int], tuple[Path, Path]]   # segment index -> (vocal, bgm) wav in out_dir
+
+
 def _song_offset(song_json: Path) -> float:
     try:
-        meta = layout.read_json(song_json)
+        meta = read_json(song_json)
     except FileNotFoundError:
         raise PipelineInputError(song_json, "song.json is missing", "write song.json with audio_offset_s") from None
     off = meta.get("audio_offset_s", 0.0)
@@ -122,17 +136,22 @@ def _song_offset(song_json: Path) -> float:
     return float(off)
 
 
-def segment_song_audio(subject: str, song: str, task=None) -> dict:
-    """Cut vocal and BGM for every segment of segments.json; writes the audio/ folder and audio.json."""
-    acfg, dcfg = audio_config(), dataset_config()
+def segment_song_audio(files: SongAudioFiles, acfg: AudioSettings, dcfg: DatasetSettings, subject: str, song: str,
+                       task=None) -> dict:
+    """Cut vocal and BGM for every segment of segments.json; writes the audio/ folder and audio.json.
+
+    `acfg`: `[audio]` (rate, channels, duration tolerance); `dcfg`: `[dataset]` (fps when
+    segments.json has none, min_sequence_seconds); `subject`/`song` name the record; `task`: the
+    Luigi task to report progress to, or None. Returns the record.
+    """
     sr, channels = int(acfg.sample_rate), int(acfg.channels)
-    seg_doc = layout.read_json(layout.segments_json(subject, song))
+    seg_doc = read_json(files.segments_json)
     segments = seg_doc["segments"]
     fps = float(seg_doc.get("fps") or dcfg.fps)
-    song_json = layout.song_json(subject, song)
+    song_json = files.song_json
     offset = _song_offset(song_json)
-    vocal_path = layout.raw_song_dir(subject, song) / layout.VOCAL_FILE
-    bgm_path = layout.bgm_wav(subject, song)
+    vocal_path = files.vocal_wav
+    bgm_path = files.bgm_wav
 
     vocal, vsr = read_audio(vocal_path)
     vocal_stats, warnings = check_vocal_levels(vocal, vocal_path)
@@ -160,23 +179,23 @@ def segment_song_audio(subject: str, song: str, task=None) -> dict:
         rows.append({"index": i, "start_frame": s, "end_frame": e, "frames": e - s, "usable": (e - s) >= min_frames,
                      "samples": n, "video_samples": [a0, a0 + n], "source_samples": [a0 + off_n, a0 + off_n + n],
                      "source_seconds": [(a0 + off_n) / sr, (a0 + off_n + n) / sr],
-                     "vocal": layout.segment_vocal_wav(subject, song, i).name,
-                     "bgm": layout.segment_bgm_wav(subject, song, i).name})
+                     "vocal": files.segment_wavs(i)[0].name, "bgm": files.segment_wavs(i)[1].name})
 
-    out_dir = layout.segment_audio_dir(subject, song)
+    out_dir = files.out_dir
     prog = Progress(task, max(len(cuts), 1), f"audio {song}")
     with atomic_dir(out_dir) as tmp:       # the folder appears whole: no stale segments of an older crop
         for i, v, b in cuts:
-            write_wav(tmp / layout.segment_vocal_wav(subject, song, i).name, v, sr, SEGMENT_SUBTYPE)
-            write_wav(tmp / layout.segment_bgm_wav(subject, song, i).name, b, sr, SEGMENT_SUBTYPE)
+            vocal_out, bgm_out = files.segment_wavs(i)
+            write_wav(tmp / vocal_out.name, v, sr, SEGMENT_SUBTYPE)
+            write_wav(tmp / bgm_out.name, b, sr, SEGMENT_SUBTYPE)
             prog.update(1)
     prog.close()
     for row in rows:
         row["vocal_sha256"] = file_sha256(out_dir / row["vocal"])
         row["bgm_sha256"] = file_sha256(out_dir / row["bgm"])
 
-    bgm_rec_path = layout.bgm_record(subject, song)
-    bgm_method = layout.read_json(bgm_rec_path).get("method") if bgm_rec_path.is_file() else None
+    bgm_rec_path = files.bgm_record
+    bgm_method = read_json(bgm_rec_path).get("method") if bgm_rec_path.is_file() else None
     params = recorded_params(acfg)
     params["dataset"] = {"fps": dcfg.fps, "min_sequence_seconds": dcfg.min_sequence_seconds}
     params["fixed"] = {"subtype": SEGMENT_SUBTYPE, "max_offset_s": MAX_OFFSET_S, "silent_peak_dbfs": SILENT_PEAK_DBFS,
@@ -202,22 +221,5 @@ def segment_song_audio(subject: str, song: str, task=None) -> dict:
         "segments": rows,
         "params": params,
     }
-    write_json_atomic(layout.segment_audio_record(subject, song), record)
+    write_json_atomic(files.out_record, record)
     return record
-
-
-class SegmentAudio(luigi.Task):
-    """processed/<s>/<song>/audio/segment_NNN_{vocal,bgm}.wav + audio.json."""
-    subject = luigi.Parameter()
-    song = luigi.Parameter()
-
-    def requires(self):
-        from tasks.crop import CropPortraits  # heavy (face models); imported when scheduling only
-        return {"crop": CropPortraits(subject=self.subject, song=self.song),
-                "bgm": SeparateBGM(subject=self.subject, song=self.song)}
-
-    def output(self):
-        return luigi.LocalTarget(str(layout.segment_audio_record(self.subject, self.song)))
-
-    def run(self):
-        segment_song_audio(self.subject, self.song, task=self)
