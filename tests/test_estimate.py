@@ -14,18 +14,21 @@ import skimage.data
 import torch
 import yaml
 
-from tasks.estimation import emoca as E
-from tasks import layout
-from tasks.common.errors import PipelineInputError
-from tasks.estimate import FRAME_KEYS, EstimateFrames, SubjectShape, estimate_video
 from conftest import luigi_options
+from flame_fit.camera import ndc_to_pixels, orth_project
+from tasks.common.errors import PipelineInputError
+from tasks.common.settings import EmocaSettings
+from tasks.estimate import EstimateFrames, SubjectShape
+from tasks.estimation import emoca as E
+from tasks.estimation.frames import FRAME_KEYS, estimate_video
+from tasks.head_model import get_head_model
+from tasks.layout import Layout
 
 SIZE = 384
 
 
 @pytest.fixture(scope="module")
 def head_model(tmp_path_factory):
-    from tasks.head_model import get_head_model
     with luigi_options(flame={"model_path": "", "procedural_model_dir": tmp_path_factory.mktemp("head")}):
         yield get_head_model("cpu")
 
@@ -105,7 +108,6 @@ def test_weight_free_estimate(tmp_path, head_model):
     assert record["head_model"]["kind"] == "stand-in" and record["params"]["fit"]["iters"] > 0
     assert record["tracking"]["frames_ok"] == T and len(record["landmark_models"]) == 2
     # the fitted model, seen through the fitted portrait camera, lands on the detected landmarks
-    from flame_fit.camera import ndc_to_pixels, orth_project
     model = head_model[0]
     with torch.no_grad():
         t = {k: torch.as_tensor(arrays[k]) for k in ("shape", "expression", "global_orient", "jaw_pose")}
@@ -123,8 +125,8 @@ def test_weight_free_estimate(tmp_path, head_model):
 def test_emoca_estimate(tmp_path, head_model):
     video = write_mp4(tmp_path / "segment_000.mp4", portrait_frames(5))
     model_dir = random_emoca_folder(tmp_path / "EMOCA_v2_test")
-    arrays, record = estimate_video(video, checkpoint_dir=str(model_dir), batch_size=2, device="cpu",
-                                    head_model=head_model)
+    arrays, record = estimate_video(video, emoca=EmocaSettings(checkpoint_dir=str(model_dir), batch_size=2),
+                                    device="cpu", head_model=head_model)
     assert arrays["expression"].shape == (5, 50) and arrays["shape"].shape == (5, 100)
     assert np.isfinite(arrays["cam"]).all() and arrays["landmark_ok"].all()
     assert record["estimator"]["kind"] == "real" and record["estimator"]["jaw_from_expression_encoder"]
@@ -141,6 +143,7 @@ def test_emoca_estimate(tmp_path, head_model):
 
 def test_luigi_tasks_write_frames_and_subject_shape(luigi_paths, head_model):
     raw, processed = luigi_paths
+    layout = Layout.from_config()
     subject, song = "S1", "001_demo"
     (raw / subject / "songs" / song).mkdir(parents=True)
     (raw / subject / "subject.json").write_text("{}")

@@ -1,15 +1,16 @@
-"""Per-frame FLAME estimates of every usable portrait segment, and the subject's mean shape.
+"""Per-frame FLAME estimates of one portrait segment, and a subject's mean shape.
 
-`EstimateFrames(subject, song, segment)`: one decode pass over the segment's portrait video,
-Dlib 68 landmarks on every frame (tasks.faces.landmarks), then either
-- EMOCA v2 (tasks.estimation.emoca) when `[emoca] checkpoint_dir` names a model folder: crops are encoded
-  in batches while the video streams, the per-crop camera is converted to the portrait frame; or
+`estimate_video`: one decode pass over the segment's portrait video, Dlib 68 landmarks on every
+frame (tasks.faces.landmarks), then either
+- EMOCA v2 (tasks.estimation.emoca) when `EmocaSettings.checkpoint_dir` names a model folder: crops
+  are encoded in batches while the video streams, the per-crop camera is converted to the
+  portrait frame; or
 - the weight-free landmark fit (flame_fit.landmark_fit), a stand-in named as such in the log and
   in the record, when it is empty.
-Writes `frames/segment_NNN.npz` (ARCHITECTURE.md "Per-segment arrays") and its `.json` record.
+The arrays are `frames/segment_NNN.npz` (ARCHITECTURE.md "Per-segment arrays"), the record its `.json`.
 
-`SubjectShape(subject)`: the mean per-frame shape over every usable segment of every song
-(frames with landmarks), the initialisation for the scan fit.
+`mean_shape`: the mean per-frame shape over segments (frames with landmarks), the initialisation
+for the scan fit.
 """
 from __future__ import annotations
 
@@ -17,21 +18,18 @@ import logging
 import time
 from pathlib import Path
 
-import luigi
 import numpy as np
 import torch
 
 from flame_fit.landmark_fit import STAND_IN_NAME, FitParams, fit_segment, interpolate_missing
-from tasks import layout
-from tasks.devices import gpu_resources, torch_device
 from tasks.common.atomic import save_npz_atomic, write_json_atomic
-from tasks.config import dataset as dataset_config
-from tasks.config import emoca as emoca_config
-from tasks.estimation.emoca import EmocaRunner, crop_boxes_from_landmarks, emoca_model_record, load_emoca
 from tasks.common.errors import PipelineInputError
-from tasks.faces.landmarks import LandmarkTracker, TrackParams, iter_rgb_frames, track_frames
 from tasks.common.progress import Progress
-from tasks.common.provenance import model_record, recorded_params
+from tasks.common.provenance import model_record
+from tasks.common.settings import EmocaSettings
+from tasks.estimation.emoca import EmocaRunner, crop_boxes_from_landmarks, emoca_model_record, load_emoca
+from tasks.faces.face_models import model_records as face_records
+from tasks.faces.landmarks import LandmarkTracker, TrackParams, iter_rgb_frames, track_frames
 
 log = logging.getLogger("singinghead")
 
@@ -47,19 +45,20 @@ def _frame_generator(frames, progress: Progress | None):
             progress.update(1)
 
 
-def estimate_video(video: str | Path, *, checkpoint_dir: str = "", batch_size: int = 32,
+def estimate_video(video: str | Path, *, head_model, emoca: EmocaSettings = EmocaSettings(),
                    device: torch.device | str = "cpu", expected_frames: int | None = None,
-                   fit_params=None, track_params=None, task=None, head_model=None,
+                   fit_params=None, track_params=None, task=None,
                    detect=None, predict=None) -> tuple[dict, dict]:
     """Landmarks + FLAME estimate of every frame of one portrait video.
 
     Returns (arrays, record): arrays as in FRAME_KEYS (float32; landmark_ok bool), T frames;
     record = estimator/head-model/landmark model records, parameters and tracking statistics.
-    `head_model` = (FlameModel, record) overrides tasks.head_model.get_head_model (tests);
+    `head_model` = (FlameModel, record) on `device`; `emoca` says which estimator runs;
     `detect`/`predict` override the MTCNN/Dlib functions (tests).
     """
     video = Path(video)
     device = torch.device(device)
+    checkpoint_dir, batch_size = emoca.checkpoint_dir, emoca.batch_size
     track_params = track_params or TrackParams()
     fit_params = fit_params or FitParams()
     progress = Progress(task, expected_frames or 1, f"landmarks {video.name}")
@@ -106,9 +105,6 @@ def estimate_video(video: str | Path, *, checkpoint_dir: str = "", batch_size: i
               "confidence": track.confidence.astype(np.float32), "boxes": track.boxes.astype(np.float32)}
 
     t1 = time.perf_counter()
-    if head_model is None:
-        from tasks.head_model import get_head_model
-        head_model = get_head_model(device)
     model, head_rec = head_model
     if checkpoint_dir:
         est = runner.finish()
@@ -135,7 +131,6 @@ def estimate_video(video: str | Path, *, checkpoint_dir: str = "", batch_size: i
     arrays.update({k: np.asarray(v, np.float32) for k, v in fitted.items()})
     arrays.update(extra)
 
-    from tasks.faces.face_models import model_records as face_records
     record = {
         "video": str(video),
         "frames": T,
@@ -160,46 +155,10 @@ def estimate_video(video: str | Path, *, checkpoint_dir: str = "", batch_size: i
     return arrays, record
 
 
-def _crop_task(subject: str, song: str):
-    from tasks.crop import CropPortraits  # imported here: the crop stage pulls in video encoding
-    return CropPortraits(subject=subject, song=song)
-
-
-class EstimateFrames(luigi.Task):
-    """Landmarks and per-frame FLAME estimates of one portrait segment."""
-
-    subject = luigi.Parameter()
-    song = luigi.Parameter()
-    segment = luigi.IntParameter()
-
-    @property
-    def resources(self):
-        return gpu_resources()
-
-    def requires(self):
-        return _crop_task(self.subject, self.song)
-
-    def output(self):
-        return luigi.LocalTarget(str(layout.frames_npz(self.subject, self.song, self.segment)))
-
-    def run(self):
-        cfg = emoca_config()
-        seg = layout.find_segment(self.subject, self.song, self.segment)
-        video = layout.portrait_dir(self.subject, self.song) / seg["video"]
-        arrays, record = estimate_video(
-            video, checkpoint_dir=cfg.checkpoint_dir, batch_size=cfg.batch_size, device=torch_device(),
-            expected_frames=int(seg["end_frame"]) - int(seg["start_frame"]), task=self)
-        record.update({"subject": self.subject, "song": self.song, "segment": self.segment,
-                       "config": recorded_params(cfg, dataset_config())})
-        # record first: the .npz (the task's output) appears last, so it implies the record.
-        write_json_atomic(layout.frames_record(self.subject, self.song, self.segment), record)
-        save_npz_atomic(self.output().path, arrays)
-
-
-def usable_plan(subject: str) -> list[tuple[str, int]]:
-    cfg = dataset_config()
-    return [(song, int(seg["index"]))
-            for song, seg in layout.usable_plan(subject, cfg.fps, cfg.min_sequence_seconds)]
+def write_frames(npz_path: Path, record_path: Path, arrays: dict, record: dict) -> None:
+    """Record first: the .npz (the stage's output) appears last, so it implies the record."""
+    write_json_atomic(record_path, record)
+    save_npz_atomic(npz_path, arrays)
 
 
 def mean_shape(npz_paths: list[Path]) -> tuple[np.ndarray, int]:
@@ -217,26 +176,7 @@ def mean_shape(npz_paths: list[Path]) -> tuple[np.ndarray, int]:
     return (total / n).astype(np.float32), n
 
 
-class SubjectShape(luigi.Task):
-    """The subject's mean monocular FLAME shape over all usable segments of all songs."""
-
-    subject = luigi.Parameter()
-
-    def requires(self):
-        return {song: _crop_task(self.subject, song) for song in layout.list_songs(self.subject)}
-
-    def output(self):
-        return luigi.LocalTarget(str(layout.monocular_shape_npz(self.subject)))
-
-    def run(self):
-        plan = usable_plan(self.subject)
-        if not plan:
-            raise PipelineInputError(layout.subject_out(self.subject),
-                                     "no portrait segment is long enough for per-frame estimation",
-                                     "check the crop stage's segments.json files or lower "
-                                     "[dataset] min_sequence_seconds")
-        tasks = [EstimateFrames(subject=self.subject, song=song, segment=idx) for song, idx in plan]
-        yield tasks
-        shape, n = mean_shape([Path(t.output().path) for t in tasks])
-        save_npz_atomic(self.output().path, {"shape": shape, "n_frames": np.int64(n),
-                                             "n_segments": np.int64(len(tasks))})
+def write_mean_shape(out_path: Path, npz_paths: list[Path]) -> None:
+    """monocular_shape.npz: {'shape': (100,) float32, 'n_frames', 'n_segments'} over `npz_paths`."""
+    shape, n = mean_shape(npz_paths)
+    save_npz_atomic(out_path, {"shape": shape, "n_frames": np.int64(n), "n_segments": np.int64(len(npz_paths))})
