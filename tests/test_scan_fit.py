@@ -8,16 +8,21 @@ import luigi
 import numpy as np
 import pytest
 import torch
+import trimesh
 from scipy.spatial.transform import Rotation
 
+from conftest import luigi_options
+from demo.scan import read_truth, write_demo_scan
 from flame_fit.geometry import SurfaceIndex
 from flame_fit.scan_fit import (ScanFitConfig, apply_similarity, fit_scan, invert_similarity,
                                 landmark_weights, neutral_mesh, umeyama)
-from tasks import layout
-from demo.scan import read_truth, write_demo_scan
 from tasks.common.errors import PipelineInputError
-from tasks.scan_fit import find_landmarks_auto, fit_subject_scan, load_scan
-from conftest import luigi_options
+from tasks.head_model import get_head_model
+from tasks.layout import Layout
+from tasks.scan_fit import FitScanShape
+from tasks.scans.auto_landmarks import find_landmarks_auto
+from tasks.scans.fit import fit_subject_scan
+from tasks.scans.scan_io import load_scan
 
 SMALL = ScanFitConfig(max_iters=250, max_points=1000)
 
@@ -25,7 +30,6 @@ SMALL = ScanFitConfig(max_iters=250, max_points=1000)
 @pytest.fixture(scope="module")
 def head_model(tmp_path_factory):
     """The procedural head model, generated into a tmp folder for this module."""
-    from tasks.head_model import get_head_model
     folder = tmp_path_factory.mktemp("head_model")
     with luigi_options(flame={"model_path": "", "procedural_model_dir": folder}):
         model, rec = get_head_model("cpu")
@@ -102,7 +106,6 @@ def test_auto_landmarks_near_truth(head_model, demo):
 
 
 def test_bad_inputs(tmp_path, head_model, demo):
-    import trimesh
     model, rec = head_model
     obj, truth = demo
     bad = tmp_path / "bad" / "scan" / "head.obj"
@@ -131,8 +134,8 @@ def test_bad_inputs(tmp_path, head_model, demo):
 
 
 def test_fit_scan_shape_task(luigi_paths, head_model, demo, monkeypatch):
-    from tasks.scan_fit import FitScanShape
     raw, processed = luigi_paths
+    layout = Layout.from_config()
     obj, truth = demo
     scan_dir = raw / "S1" / "scan"
     scan_dir.mkdir(parents=True)
@@ -165,7 +168,6 @@ def test_fit_scan_shape_task(luigi_paths, head_model, demo, monkeypatch):
 
 def test_vertex_coloured_ply_loads(tmp_path, demo):
     """A PLY with vertex colours (the other Metashape export) loads with its colours, in any units."""
-    import trimesh
     obj, _ = demo
     scan = load_scan(obj)
     colours = np.tile(np.array([[200, 150, 120, 255]], np.uint8), (len(scan.vertices), 1))
