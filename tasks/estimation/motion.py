@@ -1,39 +1,36 @@
-"""`RefineMotion(subject, song, segment)`: per-frame estimates -> the segment's smooth 3D motion.
+"""Motion refinement's plain code: per-frame estimates -> one segment's smooth 3D motion.
 
-Reads `frames/segment_NNN.npz` (EstimateFrames) and the subject's shape (FitScanShape), runs
-flame_fit.refine.refine_motion (outlier replacement, landmark smoothing, Eq. 1) and writes
-`motion/segment_NNN.npz` (the motion contract) and `motion/segment_NNN_qc.json`.
+`refine_segment` reads `frames/segment_NNN.npz` (the per-frame stage) and the subject's shape
+(the scan-fit stage), runs flame_fit.refine.refine_motion (outlier replacement, landmark
+smoothing, Eq. 1); `write_motion` writes `motion/segment_NNN.npz` (the motion contract) and
+`motion/segment_NNN_qc.json`. The frame rate is the crop stage's: `segments.json`'s `fps`.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
-import luigi
 import numpy as np
 import torch
 
 from flame_fit.refine import RefineParams, refine_motion
-from tasks import layout
-from tasks.devices import gpu_resources, torch_device
+from tasks.capture.raw_layout import read_json
 from tasks.common.atomic import save_npz_atomic, write_json_atomic
-from tasks.config import crop as crop_config
-from tasks.config import dataset as dataset_config
-from tasks.config import refine as refine_config
 from tasks.common.errors import PipelineInputError
-from tasks.common.provenance import recorded_params
+from tasks.common.settings import RefineSettings
 
 log = logging.getLogger("singinghead")
 
 MOTION_KEYS = ("expression", "global_orient", "neck_pose", "jaw_pose", "cam", "shape", "fps")
-FRAME_KEYS = ("landmarks", "landmark_ok", "shape", "expression", "global_orient", "jaw_pose", "cam")
+REFINE_INPUT_KEYS = ("landmarks", "landmark_ok", "shape", "expression", "global_orient", "jaw_pose", "cam")
 FIX_FRAMES = "delete it and rerun EstimateFrames for this segment"
 
-def refine_params(cfg: refine_config | None = None, image_size: int | None = None) -> RefineParams:
-    """RefineParams from `[refine]` (and the portrait size from `[crop]`)."""
-    cfg = cfg or refine_config()
-    values = {name: getattr(cfg, name) for name, _ in cfg.get_params()}
-    return RefineParams(**values, image_size=int(image_size or crop_config().output_size))
+
+def refine_params(refine: RefineSettings, image_size: int) -> RefineParams:
+    """RefineParams from `[refine]` and the portrait size (`[crop] output_size`)."""
+    values = {f.name: getattr(refine, f.name) for f in dataclasses.fields(refine)}
+    return RefineParams(**values, image_size=int(image_size))
 
 
 def load_frames(path: Path) -> dict:
@@ -47,7 +44,7 @@ def load_frames(path: Path) -> dict:
             arrays = {k: z[k] for k in z.files}
     except Exception as exc:  # truncated or not an npz
         raise PipelineInputError(path, f"cannot read the per-frame estimates ({exc})", FIX_FRAMES) from exc
-    missing = [k for k in FRAME_KEYS if k not in arrays]
+    missing = [k for k in REFINE_INPUT_KEYS if k not in arrays]
     if missing:
         raise PipelineInputError(path, f"missing arrays {missing}", FIX_FRAMES)
     T = len(arrays["expression"])
@@ -85,20 +82,16 @@ def load_shape(path: Path) -> np.ndarray:
     return shape.reshape(100).astype(np.float32)
 
 
-def frames_fps(subject: str, song: str, segment: int) -> float:
-    """Frame rate of the segment's portrait video: the crop stage's `segments.json`, else `[dataset] fps`."""
-    path = layout.segments_json(subject, song)
-    if path.is_file():
-        fps = layout.read_json(path).get("fps")
-        if fps:
-            return float(fps)
-    return float(dataset_config().fps)
-
-
-def write_motion(npz_path: Path, qc_path: Path, motion: dict, qc: dict) -> None:
-    """QC first, then the motion file (the task's output), so a motion file implies its QC."""
-    write_json_atomic(qc_path, qc)
-    save_npz_atomic(npz_path, {k: np.asarray(motion[k], np.float32) for k in MOTION_KEYS})
+def segments_fps(segments_json: Path) -> float:
+    """Frame rate of a song's portrait videos: the `fps` the crop stage wrote into `segments.json`."""
+    path = Path(segments_json)
+    fix = "delete the song's portrait/ folder and rerun CropPortraits"
+    if not path.is_file():
+        raise PipelineInputError(path, "no portrait segments for this song", "run CropPortraits first")
+    fps = read_json(path).get("fps")
+    if not fps or float(fps) <= 0:
+        raise PipelineInputError(path, "segments.json gives no positive frame rate ('fps')", fix)
+    return float(fps)
 
 
 def _round_floats(obj, digits: int = 6):
@@ -110,47 +103,26 @@ def _round_floats(obj, digits: int = 6):
     return obj
 
 
-class RefineMotion(luigi.Task):
-    """The refined motion of one usable portrait segment."""
+def refine_segment(frames_npz: Path, shape_npy: Path, head_model, params: RefineParams, fps: float,
+                   device: torch.device, task=None) -> tuple[dict, dict]:
+    """Refine one segment: (motion arrays as MOTION_KEYS, QC record).
 
-    subject = luigi.Parameter()
-    song = luigi.Parameter()
-    segment = luigi.IntParameter()
+    head_model: (FlameModel on `device`, its model record). The QC record holds refine_motion's
+    report (floats rounded) plus fps, head model and device.
+    """
+    torch.manual_seed(0)
+    model, model_rec = head_model
+    frames = load_frames(frames_npz)
+    shape = load_shape(shape_npy)
+    if task is not None:
+        task.set_status_message(f"refining {len(frames['expression'])} frames on {device}")
+    motion, qc = refine_motion(model, frames, shape, params, fps=fps, device=device)
+    qc = _round_floats(qc)
+    qc.update({"fps": fps, "head_model": model_rec, "device": str(device)})
+    return motion, qc
 
-    @property
-    def resources(self):
-        return gpu_resources()
 
-    def requires(self):
-        from tasks.estimate import EstimateFrames
-        from tasks.scan_fit import FitScanShape
-        return {"frames": EstimateFrames(subject=self.subject, song=self.song, segment=self.segment),
-                "shape": FitScanShape(subject=self.subject)}
-
-    def output(self):
-        return luigi.LocalTarget(str(layout.motion_npz(self.subject, self.song, self.segment)))
-
-    def run(self):
-        from tasks.head_model import get_head_model
-
-        torch.manual_seed(0)
-        device = torch_device()
-        model, model_rec = get_head_model(device)
-        frames = load_frames(layout.frames_npz(self.subject, self.song, self.segment))
-        shape = load_shape(layout.scan_shape_npy(self.subject))
-        params = refine_params()
-        fps = frames_fps(self.subject, self.song, self.segment)
-        self.set_status_message(f"refining {len(frames['expression'])} frames on {device}")
-        motion, qc = refine_motion(model, frames, shape, params, fps=fps, device=device)
-        qc = _round_floats(qc)
-        qc.update({"subject": self.subject, "song": self.song, "segment": int(self.segment), "fps": fps,
-                   "head_model": model_rec, "device": str(device),
-                   "config": recorded_params(refine_config(), crop_config())})
-        if model_rec.get("kind") != "real":
-            log.warning("RefineMotion %s/%s/%d: fitted with the STAND-IN %s", self.subject, self.song,
-                        self.segment, model_rec.get("name"))
-        log.info("RefineMotion %s/%s/%d: landmark RMSE %.2f -> %.2f px, %d iterations, %.2f s", self.subject,
-                 self.song, self.segment, qc["landmark_rmse_px"]["before"], qc["landmark_rmse_px"]["after"],
-                 qc["iterations"], qc["seconds"]["total"])
-        qc_path = layout.motion_qc(self.subject, self.song, self.segment)
-        write_motion(Path(self.output().path), qc_path, motion, qc)
+def write_motion(npz_path: Path, qc_path: Path, motion: dict, qc: dict) -> None:
+    """QC first, then the motion file (the stage's output), so a motion file implies its QC."""
+    write_json_atomic(qc_path, qc)
+    save_npz_atomic(npz_path, {k: np.asarray(motion[k], np.float32) for k in MOTION_KEYS})
