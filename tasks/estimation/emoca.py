@@ -24,8 +24,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torchvision
+import yaml
 
 from tasks.common.errors import ModelFileError
+from tasks.common.provenance import model_record
 
 log = logging.getLogger("singinghead")
 
@@ -186,7 +188,6 @@ def find_checkpoint(model_dir: str | Path, stage: str = "detail") -> Path:
 def read_model_config(model_dir: str | Path) -> dict:
     """`detail.model` (or `coarse.model`) of the model folder's cfg.yaml (OmegaConf YAML, read
     with yaml.safe_load: interpolations stay strings, which the flags used here never are)."""
-    import yaml
     path = Path(model_dir) / "cfg.yaml"
     if not path.is_file():
         raise ModelFileError(path, "EMOCA cfg.yaml is missing (it says which pose E_expression predicts)",
@@ -379,7 +380,6 @@ def load_emoca(model_dir: str | Path, device: torch.device | str = "cpu") -> Loa
 
 
 def emoca_model_record(loaded: LoadedEmoca) -> dict:
-    from tasks.common.provenance import model_record
     return model_record(f"EMOCA v2 ({loaded.checkpoint.parent.parent.parent.name})", True,
                         [loaded.checkpoint, loaded.config_path],
                         expression_width=loaded.layout.width,
