@@ -45,9 +45,10 @@ from demo.synthetic_motion import (MotionSpec, compose, generate_sequence,  # no
 def load_model(device: str):
     """The configured head model (FLAME when [flame] model_path is set, else the procedural one)."""
     import luigi.configuration
-    from tasks.config import flame as flame_config
+    from tasks import config
+    from tasks.common.settings import FlameSettings
     cfg = luigi.configuration.get_config()
-    if not flame_config().model_path and not os.environ.get("SINGINGHEAD_BENCH_KEEP_MODEL_DIR"):
+    if not config.read(FlameSettings).model_path and not os.environ.get("SINGINGHEAD_BENCH_KEEP_MODEL_DIR"):
         # the procedural model is generated once per machine into a scratch folder
         cfg.set("flame", "procedural_model_dir", str(Path(tempfile.gettempdir()) / "singinghead_bench_head"))
     from tasks.head_model import get_head_model
@@ -56,8 +57,10 @@ def load_model(device: str):
 
 def refine_params_from_config() -> RefineParams:
     """What RefineMotion uses: `[refine]` (and the portrait size from `[crop]`)."""
-    from tasks.refine import refine_params
-    return refine_params()
+    from tasks import config
+    from tasks.common.settings import CropSettings, RefineSettings
+    from tasks.estimation.motion import refine_params
+    return refine_params(config.read(RefineSettings), config.read(CropSettings).output_size)
 
 
 def evaluate(model, seq, params: RefineParams, device: str) -> dict:

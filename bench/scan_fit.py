@@ -30,7 +30,7 @@ from flame_fit.geometry import SurfaceIndex  # noqa: E402
 from flame_fit.scan_fit import apply_similarity, invert_similarity, neutral_mesh  # noqa: E402
 from demo.scan import read_truth, write_demo_scan  # noqa: E402
 from tasks.head_model import get_head_model  # noqa: E402
-from tasks.scan_fit import fit_subject_scan  # noqa: E402
+from tasks.scans.fit import fit_subject_scan  # noqa: E402
 
 
 def vertex_errors(model, shape: np.ndarray, alignment: dict, truth: dict, device) -> tuple[np.ndarray, float]:
