@@ -24,9 +24,10 @@ import av
 import numpy as np
 import soundfile as sf
 
-from tasks.media import audio_io
 from tasks.common.atomic import atomic_path
 from tasks.common.errors import PipelineInputError
+from tasks.common.settings import CropSettings
+from tasks.media import audio_io
 
 # Fixed so that the same arrays always give the same .pkl bytes (protocol 4 reads on Python >= 3.4).
 PICKLE_PROTOCOL = 4
@@ -34,6 +35,20 @@ MOTION_KEYS = ("expression", "global_orient", "neck_pose", "jaw_pose")
 
 
 # ----------------------------------------------------------------------------- video
+@dataclass(frozen=True)
+class ClipEncoding:
+    """libx264 settings of a clip that cannot be cut by stream copy (the fallback re-encode)."""
+
+    crf: int
+    preset: str
+    keyint: int
+
+    @classmethod
+    def of_portraits(cls, crop: CropSettings) -> "ClipEncoding":
+        """The portrait encoder's own `[crop]` settings, so a re-encoded clip looks like its neighbours."""
+        return cls(crf=crop.crf, preset=crop.preset, keyint=crop.keyframe_interval)
+
+
 @dataclass
 class VideoIndex:
     """Packets of a video stream in decode order with their presentation index.
@@ -136,9 +151,7 @@ def reencode_cut(
     dst: str | Path,
     start: int,
     count: int,
-    crf: int = 18,
-    preset: str = "veryfast",
-    keyint: int = 240,
+    encoding: ClipEncoding,
 ) -> None:
     """Decode frames [start, start+count) and encode them with libx264 (the fallback path)."""
     with av.open(str(src)) as inp:
@@ -150,10 +163,10 @@ def reencode_cut(
                 os_.width, os_.height = vs.codec_context.width, vs.codec_context.height
                 os_.pix_fmt = "yuv420p"
                 os_.options = {
-                    "crf": str(crf),
-                    "preset": preset,
-                    "g": str(keyint),
-                    "keyint_min": str(keyint),
+                    "crf": str(encoding.crf),
+                    "preset": encoding.preset,
+                    "g": str(encoding.keyint),
+                    "keyint_min": str(encoding.keyint),
                     "sc_threshold": "0",
                     "threads": "1",
                 }
@@ -183,18 +196,19 @@ def cut_video_clips(
     src: str | Path,
     spans: list[tuple[int, int]],
     dsts: list[str | Path],
-    crf: int = 18,
-    preset: str = "veryfast",
-    keyint: int = 240,
+    encoding: ClipEncoding | None = None,
     index: VideoIndex | None = None,
 ) -> list[dict]:
     """Cut every (start, count) span of `src` into its `dst` and verify each cut frame by frame.
+
+    `encoding` is used for spans that cannot be stream-copied; default: `[crop]`'s defaults.
 
     Returns one record per clip: {'method': 'stream-copy' | 're-encode', 'frames', 'first_frame',
     'exact'} where `exact` says the clip's frames are bit-identical to the source's (always for a
     stream copy; a re-encode is checked for frame count and first-frame position only).
     `index` is `index_video(src)` when the caller already has it.
     """
+    encoding = encoding or ClipEncoding.of_portraits(CropSettings())
     index = index or index_video(src)
     src_digests = frame_digests(src)
     if len(src_digests) != index.frames:
@@ -211,7 +225,7 @@ def cut_video_clips(
             if got != src_digests[start : start + count]:
                 copied = False  # e.g. an open GOP that demuxed cleanly but does not decode alone
         if not copied:
-            reencode_cut(src, dst, start, count, crf=crf, preset=preset, keyint=keyint)
+            reencode_cut(src, dst, start, count, encoding)
             n = index_video(dst).frames
             if n != count:
                 raise PipelineInputError(
