@@ -17,6 +17,7 @@ from tasks.validate import ValidateCapture
 
 class SeparateBGM(SongTask):
     """processed/<s>/<song>/bgm.wav (+ bgm.json): the song's background music."""
+    STAGE = "bgm"  # the name `rerun --from` and the dataset manifest use
 
     @property
     def resources(self):

@@ -16,6 +16,7 @@ from tasks.validate import ValidateCapture
 
 class CropPortraits(SongTask):
     """One song's colour track -> portrait/segment_NNN.mp4 + portrait/segments.json."""
+    STAGE = "crop"  # the name `rerun --from` and the dataset manifest use
 
     def requires(self):
         return ValidateCapture(subject=self.subject)

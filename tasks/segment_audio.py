@@ -17,6 +17,7 @@ from tasks.media.segment_audio import SongAudioFiles, segment_song_audio
 
 class SegmentAudio(SongTask):
     """processed/<s>/<song>/audio/segment_NNN_{vocal,bgm}.wav + audio.json."""
+    STAGE = "audio"  # the name `rerun --from` and the dataset manifest use
 
     def requires(self):
         return {"crop": CropPortraits(subject=self.subject, song=self.song),

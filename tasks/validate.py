@@ -25,6 +25,7 @@ log = logging.getLogger("singinghead")
 
 class ValidateCapture(SubjectTask):
     """Check one subject's raw capture; heavy stages require this."""
+    STAGE = "validate"  # the name `rerun --from` and the dataset manifest use
 
     def output(self):
         return luigi.LocalTarget(str(self.layout.validation_report(self.subject)))
