@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from demo import audio as demo_audio  # noqa: E402
 from tasks.media.audio_io import read_audio, resample  # noqa: E402
-from tasks.bgm import RepetParams, weight_free_bgm  # noqa: E402
+from tasks.separation.vocals import RepetParams, weight_free_bgm  # noqa: E402
 
 SR = 44100
 

@@ -39,27 +39,26 @@ from flame_fit.refine import (RefineParams, jitter, landmark_rmse, project_landm
 from flame_fit.smoothing import (smooth_landmarks_adam, smooth_landmarks_exact,  # noqa: E402
                                  smoothing_objective)
 from demo.synthetic_motion import (MotionSpec, compose, generate_sequence,  # noqa: E402
-                                        rotation_error_deg)
+                                   rotation_error_deg)
+from tasks import config  # noqa: E402
+from tasks.common.settings import CropSettings, FlameSettings, RefineSettings  # noqa: E402
+from tasks.estimation.motion import refine_params  # noqa: E402
+from tasks.head_model import get_head_model  # noqa: E402
+from tasks.layout import Layout  # noqa: E402
 
 
 def load_model(device: str):
     """The configured head model (FLAME when [flame] model_path is set, else the procedural one)."""
-    import luigi.configuration
-    from tasks import config
-    from tasks.common.settings import FlameSettings
-    cfg = luigi.configuration.get_config()
-    if not config.read(FlameSettings).model_path and not os.environ.get("SINGINGHEAD_BENCH_KEEP_MODEL_DIR"):
+    flame = config.read(FlameSettings)
+    models_dir = Layout.from_config().models_dir()
+    if not flame.model_path and not os.environ.get("SINGINGHEAD_BENCH_KEEP_MODEL_DIR"):
         # the procedural model is generated once per machine into a scratch folder
-        cfg.set("flame", "procedural_model_dir", str(Path(tempfile.gettempdir()) / "singinghead_bench_head"))
-    from tasks.head_model import get_head_model
-    return get_head_model(device)
+        models_dir = Path(tempfile.gettempdir()) / "singinghead_bench_models"
+    return get_head_model(flame, models_dir, device)
 
 
 def refine_params_from_config() -> RefineParams:
     """What RefineMotion uses: `[refine]` (and the portrait size from `[crop]`)."""
-    from tasks import config
-    from tasks.common.settings import CropSettings, RefineSettings
-    from tasks.estimation.motion import refine_params
     return refine_params(config.read(RefineSettings), config.read(CropSettings).output_size)
 
 

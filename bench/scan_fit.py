@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flame_fit.geometry import SurfaceIndex  # noqa: E402
 from flame_fit.scan_fit import apply_similarity, invert_similarity, neutral_mesh  # noqa: E402
 from demo.scan import read_truth, write_demo_scan  # noqa: E402
-from tasks.head_model import get_head_model  # noqa: E402
+from tasks.head_model import head_model_for_task
+from tasks.layout import Layout  # noqa: E402
 from tasks.scans.fit import fit_subject_scan  # noqa: E402
 
 
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     device = torch.device(args.device)
-    model, rec = get_head_model(device)
+    model, rec = head_model_for_task(Layout.from_config(), device)
     print(f"head model: {rec['name']} ({rec['kind']}), device {device}, "
           f"torch threads {torch.get_num_threads()}")
     # one-time imports (MTCNN, Dlib model file) stay out of the per-scan times

@@ -11,11 +11,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import tempfile
 import logging
 from pathlib import Path
 
 import numpy as np
 
+from flame_fit.flame import load_flame
+from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
 from tasks.common.atomic import atomic_path, save_npz_atomic, write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger("singinghead")
@@ -255,20 +258,27 @@ def obj_text(vertices: np.ndarray, faces: np.ndarray, corner_uv: np.ndarray, mtl
     return buf.getvalue()
 
 
+@functools.lru_cache(maxsize=1)
+def procedural_head_model():
+    """The procedural head model (seed 0, what `[flame]` uses when empty), built in memory on the CPU."""
+    with tempfile.TemporaryDirectory() as folder:
+        write_procedural_head_model(folder, seed=0)
+        return load_flame(Path(folder) / MODEL_FILE, Path(folder) / EMBEDDING_FILE).eval()
+
+
 def write_demo_scan(scan_dir: Path, truth_dir: Path, seed: int, face_rgb: np.ndarray | None = None,
                     write_landmarks: bool = False, model=None, subdivisions: int = 1,
                     texture_size: int = 512) -> Path:
     """Write scan_dir/head.obj + head.mtl + head_texture.png (and landmarks.json when asked)
     and truth_dir/scan_truth.npz (shape, scale, R, t: model -> scan, landmarks in scan units).
 
-    `model` defaults to the configured head model (tasks.head_model.get_head_model).
+    `model` defaults to the procedural head model (`procedural_head_model`).
     Returns the OBJ path.
     """
     from PIL import Image
 
     if model is None:
-        from tasks.head_model import get_head_model
-        model, _ = get_head_model("cpu")
+        model = procedural_head_model()
     scan = build_demo_scan(model, seed, face_rgb, subdivisions, texture_size)
     scan_dir, truth_dir = Path(scan_dir), Path(truth_dir)
     scan_dir.mkdir(parents=True, exist_ok=True)

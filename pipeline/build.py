@@ -30,21 +30,31 @@ def override_args(overrides: dict[str, dict[str, object]] | None) -> list[str]:
     args: list[str] = []
     for section, opts in (overrides or {}).items():
         for key, value in opts.items():
-            if value is not None and value != "":
+            if value is not None:
                 args += [f"--{section}-{key}".replace("_", "-"), str(value)]
     return args
 
 
 @contextmanager
-def config_overrides(overrides: dict[str, dict[str, object]] | None):
-    """Make `overrides` visible to every luigi.Config read inside the block, the Luigi way."""
-    args = override_args(overrides)
-    if not args:
+def config_overrides(overrides: dict[str, dict[str, object]] | None = None, **sections):
+    """Make `overrides` (and `section={key: value}` keywords) visible to every luigi.Config read
+    inside the block, the Luigi way; blocks nest, the inner one wins."""
+    args = _ACTIVE + override_args({**(overrides or {}), **sections})
+    if args == _ACTIVE:
         yield
         return
     # Luigi's parser wants a root task family; only its global `--section-key` flags are used here.
+    # The outer blocks' flags come first, so an inner block's value wins (argparse keeps the last).
+    saved = list(_ACTIVE)
     with CmdlineParser.global_instance([_OverrideHolder.get_task_family(), *args], allow_override=True):
-        yield
+        _ACTIVE[:] = args
+        try:
+            yield
+        finally:
+            _ACTIVE[:] = saved
+
+
+_ACTIVE: list[str] = []
 
 
 class _OverrideHolder(luigi.WrapperTask):

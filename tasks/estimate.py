@@ -17,7 +17,7 @@ from tasks.common.settings import DatasetSettings, EmocaSettings, recorded_param
 from tasks.crop import CropPortraits
 from tasks.devices import gpu_resources, torch_device
 from tasks.estimation.frames import estimate_video, write_frames, write_mean_shape
-from tasks.head_model import get_head_model
+from tasks.head_model import head_model_for_task
 
 
 class EstimateFrames(SegmentTask):
@@ -40,7 +40,7 @@ class EstimateFrames(SegmentTask):
         seg = lay.find_segment(self.subject, self.song, self.segment)
         device = torch_device()
         arrays, record = estimate_video(
-            lay.portrait_dir(self.subject, self.song) / seg["video"], head_model=get_head_model(device),
+            lay.portrait_dir(self.subject, self.song) / seg["video"], head_model=head_model_for_task(lay, device),
             emoca=emoca, device=device, expected_frames=int(seg["end_frame"]) - int(seg["start_frame"]),
             task=self)
         record.update({"subject": self.subject, "song": self.song, "segment": self.segment,

@@ -64,19 +64,13 @@ def resolve_model_paths(cfg: FlameSettings, models_dir: str | Path) -> tuple[Pat
     return Path(cfg.model_path), Path(cfg.landmark_embedding_path), False
 
 
-def get_head_model(flame_settings: FlameSettings | None = None, models_dir: str | Path | None = None,
-                   device: DeviceLike | None = None) -> tuple[FlameModel, dict]:
+def get_head_model(flame_settings: FlameSettings, models_dir: str | Path, device: DeviceLike) -> tuple[FlameModel, dict]:
     """(FlameModel on `device`, model record); cached per (files, device).
 
     `flame_settings`: `[flame]`; `models_dir`: where the procedural stand-in is generated when
     `[flame]` names no folder (`Layout.models_dir()`); `device`: a torch.device, a name or
     DeviceSettings (see `tasks.devices.torch_device`).
     """
-    if not isinstance(flame_settings, FlameSettings):
-        # TRANSITION (issue 11): the old call get_head_model(device=None) read [flame], [paths] and
-        # [device] itself. Remove this branch once every caller passes settings or uses
-        # head_model_for_task.
-        return head_model_for_task(Layout.from_config(), flame_settings if flame_settings is not None else device)
     device = torch_device(device)
     model_path, emb_path, procedural = resolve_model_paths(flame_settings, models_dir)
     key = (str(Path(model_path).resolve()), str(Path(emb_path).resolve()), str(device))

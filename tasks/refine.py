@@ -17,7 +17,7 @@ from tasks.common.settings import CropSettings, RefineSettings, recorded_params
 from tasks.devices import gpu_resources, torch_device
 from tasks.estimate import EstimateFrames
 from tasks.estimation.motion import refine_params, refine_segment, segments_fps, write_motion
-from tasks.head_model import get_head_model
+from tasks.head_model import head_model_for_task
 from tasks.scan_fit import FitScanShape
 
 log = logging.getLogger("singinghead")
@@ -42,7 +42,7 @@ class RefineMotion(SegmentTask):
         refine, crop = config.read(RefineSettings), config.read(CropSettings)
         lay = self.layout
         device = torch_device()
-        head_model = get_head_model(device)
+        head_model = head_model_for_task(self.layout, device)
         motion, qc = refine_segment(lay.frames_npz(self.subject, self.song, self.segment),
                                     lay.scan_shape_npy(self.subject), head_model,
                                     refine_params(refine, crop.output_size),

@@ -16,7 +16,7 @@ from tasks.base import SubjectTask
 from tasks.common.errors import PipelineInputError
 from tasks.devices import gpu_resources, torch_device
 from tasks.estimate import SubjectShape
-from tasks.head_model import get_head_model
+from tasks.head_model import head_model_for_task
 from tasks.scans.fit import fit_subject_scan, read_monocular_shape, write_shape_dir
 
 log = logging.getLogger("singinghead")
@@ -54,7 +54,7 @@ class FitScanShape(SubjectTask):
             write_shape_dir(out_dir, init, report, None, None)
             return
         device = torch_device()
-        model, rec = get_head_model(device)
+        model, rec = head_model_for_task(self.layout, device)
         files, png = fit_subject_scan(scan_path, model, rec, init, device, self.fit_config, task=self)
         files["report"]["source"] = "scan fit"
         write_shape_dir(out_dir, files["shape"], files["report"], files["alignment"], png)

@@ -15,7 +15,7 @@ from tasks.common.errors import ModelFileError
 from tasks.layout import Layout
 from tasks.separation.vocals import (FALLBACK_NAME, RepetParams, crossfade_weights, load_demucs, weight_free_bgm,
                                      window_plan)
-from conftest import luigi_options
+from pipeline.build import config_overrides
 
 SR = 44100
 SUBJECT, SONG = "S001", "001_folk_demo"
@@ -38,7 +38,7 @@ def demo_mix(seconds, sr=SR, seed=3, genre="folk"):
 def bgm_cfg():
     """Set [bgm] keys for one test and restore them after."""
     with contextlib.ExitStack() as stack:
-        yield lambda **kw: stack.enter_context(luigi_options(bgm=kw))
+        yield lambda **kw: stack.enter_context(config_overrides(bgm=kw))
 
 
 def write_song(raw, original=None, accompaniment=None, sr=SR):

@@ -7,20 +7,21 @@ from fractions import Fraction
 
 import av
 import cv2
-import luigi
 import numpy as np
 import pytest
 import skimage.data
 import torch
 import yaml
 
-from conftest import luigi_options
+from pipeline.build import build, config_overrides
 from flame_fit.camera import ndc_to_pixels, orth_project
 from tasks.common.errors import PipelineInputError
 from tasks.common.settings import EmocaSettings
 from tasks.estimate import EstimateFrames, SubjectShape
 from tasks.estimation import emoca as E
 from tasks.estimation.frames import FRAME_KEYS, estimate_video
+from tasks import config
+from tasks.common.settings import FlameSettings
 from tasks.head_model import get_head_model
 from tasks.layout import Layout
 
@@ -29,8 +30,8 @@ SIZE = 384
 
 @pytest.fixture(scope="module")
 def head_model(tmp_path_factory):
-    with luigi_options(flame={"model_path": "", "procedural_model_dir": tmp_path_factory.mktemp("head")}):
-        yield get_head_model("cpu")
+    with config_overrides(flame={"model_path": "", "procedural_model_dir": tmp_path_factory.mktemp("head")}):
+        yield get_head_model(config.read(FlameSettings), Layout.from_config().models_dir(), "cpu")
 
 
 def portrait_frames(n: int) -> list[np.ndarray]:
@@ -155,10 +156,8 @@ def test_luigi_tasks_write_frames_and_subject_shape(luigi_paths, head_model):
             {"index": 1, "start_frame": 40, "end_frame": 43, "box": [0, 0, 1, 1], "video": "segment_001.mp4"}]
     # segments.json present = CropPortraits complete, so Luigi never runs the crop stage here
     layout.segments_json(subject, song).write_text(json.dumps({"segments": segs}))
-    with luigi_options(dataset={"min_sequence_seconds": "0.3"}, emoca={"checkpoint_dir": ""}):
-        ok = luigi.build([SubjectShape(subject=subject)], local_scheduler=True, workers=1,
-                         log_level="WARNING")
-        assert ok
+    with config_overrides(dataset={"min_sequence_seconds": "0.3"}, emoca={"checkpoint_dir": ""}):
+        assert build(SubjectShape(subject=subject), log_level="WARNING").ok
         assert EstimateFrames(subject=subject, song=song, segment=0).complete()
     assert not layout.frames_npz(subject, song, 1).exists()  # 3 frames < 0.3 s x 30 fps
     rec = json.loads(layout.frames_record(subject, song, 0).read_text())

@@ -16,7 +16,7 @@ from tasks.common.settings import DeviceSettings, FlameSettings
 from tasks.head_model import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
 from tasks.devices import gpu_resources, torch_device
 from tasks.layout import Layout
-from conftest import luigi_options
+from pipeline.build import config_overrides
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +36,7 @@ def make_head_model(out, seed=head_model.PROCEDURAL_SEED, n_vertices=4000):
 def test_procedural_model_generated_once_and_named_as_stand_in(tmp_path, caplog):
     folder = tmp_path / "models" / "procedural_head"
     # Through the task plumbing: [flame] read from the config, as a Luigi task does.
-    with luigi_options(flame={"model_path": "", "landmark_embedding_path": "", "procedural_model_dir": folder}):
+    with config_overrides(flame={"model_path": "", "landmark_embedding_path": "", "procedural_model_dir": folder}):
         with caplog.at_level("WARNING", logger="singinghead"):
             model, record = head_model.head_model_for_task(Layout(tmp_path / "raw", tmp_path / "p", tmp_path / "r"),
                                                            "cpu")
@@ -106,7 +106,7 @@ def test_devices_from_settings_or_names():
     assert torch_device(DeviceSettings(torch_device="cpu")) == torch.device("cpu")
     assert torch_device("cuda:1") == torch.device("cuda:1")
     assert torch_device(DeviceSettings()).type == ("cuda" if torch.cuda.is_available() else "cpu")   # auto
-    with luigi_options(device={"torch_device": "cpu"}):
+    with config_overrides(device={"torch_device": "cpu"}):
         assert torch_device() == torch.device("cpu")                        # a task's [device]
         assert gpu_resources() == {}
     assert gpu_resources(device="cuda") == {"gpu": 1}                        # claimed only on CUDA

@@ -9,7 +9,7 @@ import torch
 from flame_fit.flame import load_flame
 from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
 from flame_fit.render import render_mesh
-from conftest import luigi_options
+from pipeline.build import config_overrides
 from demo.synthetic_motion import MotionSpec, generate_sequence
 from pipeline.cli import main
 from tasks.common.errors import PipelineInputError
@@ -81,7 +81,7 @@ def test_render_mesh_shades_only_where_the_head_is(head_dir):
 
 def test_preview_command_writes_side_by_side_mp4(luigi_paths, head_dir, tmp_path):
     # the command previews only segments long enough to be refined: the 6-frame fixture must count
-    with luigi_options(flame={"model_path": "", "procedural_model_dir": head_dir},
+    with config_overrides(flame={"model_path": "", "procedural_model_dir": head_dir},
                        crop={"output_size": SIZE}, dataset={"min_sequence_seconds": 0.1}):
         _CACHE.clear()
         try:

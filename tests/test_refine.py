@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-import luigi
 import numpy as np
 import pytest
 import torch
@@ -13,7 +12,7 @@ from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_he
 from flame_fit.refine import (PoseLandmarks, RefineParams, jitter, landmark_rmse, project_landmarks_px,
                               refine_motion)
 from demo.synthetic_motion import MotionSpec, compose, generate_sequence, rotation_error_deg
-from conftest import luigi_options
+from pipeline.build import build, config_overrides
 from tasks.common.errors import PipelineInputError
 from tasks.estimation.motion import MOTION_KEYS, load_frames, segments_fps
 from tasks.head_model import _CACHE
@@ -117,13 +116,13 @@ def _write_fixture(layout, model, seq, subject="S001", song="001_test", segment=
 def test_refine_motion_task_contract_and_identical_rerun(luigi_paths, head_dir, model):
     raw, processed = luigi_paths
     layout = Layout.from_config()
-    with luigi_options(flame={"model_path": "", "procedural_model_dir": head_dir}):
+    with config_overrides(flame={"model_path": "", "procedural_model_dir": head_dir}):
         _CACHE.clear()
         try:
             seq = generate_sequence(model, MotionSpec(frames=30), seed=5)
             _write_fixture(layout, model, seq)
             task = RefineMotion(subject="S001", song="001_test", segment=0)
-            assert luigi.build([task], local_scheduler=True, workers=1)
+            assert build(task).ok
             out = layout.motion_npz("S001", "001_test", 0)
             first = out.read_bytes()
             with np.load(out) as z:
@@ -138,8 +137,7 @@ def test_refine_motion_task_contract_and_identical_rerun(luigi_paths, head_dir, 
                                                    "landmarks"}
             assert qc["landmark_rmse_px"]["after"] < qc["landmark_rmse_px"]["before"]
             out.unlink()
-            assert luigi.build([RefineMotion(subject="S001", song="001_test", segment=0)],
-                               local_scheduler=True)
+            assert build(RefineMotion(subject="S001", song="001_test", segment=0)).ok
             assert out.read_bytes() == first
         finally:
             _CACHE.clear()

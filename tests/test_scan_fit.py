@@ -4,19 +4,20 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import luigi
 import numpy as np
 import pytest
 import torch
 import trimesh
 from scipy.spatial.transform import Rotation
 
-from conftest import luigi_options
+from pipeline.build import build, config_overrides
 from demo.scan import read_truth, write_demo_scan
 from flame_fit.geometry import SurfaceIndex
 from flame_fit.scan_fit import (ScanFitConfig, apply_similarity, fit_scan, invert_similarity,
                                 landmark_weights, neutral_mesh, umeyama)
 from tasks.common.errors import PipelineInputError
+from tasks import config
+from tasks.common.settings import FlameSettings
 from tasks.head_model import get_head_model
 from tasks.layout import Layout
 from tasks.scan_fit import FitScanShape
@@ -31,8 +32,8 @@ SMALL = ScanFitConfig(max_iters=250, max_points=1000)
 def head_model(tmp_path_factory):
     """The procedural head model, generated into a tmp folder for this module."""
     folder = tmp_path_factory.mktemp("head_model")
-    with luigi_options(flame={"model_path": "", "procedural_model_dir": folder}):
-        model, rec = get_head_model("cpu")
+    with config_overrides(flame={"model_path": "", "procedural_model_dir": folder}):
+        model, rec = get_head_model(config.read(FlameSettings), folder, "cpu")
         yield model, rec
 
 
@@ -147,8 +148,7 @@ def test_fit_scan_shape_task(luigi_paths, head_model, demo, monkeypatch):
         layout.monocular_shape_npz(subject).parent.mkdir(parents=True, exist_ok=True)
         np.savez(layout.monocular_shape_npz(subject), shape=mono)
     monkeypatch.setattr(FitScanShape, "fit_config", dataclasses.replace(SMALL, max_iters=150))
-    assert luigi.build([FitScanShape(subject="S1"), FitScanShape(subject="S2")], local_scheduler=True,
-                       workers=1)
+    assert build([FitScanShape(subject="S1"), FitScanShape(subject="S2")]).ok
     out = layout.shape_dir("S1")
     shape = np.load(out / "shape.npy")
     assert shape.shape == (100,) and shape.dtype == np.float32

@@ -14,6 +14,7 @@ for the scan fit.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from tasks.common.progress import Progress
 from tasks.common.provenance import model_record
 from tasks.common.settings import EmocaSettings
 from tasks.estimation.emoca import EmocaRunner, crop_boxes_from_landmarks, emoca_model_record, load_emoca
-from tasks.faces.face_models import model_records as face_records
+from tasks.faces.face_models import detect_faces, model_records as face_records
 from tasks.faces.landmarks import LandmarkTracker, TrackParams, iter_rgb_frames, track_frames
 
 log = logging.getLogger("singinghead")
@@ -86,7 +87,8 @@ def estimate_video(video: str | Path, *, head_model, emoca: EmocaSettings = Emoc
             runner.add(rgb, lmk)
 
     t0 = time.perf_counter()
-    tracker = LandmarkTracker(detect, predict, track_params)
+    # MTCNN runs on the stage's device (it used to read [device] itself)
+    tracker = LandmarkTracker(detect or functools.partial(detect_faces, device=device), predict, track_params)
     track = track_frames(_frame_generator(iter_rgb_frames(video), progress), tracker, on_frame)
     progress.close()
     t_track = time.perf_counter() - t0
