@@ -105,8 +105,11 @@ def _allowed_global(module: str, name: str, allow_torch: bool):
     if top == "chumpy" or module.startswith("scipy.sparse"):
         return _stub_class(module, name)                   # inert stand-in; the module is never imported
     if (module, name) in _NUMPY_GLOBALS:
-        if module.startswith("numpy.core") and int(np.__version__.split(".")[0]) >= 2:
+        numpy2 = int(np.__version__.split(".")[0]) >= 2
+        if module.startswith("numpy.core") and numpy2:
             module = "numpy._core" + module[len("numpy.core"):]   # avoids numpy 2's deprecation shim
+        elif module.startswith("numpy._core") and not numpy2:
+            module = "numpy.core" + module[len("numpy._core"):]   # a file written by numpy 2
         return getattr(__import__(module, fromlist=[name]), name)
     if module in ("builtins", "__builtin__") and name in _BUILTIN_NAMES:
         return getattr(__import__("builtins"), name)

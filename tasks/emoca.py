@@ -261,7 +261,7 @@ def _load_checkpoint(path: Path):
     except pickle.UnpicklingError as first:
         try:
             unsafe = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
-        except Exception:  # noqa: BLE001 - not a zip checkpoint: report the first error
+        except Exception:  # noqa: BLE001 - not a zip checkpoint (or torch < 2.5): report the first error
             raise first from None
         if not unsafe:                 # failed for another reason than a global: unreadable
             raise first from None
@@ -272,6 +272,11 @@ def _load_checkpoint(path: Path):
                                  "neither weights nor configuration data (loading it could run code)",
                                  "use the checkpoint from the official EMOCA download; do not load "
                                  "checkpoints of unknown origin") from None
+        # safe_globals' (obj, "module.name") form, which names a stand-in, came with torch 2.6
+        if tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) < (2, 6):
+            raise ModelFileError(path, "the checkpoint holds configuration objects "
+                                 f"({', '.join(unsafe)}); reading them without running code needs "
+                                 f"torch >= 2.6 (this is {torch.__version__})", "upgrade torch") from None
         log.info("%s: configuration classes %s read as inert records", path, ", ".join(unsafe))
         with torch.serialization.safe_globals([(_config_record(g), g) for g in unsafe]):
             return torch.load(path, map_location="cpu", weights_only=True)

@@ -183,7 +183,8 @@ def test_malicious_procedural_model_in_processed_is_refused(tmp_path, payload):
 
 # -- landmark embedding ---------------------------------------------------------------------------
 def _tiny_embedding(rng, torch_tensors=False):
-    emb = {"static_lmk_faces_idx": rng.integers(0, F, 51), "static_lmk_bary_coords": rng.dirichlet([1] * 3, 51),
+    emb = {"static_lmk_faces_idx": rng.integers(0, F, 51),
+           "static_lmk_bary_coords": rng.dirichlet([1] * 3, 51),
            "dynamic_lmk_faces_idx": rng.integers(0, F, (79, 17)),
            "dynamic_lmk_bary_coords": rng.dirichlet([1] * 3, (79, 17)),
            "full_lmk_faces_idx": rng.integers(0, F, (1, 68)),

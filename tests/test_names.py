@@ -10,7 +10,8 @@ from tasks.common.names import MAX_NAME_LENGTH, check_name, remove_inside, resol
 from tasks.errors import PipelineInputError
 
 
-@pytest.mark.parametrize("name", ["alice", "id1", "Song 2", "take_03-final", "a.b", "Zoë", "x" * MAX_NAME_LENGTH])
+@pytest.mark.parametrize("name", ["alice", "id1", "Song 2", "take_03-final", "a.b", "Zoë",
+                                  "x" * MAX_NAME_LENGTH])
 def test_plain_names_pass_unchanged(name):
     assert check_name(name, "song") == name
 
