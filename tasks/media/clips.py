@@ -14,8 +14,6 @@ Frame t of a video is its t-th frame in presentation order; audio frame t spans 
 from __future__ import annotations
 
 import hashlib
-import io
-import pickle
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -27,10 +25,9 @@ import soundfile as sf
 from tasks.common.atomic import atomic_path
 from tasks.common.errors import PipelineInputError
 from tasks.common.settings import CropSettings
+from tasks.dataset.flame_pickle import flame_pickle_bytes, load_pickle_dict
 from tasks.media import audio_io
 
-# Fixed so that the same arrays always give the same .pkl bytes (protocol 4 reads on Python >= 3.4).
-PICKLE_PROTOCOL = 4
 MOTION_KEYS = ("expression", "global_orient", "neck_pose", "jaw_pose")
 
 
@@ -335,28 +332,11 @@ def flame_clip(
     }
 
 
-def pickle_bytes(obj) -> bytes:
-    return pickle.dumps(obj, protocol=PICKLE_PROTOCOL)
-
-
-class SafeUnpickler(pickle.Unpickler):
-    """Loads only dicts of numpy arrays: a downloaded .pkl must not run code when verified."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("builtins", "dict"),
-    }
-
-    def find_class(self, module, name):
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a dataset pickle")
+def pickle_bytes(obj: dict) -> bytes:
+    """flame_clip dict -> .pkl bytes that load under numpy 1.20 .. 2.x (see tasks.dataset.flame_pickle)."""
+    return flame_pickle_bytes(obj["shapecode"], obj["expcodes"], obj["posecodes"])
 
 
 def safe_load_pickle(data: bytes):
-    return SafeUnpickler(io.BytesIO(data)).load()
+    """A dict of numpy arrays through the allow-list unpickler of tasks.dataset.flame_pickle."""
+    return load_pickle_dict(data)
