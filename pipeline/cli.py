@@ -122,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="render/encode threads (0: up to 2)")
     p.add_argument("--force", action="store_true", help="rewrite songs that are already up to date")
     p.add_argument("--no-scan", action="store_true", help="write no scan/ folders")
+    p.add_argument("--remove", action="store_true",
+                   help="remove the demo subjects recorded in TRUTH/demo_capture.json (their raw/ and processed/ "
+                        "folders and the shared outputs that include them), nothing else")
+    p.add_argument("--processed-dir", help="output root of --remove (default: [paths] processed_dir)")
     _common(p)
     p.set_defaults(command_impl="tools:demo_capture")
     return parser

@@ -7,11 +7,16 @@ from pathlib import Path
 from demo.capture import make_demo_capture
 from flame_fit.flame import load_flame
 from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
+from pipeline.build import config_overrides
+from pipeline.rerun import plan_rerun, remove_outputs
 from tasks import config
-from tasks.common.atomic import atomic_dir
+from tasks.capture.raw_layout import read_json
+from tasks.common.atomic import atomic_dir, write_json_atomic
 from tasks.common.progress import Progress
 from tasks.common.settings import BgmSettings, DeviceSettings
+from tasks.common.names import check_name, remove_inside
 from tasks.devices import torch_device
+from tasks.layout import Layout
 from tasks.media.audio_io import read_audio, write_wav
 from tasks.separation.vocals import (FALLBACK_NAME, OUTPUT_SUBTYPE, demucs_bgm, demucs_chunk_plan, load_demucs,
                                      weight_free_bgm)
@@ -50,12 +55,45 @@ def separate_bgm(args) -> int:
     return 0
 
 
+DEMO_RECORD = "demo_capture.json"
+
+
 def demo_capture(args) -> int:
+    if args.remove:
+        return remove_demo_capture(Path(args.out), Path(args.truth), args)
     summary = make_demo_capture(Path(args.out), Path(args.truth), width=args.width, height=args.height,
                                 seconds=args.seconds, n_subjects=args.subjects, n_songs=args.songs,
                                 seed=args.seed, fps=args.fps, workers=args.workers or None, force=args.force,
                                 with_scan=not args.no_scan)
+    # What this generator wrote, so that `--remove` (make clean-demo) never touches a lab's captures.
+    subjects = sorted(s["subject_id"] for s in summary["subjects"])
+    record = Path(args.truth) / DEMO_RECORD
+    known = set(read_json(record)["subjects"]) if record.is_file() else set()
+    write_json_atomic(record, {"subjects": sorted(known | set(subjects))})
     n = sum(len(s["songs"]) for s in summary["subjects"])
     print(f"demo capture: {len(summary['subjects'])} subject(s), {n} song(s) under {summary['out']}; "
           f"truth under {summary['truth']}")
+    return 0
+
+
+def remove_demo_capture(raw: Path, truth: Path, args) -> int:
+    """Remove the demo subjects (those listed in `truth/demo_capture.json`), their outputs and the
+    shared outputs that include them; every other capture and output stays."""
+    record = truth / DEMO_RECORD
+    if not record.is_file():
+        print(f"{record} not found: no demo capture recorded there, nothing removed")
+        return 0
+    subjects = [check_name(s) for s in read_json(record)["subjects"]]
+    with config_overrides(paths={"raw_dir": raw, "processed_dir": getattr(args, "processed_dir", None)}):
+        lay = Layout.from_config()
+        present = [s for s in subjects if (raw / s).is_dir() or lay.subject_out(s).is_dir()]
+        paths = plan_rerun(present, "validate", lay) if present else []
+    removed = remove_outputs(paths, lay)
+    for s in present:
+        removed += [p for p in (lay.subject_out(s), raw / s) if p.exists()]
+        remove_inside(lay.processed, lay.subject_out(s))
+        remove_inside(raw, raw / s)
+    remove_inside(truth.parent, truth)
+    print(f"removed the demo capture ({', '.join(present) or 'no subjects left'}): {len(removed)} path(s) "
+          f"and {truth}")
     return 0
