@@ -30,5 +30,7 @@ test: setup
 bench: setup
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
 
-clean-demo:
-	rm -rf raw/S* processed/* demo_truth
+# Removes only what the demo generator wrote (the subjects it recorded in demo_truth/demo_capture.json),
+# their outputs and the shared dataset/report/release built from them; a lab's own captures stay.
+clean-demo: setup
+	$(BIN)/singinghead demo-capture --remove --out raw --truth demo_truth

@@ -1,7 +1,7 @@
 """BGM benchmark: quality of the weight-free vocal remover against the mix itself, and the speed of
 that remover and of a full-size HTDemucs (random weights: the same cost as the trained model).
 
-Songs are the demo capture's audio (tasks.demo_audio, mixed exactly as tasks.demo_capture mixes
+Songs are the demo capture's audio (demo.audio, mixed exactly as demo.capture mixes
 original.wav: a 48 kHz vocal resampled to 44.1 kHz, +1 dB over the accompaniment), whose true
 accompaniment is known; or, with --capture/--truth, the original.wav files of a demo capture on disk
 and their demo_truth accompaniment.wav.
@@ -23,9 +23,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks import demo_audio  # noqa: E402
-from tasks.audio_io import read_audio, resample  # noqa: E402
-from tasks.bgm import RepetParams, weight_free_bgm  # noqa: E402
+from demo import audio as demo_audio  # noqa: E402
+from tasks.media.audio_io import read_audio, resample  # noqa: E402
+from tasks.separation.vocals import RepetParams, weight_free_bgm  # noqa: E402
 
 SR = 44100
 

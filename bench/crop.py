@@ -5,7 +5,7 @@
 In one process, with the same thread settings and encoder settings ([crop] in luigi.cfg):
   decode_fps  decode-only rate of the 4K colour track (PyAV, demux + MJPEG decode);
   encode_fps  encode-only rate of as many 1024x1024 frames (the stage's PortraitWriter);
-  crop_fps    the whole crop stage (`tasks.crop.crop_video`: decode, detection, landmark checks,
+  crop_fps    the whole crop stage (`tasks.faces.portrait_video.crop_video`: decode, detection, landmark checks,
               crop + resize + colour conversion, encode in a second thread);
   limit_fps   1 / (1/decode_fps + 1/encode_fps): decode and encode run back to back;
   ratio       crop_fps / limit_fps (>= 0.8 is the target; above 1 means the overlap of decode and
@@ -31,6 +31,12 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tasks import config  # noqa: E402
+from tasks.common.settings import CropSettings  # noqa: E402
+from tasks.faces.face_models import _predictor, detect_faces  # noqa: E402
+from tasks.faces.portrait_video import crop_to_i420, crop_video  # noqa: E402
+from tasks.media.video_io import PortraitWriter, iter_frames  # noqa: E402
 
 W, H, FPS = 3840, 2160, 30
 DISTINCT = 30          # distinct JPEG frames, played forwards and backwards (smooth sway)
@@ -90,7 +96,6 @@ def make_file(path: Path, seconds: float, seed: int = 0) -> float:
 
 
 def bench_decode(path: Path) -> tuple[float, int]:
-    from tasks.video_io import iter_frames
     t = time.perf_counter()
     n = sum(1 for _ in iter_frames(path))
     return n / (time.perf_counter() - t), n
@@ -98,8 +103,6 @@ def bench_decode(path: Path) -> tuple[float, int]:
 
 def sample_portraits(path: Path, size: int, k: int) -> list[np.ndarray]:
     """k portrait I420 buffers cropped from the file (realistic content for the encoder)."""
-    from tasks.crop import crop_to_i420
-    from tasks.video_io import iter_frames
     out = []
     side = 1400
     box = ((W - side) // 2 // 2 * 2, (H - side) // 2 // 2 * 2)
@@ -112,7 +115,6 @@ def sample_portraits(path: Path, size: int, k: int) -> list[np.ndarray]:
 
 
 def bench_encode(frames: list[np.ndarray], n: int, out: Path, cfg) -> float:
-    from tasks.video_io import PortraitWriter
     order = list(range(len(frames))) + list(range(len(frames) - 1, -1, -1))
     t = time.perf_counter()
     with PortraitWriter(out, cfg.output_size, FPS, crf=cfg.crf, preset=cfg.preset,
@@ -129,10 +131,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "singinghead_bench_crop"))
     args = ap.parse_args(argv)
 
-    from tasks.config import crop as crop_config
-    from tasks.crop import crop_video
-    from tasks.face_models import _predictor, detect_faces
-    cfg = crop_config()
+    cfg = config.read(CropSettings)
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     src = work / f"color_4k_{args.seconds:g}s.mkv"
@@ -144,7 +143,7 @@ def main(argv=None) -> int:
           f"crop output {cfg.output_size}, preset {cfg.preset}, crf {cfg.crf}, threads {cfg.threads}")
 
     # Model loading is a once-per-process cost, not a per-frame one: load before timing.
-    detect_faces(np.zeros((64, 64, 3), np.uint8))
+    detect_faces(np.zeros((64, 64, 3), np.uint8), device="cpu")
     _predictor()
 
     portraits = sample_portraits(src, cfg.output_size, 15)

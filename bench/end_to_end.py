@@ -1,8 +1,8 @@
 """Benchmark: the 4D output measured against a capture with known 3D truth, end to end.
 
 Builds a small truth capture (demo.truth_capture: 1 subject, its metric scan with landmarks.json,
-1 song), runs the real DAG through Luigi (local scheduler, `[paths]` in a temp folder, the default
-stand-ins) up to the assembled dataset, and compares what a user receives -- the uncut sequences
+1 song), runs the real DAG through pipeline.build (local scheduler, `[paths]` in a temp folder as
+config overrides, the default stand-ins) up to the assembled dataset, and compares what a user receives -- the uncut sequences
 (sequences/<id>/motion.npz) and the released clips (flame_seqs/<id>.pkl, audio_seqs, bgm_seqs) --
 with the truth, mapping each output frame to its source frame through metadata.csv:
 - shape_mm: neutral-mesh vertex error in model space (mean; max printed), mm at FLAME scale
@@ -32,6 +32,7 @@ import argparse
 import json
 import logging
 import shutil
+from math import gcd
 import sys
 import tempfile
 import time
@@ -39,37 +40,47 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.signal import correlate, resample_poly
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import luigi.configuration  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+from demo.scan import read_truth  # noqa: E402
+from demo.synthetic_motion import compose, rotation_error_deg  # noqa: E402
+from demo.truth_capture import make_truth_capture, read_song_truth  # noqa: E402
+from flame_fit.geometry import vertex_normals  # noqa: E402
 from flame_fit.refine import jitter  # noqa: E402
 from flame_fit.scan_fit import neutral_mesh  # noqa: E402
-from flame_fit.synthetic_motion import compose, rotation_error_deg  # noqa: E402
+from pipeline.build import build, config_overrides  # noqa: E402
+from tasks.assemble import AssembleDataset  # noqa: E402
+from tasks.dataset.flame_pickle import load_flame_pickle  # noqa: E402
+from tasks.dataset.metadata import read_metadata  # noqa: E402
+from tasks.head_model import head_model_for_task  # noqa: E402
+from tasks.layout import Layout  # noqa: E402
+from tasks.scans.fit import fit_subject_scan  # noqa: E402
 
 TARGETS = {"shape_mm": ("<", 0.5), "shape_mm_auto": ("<", 1.0), "scale_err": ("<", 0.002),
            "head_rot_deg": ("<", 1.0), "jaw_deg": ("<", 1.5), "face_ve_mm": ("<", 1.5), "lip_ve_mm": ("<", 3.0),
            "rmse_ratio": ("<=", 1.0), "av_offset_samples": ("==", 0), "jitter_ratio": ("<=", 1.5)}
 
 
-def configure(raw: Path, processed: Path, model_dir: Path, clip_frames: int) -> None:
-    import luigi.configuration
-    from tasks.config import override_paths
-    cfg = luigi.configuration.get_config()
-    cfg.add_config_path(str(ROOT / "luigi.cfg"))
-    override_paths(raw, processed)
-    for sec, k, v in (("paths", "release_dir", str(processed / "release")),
-                      ("flame", "procedural_model_dir", str(model_dir)),
-                      ("dataset", "clip_frames", str(clip_frames)),
-                      ("core", "log_level", "WARNING")):
-        if not cfg.has_section(sec):
-            cfg.add_section(sec)
-        cfg.set(sec, k, v)
+def overrides_for(raw: Path, processed: Path, model_dir: Path, clip_frames: int, sets: list[str]) -> dict:
+    """The luigi.cfg overrides of this run ({section: {option: value}}): `[paths]` in the work
+    folder, the procedural model in a shared temp folder, short clips, then `--set` values."""
+    out = {"paths": {"raw_dir": raw, "processed_dir": processed, "release_dir": processed / "release"},
+           "flame": {"procedural_model_dir": model_dir}, "dataset": {"clip_frames": clip_frames}}
+    for kv in sets:
+        key, v = kv.split("=", 1)
+        sec, opt = key.split(".", 1)
+        out.setdefault(sec, {})[opt] = v
+    return out
 
 
 def regions(model, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Face and lip vertex masks (V,) bool of the neutral head at `shape`."""
-    from flame_fit.geometry import vertex_normals
     v, lmk = neutral_mesh(model, shape)
     eye = float(np.linalg.norm(lmk[36] - lmk[45]))
     d_face = np.linalg.norm(v[:, None] - lmk[None, 17:], axis=2).min(axis=1)
@@ -92,7 +103,6 @@ def head_vertices(model, shape: np.ndarray, expression: np.ndarray, jaw: np.ndar
 
 def audio_lag(x: np.ndarray, ref: np.ndarray, max_lag: int) -> int:
     """Lag (samples) maximising the cross-correlation of x against ref (x[n] ~ ref[n - lag])."""
-    from scipy.signal import correlate
     n = min(len(x), len(ref))
     x, ref = x[:n] - x[:n].mean(), ref[:n] - ref[:n].mean()
     c = correlate(x, ref, mode="full", method="fft")
@@ -102,9 +112,6 @@ def audio_lag(x: np.ndarray, ref: np.ndarray, max_lag: int) -> int:
 
 
 def truth_audio(path: Path, sr_out: int, start_s: float, seconds: float) -> np.ndarray:
-    import soundfile as sf
-    from scipy.signal import resample_poly
-    from math import gcd
     data, sr = sf.read(str(path), dtype="float64", always_2d=True)
     x = data.mean(axis=1)
     g = gcd(sr, sr_out)
@@ -149,17 +156,12 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     raw, processed, truth_root = work / "raw", work / "processed", work / "truth"
     model_dir = Path(tempfile.gettempdir()) / "singinghead_bench_head"
-    configure(raw, processed, model_dir, args.clip_frames)
-    import luigi.configuration
-    for kv in args.set:
-        key, v = kv.split("=", 1)
-        sec, opt = key.split(".", 1)
-        luigi.configuration.get_config().set(sec, opt, v)
-
-    import luigi
-    from demo.truth_capture import make_truth_capture, read_song_truth
-    from tasks.head_model import get_head_model
-    model, rec = get_head_model("cpu")
+    # the repository's luigi.cfg whatever the working directory
+    luigi.configuration.get_config().add_config_path(str(ROOT / "luigi.cfg"))
+    overrides = overrides_for(raw, processed, model_dir, args.clip_frames, args.set)
+    with config_overrides(overrides):
+        lay = Layout.from_config()
+        model, rec = head_model_for_task(lay, "cpu")
     print(f"head model: {rec['name']} ({rec['kind']}); work folder {work}")
 
     t0 = time.perf_counter()
@@ -167,22 +169,17 @@ def main(argv=None) -> int:
                        n_subjects=1, n_songs=1, seed=args.seed, scan_landmarks=True, model=model)
     t_capture = time.perf_counter() - t0
     subject = "S001"
-    from tasks.assemble import AssembleDataset
     if args.rerun_from:
         rerun_from(processed, subject, args.rerun_from)
     t0 = time.perf_counter()
-    ok = luigi.build([AssembleDataset()], local_scheduler=True, workers=1, log_level="WARNING")
+    result = build(AssembleDataset, workers=1, overrides=overrides, log_level="WARNING")
     t_dag = time.perf_counter() - t0
-    if not ok:
-        print("the DAG failed", file=sys.stderr)
+    if not result.ok:
+        print(f"the DAG failed: {result.summary}", file=sys.stderr)
         return 1
     print(f"capture {t_capture:.0f} s, DAG {t_dag:.0f} s")
 
-    from tasks import layout
-    from tasks.assemble import read_metadata
-    from tasks.clips import safe_load_pickle
-    from tasks.demo_scan import read_truth
-    droot = layout.dataset_root()
+    droot = lay.dataset_root()
     rows = read_metadata(droot)
     res: dict[str, float] = {}
 
@@ -193,18 +190,17 @@ def main(argv=None) -> int:
     fitted = np.load(droot / "shapes" / f"{subject}.npy")
     d = np.linalg.norm(neutral_mesh(model, fitted)[0] - v_true, axis=1) * 1000
     res["shape_mm"] = float(d.mean())
-    align = json.loads((layout.shape_dir(subject) / "alignment.json").read_text())
+    align = json.loads((lay.shape_dir(subject) / "alignment.json").read_text())
     res["scale_err"] = abs(float(align["scale"]) * float(scan_truth["scale"]) - 1.0)
     print(f"shape (landmarks given): vertex error mean {d.mean():.3f} mm, max {d.max():.3f} mm; "
           f"scale {float(align['scale']):.6g} vs true {1 / float(scan_truth['scale']):.6g} "
           f"(error {res['scale_err']:.5f})")
-    from tasks.scan_fit import fit_subject_scan
     auto_dir = work / "auto_scan"
     if auto_dir.exists():
         shutil.rmtree(auto_dir)
     shutil.copytree(raw / subject / "scan", auto_dir)
     (auto_dir / "landmarks.json").unlink()
-    mono = np.load(layout.monocular_shape_npz(subject))["shape"]
+    mono = np.load(lay.monocular_shape_npz(subject))["shape"]
     files, _ = fit_subject_scan(auto_dir / "head.obj", model, rec, mono, torch.device("cpu"))
     d_auto = np.linalg.norm(neutral_mesh(model, files["shape"])[0] - v_true, axis=1) * 1000
     res["shape_mm_auto"] = float(d_auto.mean())
@@ -230,7 +226,7 @@ def main(argv=None) -> int:
             with np.load(droot / "sequences" / row["id"] / "motion.npz") as z:
                 m = {k: z[k].astype(np.float64) for k in ("expression", "global_orient", "neck_pose", "jaw_pose")}
         else:
-            pk = safe_load_pickle((droot / "flame_seqs" / f"{row['id']}.pkl").read_bytes())
+            pk = load_flame_pickle(droot / "flame_seqs" / f"{row['id']}.pkl")
             pose = np.asarray(pk["posecodes"], np.float64)
             m = {"expression": np.asarray(pk["expcodes"], np.float64), "global_orient": pose[:, :3],
                  "neck_pose": pose[:, 3:6], "jaw_pose": pose[:, 6:9]}
@@ -259,7 +255,6 @@ def main(argv=None) -> int:
     # -- audio of the released clips
     sr = None
     lags = []
-    import soundfile as sf
     for cid, a, b, eh, ej in clip_checks:
         tr, tj = songs[[r["song"] for r in rows if r["id"] == cid][0]]
         fps, off = float(tj["fps"]), float(tj["audio_offset_s"])

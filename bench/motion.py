@@ -1,7 +1,7 @@
 """Benchmark of the motion refinement on generated singing-like sequences with known truth.
 
 For each generated sequence (240 frames and longer, 1024 px portrait, 2 px landmark noise, 5% gross
-landmark errors, noisy per-frame estimates with 5% gross errors; see flame_fit.synthetic_motion)
+landmark errors, noisy per-frame estimates with 5% gross errors; see demo.synthetic_motion)
 it prints, before (the per-frame estimates) and after refinement: global-orientation error, head
 rotation error (global composed with neck), neck error, landmark RMSE against the detections and
 jitter; then compares the exact landmark smoother with the paper's Adam at equal objective.
@@ -38,26 +38,28 @@ from flame_fit.refine import (RefineParams, jitter, landmark_rmse, project_landm
                               refine_motion)
 from flame_fit.smoothing import (smooth_landmarks_adam, smooth_landmarks_exact,  # noqa: E402
                                  smoothing_objective)
-from flame_fit.synthetic_motion import (MotionSpec, compose, generate_sequence,  # noqa: E402
-                                        rotation_error_deg)
+from demo.synthetic_motion import (MotionSpec, compose, generate_sequence,  # noqa: E402
+                                   rotation_error_deg)
+from tasks import config  # noqa: E402
+from tasks.common.settings import CropSettings, FlameSettings, RefineSettings  # noqa: E402
+from tasks.estimation.motion import refine_params  # noqa: E402
+from tasks.head_model import get_head_model  # noqa: E402
+from tasks.layout import Layout  # noqa: E402
 
 
 def load_model(device: str):
     """The configured head model (FLAME when [flame] model_path is set, else the procedural one)."""
-    import luigi.configuration
-    from tasks.config import flame as flame_config
-    cfg = luigi.configuration.get_config()
-    if not flame_config().model_path and not os.environ.get("SINGINGHEAD_BENCH_KEEP_MODEL_DIR"):
+    flame = config.read(FlameSettings)
+    models_dir = Layout.from_config().models_dir()
+    if not flame.model_path and not os.environ.get("SINGINGHEAD_BENCH_KEEP_MODEL_DIR"):
         # the procedural model is generated once per machine into a scratch folder
-        cfg.set("flame", "procedural_model_dir", str(Path(tempfile.gettempdir()) / "singinghead_bench_head"))
-    from tasks.head_model import get_head_model
-    return get_head_model(device)
+        models_dir = Path(tempfile.gettempdir()) / "singinghead_bench_models"
+    return get_head_model(flame, models_dir, device)
 
 
 def refine_params_from_config() -> RefineParams:
     """What RefineMotion uses: `[refine]` (and the portrait size from `[crop]`)."""
-    from tasks.refine import refine_params
-    return refine_params()
+    return refine_params(config.read(RefineSettings), config.read(CropSettings).output_size)
 
 
 def evaluate(model, seq, params: RefineParams, device: str) -> dict:

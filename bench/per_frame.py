@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flame_fit.landmark_fit import FitParams, fit_segment  # noqa: E402
-from tasks import emoca as E  # noqa: E402
+from tasks.estimation import emoca as E  # noqa: E402
 
 PAPER_FRAMES = 2.9e6
 
@@ -152,26 +152,27 @@ def run_models_only(args) -> dict:
 
 
 def run_full(args) -> dict:
-    from tasks import layout
-    from tasks.config import override_paths
-    from tasks.crop import crop_video
-    from tasks.demo_capture import make_demo_capture
-    from tasks.estimate import estimate_video
-    from tasks.landmarks import iter_rgb_frames
+    from demo.capture import make_demo_capture
+    from tasks import config
+    from tasks.common.settings import CropSettings
+    from tasks.estimation.frames import estimate_video
+    from tasks.faces.landmarks import iter_rgb_frames
+    from tasks.faces.portrait_video import crop_video
+    from tasks.layout import Layout
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_per_frame_"))
     raw, truth_root, processed = work / "raw", work / "demo_truth", work / "processed"
-    override_paths(raw, processed)
+    layout = Layout(raw, processed, processed / "release")
     t0 = time.perf_counter()
     make_demo_capture(raw, truth_root, width=args.width, height=args.height, seconds=args.seconds,
                       n_subjects=1, n_songs=1, seed=0)
     print(f"demo capture: {time.perf_counter() - t0:.1f} s", flush=True)
-    subject = layout.list_subjects(raw)[0]
-    song = layout.list_songs(subject, raw)[0]
+    subject = layout.list_subjects()[0]
+    song = layout.list_songs(subject)[0]
     pdir = layout.portrait_dir(subject, song)
     if not layout.segments_json(subject, song).is_file():
         t0 = time.perf_counter()
-        crop_video(layout.color_video_path(subject, song), pdir)
+        crop_video(layout.color_video_path(subject, song), pdir, config.read(CropSettings), device="cpu")
         print(f"crop stage: {time.perf_counter() - t0:.1f} s", flush=True)
     with np.load(truth_root / subject / song / "truth.npz") as z:
         truth = {k: z[k] for k in z.files}

@@ -1,6 +1,6 @@
 """Benchmark: scan fitting on generated scans with a known shape, judged in model space.
 
-For each seed a demo scan is generated (tasks.demo_scan: random shape, arbitrary pose, noise,
+For each seed a demo scan is generated (demo.scan: random shape, arbitrary pose, noise,
 holes, hair cap, shoulders, photo texture) and fitted three times: metric (mm, declared in
 scan/scan.json, so the scan -> model scale is fixed) with the true 3D landmarks given
 (landmarks.json) and with landmarks found automatically, and with undeclared arbitrary units
@@ -31,9 +31,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flame_fit.scan_fit import neutral_mesh  # noqa: E402
-from tasks.demo_scan import read_truth, write_demo_scan  # noqa: E402
-from tasks.head_model import get_head_model  # noqa: E402
-from tasks.scan_fit import fit_subject_scan  # noqa: E402
+from demo.scan import read_truth, write_demo_scan  # noqa: E402
+from tasks.faces import face_models  # noqa: E402
+from tasks.head_model import head_model_for_task  # noqa: E402
+from tasks.layout import Layout  # noqa: E402
+from tasks.scans.fit import fit_subject_scan  # noqa: E402
 
 
 def vertex_errors(model, shape: np.ndarray, truth: dict, device) -> np.ndarray:
@@ -50,11 +52,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     device = torch.device(args.device)
-    model, rec = get_head_model(device)
+    model, rec = head_model_for_task(Layout.from_config(), device)
     print(f"head model: {rec['name']} ({rec['kind']}), device {device}, "
           f"torch threads {torch.get_num_threads()}")
     # one-time imports (MTCNN, Dlib model file) stay out of the per-scan times
-    from tasks import face_models
     face_models.detect_faces(np.zeros((64, 64, 3), np.uint8), device="cpu")
     face_models._predictor()
 

@@ -1,6 +1,6 @@
 """The truth capture: a demo capture whose every number is known in 3D.
 
-Each subject is the configured head model (procedural by default, FLAME when `[flame]` is set) at
+Each subject is the head model (procedural by default; the CLI passes FLAME when `[flame]` is set) at
 a known identity shape, textured with scikit-image's astronaut photograph (NASA, public domain;
 the second subject mirrored and re-tinted) warped so that the photo's Dlib landmarks land on the
 model's own landmarks, with a dark mouth cavity between the inner lips (demo.truth_render). It is
@@ -9,9 +9,9 @@ demo.truth_render for the camera model) under known per-frame expression, jaw, n
 orientation and camera, moving like a singer: the jaw and a few expression components follow the
 vocal's loudness, the head sways, turns up to about +-30 degrees of yaw, nods, makes one fast
 sideways excursion (the crop stage must re-segment) and leaves the frame for a moment. Video,
-audio and the Kinect-like container come from tasks.demo_capture / tasks.demo_audio; the scan is
+audio and the Kinect-like container come from demo.capture / demo.audio; the scan is
 the same head's surface at that shape, metric (mm, declared in scan/scan.json), in an arbitrary
-pose, with noise, holes and a texture (tasks.demo_scan).
+pose, with noise, holes and a texture (demo.scan).
 
 Truth, outside raw/ under `--truth`: per song `truth.npz` (per source frame: shape, expression,
 jaw_pose, neck_pose, global_orient, camera [f, u0, v0], landmarks (68,2) frame px, face_visible,
@@ -33,14 +33,16 @@ import torch
 from scipy.signal import resample_poly
 from scipy.spatial.transform import Rotation
 
+from demo import audio as demo_audio
+from demo.capture import (_CROP, FACE_HEIGHT_4K, ORIGINAL_SR, VOCAL_SR, HeadPath, _song_is_current, head_path,
+                          plan_capture, studio_background, write_kinect_mkv)
+from demo.scan import photo_landmarks, procedural_head_model, write_demo_scan
 from demo.truth_render import TexturedHead, project, render_head, textured_head
-from tasks import demo_audio
-from tasks.atomic import atomic_dir, remove_stale_temps, save_npz_atomic, write_json_atomic
-from tasks.audio_io import write_wav
-from tasks.demo_capture import (FACE_HEIGHT_4K, ORIGINAL_SR, VOCAL_SR, HeadPath, _song_is_current, head_path,
-                                plan_capture, studio_background, write_kinect_mkv)
-from tasks.errors import PipelineInputError
-from tasks.progress import Progress
+from flame_fit.scan_fit import neutral_mesh
+from tasks.common.atomic import atomic_dir, remove_stale_temps, save_npz_atomic, write_json_atomic
+from tasks.common.errors import PipelineInputError
+from tasks.common.progress import Progress
+from tasks.media.audio_io import write_wav
 
 log = logging.getLogger("singinghead.demo")
 
@@ -53,8 +55,7 @@ NECK_SHARE = 0.3         # the part of the head rotation the neck carries
 # ----------------------------------------------------------------------------- subject
 def subject_photo(variant: int) -> np.ndarray:
     """The astronaut's face crop (H,W,3) uint8 RGB; odd variants mirrored, later ones re-tinted."""
-    from skimage import data
-    from tasks.demo_capture import _CROP
+    from skimage import data  # scikit-image's data module only for the photo (as demo.capture does)
     photo = np.ascontiguousarray(data.astronaut()[_CROP])
     if variant % 2:
         photo = np.ascontiguousarray(photo[:, ::-1])
@@ -84,8 +85,6 @@ class Subject:
 
 
 def make_subject(model, seed: int, variant: int, texture_size: int = 1024) -> Subject:
-    from flame_fit.scan_fit import neutral_mesh
-    from tasks.demo_scan import photo_landmarks
     shape = subject_shape(seed, int(model.n_shape))
     verts, lmk = neutral_mesh(model, shape, next(model.buffers()).device)
     photo = subject_photo(variant)
@@ -178,7 +177,7 @@ def frame_cameras(landmarks3d: np.ndarray, center: np.ndarray, face_px: np.ndarr
 
 
 class TruthRenderer:
-    """Frame t (H,W,3) uint8 BGR for tasks.demo_capture.write_kinect_mkv (thread-safe)."""
+    """Frame t (H,W,3) uint8 BGR for demo.capture.write_kinect_mkv (thread-safe)."""
 
     def __init__(self, background: np.ndarray, vertices: np.ndarray, faces: np.ndarray, head: TexturedHead,
                  cams: np.ndarray, path: HeadPath):
@@ -272,7 +271,8 @@ def make_truth_capture(out: Path, truth: Path, width: int = 3840, height: int = 
                        scan_landmarks: bool = False, model=None, texture_size: int = 1024, task=None) -> dict:
     """Write a truth capture under `out` (raw/ layout) and its truth under `truth` (module doc).
 
-    `model`: the head model (default: tasks.head_model.get_head_model on the CPU). Deterministic
+    `model`: the head model (default: the procedural head model, demo.scan.procedural_head_model;
+    the CLI passes the `[flame]` model when one is configured). Deterministic
     for a seed; songs already written with the same parameters are kept unless `force`.
     """
     out, truth = Path(out), Path(truth)
@@ -283,8 +283,7 @@ def make_truth_capture(out: Path, truth: Path, width: int = 3840, height: int = 
         raise PipelineInputError(f"{seconds}s", "demo songs need at least 4 s for the excursion and the "
                                  "off-frame span", "use --seconds 6 or more")
     if model is None:
-        from tasks.head_model import get_head_model
-        model, _ = get_head_model("cpu")
+        model = procedural_head_model()
     workers = workers or min(2, os.cpu_count() or 1)
     subjects = plan_capture(n_subjects, n_songs, seed)
     n_frames = int(round(seconds * fps))
@@ -306,7 +305,6 @@ def make_truth_capture(out: Path, truth: Path, width: int = 3840, height: int = 
             subject = make_subject(model, sub_seed, variant, texture_size)
             save_npz_atomic(truth / sid / "subject_truth.npz", {"shape": subject.shape})
             if with_scan:
-                from tasks.demo_scan import write_demo_scan
                 with atomic_dir(sdir / "scan") as scan_tmp:
                     write_demo_scan(scan_tmp, truth / sid, sub_seed, subject_photo(variant),
                                     write_landmarks=scan_landmarks, model=model, shape=subject.shape,

@@ -19,15 +19,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import open3d as o3d
 
+from demo.scan import face_texture
 from flame_fit.geometry import vertex_normals
 
 SKIN = np.array([224, 172, 140], np.float64)
 HAIR = np.array([58, 40, 30], np.float64)
 CAVITY = np.array([60, 22, 25], np.float64)
-# texture layout (like tasks.demo_scan): the frontal projection fills uv [0.1, 0.9]; solid patches
+# texture layout (like demo.scan): the frontal projection fills uv [0.1, 0.9]; solid patches
 # in the border band give side and scalp colours
 FACE_UV = (0.1, 0.9)
 PATCH_UV = {"skin": (0.04, 0.04), "hair": (0.96, 0.04)}
@@ -58,8 +60,6 @@ def textured_head(vertices: np.ndarray, faces: np.ndarray, landmarks: np.ndarray
     the inner lips (landmarks 60-67) is painted as a dark mouth cavity: the triangles that the jaw
     stretches there show it, so an opening jaw shows an open mouth the detectors can see.
     """
-    import cv2
-    from tasks.demo_scan import face_texture
 
     eye = float(np.linalg.norm(landmarks[36] - landmarks[45]))
     uv = _uv_map(vertices, landmarks, eye)

@@ -1,14 +1,23 @@
-"""Chumpy-free readers for the official FLAME files and DECA/EMOCA's landmark embedding.
+"""Chumpy-free, code-free readers for the official FLAME files and DECA/EMOCA's landmark embedding.
 
 FLAME 2020 `generic_model.pkl` and FLAME 2023 `flame2023.pkl` are Python-2 pickles whose arrays
 are partly chumpy objects (`chumpy.ch.Ch`, `chumpy.reordering.Select`) and whose `J_regressor` is
-a scipy.sparse csc matrix.  chumpy does not import on numpy >= 1.24, so a custom Unpickler
-replaces those classes by stubs that only keep the pickled state, and `_resolve` turns the
-state back into numpy arrays.  The procedural head model is written in the same format and read
-by the same code.
+a scipy.sparse csc matrix.  chumpy does not import on numpy >= 1.24, so those classes are replaced
+by inert stand-ins that only keep the pickled state, and `_resolve` turns the state back into
+numpy arrays.
+
+A pickle can name any importable callable and have it called (`os.system`, `builtins.eval`), and
+these files live in shared, writable folders (processed/_models), so every pickle here is read by
+`_GuardedUnpickler`, an allow-list: numpy arrays / dtypes / scalars, plain builtin containers,
+chumpy and scipy.sparse stand-ins (never imported), and for the landmark embedding torch tensors
+(rebuilt through torch's own weights-only loader).  Any other global is refused with a
+FlameFileError naming the file and the global, before anything is called.  `.npy` files holding
+objects are read the same way: the header with numpy.lib.format, the payload with the guarded
+unpickler.  The procedural head model is written in the same format and read by the same code.
 """
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 
@@ -63,13 +72,105 @@ def _stub_class(module: str, name: str) -> type:
     return _STUB_CLASSES[key]
 
 
-class _FlameUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if module.split(".")[0] == "chumpy" or module.startswith("scipy.sparse"):
-            return _stub_class(module, name)
-        if module.startswith("numpy.core") and int(np.__version__.split(".")[0]) >= 2:
+# Globals a FLAME / landmark / mask pickle may name, as (module, name) exactly as written in the
+# file.  Python-2 files name `__builtin__` and `copy_reg`; numpy < 2 files `numpy.core`.
+_NUMPY_GLOBALS = {
+    (mod, name)
+    for core in ("numpy.core", "numpy._core")
+    for mod, name in ((f"{core}.multiarray", "_reconstruct"), (f"{core}.multiarray", "scalar"),
+                      (f"{core}.numeric", "_frombuffer"))
+} | {("numpy", "ndarray"), ("numpy", "dtype")}
+_BUILTIN_NAMES = frozenset({"dict", "list", "tuple", "set", "frozenset", "bytearray", "bytes", "str",
+                            "int", "float", "complex", "bool", "slice", "range", "object"})
+_OTHER_GLOBALS = {
+    ("_codecs", "encode"),                 # how protocol-2 pickles written by Python 3 store bytes
+    ("copyreg", "_reconstructor"),         # protocol 0/1 object creation; its class args pass here too
+    ("copy_reg", "_reconstructor"),
+    ("collections", "OrderedDict"),
+}
+# torch tensors (DECA's landmark_embedding.npy): rebuilt from storages that torch's weights-only
+# loader reads; `torch.storage._load_from_bytes` itself would call torch.load(weights_only=False).
+_TORCH_GLOBALS = {("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_tensor"),
+                  ("torch.storage", "_load_from_bytes")}
+
+
+def _torch_storage_from_bytes(data: bytes):
+    import torch
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def _allowed_global(module: str, name: str, allow_torch: bool):
+    """The object a pickle's global (module, name) stands for, or None when it is not allowed."""
+    top = module.split(".")[0]
+    if top == "chumpy" or module.startswith("scipy.sparse"):
+        return _stub_class(module, name)                   # inert stand-in; the module is never imported
+    if (module, name) in _NUMPY_GLOBALS:
+        numpy2 = int(np.__version__.split(".")[0]) >= 2
+        if module.startswith("numpy.core") and numpy2:
             module = "numpy._core" + module[len("numpy.core"):]   # avoids numpy 2's deprecation shim
-        return super().find_class(module, name)
+        elif module.startswith("numpy._core") and not numpy2:
+            module = "numpy.core" + module[len("numpy._core"):]   # a file written by numpy 2
+        return getattr(__import__(module, fromlist=[name]), name)
+    if module in ("builtins", "__builtin__") and name in _BUILTIN_NAMES:
+        return getattr(__import__("builtins"), name)
+    if (module, name) in _OTHER_GLOBALS:
+        return getattr(__import__({"copy_reg": "copyreg"}.get(module, module), fromlist=[name]), name)
+    if allow_torch and (module, name) in _TORCH_GLOBALS:
+        if name == "_load_from_bytes":
+            return _torch_storage_from_bytes
+        import torch._utils
+        return getattr(torch._utils, name)
+    return None
+
+
+class _GuardedUnpickler(pickle.Unpickler):
+    """pickle.Unpickler that resolves only allow-listed globals (see `_allowed_global`); any other
+    global raises FlameFileError naming the file and the global before it is imported or called."""
+
+    def __init__(self, file, path: str | Path, what: str, allow_torch: bool = False):
+        super().__init__(file, encoding="latin1")          # Python-2 pickles (FLAME 2020)
+        self._path, self._what, self._allow_torch = Path(path), what, allow_torch
+
+    def find_class(self, module, name):
+        obj = _allowed_global(module, name, self._allow_torch)
+        if obj is None:
+            raise FlameFileError(
+                self._path,
+                f"refused to load {self._what}: the pickle refers to '{module}.{name}', which is not "
+                "array data (only numpy arrays, scipy.sparse matrices, chumpy arrays and plain "
+                "containers are allowed; loading it could run code)",
+                "replace the file with the original download (or, for the procedural model, delete "
+                "its folder; it is regenerated); do not load files of unknown origin")
+        return obj
+
+    def persistent_load(self, pid):
+        raise FlameFileError(self._path, f"refused to load {self._what}: the pickle uses persistent ids "
+                             "(a torch.save file?), which a FLAME file never does",
+                             "use the .pkl / .npy from the FLAME or DECA download")
+
+
+def _guarded_load(path: Path, what: str, allow_torch: bool = False):
+    """The object in a pickle file or in an object-dtype .npy file, through `_GuardedUnpickler`.
+
+    Plain (non-object) .npy files are read without any unpickling.
+    """
+    with open(path, "rb") as f:
+        if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+            f.seek(0)
+            return _GuardedUnpickler(f, path, what, allow_torch).load()
+        f.seek(0)
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise FlameFileError(path, f".npy format version {version} is not supported here",
+                                 "save the file with numpy's default format (np.save)")
+        if not dtype.hasobject:
+            f.seek(0)
+            return np.lib.format.read_array(f, allow_pickle=False)
+        return _GuardedUnpickler(f, path, what, allow_torch).load()   # what np.load would pickle.load
 
 
 def _sparse_to_dense(d: dict, kind: str) -> np.ndarray:
@@ -115,8 +216,7 @@ def read_flame_pickle(path: str | Path) -> dict:
                              "download FLAME 2020 (generic_model.pkl) from flame.is.tue.mpg.de and set "
                              "[flame] model_path, or leave it empty for the procedural head model")
     try:
-        with open(path, "rb") as f:
-            raw = _FlameUnpickler(f, encoding="latin1").load()
+        raw = _guarded_load(path, "this FLAME model")
     except FlameFileError:
         raise
     except Exception as exc:  # truncated / not a pickle / wrong file
@@ -196,7 +296,8 @@ def _to_numpy(x):
 
 def load_landmark_embedding(path: str | Path, n_faces: int | None = None) -> dict:
     """DECA/EMOCA `landmark_embedding.npy` (0-d object array of a dict; the dynamic entries are
-    pickled torch tensors, so torch must be importable) or an `.npz` with the same keys.
+    pickled torch tensors, rebuilt by torch's weights-only loader) or an `.npz` with the same keys.
+    The pickled payload goes through the allow-list of `_GuardedUnpickler`.
 
     Returns static_lmk_faces_idx (51,) i64, static_lmk_bary_coords (51,3), dynamic_lmk_faces_idx
     (79,17) i64, dynamic_lmk_bary_coords (79,17,3), full_lmk_faces_idx (68,) i64,
@@ -212,9 +313,9 @@ def load_landmark_embedding(path: str | Path, n_faces: int | None = None) -> dic
             with np.load(path, allow_pickle=False) as z:
                 d = {k: z[k] for k in z.files}
         else:
-            import torch  # noqa: F401  (unpickling DECA's torch tensors needs it importable)
-            loaded = np.load(path, allow_pickle=True, encoding="latin1")
-            d = loaded.item() if loaded.dtype == object and loaded.ndim == 0 else None
+            loaded = _guarded_load(path, "this landmark embedding", allow_torch=True)
+            d = (loaded.item() if isinstance(loaded, np.ndarray) and loaded.dtype == object
+                 and loaded.ndim == 0 else loaded)
             if not isinstance(d, dict):
                 raise FlameFileError(path, "the .npy does not hold a dict of landmark arrays", fix)
     except FlameFileError:
@@ -241,4 +342,38 @@ def load_landmark_embedding(path: str | Path, n_faces: int | None = None) -> dic
         if out[k].min() < 0 or (n_faces is not None and out[k].max() >= n_faces):
             raise FlameFileError(path, f"{k} has face ids outside [0,{n_faces}) of the model",
                                  "use the landmark embedding that belongs to this model's topology")
+    return out
+
+
+def load_flame_masks(path: str | Path, n_vertices: int | None = None) -> dict[str, np.ndarray]:
+    """FLAME's `FLAME_masks.pkl` (a pickled dict region -> vertex ids, e.g. 'face', 'lips',
+    'left_eyeball') through the allow-list unpickler; also accepts the dict saved as an object .npy.
+
+    Returns {region: (N,) int64 vertex ids}; `n_vertices` checks the ids against the model.
+    """
+    path = Path(path)
+    fix = "use FLAME_masks.pkl from the FLAME vertex-masks download (flame.is.tue.mpg.de)"
+    if not path.is_file():
+        raise FlameFileError(path, "FLAME masks file not found", fix)
+    try:
+        raw = _guarded_load(path, "this FLAME masks file")
+    except FlameFileError:
+        raise
+    except Exception as exc:
+        raise FlameFileError(path, f"not a readable masks pickle ({type(exc).__name__}: {exc})", fix) from exc
+    if isinstance(raw, np.ndarray) and raw.dtype == object and raw.ndim == 0:
+        raw = raw.item()
+    if not isinstance(raw, dict) or not raw:
+        raise FlameFileError(path, f"holds a {type(raw).__name__}, not a dict of region -> vertex ids", fix)
+    out = {}
+    for region, ids in raw.items():
+        a = np.asarray(ids)
+        if not isinstance(region, str) or a.ndim != 1 or a.dtype.kind not in "iu":
+            raise FlameFileError(path, f"region {region!r} is not a 1-D integer array of vertex ids "
+                                       f"({a.dtype}, shape {a.shape})", fix)
+        a = a.astype(np.int64)
+        if a.size and (a.min() < 0 or (n_vertices is not None and a.max() >= n_vertices)):
+            raise FlameFileError(path, f"region {region!r} has vertex ids outside [0,{n_vertices})",
+                                 "use the masks file that belongs to this model's topology")
+        out[region] = a
     return out

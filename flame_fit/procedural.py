@@ -4,7 +4,9 @@ It stands in for FLAME when no licensed model is configured, so the whole pipeli
 be tested; it is not FLAME and every record made with it says so.  The file it writes has the
 keys, array layouts and joint tree of `generic_model.pkl` (plus 'procedural': True and a
 'description'), and `landmark_embedding.npy` has DECA's keys and shapes (dynamic tables stored as
-numpy, not torch tensors).  Conventions as FLAME: metres, y up, face towards +z, +x = subject's
+numpy, not torch tensors).  Both hold only numpy arrays, a scipy.sparse matrix and builtin
+values, so they load through flame_io's allow-list unpickler exactly like the licensed files (the
+folder they are cached in, processed/_models, is shared and writable).  Conventions as FLAME: metres, y up, face towards +z, +x = subject's
 left; joints root, neck, jaw, left eye, right eye with parents [-1, 0, 1, 1, 1].
 
 Geometry: a generalised cylinder (rings of constant height around a vertical axis, denser at the

@@ -2,60 +2,61 @@
 
     luigi --module pipeline BuildSingingHead --local-scheduler
     luigi --module pipeline BuildSubject --subject S001 --local-scheduler
+
+This module stays light on purpose: importing it registers the roots and every `luigi.cfg`
+section (so `--paths-raw-dir`, `--crop-landmark-every`, ... parse), but not the stages, which
+pull in torch, open3d and demucs. Each root imports its stages when Luigi first asks for them,
+so `singinghead --help` and `luigi --module pipeline --help` answer at once.
 """
 from __future__ import annotations
 
-import logging
 import sys
 import time
 
 import luigi
 
-from tasks import layout
-from tasks.assemble import AssembleDataset
-from tasks.atomic import write_json_atomic
-from tasks.report import DatasetReport
-from tasks.release import PackRelease, verify_release
-from tasks.subject import SubjectOutputs
+import tasks.config  # noqa: F401 - registers the luigi.cfg sections for Luigi's parser
 # importing pipeline.timings registers its PROCESSING_TIME handler for every worker
 from pipeline.timings import read_stage_timings
+from tasks.base import StageTask, SubjectTask
+from tasks.common.atomic import write_json_atomic
 
-log = logging.getLogger("singinghead")
-
-__all__ = ["BuildSingingHead", "BuildSubject", "AssembleDataset", "DatasetReport", "PackRelease"]
+__all__ = ["BuildSingingHead", "BuildSubject"]
 
 
-class BuildSubject(luigi.WrapperTask):
+class BuildSubject(SubjectTask, luigi.WrapperTask):
     """Every per-subject stage for one subject (crop, BGM, audio, per-frame, scan fit, refinement)."""
 
-    subject = luigi.Parameter()
-
     def requires(self):
+        from tasks.subject import SubjectOutputs  # deferred: see the module docstring
         return SubjectOutputs(subject=self.subject)
 
 
-class BuildSingingHead(luigi.Task):
+class BuildSingingHead(StageTask):
     """raw/ -> every subject -> assembled dataset -> statistics report -> release tarballs."""
 
     def requires(self):
+        from tasks.release import PackRelease  # deferred: see the module docstring
+        from tasks.report import DatasetReport
         return {"release": PackRelease(), "report": DatasetReport()}
 
     def output(self):
-        return luigi.LocalTarget(str(layout.build_summary_json()))
+        return luigi.LocalTarget(str(self.layout.build_summary_json()))
 
     def run(self):
+        from tasks.dataset.verify import verify_release
+        lay = self.layout
         # The release is what a lab ships: check it end to end before calling the build done.
-        problems = verify_release(layout.release_root())
+        problems = verify_release(lay.release_root())
         if problems:
-            raise RuntimeError(f"release {layout.release_root()} failed verification:\n  "
+            raise RuntimeError(f"release {lay.release_root()} failed verification:\n  "
                                + "\n  ".join(problems[:50]))
-        timings = read_stage_timings(layout.processed_root())
         summary = {
             "release_verified": True,
-            "release": str(layout.release_root()),
-            "report": str(layout.report_dir() / "index.html"),
-            "dataset": str(layout.dataset_root()),
-            "stage_seconds": timings,
+            "release": str(lay.release_root()),
+            "report": str(lay.report_dir() / "index.html"),
+            "dataset": str(lay.dataset_root()),
+            "stage_seconds": read_stage_timings(lay.processed),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         write_json_atomic(self.output().path, summary)

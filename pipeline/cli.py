@@ -1,60 +1,182 @@
-"""The `singinghead` command line.
+"""The `singinghead` command line: every subcommand of the toolkit, in one place.
 
-Each stage module that has a user command exposes `register_cli(subparsers)`; this file only
-collects them and adds `run` (the whole DAG with a progress display and a timing summary).
+Parsing imports nothing heavy: each command lives in `pipeline.commands.<module>`, imported only
+once the command is chosen (torch, open3d and demucs take seconds to import), so
+`singinghead --help` answers at once. Errors the user can act on (a missing file, a
+bad capture, a release that does not verify) print one message with the fix and exit 2;
+`--debug` shows the traceback instead.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+from importlib.metadata import PackageNotFoundError, version
 import logging
 import sys
+from pathlib import Path
 
-# Modules that contribute subcommands, in the order `--help` lists them.
-CLI_MODULES = (
-    "tasks.demo_capture",   # demo-capture
-    "tasks.validate",       # validate
-    "tasks.head_model",     # make-head-model
-    "tasks.bgm",            # separate-bgm
-    "tasks.preview",        # preview
-    "tasks.release",        # release, verify-release
-    "tasks.rerun",          # rerun
-)
+import luigi.configuration
+
+from tasks.common.errors import CaptureInvalid, PipelineInputError
+
+EXIT_BAD_INPUT = 2
 
 
+def _common(p: argparse.ArgumentParser, paths: bool = False, workers: bool = False) -> None:
+    """Options every subcommand takes; `-v`/`--debug`/`--config` also work after the subcommand."""
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show Python tracebacks instead of one-line errors")
+    p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                   help="a luigi.cfg to read (after LUIGI_CONFIG_PATH and ./luigi.cfg; later files win)")
+    if paths:
+        p.add_argument("--raw-dir", help="capture root (default: [paths] raw_dir)")
+        p.add_argument("--processed-dir", help="output root (default: [paths] processed_dir)")
+    if workers:
+        p.add_argument("--workers", type=int, default=1, help="Luigi worker processes (default 1)")
+
+
+# ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="singinghead", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the whole pipeline (BuildSingingHead) or one subject")
-    run.add_argument("--subject", help="only this subject (BuildSubject)")
-    run.add_argument("--workers", type=int, default=1)
-    run.add_argument("--raw-dir")
-    run.add_argument("--processed-dir")
-    run.set_defaults(func=cmd_run)
-    for name in CLI_MODULES:
-        importlib.import_module(name).register_cli(sub)
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks instead of one-line errors")
+    parser.add_argument("--config", metavar="FILE",
+                        help="a luigi.cfg to read (after LUIGI_CONFIG_PATH and ./luigi.cfg; later files win)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the whole pipeline (BuildSingingHead), or one subject (BuildSubject)")
+    p.add_argument("--subject", help="only this subject (BuildSubject)")
+    _common(p, paths=True, workers=True)
+    p.set_defaults(command_impl="build:run")
+
+    p = sub.add_parser("rerun", help="delete one subject's outputs from a stage on, then rebuild everything")
+    p.add_argument("--subject", action="append", required=True, help="subject id, e.g. S012 (repeatable)")
+    p.add_argument("--from", dest="from_stage", default="validate", metavar="STAGE",
+                   help="first stage to redo (default: validate, the whole subject); "
+                        "`singinghead stages` lists the stages")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    p.add_argument("--no-build", action="store_true", help="remove outputs but do not rebuild")
+    _common(p, paths=True, workers=True)
+    p.set_defaults(command_impl="build:rerun")
+
+    p = sub.add_parser("stages", help="print the DAG: every task, its stage name, what it needs and writes")
+    _common(p, paths=True)
+    p.set_defaults(command_impl="build:stages")
+
+    p = sub.add_parser("validate", help="check a capture against the raw/ contract; lists every problem")
+    p.add_argument("raw_dir_pos", nargs="?", default=None, metavar="RAW_DIR",
+                   help="capture root (default: [paths] raw_dir)")
+    p.add_argument("--subject", action="append", help="only this subject (repeatable)")
+    _common(p, paths=True)
+    p.set_defaults(command_impl="validate:validate")
+
+    p = sub.add_parser("release", help="assemble the dataset and pack the release (PackRelease)")
+    _common(p, paths=True, workers=True)
+    p.set_defaults(command_impl="build:release")
+
+    p = sub.add_parser("verify-release", help="check a release's checksums, files, shapes and frame counts")
+    p.add_argument("dir", help="a release folder (tar shards + SHA256SUMS) or an extracted dataset folder")
+    _common(p)
+    p.set_defaults(command_impl="verify:verify")
+
+    p = sub.add_parser("preview", help="side-by-side MP4 of a segment: landmarks on the portrait and the "
+                                       "fitted head mesh")
+    p.add_argument("subject", help="subject id (folder name)")
+    p.add_argument("song", help="song id (folder name)")
+    p.add_argument("segment", type=int, help="the crop stage's segment index (segments.json)")
+    p.add_argument("--out", help="output .mp4 (default: motion/segment_NNN_preview.mp4 beside the motion)")
+    p.add_argument("--size", type=int, default=512, help="height of each panel in pixels (even)")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    _common(p, paths=True)
+    p.set_defaults(command_impl="preview:preview")
+
+    p = sub.add_parser("separate-bgm", help="remove the vocals from one song file (try a Demucs model folder)")
+    p.add_argument("input", help="the original song (wav/flac/mp3)")
+    p.add_argument("output", help="BGM .wav to write (float32, the input's rate and channels)")
+    p.add_argument("--demucs-repo", default=None, help="folder with <sig>-<checksum>.th + <model>.yaml "
+                   "(default: [bgm] demucs_repo; empty: the weight-free remover)")
+    p.add_argument("--model", default=None, help="Demucs model name (default: [bgm] demucs_model)")
+    _common(p)
+    p.set_defaults(command_impl="tools:separate_bgm")
+
+    p = sub.add_parser("make-head-model", help="write the procedural head model (a stand-in in FLAME's file "
+                                               "layout) into DIR")
+    p.add_argument("dir", help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    p.add_argument("--n-vertices", type=int, default=4000, help="approximate vertex count")
+    _common(p)
+    p.set_defaults(command_impl="tools:make_head_model")
+
+    p = sub.add_parser("demo-capture", help="write a synthetic demo capture in the raw/ layout (default: the "
+                                            "truth capture, the head model rendered under known 3D motion)")
+    p.add_argument("--out", default="raw", help="capture root (default raw/)")
+    p.add_argument("--truth", default="demo_truth", help="ground truth root, kept outside raw/ (default demo_truth/)")
+    p.add_argument("--width", type=int, default=3840, help="video width (default 3840)")
+    p.add_argument("--height", type=int, default=2160, help="video height (default 2160)")
+    p.add_argument("--seconds", type=float, default=20.0, help="length of each song (default 20)")
+    p.add_argument("--subjects", type=int, default=2, help="number of subjects (default 2)")
+    p.add_argument("--songs", type=int, default=2, help="songs per subject (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--fps", type=int, default=30, help="frame rate (default 30)")
+    p.add_argument("--workers", type=int, default=0, help="render/encode threads (0: up to 2)")
+    p.add_argument("--force", action="store_true", help="rewrite songs that are already up to date")
+    p.add_argument("--no-scan", action="store_true", help="write no scan/ folders")
+    p.add_argument("--photo-only", action="store_true",
+                   help="the older capture: a flat photograph warped in 2D (no 3D truth); default: the truth "
+                        "capture (demo.truth_capture), the head model rendered under known motion")
+    p.add_argument("--scan-landmarks", action="store_true",
+                   help="truth capture: also write scan/landmarks.json (the scan's true 68 landmarks)")
+    p.add_argument("--remove", action="store_true",
+                   help="remove the demo subjects recorded in TRUTH/demo_capture.json (their raw/ and processed/ "
+                        "folders and the shared outputs that include them), nothing else")
+    p.add_argument("--processed-dir", help="output root of --remove (default: [paths] processed_dir)")
+    _common(p)
+    p.set_defaults(command_impl="tools:demo_capture")
     return parser
 
 
-def cmd_run(args) -> int:
-    import luigi
-    import pipeline
-    from tasks.config import override_paths
-    override_paths(args.raw_dir, args.processed_dir)
-    root = pipeline.BuildSubject(subject=args.subject) if args.subject else pipeline.BuildSingingHead()
-    result = luigi.build([root], local_scheduler=True, workers=args.workers, detailed_summary=True)
-    print(result.summary_text, file=sys.stderr)
-    return 0 if result.status in (luigi.LuigiStatusCode.SUCCESS,
-                                  luigi.LuigiStatusCode.SUCCESS_WITH_RETRY) else 1
+def _version() -> str:
+    try:
+        return version("singinghead")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def command_function(ref: str):
+    """'module:function' under pipeline.commands -> the function (its module imported only now)."""
+    module, func = ref.split(":")
+    return getattr(importlib.import_module(f"pipeline.commands.{module}"), func)
+
+
+def load_config_file(path: str) -> None:
+    """Add a configuration file to Luigi's (LUIGI_CONFIG_PATH and ./luigi.cfg are read already)."""
+    p = Path(path)
+    if not p.is_file():
+        raise PipelineInputError(p, "configuration file not found", "give the path of a luigi.cfg")
+    luigi.configuration.add_config_path(str(p))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    debug = getattr(args, "debug", False)
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(args.func(args) or 0)
+    try:
+        if getattr(args, "config", None):
+            load_config_file(args.config)
+        return int(command_function(args.command_impl)(args) or 0)
+    except Exception as exc:  # noqa: BLE001 - the project's own errors become one line; others re-raise
+        if debug or not isinstance(exc, (PipelineInputError, CaptureInvalid)):
+            raise
+        print(f"singinghead {args.command}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted: outputs written so far are complete; run the same command again to resume",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

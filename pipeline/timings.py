@@ -12,14 +12,14 @@ from pathlib import Path
 
 import luigi
 
-from tasks import layout
+from tasks.layout import Layout
 
 TIMINGS_FILE = "_timings.jsonl"
 
 
 @luigi.Task.event_handler(luigi.Event.PROCESSING_TIME)
 def record_processing_time(task: luigi.Task, seconds: float) -> None:
-    root = layout.processed_root()
+    root = Layout.from_config().processed
     root.mkdir(parents=True, exist_ok=True)
     line = json.dumps({"task": task.task_family, "id": task.task_id, "seconds": round(float(seconds), 3)})
     # O_APPEND writes of one short line are atomic on POSIX, so parallel workers do not interleave.

@@ -1,22 +1,34 @@
-"""Which torch device a stage runs on."""
+"""Which torch device a stage runs on (`[device]`), and the Luigi resources that follows from it."""
 from __future__ import annotations
 
 import torch
 
-from tasks.config import device as device_config
+from tasks import config
+from tasks.common.settings import DeviceSettings
+
+DeviceLike = DeviceSettings | str | torch.device
 
 
-def torch_device(name: str | None = None) -> torch.device:
-    """`auto` (the `[device] torch_device` default): CUDA when available, else CPU."""
-    name = name or device_config().torch_device
+def torch_device(device: DeviceLike | None = None) -> torch.device:
+    """The torch device of `[device] torch_device` (a DeviceSettings), or of a name / torch.device.
+
+    `auto` (the default) means CUDA when available, else CPU. `None` (or "") reads `[device]` now (for
+    Luigi tasks; plain code is handed a device).
+    """
+    if isinstance(device, torch.device):
+        return device
+    if device is None or device == "":
+        device = config.read(DeviceSettings)
+    name = device.torch_device if isinstance(device, DeviceSettings) else device
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
-def gpu_resources(uses_gpu: bool = True) -> dict:
+def gpu_resources(uses_gpu: bool = True, device: DeviceLike | None = None) -> dict:
     """Luigi `resources` of a GPU-bound task: one `gpu` unit when it will run on CUDA here.
 
-    A CPU-only worker claims nothing, so `[resources] gpu` never throttles CPU work.
+    `device` as for `torch_device` (None: `[device]`). A CPU-only worker claims nothing, so
+    `[resources] gpu` never throttles CPU work.
     """
-    return {"gpu": 1} if uses_gpu and torch_device().type == "cuda" else {}
+    return {"gpu": 1} if uses_gpu and torch_device(device).type == "cuda" else {}

@@ -1,242 +1,80 @@
-"""Per-frame FLAME estimates of every usable portrait segment, and the subject's mean shape.
+"""Per-frame stage: `EstimateFrames(subject, song, segment)` and `SubjectShape(subject)` (`[emoca]`).
 
-`EstimateFrames(subject, song, segment)`: one decode pass over the segment's portrait video,
-Dlib 68 landmarks on every frame (tasks.landmarks), then either
-- EMOCA v2 (tasks.emoca) when `[emoca] checkpoint_dir` names a model folder: crops are encoded
-  in batches while the video streams, the per-crop camera is converted to the portrait frame; or
-- the weight-free landmark fit (flame_fit.landmark_fit), a stand-in named as such in the log and
-  in the record, when it is empty.
-Writes `frames/segment_NNN.npz` (ARCHITECTURE.md "Per-segment arrays") and its `.json` record.
-
-`SubjectShape(subject)`: the mean per-frame shape over every usable segment of every song
-(frames with landmarks), the initialisation for the scan fit.
+The plain code is `tasks.estimation.frames` (landmark tracking, EMOCA or the weight-free fit, the
+mean shape). `EstimateFrames` writes `frames/segment_NNN.npz` and its `.json` record;
+`SubjectShape` the subject's mean monocular shape over every usable segment of every song.
 """
 from __future__ import annotations
 
-import logging
-import time
 from pathlib import Path
 
 import luigi
-import numpy as np
-import torch
 
-from flame_fit.landmark_fit import STAND_IN_NAME, FitParams, fit_segment, interpolate_missing
-from tasks import layout
+from tasks import config
+from tasks.base import SegmentTask, SubjectTask
+from tasks.common.errors import PipelineInputError
+from tasks.common.settings import DatasetSettings, EmocaSettings, recorded_params
+from tasks.crop import CropPortraits
 from tasks.devices import gpu_resources, torch_device
-from tasks.atomic import save_npz_atomic, write_json_atomic
-from tasks.config import dataset as dataset_config
-from tasks.config import emoca as emoca_config
-from tasks.emoca import EmocaRunner, crop_boxes_from_landmarks, emoca_model_record, load_emoca
-from tasks.errors import PipelineInputError
-from tasks.landmarks import LandmarkTracker, TrackParams, iter_rgb_frames, track_frames
-from tasks.progress import Progress
-from tasks.provenance import model_record, recorded_params
-
-log = logging.getLogger("singinghead")
-
-FRAME_KEYS = ("landmarks", "landmark_ok", "confidence", "boxes", "shape", "expression",
-              "global_orient", "jaw_pose", "cam", "crop_boxes")
-FIX_RECROP = "delete the song's portrait/ folder and rerun CropPortraits"
+from tasks.estimation.frames import estimate_video, write_frames, write_mean_shape
+from tasks.head_model import head_model_for_task
 
 
-def _frame_generator(frames, progress: Progress | None):
-    for rgb in frames:
-        yield rgb
-        if progress is not None:
-            progress.update(1)
-
-
-def estimate_video(video: str | Path, *, checkpoint_dir: str = "", batch_size: int = 32,
-                   device: torch.device | str = "cpu", expected_frames: int | None = None,
-                   fit_params=None, track_params=None, task=None, head_model=None,
-                   detect=None, predict=None) -> tuple[dict, dict]:
-    """Landmarks + FLAME estimate of every frame of one portrait video.
-
-    Returns (arrays, record): arrays as in FRAME_KEYS (float32; landmark_ok bool), T frames;
-    record = estimator/head-model/landmark model records, parameters and tracking statistics.
-    `head_model` = (FlameModel, record) overrides tasks.head_model.get_head_model (tests);
-    `detect`/`predict` override the MTCNN/Dlib functions (tests).
-    """
-    video = Path(video)
-    device = torch.device(device)
-    track_params = track_params or TrackParams()
-    fit_params = fit_params or FitParams()
-    progress = Progress(task, expected_frames or 1, f"landmarks {video.name}")
-    sizes: set = set()
-    runner, emoca_rec, have_lmk = None, None, []
-    if checkpoint_dir:
-        loaded = load_emoca(checkpoint_dir, device)
-        emoca_rec = emoca_model_record(loaded)
-
-    def on_frame(i, rgb, lmk, ok):
-        nonlocal runner
-        sizes.add(rgb.shape[:2])
-        if len(sizes) > 1 or rgb.shape[0] != rgb.shape[1]:
-            raise PipelineInputError(video, "portrait frames must be square and of one size, "
-                                     f"got {sorted(sizes)}",
-                                     FIX_RECROP)
-        if checkpoint_dir:
-            if runner is None:
-                runner = EmocaRunner(loaded.encoder, device, batch_size, image_size=rgb.shape[0])
-            valid = bool(np.all(np.isfinite(lmk)))
-            have_lmk.append(valid)
-            if not valid:  # no face seen yet in this segment: EMOCA's no-face rule, the whole frame
-                h = rgb.shape[0]
-                lmk = np.array([[0, 0], [h - 1, h - 1]] * 34, np.float32)
-            runner.add(rgb, lmk)
-
-    t0 = time.perf_counter()
-    tracker = LandmarkTracker(detect, predict, track_params)
-    track = track_frames(_frame_generator(iter_rgb_frames(video), progress), tracker, on_frame)
-    progress.close()
-    t_track = time.perf_counter() - t0
-    T = len(track.ok)
-    if T == 0:
-        raise PipelineInputError(video, "portrait video has no frames", FIX_RECROP)
-    if expected_frames is not None and T != expected_frames:
-        raise PipelineInputError(video, f"portrait video has {T} frames but segments.json says "
-                                 f"{expected_frames}"
-                                 " (truncated or stale video)", FIX_RECROP)
-    if not track.ok.any():
-        raise PipelineInputError(video, "no face found in any frame of the segment (MTCNN + Dlib)",
-                                 "check the crop stage's segments; " + FIX_RECROP)
-    image_size = int(next(iter(sizes))[0])
-    arrays = {"landmarks": track.landmarks.astype(np.float32), "landmark_ok": track.ok,
-              "confidence": track.confidence.astype(np.float32), "boxes": track.boxes.astype(np.float32)}
-
-    t1 = time.perf_counter()
-    if head_model is None:
-        from tasks.head_model import get_head_model
-        head_model = get_head_model(device)
-    model, head_rec = head_model
-    if checkpoint_dir:
-        est = runner.finish()
-        have = np.array(have_lmk, bool)
-        for k in ("shape", "expression", "global_orient", "jaw_pose", "cam", "crop_cam", "crop_boxes"):
-            est[k] = interpolate_missing(est[k], have).astype(np.float32)
-        estimator = emoca_rec
-        if not head_rec.get("kind") == "real":
-            log.warning("EMOCA codes are FLAME 2020 coefficients; the configured head model (%s) is not "
-                        "FLAME 2020, so later stages will decode them with another basis",
-                        head_rec.get("name"))
-        fitted = {k: est[k] for k in ("expression", "global_orient", "jaw_pose", "cam", "crop_boxes")}
-        fitted["shape"] = est["shape"]
-        extra = {"crop_cam": est["crop_cam"]}
-    else:
-        log.warning("per-frame FLAME estimates come from the %s", STAND_IN_NAME)
-        estimator = model_record(STAND_IN_NAME, real=False)
-        fit = fit_segment(model, track.landmarks, track.ok, image_size, fit_params, device)
-        fitted = {k: fit[k] for k in ("expression", "global_orient", "jaw_pose", "cam")}
-        fitted["shape"] = np.repeat(fit["shape"][None], T, axis=0)
-        fitted["crop_boxes"] = crop_boxes_from_landmarks(track.landmarks).astype(np.float32)
-        extra = {"fit_rmse_px": fit["rmse_px"]}
-    t_est = time.perf_counter() - t1
-    arrays.update({k: np.asarray(v, np.float32) for k, v in fitted.items()})
-    arrays.update(extra)
-
-    from tasks.face_models import model_records as face_records
-    record = {
-        "video": str(video),
-        "frames": T,
-        "image_size": image_size,
-        "estimator": estimator,
-        "head_model": head_rec,
-        "landmark_models": face_records() if detect is None and predict is None else [],
-        "params": {
-            "tracking": track_params.as_dict(),
-            "fit": fit_params.as_dict() if not checkpoint_dir else None,
-            "emoca": {"checkpoint_dir": checkpoint_dir, "batch_size": batch_size,
-                      "crop": "kpt68 box x1.1, size int(x1.25), 224x224 bilinear, RGB [0,1]"},
-            "device": str(device),
-        },
-        "crop_boxes": "npz key crop_boxes (T,3) [cx, cy, size] in portrait pixels"
-                      + (" (EMOCA input crops)" if checkpoint_dir
-                         else " (EMOCA rule; unused by the stand-in)"),
-        "tracking": {"frames_ok": int(track.ok.sum()), "mtcnn_runs": int(track.detections),
-                     "failures": track.stats},
-        "timing_s": {"landmarks": round(t_track, 3), "estimator": round(t_est, 3)},
-    }
-    return arrays, record
-
-
-def _crop_task(subject: str, song: str):
-    from tasks.crop import CropPortraits  # imported here: the crop stage pulls in video encoding
-    return CropPortraits(subject=subject, song=song)
-
-
-class EstimateFrames(luigi.Task):
+class EstimateFrames(SegmentTask):
     """Landmarks and per-frame FLAME estimates of one portrait segment."""
-
-    subject = luigi.Parameter()
-    song = luigi.Parameter()
-    segment = luigi.IntParameter()
+    STAGE = "estimate"  # the name `rerun --from` and the dataset manifest use
 
     @property
     def resources(self):
         return gpu_resources()
 
     def requires(self):
-        return _crop_task(self.subject, self.song)
+        return CropPortraits(subject=self.subject, song=self.song)
 
     def output(self):
-        return luigi.LocalTarget(str(layout.frames_npz(self.subject, self.song, self.segment)))
+        return luigi.LocalTarget(str(self.layout.frames_npz(self.subject, self.song, self.segment)))
 
     def run(self):
-        cfg = emoca_config()
-        seg = layout.find_segment(self.subject, self.song, self.segment)
-        video = layout.portrait_dir(self.subject, self.song) / seg["video"]
+        emoca, dataset = config.read(EmocaSettings), config.read(DatasetSettings)
+        lay = self.layout
+        seg = lay.find_segment(self.subject, self.song, self.segment)
+        device = torch_device()
         arrays, record = estimate_video(
-            video, checkpoint_dir=cfg.checkpoint_dir, batch_size=cfg.batch_size, device=torch_device(),
-            expected_frames=int(seg["end_frame"]) - int(seg["start_frame"]), task=self)
+            lay.portrait_dir(self.subject, self.song) / seg["video"], head_model=head_model_for_task(lay, device),
+            emoca=emoca, device=device, expected_frames=int(seg["end_frame"]) - int(seg["start_frame"]),
+            task=self)
         record.update({"subject": self.subject, "song": self.song, "segment": self.segment,
-                       "config": recorded_params(cfg, dataset_config())})
-        # record first: the .npz (the task's output) appears last, so it implies the record.
-        write_json_atomic(layout.frames_record(self.subject, self.song, self.segment), record)
-        save_npz_atomic(self.output().path, arrays)
+                       "config": recorded_params(emoca, dataset)})
+        write_frames(Path(self.output().path), lay.frames_record(self.subject, self.song, self.segment),
+                     arrays, record)
 
 
-def usable_plan(subject: str) -> list[tuple[str, int]]:
-    cfg = dataset_config()
-    return [(song, int(seg["index"]))
-            for song, seg in layout.usable_plan(subject, cfg.fps, cfg.min_sequence_seconds)]
-
-
-def mean_shape(npz_paths: list[Path]) -> tuple[np.ndarray, int]:
-    """Mean per-frame shape over frames with landmarks (all frames of a segment that has none).
-    Returns (shape (100,) float32, number of frames averaged)."""
-    total, n = None, 0
-    for p in npz_paths:
-        with np.load(p) as z:
-            shape, ok = z["shape"].astype(np.float64), z["landmark_ok"].astype(bool)
-        use = shape[ok] if ok.any() else shape
-        total = use.sum(0) if total is None else total + use.sum(0)
-        n += len(use)
-    if total is None or n == 0:
-        raise ValueError("no frames to average")
-    return (total / n).astype(np.float32), n
-
-
-class SubjectShape(luigi.Task):
+class SubjectShape(SubjectTask):
     """The subject's mean monocular FLAME shape over all usable segments of all songs."""
-
-    subject = luigi.Parameter()
+    STAGE = "estimate"  # the name `rerun --from` and the dataset manifest use
 
     def requires(self):
-        return {song: _crop_task(self.subject, song) for song in layout.list_songs(self.subject)}
+        return {song: CropPortraits(subject=self.subject, song=song)
+                for song in self.layout.list_songs(self.subject)}
 
     def output(self):
-        return luigi.LocalTarget(str(layout.monocular_shape_npz(self.subject)))
+        return luigi.LocalTarget(str(self.layout.monocular_shape_npz(self.subject)))
+
+    def dynamic_requires(self) -> list[EstimateFrames]:
+        """The per-segment tasks `run` yields: every usable segment of the songs whose crop has
+        written segments.json (all of them once `requires()` is complete)."""
+        lay = self.layout
+        min_frames = config.read(DatasetSettings).min_sequence_frames
+        return [EstimateFrames(subject=self.subject, song=song, segment=int(seg["index"]))
+                for song in lay.list_songs(self.subject) if lay.segments_json(self.subject, song).is_file()
+                for seg in lay.usable_segments(self.subject, song, min_frames)]
 
     def run(self):
-        plan = usable_plan(self.subject)
-        if not plan:
-            raise PipelineInputError(layout.subject_out(self.subject),
+        tasks = self.dynamic_requires()
+        if not tasks:
+            raise PipelineInputError(self.layout.subject_out(self.subject),
                                      "no portrait segment is long enough for per-frame estimation",
                                      "check the crop stage's segments.json files or lower "
                                      "[dataset] min_sequence_seconds")
-        tasks = [EstimateFrames(subject=self.subject, song=song, segment=idx) for song, idx in plan]
         yield tasks
-        shape, n = mean_shape([Path(t.output().path) for t in tasks])
-        save_npz_atomic(self.output().path, {"shape": shape, "n_frames": np.int64(n),
-                                             "n_segments": np.int64(len(tasks))})
+        write_mean_shape(Path(self.output().path), [Path(t.output().path) for t in tasks])

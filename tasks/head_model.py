@@ -1,5 +1,8 @@
 """The head model every stage fits against: FLAME from `[flame]`, or the procedural stand-in.
 
+`get_head_model(flame_settings, models_dir, device)` takes everything explicitly; Luigi tasks use
+`head_model_for_task(layout)`, which reads `[flame]` and `[device]` once.
+
 With `[flame] model_path` empty, the procedural head model (flame_fit.procedural) is generated
 once into `[flame] procedural_model_dir` and then read through the same loader as the licensed
 files, so both paths exercise the same code.  Its model record and log lines name it
@@ -11,17 +14,16 @@ import logging
 import threading
 from pathlib import Path
 
-import torch
-
 from flame_fit.flame import PROCEDURAL_NAME, FlameModel, load_flame
 from flame_fit.flame_io import FlameFileError
 from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
-from tasks import layout
-from tasks.atomic import atomic_dir
-from tasks.config import flame as flame_config
-from tasks.devices import torch_device
-from tasks.errors import ModelFileError
-from tasks.provenance import model_record
+from tasks import config
+from tasks.common.atomic import atomic_dir
+from tasks.common.errors import ModelFileError
+from tasks.common.provenance import model_record
+from tasks.common.settings import FlameSettings
+from tasks.devices import DeviceLike, torch_device
+from tasks.layout import Layout
 
 log = logging.getLogger("singinghead")
 
@@ -43,16 +45,16 @@ def procedural_model_files(folder: str | Path, seed: int = PROCEDURAL_SEED) -> t
     return model, emb
 
 
-def default_procedural_dir(seed: int = PROCEDURAL_SEED) -> Path:
-    """Under processed/_models, named by generator version so a changed generator regenerates."""
-    return layout.models_dir() / f"procedural_head_{PROCEDURAL_VERSION}_seed{seed}"
+def default_procedural_dir(models_dir: str | Path, seed: int = PROCEDURAL_SEED) -> Path:
+    """Under `models_dir` (processed/_models), named by generator version so a changed generator
+    regenerates."""
+    return Path(models_dir) / f"procedural_head_{PROCEDURAL_VERSION}_seed{seed}"
 
 
-def resolve_model_paths(cfg=None) -> tuple[Path, Path, bool]:
-    """(model path, landmark embedding path, is_procedural) from the `[flame]` section."""
-    cfg = cfg or flame_config()
+def resolve_model_paths(cfg: FlameSettings, models_dir: str | Path) -> tuple[Path, Path, bool]:
+    """(model path, landmark embedding path, is_procedural) from the `[flame]` settings."""
     if not cfg.model_path:
-        folder = cfg.procedural_model_dir or default_procedural_dir()
+        folder = cfg.procedural_model_dir or default_procedural_dir(models_dir)
         model, emb = procedural_model_files(folder)
         return model, emb, True
     if not cfg.landmark_embedding_path:
@@ -62,10 +64,15 @@ def resolve_model_paths(cfg=None) -> tuple[Path, Path, bool]:
     return Path(cfg.model_path), Path(cfg.landmark_embedding_path), False
 
 
-def get_head_model(device=None) -> tuple[FlameModel, dict]:
-    """(FlameModel on `device`, model record); cached per (files, device)."""
-    device = torch.device(device) if device is not None else torch_device()
-    model_path, emb_path, procedural = resolve_model_paths()
+def get_head_model(flame_settings: FlameSettings, models_dir: str | Path, device: DeviceLike) -> tuple[FlameModel, dict]:
+    """(FlameModel on `device`, model record); cached per (files, device).
+
+    `flame_settings`: `[flame]`; `models_dir`: where the procedural stand-in is generated when
+    `[flame]` names no folder (`Layout.models_dir()`); `device`: a torch.device, a name or
+    DeviceSettings (see `tasks.devices.torch_device`).
+    """
+    device = torch_device(device)
+    model_path, emb_path, procedural = resolve_model_paths(flame_settings, models_dir)
     key = (str(Path(model_path).resolve()), str(Path(emb_path).resolve()), str(device))
     with _LOCK:
         if key not in _CACHE:
@@ -85,20 +92,7 @@ def get_head_model(device=None) -> tuple[FlameModel, dict]:
     return flame, dict(record)
 
 
-def cmd_make_head_model(args) -> int:
-    out = Path(args.dir)
-    with atomic_dir(out) as tmp:
-        write_procedural_head_model(tmp, seed=args.seed, n_vertices=args.n_vertices)
-    flame = load_flame(out / MODEL_FILE, out / EMBEDDING_FILE)        # proves the files load
-    print(f"wrote {out / MODEL_FILE} and {out / EMBEDDING_FILE}: {flame.name}, "
-          f"{flame.n_vertices} vertices, {int(flame.faces.shape[0])} faces")
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("make-head-model",
-                              help=f"write the {PROCEDURAL_NAME} (FLAME file layout) into DIR")
-    p.add_argument("dir", help="output folder (generic_model.pkl, landmark_embedding.npy)")
-    p.add_argument("--seed", type=int, default=PROCEDURAL_SEED)
-    p.add_argument("--n-vertices", type=int, default=4000, help="approximate vertex count")
-    p.set_defaults(func=cmd_make_head_model)
+def head_model_for_task(layout: Layout, device: DeviceLike | None = None) -> tuple[FlameModel, dict]:
+    """`get_head_model` for a Luigi task: `[flame]` read now, the procedural model under
+    `layout.models_dir()`, on `device` (None: `[device] torch_device`)."""
+    return get_head_model(config.read(FlameSettings), layout.models_dir(), torch_device(device))

@@ -1,205 +1,41 @@
 """Dataset assembly: frame-exact stream-copy clips, pkl layout, ids, metadata, splits, determinism.
 
-`make_subject_outputs` writes small stand-ins for what the per-subject stages leave under
-processed/ (tiny H.264 portraits with a keyframe every 240 frames, sine wavs, random motion), so
-the assembly is tested against the file contract alone. test_release.py and test_rerun.py reuse it.
+The per-subject stages' outputs are small stand-ins from `dataset_helpers.make_subject_outputs`;
+the assembly runs as `AssembleDataset` runs it (settings from luigi.cfg, stage names from the tasks).
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import pickle
 
 import av
 import numpy as np
 import pytest
+from dataset_helpers import FPS, SR, make_subject_outputs, tree_digest, write_portrait
 from scipy.io import wavfile
 
-from tasks import clips as C
-from tasks import layout
-from tasks.atomic import save_npz_atomic, write_json_atomic
-from tasks.splits import achieved_ratios, split_clips
+from tasks.assemble import AssembleDataset, stage_outputs
+from tasks.common.errors import PipelineInputError
+from tasks.dataset.plan import clip_id, song_number, subject_number
+from tasks.dataset.splits import achieved_ratios, split_clips
+from tasks.layout import Layout
+from tasks.media import clips as C
+from tasks.reporting.figures import mouth_opening, qc_panels, qc_scalars
+from tasks.reporting.page import build_report
 
-SIZE = 64
-FPS = 30
-SR = 16000
-
-# subject -> song -> list of segment lengths in frames (segment 1 of S001/001 is < 3 s: dropped)
-DEFAULT_PLAN = {
-    "S001": {"001_country_take-me-home": [500, 60], "002_rock_we-will": [250]},
-    "S002": {"003_folk_scarborough": [240, 300]},
-}
-
-
-def write_portrait(path, n, keyint=240, size=SIZE, seed=0):
-    """An H.264 mp4 with B-frames and a keyframe every `keyint` frames from the first; each frame distinct."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
-    with av.open(str(path), "w", format="mp4") as c:
-        s = c.add_stream("libx264", rate=FPS)
-        s.width = s.height = size
-        s.pix_fmt = "yuv420p"
-        s.options = {
-            "g": str(keyint),
-            "keyint_min": str(keyint),
-            "sc_threshold": "0",
-            "preset": "veryfast",
-            "crf": "30",
-            "threads": "1",
-        }
-        for i in range(n):
-            img = base.copy()
-            img[i % size, :, :] = 255
-            img[:, (3 * i) % size, 1] = 0
-            img[: (i // size) % size + 1, :4, 2] = 17 * (i % 15)
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-
-
-def write_sine(path, n_samples, freq):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t = np.arange(n_samples) / SR
-    wavfile.write(str(path), SR, (0.3 * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16))
-
-
-def make_subject_outputs(raw, processed, plan=None, keyint=240):
-    """Raw metadata plus every processed/ file the assembly reads, for each subject of `plan`."""
-    plan = plan or DEFAULT_PLAN
-    rng = np.random.default_rng(1)
-    for si, (subject, songs) in enumerate(sorted(plan.items())):
-        write_json_atomic(
-            raw / subject / "subject.json",
-            {
-                "subject_id": subject,
-                "gender": "female" if si % 2 == 0 else "male",
-                "professional": si % 2 == 0,
-            },
-        )
-        sequences, total = [], 0
-        subject_shape = rng.normal(size=100).astype(np.float32)
-        for song, lengths in sorted(songs.items()):
-            genre = song.split("_")[1]
-            write_json_atomic(
-                raw / subject / "songs" / song / "song.json",
-                {"title": song, "genre": genre, "language": "en", "audio_offset_s": 0.0},
-            )
-            segs, start = [], 100
-            for k, n in enumerate(lengths):
-                total += 1
-                segs.append(
-                    {
-                        "index": k,
-                        "start_frame": start,
-                        "end_frame": start + n,
-                        "video": f"segment_{k:03d}.mp4",
-                    }
-                )
-                start += n + 50
-            write_json_atomic(
-                layout.segments_json(subject, song),
-                {
-                    "segments": segs,
-                    "model": {"name": "MTCNN", "kind": "real", "files": []},
-                    "params": {"margin": 0.6},
-                },
-            )
-            write_json_atomic(
-                layout.bgm_record(subject, song),
-                {"model": {"name": "weight-free vocal remover", "kind": "stand-in", "files": []}},
-            )
-            for seg in segs:
-                k, n = seg["index"], seg["end_frame"] - seg["start_frame"]
-                if n < 90:
-                    continue  # the subject stage lists only usable segments
-                video = layout.portrait_dir(subject, song) / seg["video"]
-                write_portrait(video, n, keyint=keyint, seed=si * 10 + k)
-                write_sine(layout.segment_vocal_wav(subject, song, k), round(n * SR / FPS), 220 + 40 * k)
-                write_sine(layout.segment_bgm_wav(subject, song, k), round(n * SR / FPS), 110)
-                motion = {
-                    "expression": rng.normal(size=(n, 50)).astype(np.float32),
-                    "global_orient": rng.normal(size=(n, 3)).astype(np.float32),
-                    "neck_pose": rng.normal(size=(n, 3)).astype(np.float32),
-                    "jaw_pose": rng.normal(size=(n, 3)).astype(np.float32),
-                    "cam": rng.normal(size=(n, 3)).astype(np.float32),
-                    "shape": subject_shape,
-                    "fps": np.float32(FPS),
-                }
-                save_npz_atomic(layout.motion_npz(subject, song, k), motion)
-                write_json_atomic(
-                    layout.motion_qc(subject, song, k),
-                    {
-                        "reprojection_error_px": {"mean": float(rng.uniform(1, 3))},
-                        "jitter": float(rng.uniform(0, 1)),
-                        "outlier_fraction": float(rng.uniform(0, 0.1)),
-                        "model": {"name": "procedural head", "kind": "stand-in", "files": []},
-                    },
-                )
-                lm = rng.uniform(20, 40, size=(n, 68, 2)).astype(np.float32)
-                save_npz_atomic(
-                    layout.frames_npz(subject, song, k), {"landmarks": lm, "landmark_ok": np.ones(n, bool)}
-                )
-                write_json_atomic(
-                    layout.frames_record(subject, song, k),
-                    {
-                        # models under the keys the estimation stage uses, one of them in a list
-                        "estimator": {"name": "landmark-fit estimator", "kind": "stand-in", "files": []},
-                        "landmark_models": [{"name": "MTCNN", "kind": "real", "files": []}],
-                        "params": {"batch_size": 32},
-                    },
-                )
-                sequences.append(
-                    {
-                        "song": song,
-                        "segment": k,
-                        "start_frame": seg["start_frame"],
-                        "end_frame": seg["end_frame"],
-                        "frames": n,
-                        "video": str(video),
-                        "motion": str(layout.motion_npz(subject, song, k)),
-                        "motion_qc": str(layout.motion_qc(subject, song, k)),
-                    }
-                )
-        layout.shape_dir(subject).mkdir(parents=True, exist_ok=True)
-        np.save(layout.scan_shape_npy(subject), subject_shape)
-        write_json_atomic(
-            layout.scan_fit_report(subject),
-            {
-                "source": "monocular mean",
-                "model": {"name": "procedural head", "kind": "stand-in", "files": []},
-            },
-        )
-        write_json_atomic(
-            layout.subject_done(subject),
-            {
-                "subject": subject,
-                "sequences": sequences,
-                "segments_total": total,
-                "segments_too_short": total - len(sequences),
-                "min_sequence_seconds": 3.0,
-            },
-        )
-
-
-def tree_digest(root):
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+@pytest.fixture
+def layout(luigi_paths):
+    """The Layout of the test's [paths] (what every stage task sees)."""
+    return Layout.from_config()
 
 
 @pytest.fixture
-def built(luigi_paths):
-    from tasks.assemble import assemble_dataset
-
+def built(luigi_paths, layout):
     raw, processed = luigi_paths
     make_subject_outputs(raw, processed)
-    manifest = assemble_dataset(layout.list_subjects(), layout.dataset_root())
+    manifest = AssembleDataset().assemble()
     return raw, processed, manifest
 
 
@@ -239,7 +75,7 @@ def test_audio_span_matches_frames():
 
 
 # ----------------------------------------------------------------------------- assembly
-def test_assembly_layout_pkl_ids_and_metadata(built):
+def test_assembly_layout_pkl_ids_and_metadata(built, layout):
     raw, processed, manifest = built
     root = layout.dataset_root()
     # S001 song 1: 500 frames -> 2 clips, its 60-frame segment dropped; song 2: 250 -> 1;
@@ -289,20 +125,17 @@ def test_assembly_layout_pkl_ids_and_metadata(built):
     assert json.loads((root / "manifest.json").read_text())["counts"] == manifest["counts"]
 
 
-def test_assembly_is_deterministic(built):
-    from tasks.assemble import assemble_dataset
-
+def test_assembly_is_deterministic(built, layout):
     first = tree_digest(layout.dataset_root())
-    assemble_dataset(layout.list_subjects(), layout.dataset_root(), threads=2)
+    AssembleDataset(threads=2).assemble()
     assert tree_digest(layout.dataset_root()) == first
 
 
-def test_missing_keyframes_fall_back_to_reencode(luigi_paths):
-    from tasks.assemble import assemble_dataset
-
+def test_missing_keyframes_fall_back_to_reencode(luigi_paths, layout):
     raw, processed = luigi_paths
     make_subject_outputs(raw, processed, {"S003": {"001_art_x": [480]}}, keyint=300)
-    m = assemble_dataset(["S003"], layout.dataset_root())
+    assert layout.list_subjects() == ["S003"]
+    m = AssembleDataset().assemble()
     # clip 2 has no keyframe at its start; clip 1's last B-frames reference frame 240 (outside it)
     assert (
         m["clip_cutting"]["re_encoded"] == ["id3_1_1_1", "id3_1_1_2"]
@@ -312,22 +145,17 @@ def test_missing_keyframes_fall_back_to_reencode(luigi_paths):
         assert C.index_video(layout.dataset_root() / "video_seqs" / f"{cid}.mp4").frames == 240
 
 
-def test_bad_audio_rate_names_the_file(luigi_paths):
-    from tasks.assemble import assemble_dataset
-    from tasks.errors import PipelineInputError
-
+def test_bad_audio_rate_names_the_file(luigi_paths, layout):
     raw, processed = luigi_paths
     make_subject_outputs(raw, processed, {"S004": {"001_art_x": [240]}})
     bad = layout.segment_vocal_wav("S004", "001_art_x", 0)
     wavfile.write(str(bad), 8000, np.zeros(8000 * 8, np.int16))
     with pytest.raises(PipelineInputError, match="8000 Hz"):
-        assemble_dataset(["S004"], layout.dataset_root())
+        AssembleDataset().assemble()
     assert not (layout.dataset_root() / "manifest.json").exists()
 
 
 def test_ids_from_folder_names():
-    from tasks.assemble import clip_id, song_number, subject_number
-
     assert subject_number("S015") == 15
     assert song_number("003_country_take-me-home", []) == 3
     assert song_number("b_song", ["a_song", "b_song"]) == 2
@@ -369,13 +197,8 @@ def test_per_clip_split_exact_counts():
 
 
 # ----------------------------------------------------------------------------- report
-def test_report_is_self_contained_with_figures(built):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from tasks.report import build_report, mouth_opening, qc_scalars
-
-    stats = build_report(layout.dataset_root(), layout.report_dir())
+def test_report_is_self_contained_with_figures(built, layout):
+    stats = build_report(layout.dataset_root(), layout.report_dir(), layout)
     page = (layout.report_dir() / "index.html").read_text()
     assert page.count("data:image/png;base64,") == 7  # shares, f0, tempo, chroma, mouth, durations, qc
     assert "stand-in" in page and "src='http" not in page
@@ -390,8 +213,6 @@ def test_report_is_self_contained_with_figures(built):
 
 
 def test_qc_panels_prefer_errors_and_after_values():
-    from tasks.report import qc_panels
-
     keys = [
         "segment",
         "fps",
@@ -411,3 +232,55 @@ def test_qc_panels_prefer_errors_and_after_values():
         "loss",
         "only.before",
     ]
+
+
+# ----------------------------------------------------------------------------- provenance
+def test_stage_names_come_from_the_tasks(tmp_path):
+    """`stage_outputs` follows requires() and dynamic_requires(); a record is named after the stage
+    whose output it is or sits beside, else after its file name."""
+    import luigi
+
+    from tasks.dataset.manifest import gather_records
+
+    class Early(luigi.Task):
+        STAGE = "early"
+
+        def output(self):
+            return luigi.LocalTarget(str(tmp_path / "S1" / "early" / "out.npz"))
+
+    class Late(luigi.Task):
+        STAGE = "late"
+
+        def requires(self):
+            return {"e": Early()}
+
+        def output(self):
+            return {"a": luigi.LocalTarget(str(tmp_path / "S1" / "late.json")),
+                    "b": luigi.LocalTarget(str(tmp_path / "S1" / "late" / "x.npy"))}
+
+    class Other(luigi.Task):
+        STAGE = "other"
+
+        def output(self):
+            return luigi.LocalTarget(str(tmp_path / "S1" / "other.npz"))
+
+    class Root(luigi.Task):  # no STAGE: not a stage, its outputs name nothing
+        def requires(self):
+            return [Other()]
+
+        def dynamic_requires(self):
+            return [Late()]
+
+        def output(self):
+            return luigi.LocalTarget(str(tmp_path / "S1" / "done.json"))
+
+    stages = stage_outputs([Root()])
+    assert stages == {tmp_path / "S1" / "early" / "out.npz": "early", tmp_path / "S1" / "late.json": "late",
+                      tmp_path / "S1" / "late" / "x.npy": "late", tmp_path / "S1" / "other.npz": "other"}
+    # misc.json sits beside outputs of two stages: named after itself
+    for rel in ("early/out.json", "late.json", "late/report.json", "misc.json", "done.json"):
+        (tmp_path / "S1" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "S1" / rel).write_text(json.dumps({"params": {"f": rel}}))
+    got = gather_records(tmp_path / "S1", tmp_path / "S1" / "done.json", stages)
+    assert [(s, r["params"]["f"]) for s, r in got] == [
+        ("early", "early/out.json"), ("late", "late/report.json"), ("late", "late.json"), ("misc", "misc.json")]

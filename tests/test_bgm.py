@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tasks import demo_audio, layout
-from tasks.bgm import (FALLBACK_NAME, SeparateBGM, crossfade_weights, load_demucs, weight_free_bgm,
-                       window_plan)
-from tasks.errors import ModelFileError
-from conftest import luigi_options
+from demo import audio as demo_audio
+from tasks.bgm import SeparateBGM
+from tasks.common.errors import ModelFileError
+from tasks.layout import Layout
+from tasks.separation.vocals import (FALLBACK_NAME, RepetParams, crossfade_weights, load_demucs, weight_free_bgm,
+                                     window_plan)
+from pipeline.build import config_overrides
 
 SR = 44100
 SUBJECT, SONG = "S001", "001_folk_demo"
@@ -36,7 +38,7 @@ def demo_mix(seconds, sr=SR, seed=3, genre="folk"):
 def bgm_cfg():
     """Set [bgm] keys for one test and restore them after."""
     with contextlib.ExitStack() as stack:
-        yield lambda **kw: stack.enter_context(luigi_options(bgm=kw))
+        yield lambda **kw: stack.enter_context(config_overrides(bgm=kw))
 
 
 def write_song(raw, original=None, accompaniment=None, sr=SR):
@@ -80,41 +82,43 @@ def test_crossfade_weights_partition_unity():
 
 def test_tiny_demucs_through_separate_bgm(luigi_paths, bgm_cfg, tmp_path):
     raw, processed = luigi_paths
+    lay = Layout.from_config()
     mix, _ = demo_mix(4.0)
     write_song(raw, original=mix)
     repo = write_tiny_demucs_repo(tmp_path / "models")
     bgm_cfg(demucs_repo=repo, demucs_model="htdemucs", chunk_seconds=2.5)   # 2 chunks: crossfade path
     task = SeparateBGM(subject=SUBJECT, song=SONG)
     task.run()
-    out, sr = sf.read(str(layout.bgm_wav(SUBJECT, SONG)), dtype="float32", always_2d=True)
-    assert sr == SR and out.shape == mix.shape and sf.info(str(layout.bgm_wav(SUBJECT, SONG))).subtype == "FLOAT"
+    out, sr = sf.read(str(lay.bgm_wav(SUBJECT, SONG)), dtype="float32", always_2d=True)
+    assert sr == SR and out.shape == mix.shape and sf.info(str(lay.bgm_wav(SUBJECT, SONG))).subtype == "FLOAT"
     assert np.isfinite(out).all() and np.abs(out).max() > 0
-    rec = json.loads(layout.bgm_record(SUBJECT, SONG).read_text())
+    rec = json.loads(lay.bgm_record(SUBJECT, SONG).read_text())
     assert rec["method"] == "demucs" and rec["model"]["kind"] == "real"
     names = sorted(f["path"].rsplit("/", 1)[-1] for f in rec["model"]["files"])
     assert names[1] == "htdemucs.yaml" and names[0].startswith("0badc0de-") and names[0].endswith(".th")
     assert all(len(f["sha256"]) == 64 for f in rec["model"]["files"])
     assert rec["params"]["demucs"]["shifts"] == 0 and rec["params"]["demucs"]["stems_summed"] == ["drums", "bass", "other"]
-    first = layout.bgm_wav(SUBJECT, SONG).read_bytes()
+    first = lay.bgm_wav(SUBJECT, SONG).read_bytes()
     task.run()
-    assert layout.bgm_wav(SUBJECT, SONG).read_bytes() == first          # rerun: same bytes
+    assert lay.bgm_wav(SUBJECT, SONG).read_bytes() == first          # rerun: same bytes
 
 
 def test_weight_free_remover_beats_the_mix(luigi_paths, bgm_cfg, caplog):
     raw, processed = luigi_paths
+    lay = Layout.from_config()
     mix, acc = demo_mix(10.0, sr=22050)
     write_song(raw, original=mix, sr=22050)
     bgm_cfg(demucs_repo="")
     SeparateBGM(subject=SUBJECT, song=SONG).run()
-    first = (layout.bgm_wav(SUBJECT, SONG).read_bytes(), layout.bgm_record(SUBJECT, SONG).read_bytes())
+    first = (lay.bgm_wav(SUBJECT, SONG).read_bytes(), lay.bgm_record(SUBJECT, SONG).read_bytes())
     SeparateBGM(subject=SUBJECT, song=SONG).run()
-    assert (layout.bgm_wav(SUBJECT, SONG).read_bytes(), layout.bgm_record(SUBJECT, SONG).read_bytes()) == first
-    out, sr = sf.read(str(layout.bgm_wav(SUBJECT, SONG)), dtype="float32", always_2d=True)
+    assert (lay.bgm_wav(SUBJECT, SONG).read_bytes(), lay.bgm_record(SUBJECT, SONG).read_bytes()) == first
+    out, sr = sf.read(str(lay.bgm_wav(SUBJECT, SONG)), dtype="float32", always_2d=True)
     assert sr == 22050 and out.shape == mix.shape
     # original.wav is PCM_16, so compare against what was written
     written, _ = sf.read(str(raw / SUBJECT / "songs" / SONG / "original.wav"), dtype="float32", always_2d=True)
     assert sdr(acc, out) > sdr(acc, written) + 3.0
-    rec = json.loads(layout.bgm_record(SUBJECT, SONG).read_text())
+    rec = json.loads(lay.bgm_record(SUBJECT, SONG).read_text())
     assert rec["method"] == "weight-free" and rec["model"]["kind"] == "stand-in"
     assert rec["model"]["name"] == FALLBACK_NAME and "not Demucs" in rec["description"]
     assert any("not Demucs" in r.getMessage() for r in caplog.records)
@@ -123,7 +127,6 @@ def test_weight_free_remover_beats_the_mix(luigi_paths, bgm_cfg, caplog):
 def test_weight_free_short_windows_still_separate():
     """Many short crossfaded windows (linear cost) separate about as well as one long window."""
     mix, acc = demo_mix(10.0, sr=22050, seed=5, genre="rock")
-    from tasks.bgm import RepetParams
     a = weight_free_bgm(mix, 22050, RepetParams(window_s=6.0, overlap_s=2.0, width_s=1.0))
     b = weight_free_bgm(mix, 22050, RepetParams(window_s=60.0, width_s=1.0))
     assert a.shape == b.shape == mix.shape
@@ -133,15 +136,16 @@ def test_weight_free_short_windows_still_separate():
 
 def test_accompaniment_shortcut(luigi_paths, bgm_cfg, tmp_path):
     raw, processed = luigi_paths
+    lay = Layout.from_config()
     mix, acc = demo_mix(3.0)
     acc = acc * 1.7   # peaks above full scale stay (no rescaling, float32)
     write_song(raw, original=mix, accompaniment=acc)
     bgm_cfg(demucs_repo=tmp_path / "does-not-exist")    # must not even be looked at
     SeparateBGM(subject=SUBJECT, song=SONG).run()
-    out, sr = sf.read(str(layout.bgm_wav(SUBJECT, SONG)), dtype="float32", always_2d=True)
+    out, sr = sf.read(str(lay.bgm_wav(SUBJECT, SONG)), dtype="float32", always_2d=True)
     assert sr == SR
     np.testing.assert_array_equal(out, acc.astype(np.float32))
-    rec = json.loads(layout.bgm_record(SUBJECT, SONG).read_text())
+    rec = json.loads(lay.bgm_record(SUBJECT, SONG).read_text())
     assert rec["method"] == "accompaniment" and rec["model"] is None
     assert rec["source"]["path"].endswith("accompaniment.wav")
 

@@ -6,13 +6,17 @@ import json
 import shutil
 
 import av
-import luigi
 import numpy as np
 import pytest
 
-from tasks.crop import (EDGE, MISSING, NOFACE, OK, SegmentSink, Segmenter, crop_to_i420,
-                        landmarks_near_edge, square_box)
-from conftest import luigi_options
+from tasks.faces.portrait_video import crop_to_i420, crop_video
+from tasks.faces.segmenter import (EDGE, MISSING, NOFACE, OK, SegmentSink, Segmenter, face_box, face_leaves_box,
+                                   landmarks_near_edge, square_box)
+from pipeline.build import build, config_overrides
+from tasks.common.settings import CropSettings
+from tasks.crop import CropPortraits
+from tasks.layout import Layout
+from tasks.media.video_io import count_frames
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -197,7 +201,7 @@ def test_crop_to_i420_matches_an_rgb_reference():
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """One subject, one song, 480x272, 6 s: an excursion, then a face-less span."""
-    from tasks.demo_capture import make_demo_capture
+    from demo.capture import make_demo_capture
     root = tmp_path_factory.mktemp("crop_demo")
     make_demo_capture(root / "raw", root / "truth", width=480, height=272, seconds=6.0,
                       n_subjects=1, n_songs=1, seed=0)
@@ -210,7 +214,7 @@ def demo(tmp_path_factory):
 
 @pytest.fixture
 def crop_settings():
-    with luigi_options(crop={"output_size": 256, "keyframe_interval": 30}):
+    with config_overrides(crop={"output_size": 256, "keyframe_interval": 30}):
         yield
 
 
@@ -219,15 +223,13 @@ def _digests(folder):
 
 
 def test_crop_stage_end_to_end(demo, tmp_path, crop_settings):
-    from tasks import layout
-    from tasks.crop import CropPortraits, crop_video
     root, subject, song, truth, visible = demo
-    with luigi_options(paths={"raw_dir": root / "raw", "processed_dir": tmp_path / "processed"}):
-        task = CropPortraits(subject=subject, song=song)
-        assert luigi.build([task], local_scheduler=True, log_level="ERROR")
-        out_dir = layout.portrait_dir(subject, song)
-        report = json.loads(layout.segments_json(subject, song).read_text())
-        assert layout.validation_report(subject).is_file()
+    with config_overrides(paths={"raw_dir": root / "raw", "processed_dir": tmp_path / "processed"}):
+        assert build(CropPortraits(subject=subject, song=song), log_level="ERROR").ok
+        lay = Layout.from_config()
+        out_dir = lay.portrait_dir(subject, song)
+        report = json.loads(lay.segments_json(subject, song).read_text())
+        assert lay.validation_report(subject).is_file()
 
     segs = report["segments"]
     n = report["frame_count"]
@@ -252,7 +254,6 @@ def test_crop_stage_end_to_end(demo, tmp_path, crop_settings):
             assert st.codec_context.name == "h264" and st.average_rate == 30
             keys = [i for i, p in enumerate(c.demux(st)) if p.size and p.is_keyframe]
         assert keys == list(range(0, s["end_frame"] - s["start_frame"], 30))
-    from tasks.video_io import count_frames
     for s in segs:
         assert count_frames(out_dir / s["video"]) == s["end_frame"] - s["start_frame"]
     # Frames in no segment are accounted for, with reasons.
@@ -270,8 +271,7 @@ def test_crop_stage_end_to_end(demo, tmp_path, crop_settings):
     (rerun_dir / ".segment_000.tmp-1-deadbeef.mp4").write_bytes(b"half")
     (rerun_dir / "segment_007.mp4").write_bytes(b"stale from a killed run")
     video = root / "raw" / subject / "songs" / song / "color.mkv"
-    from tasks.config import crop as crop_config
-    crop_video(video, rerun_dir, crop_config())
+    crop_video(video, rerun_dir, CropSettings(output_size=256, keyframe_interval=30))
     assert _digests(rerun_dir) == first
     assert (rerun_dir / "segments.json").read_bytes() == first_json
     assert not list(rerun_dir.glob(".*tmp*"))
@@ -279,7 +279,6 @@ def test_crop_stage_end_to_end(demo, tmp_path, crop_settings):
 
 
 def test_face_box_includes_the_forehead():
-    from tasks.crop import face_box, face_leaves_box
     # a frontal face: brows at y=100, chin at y=200, landmarks well inside a 400 px portrait
     lm = np.zeros((68, 2))
     lm[:, 0] = np.linspace(150, 250, 68)
@@ -293,6 +292,5 @@ def test_face_box_includes_the_forehead():
     # shifted up by 70 px, every landmark is still 30 px (> 8 %) from the top, but the forehead
     # is cut off: the old landmark-only test kept this frame
     up = lm - [0, 70]
-    from tasks.crop import landmarks_near_edge
     assert not landmarks_near_edge(up, box, 0.07)
     assert face_leaves_box(up, box, 0.07)

@@ -1,19 +1,21 @@
 """The demo capture: raw/ layout, Kinect-like video, a face and mouth the real detectors see, audio timing."""
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
+import av
+import facenet_pytorch as facenet
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
-av = pytest.importorskip("av")
-
-from tasks import demo_audio  # noqa: E402
-from tasks.demo_capture import dlib_landmarks, make_demo_capture, register_cli  # noqa: E402
-from tasks.errors import PipelineInputError  # noqa: E402
+from demo import audio as demo_audio
+from demo.capture import dlib_landmarks, make_demo_capture
+from pipeline.cli import build_parser, command_function
+from tasks.common.errors import PipelineInputError
+from tasks.common.settings import CropSettings
 
 W, H, SECONDS, FPS = 640, 360, 7.0, 30
 GENRES = {"art", "country", "hip-hop", "rock", "folk", "rnb", "theater", "march"}
@@ -117,8 +119,6 @@ def test_deterministic(tmp_path):
 
 
 def test_face_found_by_mtcnn_and_hidden_span(capture):
-    torch = pytest.importorskip("torch")
-    facenet = pytest.importorskip("facenet_pytorch")
     torch.set_num_threads(1)
     root, _ = capture
     song = _song_dirs(root)[0]
@@ -142,8 +142,7 @@ def test_face_found_by_mtcnn_and_hidden_span(capture):
     assert boxes is None or probs.max() < 0.9
     # With the crop stage's default box (MTCNN box + margin per side, square), the true jaw-line
     # landmarks stay clear of the border during ordinary motion and reach it in the excursion.
-    from tasks.config import crop
-    cfg = crop()
+    cfg = CropSettings()
     boxes, probs = mtcnn.detect(frames[5])
     x0, y0, x1, y1 = boxes[int(np.argmax(probs))]
     side = max(x1 - x0, y1 - y0) * (1 + 2 * cfg.margin)
@@ -234,9 +233,7 @@ def test_bad_arguments_and_cli(tmp_path):
         make_demo_capture(tmp_path / "raw", tmp_path / "truth", width=641, height=360, seconds=6)
     with pytest.raises(PipelineInputError):
         make_demo_capture(tmp_path / "raw", tmp_path / "truth", width=640, height=360, seconds=2)
-    parser = argparse.ArgumentParser()
-    register_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["demo-capture", "--out", "x", "--width", "480", "--height", "270",
+    args = build_parser().parse_args(["demo-capture", "--out", "x", "--width", "480", "--height", "270",
                               "--seconds", "6"])
     assert (args.out, args.truth, args.width, args.height, args.seconds) == ("x", "demo_truth", 480, 270, 6.0)
-    assert callable(args.func)
+    assert command_function(args.command_impl).__name__ == "demo_capture"

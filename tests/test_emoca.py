@@ -1,6 +1,8 @@
 """Native EMOCA v2: random-weight checkpoints in the official layout, loaded through the real path."""
 from __future__ import annotations
 
+import importlib.util
+import pickle
 import sys
 import types
 
@@ -12,8 +14,8 @@ import torchvision
 import yaml
 
 from flame_fit.camera import ndc_to_pixels, orth_project
-from tasks import emoca as E
-from tasks.errors import ModelFileError
+from tasks.estimation import emoca as E
+from tasks.common.errors import ModelFileError
 
 CKPT_NAME = "deca-epoch=01-val_loss=0.5.ckpt"
 
@@ -148,14 +150,26 @@ def test_missing_and_mismatched_keys_are_named(tmp_path, base_state):
         E.build_encoder(state, E.ExpressionLayout())
 
 
-def test_unknown_pickled_classes_and_parallel_variant(tmp_path, base_state, images):
-    """A checkpoint that pickles classes this environment lacks (omegaconf, gdl) still loads;
-    the deca_parallel layout (SecondHeadResnet) is recognised from its key names."""
-    fake = types.ModuleType("gdl_fake_omegaconf")
+def _config_object():
+    """An OmegaConf DictConfig as EMOCA's hyper-parameters pickle it; when omegaconf is not
+    installed, a same-named class in fake `omegaconf.dictconfig` modules (removed after saving)."""
+    if importlib.util.find_spec("omegaconf") is not None:
+        from omegaconf import OmegaConf
+        return OmegaConf.create({"n_exp": 50, "deca_class": "ExpDECA"}), {}
+    pkg, mod = types.ModuleType("omegaconf"), types.ModuleType("omegaconf.dictconfig")
 
-    DictConfig = type("DictConfig", (), {"__module__": fake.__name__, "__init__": lambda self, d: None})
-    fake.DictConfig = DictConfig
-    sys.modules[fake.__name__] = fake
+    def init(self, content):
+        self._content = dict(content)
+
+    DictConfig = type("DictConfig", (), {"__module__": mod.__name__, "__init__": init})
+    mod.DictConfig, pkg.dictconfig = DictConfig, mod
+    return DictConfig({"n_exp": 50, "deca_class": "ExpDECA"}), {"omegaconf": pkg, "omegaconf.dictconfig": mod}
+
+
+def test_config_classes_in_checkpoint_and_parallel_variant(tmp_path, base_state, images):
+    """A checkpoint whose hyper-parameters pickle OmegaConf classes (not installed here) loads with
+    torch's weights-only loader, the classes read as inert records; the deca_parallel layout
+    (SecondHeadResnet) is recognised from its key names."""
     g = torch.Generator().manual_seed(7)
     state = {k: v for k, v in base_state.items() if not k.startswith("deca.E_expression.")}
     for k, v in base_state.items():
@@ -165,11 +179,17 @@ def test_unknown_pickled_classes_and_parallel_variant(tmp_path, base_state, imag
     state["deca.E_expression.layers.0.bias"] = torch.zeros(1024)
     state["deca.E_expression.layers.2.weight"] = torch.randn(50, 1024, generator=g) * 0.01
     state["deca.E_expression.layers.2.bias"] = torch.zeros(50)
+    config, fake_modules = _config_object()
+    sys.modules.update(fake_modules)
     try:
         write_model(tmp_path, state, jaw=False, glob=False, backbone="deca_parallel",
-                    extra={"hyper_parameters": {"model_params": DictConfig({"n_exp": 50})}})
+                    extra={"hyper_parameters": {"model_params": config}})
     finally:
-        del sys.modules[fake.__name__]
+        for name in fake_modules:
+            del sys.modules[name]
+    ckpt = tmp_path / "detail" / "checkpoints" / CKPT_NAME
+    with pytest.raises(pickle.UnpicklingError):               # not loadable by weights_only alone
+        torch.load(ckpt, weights_only=True)
     loaded = E.load_emoca(tmp_path)
     assert loaded.layout.parallel
     with torch.no_grad():

@@ -7,27 +7,31 @@ from fractions import Fraction
 
 import av
 import cv2
-import luigi
 import numpy as np
 import pytest
 import skimage.data
 import torch
 import yaml
 
-from tasks import emoca as E
-from tasks import layout
-from tasks.errors import PipelineInputError
-from tasks.estimate import FRAME_KEYS, EstimateFrames, SubjectShape, estimate_video
-from conftest import luigi_options
+from pipeline.build import build, config_overrides
+from flame_fit.camera import ndc_to_pixels, orth_project
+from tasks.common.errors import PipelineInputError
+from tasks.common.settings import EmocaSettings
+from tasks.estimate import EstimateFrames, SubjectShape
+from tasks.estimation import emoca as E
+from tasks.estimation.frames import FRAME_KEYS, estimate_video
+from tasks import config
+from tasks.common.settings import FlameSettings
+from tasks.head_model import get_head_model
+from tasks.layout import Layout
 
 SIZE = 384
 
 
 @pytest.fixture(scope="module")
 def head_model(tmp_path_factory):
-    from tasks.head_model import get_head_model
-    with luigi_options(flame={"model_path": "", "procedural_model_dir": tmp_path_factory.mktemp("head")}):
-        yield get_head_model("cpu")
+    with config_overrides(flame={"model_path": "", "procedural_model_dir": tmp_path_factory.mktemp("head")}):
+        yield get_head_model(config.read(FlameSettings), Layout.from_config().models_dir(), "cpu")
 
 
 def portrait_frames(n: int) -> list[np.ndarray]:
@@ -105,7 +109,6 @@ def test_weight_free_estimate(tmp_path, head_model):
     assert record["head_model"]["kind"] == "stand-in" and record["params"]["fit"]["iters"] > 0
     assert record["tracking"]["frames_ok"] == T and len(record["landmark_models"]) == 2
     # the fitted model, seen through the fitted portrait camera, lands on the detected landmarks
-    from flame_fit.camera import ndc_to_pixels, orth_project
     model = head_model[0]
     with torch.no_grad():
         t = {k: torch.as_tensor(arrays[k]) for k in ("shape", "expression", "global_orient", "jaw_pose")}
@@ -123,8 +126,8 @@ def test_weight_free_estimate(tmp_path, head_model):
 def test_emoca_estimate(tmp_path, head_model):
     video = write_mp4(tmp_path / "segment_000.mp4", portrait_frames(5))
     model_dir = random_emoca_folder(tmp_path / "EMOCA_v2_test")
-    arrays, record = estimate_video(video, checkpoint_dir=str(model_dir), batch_size=2, device="cpu",
-                                    head_model=head_model)
+    arrays, record = estimate_video(video, emoca=EmocaSettings(checkpoint_dir=str(model_dir), batch_size=2),
+                                    device="cpu", head_model=head_model)
     assert arrays["expression"].shape == (5, 50) and arrays["shape"].shape == (5, 100)
     assert np.isfinite(arrays["cam"]).all() and arrays["landmark_ok"].all()
     assert record["estimator"]["kind"] == "real" and record["estimator"]["jaw_from_expression_encoder"]
@@ -141,6 +144,7 @@ def test_emoca_estimate(tmp_path, head_model):
 
 def test_luigi_tasks_write_frames_and_subject_shape(luigi_paths, head_model):
     raw, processed = luigi_paths
+    layout = Layout.from_config()
     subject, song = "S1", "001_demo"
     (raw / subject / "songs" / song).mkdir(parents=True)
     (raw / subject / "subject.json").write_text("{}")
@@ -152,10 +156,8 @@ def test_luigi_tasks_write_frames_and_subject_shape(luigi_paths, head_model):
             {"index": 1, "start_frame": 40, "end_frame": 43, "box": [0, 0, 1, 1], "video": "segment_001.mp4"}]
     # segments.json present = CropPortraits complete, so Luigi never runs the crop stage here
     layout.segments_json(subject, song).write_text(json.dumps({"segments": segs}))
-    with luigi_options(dataset={"min_sequence_seconds": "0.3"}, emoca={"checkpoint_dir": ""}):
-        ok = luigi.build([SubjectShape(subject=subject)], local_scheduler=True, workers=1,
-                         log_level="WARNING")
-        assert ok
+    with config_overrides(dataset={"min_sequence_seconds": "0.3"}, emoca={"checkpoint_dir": ""}):
+        assert build(SubjectShape(subject=subject), log_level="WARNING").ok
         assert EstimateFrames(subject=subject, song=song, segment=0).complete()
     assert not layout.frames_npz(subject, song, 1).exists()  # 3 frames < 0.3 s x 30 fps
     rec = json.loads(layout.frames_record(subject, song, 0).read_text())

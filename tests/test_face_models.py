@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import skimage.data
 
-from tasks import face_models as fm
-from tasks.errors import PipelineInputError
+from tasks.faces import face_models as fm
+from tasks.common.errors import PipelineInputError
 
 
 @pytest.fixture(scope="module")

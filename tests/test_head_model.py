@@ -1,9 +1,7 @@
-"""tasks.head_model: the configured FLAME files or the generated procedural stand-in, and the
-make-head-model command."""
+"""tasks.head_model: the configured FLAME files or the generated procedural stand-in, and the files
+the make-head-model command writes."""
 from __future__ import annotations
 
-import argparse
-import contextlib
 import pickle
 
 import numpy as np
@@ -12,30 +10,36 @@ import torch
 
 from flame_fit.flame import PROCEDURAL_NAME, load_flame
 from tasks import head_model
-from tasks.errors import ModelFileError
-from conftest import luigi_options
+from tasks.common.atomic import atomic_dir
+from tasks.common.errors import ModelFileError
+from tasks.common.settings import DeviceSettings, FlameSettings
+from tasks.head_model import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
+from tasks.devices import gpu_resources, torch_device
+from tasks.layout import Layout
+from pipeline.build import config_overrides
 
 
-@pytest.fixture
-def flame_cfg():
-    """Set [flame] keys for one test; restore them (and the model cache) afterwards."""
-    with contextlib.ExitStack() as stack:
-        yield lambda **kw: stack.enter_context(luigi_options(flame=kw))
+@pytest.fixture(autouse=True)
+def clear_cache():
+    """Each test loads its own files; the model cache is emptied afterwards."""
+    yield
     head_model._CACHE.clear()
 
 
-def _cli(argv):
-    parser = argparse.ArgumentParser()
-    head_model.register_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+def make_head_model(out, seed=head_model.PROCEDURAL_SEED, n_vertices=4000):
+    """What `singinghead make-head-model OUT --seed S --n-vertices N` does: write atomically, load back."""
+    with atomic_dir(out) as tmp:
+        write_procedural_head_model(tmp, seed=seed, n_vertices=n_vertices)
+    return load_flame(out / MODEL_FILE, out / EMBEDDING_FILE)
 
 
-def test_procedural_model_generated_once_and_named_as_stand_in(tmp_path, flame_cfg, caplog):
+def test_procedural_model_generated_once_and_named_as_stand_in(tmp_path, caplog):
     folder = tmp_path / "models" / "procedural_head"
-    flame_cfg(model_path="", landmark_embedding_path="", procedural_model_dir=folder)
-    with caplog.at_level("WARNING", logger="singinghead"):
-        model, record = head_model.get_head_model("cpu")
+    # Through the task plumbing: [flame] read from the config, as a Luigi task does.
+    with config_overrides(flame={"model_path": "", "landmark_embedding_path": "", "procedural_model_dir": folder}):
+        with caplog.at_level("WARNING", logger="singinghead"):
+            model, record = head_model.head_model_for_task(Layout(tmp_path / "raw", tmp_path / "p", tmp_path / "r"),
+                                                           "cpu")
     assert (folder / "generic_model.pkl").is_file() and (folder / "landmark_embedding.npy").is_file()
     assert not model.is_real and model.name == PROCEDURAL_NAME
     assert record["name"] == PROCEDURAL_NAME and record["kind"] == "stand-in"
@@ -44,45 +48,67 @@ def test_procedural_model_generated_once_and_named_as_stand_in(tmp_path, flame_c
     assert all(len(f["sha256"]) == 64 for f in record["files"])
     assert "STAND-IN" in caplog.text and PROCEDURAL_NAME in caplog.text
     mtime = (folder / "generic_model.pkl").stat().st_mtime_ns
-    again, record2 = head_model.get_head_model("cpu")
+    cfg = FlameSettings(procedural_model_dir=str(folder))
+    again, record2 = head_model.get_head_model(cfg, tmp_path / "unused", "cpu")
     assert again is model and record2 == record                           # cached per files+device
     head_model._CACHE.clear()
-    head_model.get_head_model("cpu")
+    head_model.get_head_model(cfg, tmp_path / "unused", "cpu")
     assert (folder / "generic_model.pkl").stat().st_mtime_ns == mtime        # not regenerated
     assert not list(folder.parent.glob(".*tmp*"))                           # no temporaries left
     out = model(torch.zeros(1, 100), torch.zeros(1, 50), torch.zeros(1, 3))
     assert out.landmarks.shape == (1, 68, 3)
 
 
-def test_configured_files_give_a_real_record(tmp_path, flame_cfg):
-    assert _cli(["make-head-model", str(tmp_path / "m"), "--seed", "3", "--n-vertices", "1500"]) == 0
+def test_default_procedural_folder_is_under_models_dir(tmp_path):
+    models = tmp_path / "processed" / "_models"
+    model, record = head_model.get_head_model(FlameSettings(), models, "cpu")
+    folder = head_model.default_procedural_dir(models)
+    assert folder.parent == models and head_model.PROCEDURAL_VERSION in folder.name
+    assert {f["path"] for f in record["files"]} == {str(folder / MODEL_FILE), str(folder / EMBEDDING_FILE)}
+    assert not model.is_real
+
+
+def test_configured_files_give_a_real_record(tmp_path):
+    make_head_model(tmp_path / "m", seed=3, n_vertices=1500)
     with open(tmp_path / "m" / "generic_model.pkl", "rb") as f:
         raw = pickle.load(f)
     for k in ("procedural", "description", "seed"):                        # a file in FLAME's own layout
         raw.pop(k)
     (tmp_path / "generic_model.pkl").write_bytes(pickle.dumps(raw, protocol=2))
-    flame_cfg(model_path=tmp_path / "generic_model.pkl",
-              landmark_embedding_path=tmp_path / "m" / "landmark_embedding.npy")
-    model, record = head_model.get_head_model("cpu")
+    cfg = FlameSettings(model_path=str(tmp_path / "generic_model.pkl"),
+                        landmark_embedding_path=str(tmp_path / "m" / "landmark_embedding.npy"))
+    model, record = head_model.get_head_model(cfg, tmp_path / "_models", "cpu")
     assert model.is_real and record["kind"] == "real" and record["name"] == "FLAME"
     assert record["n_shape"] == 100 and record["n_expr"] == 50
 
 
-def test_bad_configuration_raises_model_file_error(tmp_path, flame_cfg):
-    flame_cfg(model_path=tmp_path / "nope.pkl", landmark_embedding_path=tmp_path / "nope.npy")
+def test_bad_configuration_raises_model_file_error(tmp_path):
+    cfg = FlameSettings(model_path=str(tmp_path / "nope.pkl"), landmark_embedding_path=str(tmp_path / "nope.npy"))
     with pytest.raises(ModelFileError, match="nope.pkl.*not found.*fix"):
-        head_model.get_head_model("cpu")
-    flame_cfg(model_path=tmp_path / "nope.pkl", landmark_embedding_path="")
+        head_model.get_head_model(cfg, tmp_path / "_models", "cpu")
+    cfg = FlameSettings(model_path=str(tmp_path / "nope.pkl"), landmark_embedding_path="")
     with pytest.raises(ModelFileError, match="landmark_embedding_path"):
-        head_model.get_head_model("cpu")
+        head_model.get_head_model(cfg, tmp_path / "_models", "cpu")
 
 
-def test_make_head_model_cli_writes_loadable_seeded_files(tmp_path, capsys):
-    assert _cli(["make-head-model", str(tmp_path / "a"), "--n-vertices", "1500"]) == 0
-    assert "procedural head model, not FLAME" in capsys.readouterr().out
-    assert _cli(["make-head-model", str(tmp_path / "b"), "--seed", "1", "--n-vertices", "1500"]) == 0
+def test_make_head_model_writes_loadable_seeded_files(tmp_path):
+    a = make_head_model(tmp_path / "a", n_vertices=1500)
+    assert "procedural head model, not FLAME" in a.name                   # what the command prints
+    make_head_model(tmp_path / "b", seed=1, n_vertices=1500)
     a = load_flame(tmp_path / "a" / "generic_model.pkl", tmp_path / "a" / "landmark_embedding.npy")
     b = load_flame(tmp_path / "b" / "generic_model.pkl", tmp_path / "b" / "landmark_embedding.npy")
     assert 1000 < a.n_vertices < 2000 and not a.is_real
     assert not np.allclose(a.shapedirs.numpy(), b.shapedirs.numpy())
     torch.testing.assert_close(a.v_template, b.v_template)                  # seed changes the bases only
+
+
+def test_devices_from_settings_or_names():
+    assert torch_device(DeviceSettings(torch_device="cpu")) == torch.device("cpu")
+    assert torch_device("cuda:1") == torch.device("cuda:1")
+    assert torch_device(DeviceSettings()).type == ("cuda" if torch.cuda.is_available() else "cpu")   # auto
+    with config_overrides(device={"torch_device": "cpu"}):
+        assert torch_device() == torch.device("cpu")                        # a task's [device]
+        assert gpu_resources() == {}
+    assert gpu_resources(device="cuda") == {"gpu": 1}                        # claimed only on CUDA
+    assert gpu_resources(uses_gpu=False, device=DeviceSettings(torch_device="cuda")) == {}
+    assert gpu_resources(device=DeviceSettings(torch_device="cpu")) == {}

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import skimage.data
 
-from tasks import face_models
-from tasks import landmarks as L
-from tasks.errors import PipelineInputError
+from tasks.faces import face_models
+from tasks.faces import landmarks as L
+from tasks.common.errors import PipelineInputError
 
 SIZE = 384
 

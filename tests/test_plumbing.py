@@ -1,14 +1,28 @@
 """The shared plumbing every stage relies on: atomic writes, deterministic npz, timings, CLI."""
 from __future__ import annotations
 
+import argparse
+import configparser
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tasks.atomic import (atomic_dir, atomic_path, npz_bytes, remove_stale_temps, save_npz_atomic,
+from pipeline.timings import TIMINGS_FILE, read_stage_timings
+
+from pipeline.build import config_overrides
+from pipeline.cli import build_parser, command_function, main
+from tasks import config
+from tasks.common.settings import ALL_SETTINGS, CropSettings, DatasetSettings
+from tasks.common.atomic import (atomic_dir, atomic_path, npz_bytes, remove_stale_temps, save_npz_atomic,
                           write_json_atomic)
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_atomic_path_keeps_suffix_and_renames(tmp_path):
@@ -69,7 +83,6 @@ def test_remove_stale_temps(tmp_path):
 
 
 def test_timings_keep_latest_per_task(luigi_paths):
-    from pipeline.timings import TIMINGS_FILE, read_stage_timings
     _, processed = luigi_paths
     lines = [{"task": "CropPortraits", "id": "c1", "seconds": 5.0},
              {"task": "CropPortraits", "id": "c2", "seconds": 2.0},
@@ -79,18 +92,55 @@ def test_timings_keep_latest_per_task(luigi_paths):
     assert read_stage_timings(processed) == {"CropPortraits": 6.0, "SeparateBGM": 1.5}
 
 
-def test_cli_lists_every_command(capsys):
-    from pipeline.cli import build_parser
+def test_cli_lists_every_command_and_each_option_has_help():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == {"run", "rerun", "stages", "validate", "release", "verify-release", "preview",
+                                "separate-bgm", "make-head-model", "demo-capture"}
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            assert action.help, (name, action.dest)
+        command_function(p.get_default("command_impl"))   # each command resolves to a function
+
+
+def test_help_imports_nothing_heavy():
+    code = ("import sys; from pipeline.cli import build_parser; build_parser().format_help(); "
+            "heavy = [m for m in ('torch', 'open3d', 'demucs', 'cv2', 'av') if m in sys.modules]; "
+            "print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == ""
+
+
+def test_verbose_after_the_subcommand_and_version(capsys):
+    args = build_parser().parse_args(["verify-release", "x", "-v", "--debug"])
+    assert args.verbose and args.debug
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["--help"])
-    out = capsys.readouterr().out
-    for cmd in ("run", "demo-capture", "validate", "make-head-model", "preview", "release",
-                "verify-release", "rerun"):
-        assert cmd in out
+        build_parser().parse_args(["--version"])
+    assert "singinghead" in capsys.readouterr().out
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["verify-release", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and "fix:" in err and "Traceback" not in err
+    assert main(["--config", str(tmp_path / "nope.cfg"), "verify-release", str(tmp_path)]) == 2
 
 
 def test_luigi_cfg_sets_failure_exit_codes():
-    import luigi.configuration
-    cfg = luigi.configuration.get_config()
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "luigi.cfg")
     assert int(cfg.get("retcode", "task_failed")) != 0
     assert int(cfg.get("retcode", "unhandled_exception")) != 0
+
+
+def test_settings_and_luigi_config_agree():
+    """The luigi.Config classes are derived from the settings dataclasses, defaults included."""
+    import dataclasses
+    for cls in ALL_SETTINGS:
+        assert config.read(cls) == cls(), cls
+        cfg_cls = config.CONFIG_CLASSES[cls]
+        assert {n for n, _ in cfg_cls.get_params()} == {f.name for f in dataclasses.fields(cls)}
+    with config_overrides(crop={"landmark_every": 4}, dataset={"split_by_song": "false"}):
+        assert config.read(CropSettings).landmark_every == 4
+        assert config.read(DatasetSettings).split_by_song is False
+    assert config.read(CropSettings).landmark_every == 6

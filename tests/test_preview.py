@@ -1,8 +1,6 @@
 """`singinghead preview` on a tiny generated segment: a side-by-side MP4 with landmarks and the mesh."""
 from __future__ import annotations
 
-import argparse
-
 import av
 import numpy as np
 import pytest
@@ -11,10 +9,12 @@ import torch
 from flame_fit.flame import load_flame
 from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
 from flame_fit.render import render_mesh
-from flame_fit.synthetic_motion import MotionSpec, generate_sequence
-from tasks import layout
-from tasks.errors import PipelineInputError
-from conftest import luigi_options
+from pipeline.build import config_overrides
+from demo.synthetic_motion import MotionSpec, generate_sequence
+from pipeline.cli import main
+from tasks.common.errors import PipelineInputError
+from tasks.head_model import _CACHE
+from tasks.layout import Layout
 
 SIZE = 256        # portrait size of the fixture (the crop stage's output_size)
 
@@ -27,15 +27,13 @@ def head_dir(tmp_path_factory):
 
 
 def _cli(argv):
-    from tasks import preview
-    parser = argparse.ArgumentParser()
-    preview.register_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """The `singinghead` command line; --debug: errors raise instead of becoming one line."""
+    return main(argv + ["--debug"])
 
 
 def _write_segment(model, subject="S001", song="001_test", T=6):
     """frames npz, motion npz (the truth as the 'refined' motion), segments.json and a grey portrait video."""
+    layout = Layout.from_config()
     seq = generate_sequence(model, MotionSpec(frames=T, image_size=SIZE), seed=1)
     tr = seq.truth
     frames = layout.frames_npz(subject, song, 0)
@@ -82,9 +80,9 @@ def test_render_mesh_shades_only_where_the_head_is(head_dir):
 
 
 def test_preview_command_writes_side_by_side_mp4(luigi_paths, head_dir, tmp_path):
-    from tasks.head_model import _CACHE
-    with luigi_options(flame={"model_path": "", "procedural_model_dir": head_dir},
-                       crop={"output_size": SIZE}):
+    # the command previews only segments long enough to be refined: the 6-frame fixture must count
+    with config_overrides(flame={"model_path": "", "procedural_model_dir": head_dir},
+                       crop={"output_size": SIZE}, dataset={"min_sequence_seconds": 0.1}):
         _CACHE.clear()
         try:
             model = load_flame(head_dir / MODEL_FILE, head_dir / EMBEDDING_FILE)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-import luigi
 import numpy as np
 import pytest
 import torch
@@ -12,10 +11,13 @@ from flame_fit.flame import load_flame
 from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
 from flame_fit.refine import (PoseLandmarks, RefineParams, jitter, landmark_rmse, project_landmarks_px,
                               refine_motion)
-from flame_fit.synthetic_motion import MotionSpec, compose, generate_sequence, rotation_error_deg
-from tasks import layout
-from tasks.errors import PipelineInputError
-from conftest import luigi_options
+from demo.synthetic_motion import MotionSpec, compose, generate_sequence, rotation_error_deg
+from pipeline.build import build, config_overrides
+from tasks.common.errors import PipelineInputError
+from tasks.estimation.motion import MOTION_KEYS, load_frames, segments_fps
+from tasks.head_model import _CACHE
+from tasks.layout import Layout
+from tasks.refine import RefineMotion
 
 torch.set_num_threads(1)
 
@@ -94,10 +96,17 @@ def test_neck_stays_small_and_regulariser_decides_the_split(model, sequence):
     assert np.abs(equal["neck_pose"]).mean() > 2 * np.abs(motion["neck_pose"]).mean()
 
 
-def _write_fixture(processed, model, seq, subject="S001", song="001_test", segment=0):
+def _write_fixture(layout, model, seq, subject="S001", song="001_test", segment=0, fps=30.0):
     frames = layout.frames_npz(subject, song, segment)
     frames.parent.mkdir(parents=True)
     np.savez(frames, **seq.frames)
+    # the crop stage's record of the segment: the one place the frame rate is read from
+    T = len(seq.frames["expression"])
+    segments = layout.segments_json(subject, song)
+    segments.parent.mkdir(parents=True)
+    segments.write_text(json.dumps({"fps": fps, "segments": [
+        {"index": segment, "start_frame": 0, "end_frame": T, "box": [0, 0, 1, 1],
+         "video": f"segment_{segment:03d}.mp4"}]}))
     shape_npy = layout.scan_shape_npy(subject)
     shape_npy.parent.mkdir(parents=True)
     np.save(shape_npy, seq.truth["shape"].astype(np.float32))
@@ -105,17 +114,15 @@ def _write_fixture(processed, model, seq, subject="S001", song="001_test", segme
 
 
 def test_refine_motion_task_contract_and_identical_rerun(luigi_paths, head_dir, model):
-    from tasks.head_model import _CACHE
-    from tasks.refine import MOTION_KEYS, RefineMotion
-
     raw, processed = luigi_paths
-    with luigi_options(flame={"model_path": "", "procedural_model_dir": head_dir}):
+    layout = Layout.from_config()
+    with config_overrides(flame={"model_path": "", "procedural_model_dir": head_dir}):
         _CACHE.clear()
         try:
             seq = generate_sequence(model, MotionSpec(frames=30), seed=5)
-            _write_fixture(processed, model, seq)
+            _write_fixture(layout, model, seq)
             task = RefineMotion(subject="S001", song="001_test", segment=0)
-            assert luigi.build([task], local_scheduler=True, workers=1)
+            assert build(task).ok
             out = layout.motion_npz("S001", "001_test", 0)
             first = out.read_bytes()
             with np.load(out) as z:
@@ -130,15 +137,13 @@ def test_refine_motion_task_contract_and_identical_rerun(luigi_paths, head_dir, 
                                                    "landmarks"}
             assert qc["landmark_rmse_px"]["after"] < qc["landmark_rmse_px"]["before"]
             out.unlink()
-            assert luigi.build([RefineMotion(subject="S001", song="001_test", segment=0)],
-                               local_scheduler=True)
+            assert build(RefineMotion(subject="S001", song="001_test", segment=0)).ok
             assert out.read_bytes() == first
         finally:
             _CACHE.clear()
 
 
 def test_bad_frames_file_names_the_file(tmp_path):
-    from tasks.refine import load_frames
     bad = tmp_path / "segment_000.npz"
     bad.write_bytes(b"not a zip")
     with pytest.raises(PipelineInputError) as e:
@@ -149,3 +154,16 @@ def test_bad_frames_file_names_the_file(tmp_path):
              cam=np.ones((5, 3)))
     with pytest.raises(PipelineInputError, match="no frame of this segment has a landmark detection"):
         load_frames(bad)
+
+
+def test_fps_comes_from_segments_json(tmp_path):
+    """segments.json's fps is the one source of the frame rate; without it the error names the file."""
+    seg = tmp_path / "segments.json"
+    seg.write_text(json.dumps({"fps": 25.0, "segments": []}))
+    assert segments_fps(seg) == 25.0
+    seg.write_text(json.dumps({"segments": []}))
+    with pytest.raises(PipelineInputError, match="fps") as e:
+        segments_fps(seg)
+    assert str(seg) in str(e.value)
+    with pytest.raises(PipelineInputError, match="CropPortraits"):
+        segments_fps(tmp_path / "missing" / "segments.json")

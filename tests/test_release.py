@@ -6,20 +6,21 @@ import shutil
 import tarfile
 
 import pytest
+from dataset_helpers import make_subject_outputs
 
-from tasks import layout
-from tasks.release import clip_files, pack_release, verify_release
-from test_assemble import make_subject_outputs
+from pipeline.cli import main
+from tasks.assemble import AssembleDataset
+from tasks.dataset.packing import clip_files, pack_release
+from tasks.dataset.verify import verify_release
+from tasks.layout import Layout
 
 
 @pytest.fixture
 def dataset(luigi_paths):
-    from tasks.assemble import assemble_dataset
-
     raw, processed = luigi_paths
     make_subject_outputs(raw, processed)
-    assemble_dataset(layout.list_subjects(), layout.dataset_root())
-    return layout.dataset_root()
+    AssembleDataset().assemble()
+    return Layout.from_config().dataset_root()
 
 
 def test_two_packs_are_byte_identical_and_verify(dataset, tmp_path):
@@ -88,17 +89,10 @@ def test_verify_detects_corruption_and_missing_clip(dataset, tmp_path):
 
 
 def test_verify_cli_exit_codes(dataset, tmp_path, capsys):
-    import argparse
-
-    from tasks.release import register_cli
-
-    parser = argparse.ArgumentParser(prog="singinghead")
-    register_cli(parser.add_subparsers(dest="command", required=True))
     rel = tmp_path / "rel"
     pack_release(dataset, rel, "SingingHead", shard_bytes=10**9, include_sequences=False)
     assert not any("sequences" in p.name for p in rel.iterdir())
-    args = parser.parse_args(["verify-release", str(rel)])
-    assert args.func(args) == 0
+    assert main(["verify-release", str(rel)]) == 0
     (rel / "manifest.json").write_text("{}")
-    assert args.func(args) == 1
+    assert main(["verify-release", str(rel)]) == 1
     assert "manifest.json: checksum mismatch" in capsys.readouterr().out

@@ -4,20 +4,26 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import luigi
 import numpy as np
 import pytest
 import torch
+import trimesh
 from scipy.spatial.transform import Rotation
 
+from pipeline.build import build, config_overrides
+from demo.scan import read_truth, write_demo_scan
 from flame_fit.geometry import SurfaceIndex
 from flame_fit.scan_fit import (ScanFitConfig, apply_similarity, fit_scan, invert_similarity,
                                 landmark_weights, neutral_mesh, umeyama)
-from tasks import layout
-from tasks.demo_scan import read_truth, write_demo_scan
-from tasks.errors import PipelineInputError
-from tasks.scan_fit import find_landmarks_auto, fit_subject_scan, load_scan
-from conftest import luigi_options
+from tasks.common.errors import PipelineInputError
+from tasks import config
+from tasks.common.settings import FlameSettings
+from tasks.head_model import get_head_model
+from tasks.layout import Layout
+from tasks.scan_fit import FitScanShape
+from tasks.scans.auto_landmarks import find_landmarks_auto
+from tasks.scans.fit import fit_subject_scan
+from tasks.scans.scan_io import declared_scale, load_scan
 
 SMALL = ScanFitConfig(max_iters=250, max_points=1000)
 
@@ -25,10 +31,9 @@ SMALL = ScanFitConfig(max_iters=250, max_points=1000)
 @pytest.fixture(scope="module")
 def head_model(tmp_path_factory):
     """The procedural head model, generated into a tmp folder for this module."""
-    from tasks.head_model import get_head_model
     folder = tmp_path_factory.mktemp("head_model")
-    with luigi_options(flame={"model_path": "", "procedural_model_dir": folder}):
-        model, rec = get_head_model("cpu")
+    with config_overrides(flame={"model_path": "", "procedural_model_dir": folder}):
+        model, rec = get_head_model(config.read(FlameSettings), folder, "cpu")
         yield model, rec
 
 
@@ -102,7 +107,6 @@ def test_auto_landmarks_near_truth(head_model, demo):
 
 
 def test_bad_inputs(tmp_path, head_model, demo):
-    import trimesh
     model, rec = head_model
     obj, truth = demo
     bad = tmp_path / "bad" / "scan" / "head.obj"
@@ -131,8 +135,8 @@ def test_bad_inputs(tmp_path, head_model, demo):
 
 
 def test_fit_scan_shape_task(luigi_paths, head_model, demo, monkeypatch):
-    from tasks.scan_fit import FitScanShape
     raw, processed = luigi_paths
+    layout = Layout.from_config()
     obj, truth = demo
     scan_dir = raw / "S1" / "scan"
     scan_dir.mkdir(parents=True)
@@ -144,8 +148,7 @@ def test_fit_scan_shape_task(luigi_paths, head_model, demo, monkeypatch):
         layout.monocular_shape_npz(subject).parent.mkdir(parents=True, exist_ok=True)
         np.savez(layout.monocular_shape_npz(subject), shape=mono)
     monkeypatch.setattr(FitScanShape, "fit_config", dataclasses.replace(SMALL, max_iters=150))
-    assert luigi.build([FitScanShape(subject="S1"), FitScanShape(subject="S2")], local_scheduler=True,
-                       workers=1)
+    assert build([FitScanShape(subject="S1"), FitScanShape(subject="S2")]).ok
     out = layout.shape_dir("S1")
     shape = np.load(out / "shape.npy")
     assert shape.shape == (100,) and shape.dtype == np.float32
@@ -165,7 +168,6 @@ def test_fit_scan_shape_task(luigi_paths, head_model, demo, monkeypatch):
 
 def test_vertex_coloured_ply_loads(tmp_path, demo):
     """A PLY with vertex colours (the other Metashape export) loads with its colours, in any units."""
-    import trimesh
     obj, _ = demo
     scan = load_scan(obj)
     colours = np.tile(np.array([[200, 150, 120, 255]], np.uint8), (len(scan.vertices), 1))
@@ -179,11 +181,6 @@ def test_vertex_coloured_ply_loads(tmp_path, demo):
 
 
 def test_declared_units_fix_the_scale(tmp_path):
-    import json as _json
-    from scipy.spatial.transform import Rotation
-    from flame_fit.scan_fit import umeyama
-    from tasks.errors import PipelineInputError
-    from tasks.scan_fit import declared_scale
     rng = np.random.default_rng(0)
     src = rng.normal(size=(30, 3))
     rot = Rotation.from_euler("xyz", [10, -40, 5], degrees=True).as_matrix()
@@ -193,8 +190,8 @@ def test_declared_units_fix_the_scale(tmp_path):
     scan = tmp_path / "scan" / "head.obj"
     scan.parent.mkdir()
     assert declared_scale(scan) == (None, None)
-    (scan.parent / "scan.json").write_text(_json.dumps({"units": "mm"}))
+    (scan.parent / "scan.json").write_text(json.dumps({"units": "mm"}))
     assert declared_scale(scan) == (1e-3, "mm")
-    (scan.parent / "scan.json").write_text(_json.dumps({"units": "furlong"}))
+    (scan.parent / "scan.json").write_text(json.dumps({"units": "furlong"}))
     with pytest.raises(PipelineInputError):
         declared_scale(scan)

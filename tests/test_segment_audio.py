@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tasks import layout
-from tasks.atomic import write_json_atomic
-from tasks.errors import PipelineInputError
-from tasks.segment_audio import SegmentAudio, frame_sample, frame_sample_edges, segment_span
+from tasks.common.atomic import write_json_atomic
+from tasks.common.errors import PipelineInputError
+from tasks.layout import Layout
+from tasks.media.segment_audio import frame_sample, frame_sample_edges, segment_span
+from tasks.segment_audio import SegmentAudio
 
 SUBJECT, SONG = "S001", "001_folk_demo"
 FPS, N_FRAMES = 30, 90
@@ -31,6 +32,11 @@ def clicks(frames, sr, seconds, offset, channels, noise=1e-3, seed=0):
     return x
 
 
+def lay():
+    """The layout of [paths] as the luigi_paths fixture set it."""
+    return Layout.from_config()
+
+
 def make_song(raw, offset=0.25, vocal=None, vocal_seconds=None, bgm_seconds=None, segments=SEGMENTS):
     d = raw / SUBJECT / "songs" / SONG
     d.mkdir(parents=True, exist_ok=True)
@@ -41,19 +47,19 @@ def make_song(raw, offset=0.25, vocal=None, vocal_seconds=None, bgm_seconds=None
         vocal = clicks(VOCAL_CLICKS, VOCAL_SR, vocal_seconds or video_s + offset, offset, 2)
     sf.write(str(d / "vocal.wav"), vocal, VOCAL_SR, subtype="PCM_24")
     # Stand-ins for the crop stage's segments.json and SeparateBGM's bgm.wav (fixtures, not modules).
-    write_json_atomic(layout.segments_json(SUBJECT, SONG), {
+    write_json_atomic(lay().segments_json(SUBJECT, SONG), {
         "segments": [{"index": i, "start_frame": s, "end_frame": e, "video": f"segment_{i:03d}.mp4"}
                      for i, s, e in segments],
         "fps": float(FPS), "frame_count": N_FRAMES})
     bgm = clicks(BGM_CLICKS, BGM_SR, bgm_seconds or video_s + offset, offset, 1, seed=1)
-    layout.bgm_wav(SUBJECT, SONG).parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(layout.bgm_wav(SUBJECT, SONG)), bgm, BGM_SR, subtype="FLOAT")
+    lay().bgm_wav(SUBJECT, SONG).parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(lay().bgm_wav(SUBJECT, SONG)), bgm, BGM_SR, subtype="FLOAT")
     return d
 
 
 def run_task():
     SegmentAudio(subject=SUBJECT, song=SONG).run()
-    return json.loads(layout.segment_audio_record(SUBJECT, SONG).read_text())
+    return json.loads(lay().segment_audio_record(SUBJECT, SONG).read_text())
 
 
 def test_frame_sample_formula():
@@ -71,11 +77,11 @@ def test_clicks_land_on_their_frames(luigi_paths):
     rec = run_task()
     assert rec["sample_rate"] == SR and rec["channels"] == 1 and rec["offset_samples"] == 4000
     assert [r["index"] for r in rec["segments"]] == [0, 1, 2]           # every segment, usable or not
-    usable = {s["index"] for s in layout.usable_segments(SUBJECT, SONG, FPS, 1.0)}
+    usable = {s["index"] for s in lay().usable_segments(SUBJECT, SONG, round(1.0 * FPS))}
     assert usable == {0, 1}       # the stage cuts short segments too (3 frames here)
     for (i, s, e), row in zip(SEGMENTS, rec["segments"]):
         for kind, frames in (("vocal", VOCAL_CLICKS), ("bgm", BGM_CLICKS)):
-            path = layout.segment_vocal_wav(SUBJECT, SONG, i) if kind == "vocal" else layout.segment_bgm_wav(SUBJECT, SONG, i)
+            path = lay().segment_vocal_wav(SUBJECT, SONG, i) if kind == "vocal" else lay().segment_bgm_wav(SUBJECT, SONG, i)
             assert path.name == row[kind]
             x, sr = sf.read(str(path), dtype="float32", always_2d=True)
             assert sr == SR and x.shape == (round((e - s) * SR / FPS), 1) == (row["samples"], 1)
@@ -86,9 +92,9 @@ def test_clicks_land_on_their_frames(luigi_paths):
                 assert p == edges[f - s], (kind, i, f, p, edges[f - s])
             if not inside:
                 assert np.abs(x).max() < 0.05
-    first = {p.name: p.read_bytes() for p in layout.segment_audio_dir(SUBJECT, SONG).iterdir()}
+    first = {p.name: p.read_bytes() for p in lay().segment_audio_dir(SUBJECT, SONG).iterdir()}
     run_task()
-    again = {p.name: p.read_bytes() for p in layout.segment_audio_dir(SUBJECT, SONG).iterdir()}
+    again = {p.name: p.read_bytes() for p in lay().segment_audio_dir(SUBJECT, SONG).iterdir()}
     assert first == again                                                # rerun: same bytes
 
 
@@ -98,7 +104,7 @@ def test_offset_shifts_the_cut(luigi_paths):
     make_song(raw, offset=-0.1, segments=[(0, 9, 42)])
     rec = run_task()
     assert rec["offset_samples"] == -1600 and rec["segments"][0]["source_samples"][0] == round(9 * SR / FPS) - 1600
-    x, _ = sf.read(str(layout.segment_vocal_wav(SUBJECT, SONG, 0)), dtype="float32")
+    x, _ = sf.read(str(lay().segment_vocal_wav(SUBJECT, SONG, 0)), dtype="float32")
     assert int(np.argmax(np.abs(x))) in (frame_sample(12 - 9, SR, FPS), frame_sample(30 - 9, SR, FPS))
 
 
@@ -108,9 +114,9 @@ def test_missing_coverage_names_file_and_seconds(luigi_paths):
     make_song(raw, offset=0.25, bgm_seconds=N_FRAMES / FPS + 0.25 - 0.5)
     with pytest.raises(PipelineInputError) as e:
         run_task()
-    assert e.value.path == str(layout.bgm_wav(SUBJECT, SONG)) and "0.400 s after its end" in str(e.value)
-    assert not layout.segment_audio_record(SUBJECT, SONG).exists()
-    assert not layout.segment_audio_dir(SUBJECT, SONG).exists()          # nothing half-written
+    assert e.value.path == str(lay().bgm_wav(SUBJECT, SONG)) and "0.400 s after its end" in str(e.value)
+    assert not lay().segment_audio_record(SUBJECT, SONG).exists()
+    assert not lay().segment_audio_dir(SUBJECT, SONG).exists()          # nothing half-written
 
 
 def test_vocal_starting_late_is_missing_seconds_before(luigi_paths):

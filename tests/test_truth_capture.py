@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 
+import av
 import numpy as np
 import pytest
 import torch
 
-av = pytest.importorskip("av")
-
-from demo.truth_capture import make_truth_capture, read_song_truth  # noqa: E402
-from demo.truth_render import portrait_camera, project  # noqa: E402
-from flame_fit.camera import ndc_to_pixels, orth_project  # noqa: E402
-from flame_fit.flame import load_flame  # noqa: E402
-from flame_fit.geometry import SurfaceIndex  # noqa: E402
-from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model  # noqa: E402
-from flame_fit.scan_fit import apply_similarity, invert_similarity, neutral_mesh  # noqa: E402
+from demo.capture import dlib_landmarks
+from demo.scan import read_truth
+from demo.truth_capture import make_truth_capture, read_song_truth
+from demo.truth_render import portrait_camera, project
+from flame_fit.camera import ndc_to_pixels, orth_project
+from flame_fit.flame import load_flame
+from flame_fit.geometry import SurfaceIndex
+from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
+from flame_fit.scan_fit import apply_similarity, invert_similarity, neutral_mesh
+from tasks.scans.scan_io import load_scan
 
 W, H, SECONDS, FPS = 640, 360, 5.0, 10
 
@@ -67,7 +69,6 @@ def test_layout_and_truth_arrays(capture):
 
 
 def test_projected_truth_landmarks_agree_with_dlib(capture):
-    from tasks.demo_capture import dlib_landmarks
     root, summary = capture
     song = summary["subjects"][0]["songs"][0]["song_id"]
     arr, _ = read_song_truth(root / "truth" / "S001" / song)
@@ -85,8 +86,6 @@ def test_projected_truth_landmarks_agree_with_dlib(capture):
 
 
 def test_scan_is_the_truth_surface(capture, model):
-    from tasks.demo_scan import read_truth
-    from tasks.scan_fit import load_scan
     root, _ = capture
     scan_dir = root / "raw" / "S001" / "scan"
     assert json.loads((scan_dir / "scan.json").read_text()) == {"units": "mm"}
@@ -118,3 +117,17 @@ def test_frame_camera_maps_onto_the_portrait_camera(model):
         want = (frame_px - [box[0], box[1]]) * size / (box[2] - box[0])
         got = ndc_to_pixels(orth_project(torch.as_tensor(lmk[k][None]), torch.as_tensor(pc[k][None])), size)[0]
         np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
+
+
+def test_cli_writes_the_truth_capture_by_default(tmp_path):
+    from pipeline.cli import build_parser, main
+    args = build_parser().parse_args(["demo-capture"])
+    assert not args.photo_only and not args.scan_landmarks
+    raw, truth = tmp_path / "raw", tmp_path / "truth"
+    assert main(["demo-capture", "--out", str(raw), "--truth", str(truth), "--width", "320", "--height", "180",
+                 "--seconds", "4", "--fps", "10", "--subjects", "1", "--songs", "1", "--no-scan"]) == 0
+    song = next((raw / "S001" / "songs").iterdir())
+    arr, meta = read_song_truth(truth / "S001" / song.name)
+    assert meta["frames"] == 40 and arr["expression"].shape == (40, 50)
+    # the record `--remove` (make clean-demo) goes by
+    assert json.loads((truth / "demo_capture.json").read_text()) == {"subjects": ["S001"]}

@@ -6,13 +6,18 @@ from fractions import Fraction
 
 import av
 import cv2
-import luigi
 import numpy as np
 import pytest
+
+from pipeline.build import build
 import soundfile as sf
 
-from tasks.errors import CaptureInvalid
-from tasks.validate import ValidateCapture, errors_of, failed_report, register_cli, validate_capture
+from tasks.capture import checks
+from tasks.capture.checks import errors_of, format_problems
+from tasks.common.errors import CaptureInvalid
+from tasks.common.settings import AudioSettings, DatasetSettings
+from tasks.layout import Layout
+from tasks.validate import ValidateCapture
 
 W, H, FPS = 160, 96, 30
 TB = Fraction(1, 1_000_000)
@@ -75,6 +80,11 @@ def make_subject(raw, sid="S001", songs=("001_folk_a",)):
     for s in songs:
         make_song(d / "songs" / s)
     return d
+
+
+def validate_capture(raw, subjects=None):
+    """The plain checks with the default [dataset] and [audio] settings (30 fps, 1 s tolerance)."""
+    return checks.validate_capture(raw, subjects, DatasetSettings(), AudioSettings())
 
 
 def problems_at(problems, path):
@@ -145,7 +155,7 @@ def test_plain_video_without_titles_is_accepted(tmp_path):
     assert errors_of(validate_capture(tmp_path)) == []
 
 
-def test_validate_task_refuses_and_cli_exits_1(tmp_path, luigi_paths, capsys):
+def test_validate_task_refuses_and_command_reports(tmp_path, luigi_paths):
     raw, processed = luigi_paths
     subj = make_subject(raw)
     (subj / "songs" / "001_folk_a" / "original.wav").unlink()
@@ -154,22 +164,21 @@ def test_validate_task_refuses_and_cli_exits_1(tmp_path, luigi_paths, capsys):
         task.run()
     assert "original" in str(e.value)
     assert not task.complete()
+    failed_report = Layout.from_config().validation_failed_report
     assert failed_report("S001").is_file()
-    # luigi.build reports failure (so heavy stages never start).
-    assert not luigi.build([task], local_scheduler=True, log_level="ERROR")
+    # the build reports failure (so heavy stages never start).
+    assert not build(task, log_level="ERROR").ok
 
-    import argparse
-    parser = argparse.ArgumentParser()
-    register_cli(parser.add_subparsers())
-    args = parser.parse_args(["validate", str(raw)])
-    assert args.func(args) == 1
-    out = capsys.readouterr().out
+    # What the `validate` command reports (pipeline/cli.py exits 1 when errors_of(...) is non-empty).
+    problems = validate_capture(raw)
+    assert errors_of(problems)
+    out = format_problems(problems)
     assert "original.wav" in out and "fix:" in out
 
-    # Fixed capture: the task writes validation.json and the CLI exits 0.
+    # Fixed capture: the task writes validation.json and the command finds no error.
     write_wav(subj / "songs" / "001_folk_a" / "original.wav", 3.5)
     task.run()
     assert task.complete() and not failed_report("S001").exists()
     report = json.loads(task.output().open("r").read())
     assert report["ok"] and report["facts"]["songs"]["001_folk_a"]["video"]["fps"] == 30
-    assert args.func(args) == 0
+    assert errors_of(validate_capture(raw)) == []

@@ -7,7 +7,7 @@ re-segment) and a span where a lyric sheet covers the face (no face visible). Th
 the sung vocal's loudness: the jaw and lower lip are warped down around the photo's Dlib 68
 landmarks, precomputed per quantised opening level. Video is written like an Azure Kinect
 recording (MJPEG `COLOR` track, a raw 16-bit `DEPTH` track placed first, calibration attachment,
-K4A tags, microsecond pts not starting at 0); audio comes from `tasks.demo_audio`.
+K4A tags, microsecond pts not starting at 0); audio comes from `demo.audio`.
 
 The ground truth (head path, true landmarks, mouth opening, true accompaniment) is written outside
 raw/, under `--truth` (default demo_truth/), for evaluating later stages.
@@ -31,11 +31,11 @@ import cv2
 import numpy as np
 from scipy.signal import resample_poly
 
-from tasks import demo_audio
-from tasks.atomic import atomic_dir, json_dumps, remove_stale_temps, save_npz_atomic, write_json_atomic
-from tasks.audio_io import write_wav
-from tasks.errors import PipelineInputError
-from tasks.progress import Progress
+from demo import audio as demo_audio
+from tasks.common.atomic import atomic_dir, json_dumps, remove_stale_temps, save_npz_atomic, write_json_atomic
+from tasks.media.audio_io import write_wav
+from tasks.common.errors import PipelineInputError
+from tasks.common.progress import Progress
 
 log = logging.getLogger("singinghead.demo")
 
@@ -632,7 +632,7 @@ def make_demo_capture(out: Path, truth: Path, width: int = 3840, height: int = 2
 
     Deterministic for a seed: rerunning gives the same bytes. Songs whose files already exist with
     the same parameters are kept unless `force`. Each subject gets a scan/ from
-    `tasks.demo_scan.write_demo_scan` when that module is installed and `with_scan`.
+    `demo.scan.write_demo_scan` when that module is installed and `with_scan`.
     Returns a summary of what was written.
     """
     out, truth = Path(out), Path(truth)
@@ -649,7 +649,7 @@ def make_demo_capture(out: Path, truth: Path, width: int = 3840, height: int = 2
     progress = Progress(task, total, "demo frames")
     summary = {"out": str(out), "truth": str(truth), "width": width, "height": height, "fps": fps,
                "seconds": seconds, "seed": seed, "subjects": []}
-    scan_available = with_scan and importlib.util.find_spec("tasks.demo_scan") is not None
+    scan_available = with_scan and importlib.util.find_spec("demo.scan") is not None
     try:
         for subj in subjects:
             sid = subj["subject_id"]
@@ -673,14 +673,14 @@ def make_demo_capture(out: Path, truth: Path, width: int = 3840, height: int = 2
                 current = (sdir / "scan").is_dir() and stamp_path.is_file() and \
                     json.loads(stamp_path.read_text()) == stamp
                 if force or not current:
-                    from tasks.demo_scan import write_demo_scan
-                    log.info("writing demo scan for %s (tasks.demo_scan)", sid)
+                    from demo.scan import write_demo_scan
+                    log.info("writing demo scan for %s (demo.scan)", sid)
                     with atomic_dir(sdir / "scan") as scan_tmp:
                         write_demo_scan(scan_tmp, truth / sid, seed * 1000 + subj["variant"],
                                         asset_and_background()[0].rgb)
                     write_json_atomic(stamp_path, stamp)
             elif with_scan:
-                log.info("tasks.demo_scan not available: %s gets no scan/", sid)
+                log.info("demo.scan not available: %s gets no scan/", sid)
             songs = []
             for song in subj["songs"]:
                 params = {"generator_version": GENERATOR_VERSION, "width": width, "height": height,
@@ -705,48 +705,3 @@ def make_demo_capture(out: Path, truth: Path, width: int = 3840, height: int = 2
     finally:
         progress.close()
     return summary
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("demo-capture", help="write a synthetic demo capture in the raw/ layout",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="raw", help="capture root (default raw/)")
-    p.add_argument("--truth", default="demo_truth",
-                   help="ground truth root, kept outside raw/ (default demo_truth/)")
-    p.add_argument("--width", type=int, default=3840)
-    p.add_argument("--height", type=int, default=2160)
-    p.add_argument("--seconds", type=float, default=20.0)
-    p.add_argument("--subjects", type=int, default=2)
-    p.add_argument("--songs", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fps", type=int, default=30)
-    p.add_argument("--workers", type=int, default=0, help="render/encode threads (0: up to 2)")
-    p.add_argument("--force", action="store_true", help="rewrite songs that are already up to date")
-    p.add_argument("--no-scan", action="store_true", help="write no scan/ folders")
-    p.add_argument("--photo-only", action="store_true",
-                   help="the older capture: a flat photograph warped in 2D (no 3D truth); default: the "
-                        "truth capture (demo.truth_capture), the head model rendered under known motion")
-    p.add_argument("--scan-landmarks", action="store_true",
-                   help="truth capture: also write scan/landmarks.json (the scan's true 68 landmarks)")
-    p.set_defaults(func=_cmd)
-
-
-def _cmd(args) -> int:
-    if not args.photo_only:
-        from demo.truth_capture import make_truth_capture
-        summary = make_truth_capture(Path(args.out), Path(args.truth), width=args.width, height=args.height,
-                                     seconds=args.seconds, n_subjects=args.subjects, n_songs=args.songs,
-                                     seed=args.seed, fps=args.fps, workers=args.workers or None, force=args.force,
-                                     with_scan=not args.no_scan, scan_landmarks=args.scan_landmarks)
-        n = sum(len(s["songs"]) for s in summary["subjects"])
-        print(f"truth capture: {len(summary['subjects'])} subject(s), {n} song(s) under {summary['out']}; "
-              f"truth under {summary['truth']}")
-        return 0
-    summary = make_demo_capture(Path(args.out), Path(args.truth), width=args.width, height=args.height,
-                                seconds=args.seconds, n_subjects=args.subjects, n_songs=args.songs,
-                                seed=args.seed, fps=args.fps, workers=args.workers or None, force=args.force,
-                                with_scan=not args.no_scan)
-    n = sum(len(s["songs"]) for s in summary["subjects"])
-    print(f"demo capture: {len(summary['subjects'])} subject(s), {n} song(s) under {summary['out']}; "
-          f"truth under {summary['truth']}")
-    return 0

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +23,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torchvision
+import yaml
 
-from tasks.errors import ModelFileError
+from tasks.common.errors import ModelFileError
+from tasks.common.provenance import model_record
 
 log = logging.getLogger("singinghead")
 
@@ -186,7 +187,6 @@ def find_checkpoint(model_dir: str | Path, stage: str = "detail") -> Path:
 def read_model_config(model_dir: str | Path) -> dict:
     """`detail.model` (or `coarse.model`) of the model folder's cfg.yaml (OmegaConf YAML, read
     with yaml.safe_load: interpolations stay strings, which the flags used here never are)."""
-    import yaml
     path = Path(model_dir) / "cfg.yaml"
     if not path.is_file():
         raise ModelFileError(path, "EMOCA cfg.yaml is missing (it says which pose E_expression predicts)",
@@ -230,47 +230,70 @@ def layout_from_config(model_cfg: dict, cfg_path: str | Path = "cfg.yaml") -> Ex
                             parallel=backbone == "deca_parallel")
 
 
-class _Unknown:
-    """Stands in for any class the checkpoint pickles that is not importable here (omegaconf
-    configs, gdl enums, Lightning callbacks' states): only `state_dict` is used."""
+# Modules whose classes only carry configuration in EMOCA / Lightning checkpoints (the
+# hyper-parameters' OmegaConf DictConfig, gdl enums, Lightning's AttributeDict and callback states).
+# Their globals are replaced by `_ConfigRecord` stand-ins: never imported, never called; only
+# `state_dict` is used.  Globals from any other module are refused.
+CONFIG_MODULES = ("omegaconf", "gdl", "gdl_apps", "inferno", "pytorch_lightning", "lightning",
+                  "lightning_fabric", "typing", "pathlib", "argparse", "enum", "collections")
+
+
+class _ConfigRecord:
+    """Inert stand-in for a configuration class named in a checkpoint: keeps the pickled
+    arguments and state as data and has no behaviour."""
 
     def __init__(self, *args, **kwargs):
         self._args = args
 
     def __setstate__(self, state):
-        if isinstance(state, dict):
-            self.__dict__.update(state)
-        else:
-            self.__dict__["_state"] = state
-
-    def __call__(self, *args, **kwargs):
-        return _Unknown(*args)
+        self.__dict__["_state"] = state
 
 
-class _TolerantUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
+def _config_record(qualified_name: str) -> type:
+    return type(qualified_name.rsplit(".", 1)[-1], (_ConfigRecord,), {"_qualified_name": qualified_name})
+
+
+def _load_checkpoint(path: Path):
+    """torch.load(weights_only=True); when the checkpoint also names configuration classes (see
+    CONFIG_MODULES) they are allow-listed as inert `_ConfigRecord`s and the load is repeated.
+    Never weights_only=False: any other global is refused with a ModelFileError naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as first:
         try:
-            return super().find_class(module, name)
-        except (ImportError, AttributeError):
-            return type(name, (_Unknown,), {"__module__": "tasks.emoca._unknown." + module})
-
-
-# torch.load takes a `pickle_module`; it subclasses `pickle_module.Unpickler`.
-_tolerant_pickle = types.ModuleType("tasks_emoca_tolerant_pickle")
-_tolerant_pickle.Unpickler = _TolerantUnpickler
-_tolerant_pickle.load = lambda f, **kw: _TolerantUnpickler(f, **kw).load()
-_tolerant_pickle.__name__ = "pickle"
+            unsafe = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+        except Exception:  # noqa: BLE001 - not a zip checkpoint (or torch < 2.5): report the first error
+            raise first from None
+        if not unsafe:                 # failed for another reason than a global: unreadable
+            raise first from None
+        refused = [g for g in unsafe if g.split(".")[0] not in CONFIG_MODULES]
+        if refused:
+            named = ", ".join(f"'{g}'" for g in refused)
+            raise ModelFileError(path, f"refused to load the checkpoint: it refers to {named}, which is "
+                                 "neither weights nor configuration data (loading it could run code)",
+                                 "use the checkpoint from the official EMOCA download; do not load "
+                                 "checkpoints of unknown origin") from None
+        # safe_globals' (obj, "module.name") form, which names a stand-in, came with torch 2.6
+        if tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) < (2, 6):
+            raise ModelFileError(path, "the checkpoint holds configuration objects "
+                                 f"({', '.join(unsafe)}); reading them without running code needs "
+                                 f"torch >= 2.6 (this is {torch.__version__})", "upgrade torch") from None
+        log.info("%s: configuration classes %s read as inert records", path, ", ".join(unsafe))
+        with torch.serialization.safe_globals([(_config_record(g), g) for g in unsafe]):
+            return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The `state_dict` of a Lightning `.ckpt` (or a bare state dict), on the CPU.
 
-    weights_only=False because Lightning checkpoints pickle non-tensor objects (torch >= 2.6
-    defaults to weights_only=True); the file is the user's trusted model download.
+    Read with torch's weights-only loader (`_load_checkpoint`): the hyper-parameters' classes
+    become inert records and anything that is not weights or configuration is refused.
     """
     path = Path(path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_tolerant_pickle)
+        ckpt = _load_checkpoint(path)
+    except ModelFileError:
+        raise
     except Exception as e:  # noqa: BLE001 - any failure here is an unreadable model file
         raise ModelFileError(path, f"cannot read the checkpoint ({type(e).__name__}: {e})",
                              "download the model again; the file may be truncated") from e
@@ -379,7 +402,6 @@ def load_emoca(model_dir: str | Path, device: torch.device | str = "cpu") -> Loa
 
 
 def emoca_model_record(loaded: LoadedEmoca) -> dict:
-    from tasks.provenance import model_record
     return model_record(f"EMOCA v2 ({loaded.checkpoint.parent.parent.parent.name})", True,
                         [loaded.checkpoint, loaded.config_path],
                         expression_width=loaded.layout.width,

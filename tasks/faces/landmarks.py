@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import av
+import cv2
 import numpy as np
 
-from tasks.errors import PipelineInputError
+from tasks.common.errors import PipelineInputError
+from tasks.faces import face_models
+from tasks.media.video_io import open_video
 
 log = logging.getLogger("singinghead")
 
@@ -110,7 +113,6 @@ class LandmarkTracker:
     def __init__(self, detect: DetectFn | None = None, predict: PredictFn | None = None,
                  params: TrackParams | None = None):
         if detect is None or predict is None:
-            from tasks import face_models
             detect = detect or face_models.detect_faces
             predict = predict or face_models.predict_landmarks
         self.detect, self.predict = detect, predict
@@ -148,7 +150,6 @@ class LandmarkTracker:
         scale = 1.0
         small = rgb
         if self.p.detect_width and rgb.shape[1] > self.p.detect_width:
-            import cv2
             scale = rgb.shape[1] / self.p.detect_width
             small = cv2.resize(rgb, (self.p.detect_width, int(round(rgb.shape[0] / scale))),
                                interpolation=cv2.INTER_AREA)
@@ -246,7 +247,6 @@ def track_frames(frames, tracker: LandmarkTracker | None = None, on_frame=None) 
 # ----------------------------------------------------------------------------- video
 def iter_rgb_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
     """Stream a portrait video's frames as (H, W, 3) uint8 RGB with PyAV (never all in memory)."""
-    from tasks.video_io import open_video
     path = Path(path)
     fix = "delete the song's portrait/ folder and rerun CropPortraits"
     container = open_video(path)

@@ -12,16 +12,20 @@ import functools
 import hashlib
 import io
 import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from tasks.atomic import atomic_path, save_npz_atomic, write_bytes_atomic, write_json_atomic
+from flame_fit.flame import load_flame
+from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
+from tasks.capture.raw_layout import SCAN_UNITS
+from tasks.common.atomic import atomic_path, save_npz_atomic, write_bytes_atomic, write_json_atomic
+from tasks.scans.scan_io import METRES_PER_UNIT
 
 log = logging.getLogger("singinghead")
 
 TRUTH_FILE = "scan_truth.npz"
-METRIC_UNITS = {"mm": 1000.0, "cm": 100.0, "m": 1.0}   # scan units per metre
 TEXTURE_FILE = "head_texture.png"
 SKIN = np.array([224, 172, 140], np.uint8)
 HAIR = np.array([58, 40, 30], np.uint8)
@@ -33,7 +37,7 @@ _FACE_UV_RANGE = (0.1, 0.9)
 
 @functools.lru_cache(maxsize=4)
 def _photo_landmarks_cached(key: str, shape: tuple, data: bytes) -> np.ndarray:
-    from tasks import face_models
+    from tasks.faces import face_models
     rgb = np.frombuffer(data, np.uint8).reshape(shape)
     boxes, _ = face_models.detect_faces(rgb, device="cpu")
     if len(boxes) == 0:
@@ -264,24 +268,31 @@ def obj_text(vertices: np.ndarray, faces: np.ndarray, corner_uv: np.ndarray, mtl
     return buf.getvalue()
 
 
+@functools.lru_cache(maxsize=1)
+def procedural_head_model():
+    """The procedural head model (seed 0, what `[flame]` uses when empty), built in memory on the CPU."""
+    with tempfile.TemporaryDirectory() as folder:
+        write_procedural_head_model(folder, seed=0)
+        return load_flame(Path(folder) / MODEL_FILE, Path(folder) / EMBEDDING_FILE).eval()
+
+
 def write_demo_scan(scan_dir: Path, truth_dir: Path, seed: int, face_rgb: np.ndarray | None = None,
                     write_landmarks: bool = False, model=None, subdivisions: int = 1,
                     texture_size: int = 512, shape: np.ndarray | None = None,
                     units: str | None = None) -> Path:
     """Write scan_dir/head.obj + head.mtl + head_texture.png (and landmarks.json when asked)
     and truth_dir/scan_truth.npz (shape, scale, R, t: model -> scan, landmarks in scan units).
-    `shape` (100,): the head's identity (default random); `units` ("mm", "cm", "m"): a metric
+    `shape` (100,): the head's identity (default random); `units` ("mm", "cm", "m", "in"): a metric
     scan in those units (model units are metres), declared in scan_dir/scan.json.
 
-    `model` defaults to the configured head model (tasks.head_model.get_head_model).
+    `model` defaults to the procedural head model (`procedural_head_model`).
     Returns the OBJ path.
     """
     from PIL import Image
 
     if model is None:
-        from tasks.head_model import get_head_model
-        model, _ = get_head_model("cpu")
-    per_metre = None if units is None else METRIC_UNITS[units]
+        model = procedural_head_model()
+    per_metre = None if units is None else 1.0 / METRES_PER_UNIT[units]
     scan = build_demo_scan(model, seed, face_rgb, subdivisions, texture_size, shape=shape,
                            units_per_model_unit=per_metre)
     scan_dir, truth_dir = Path(scan_dir), Path(truth_dir)
@@ -298,7 +309,7 @@ def write_demo_scan(scan_dir: Path, truth_dir: Path, seed: int, face_rgb: np.nda
         "newmtl scan\nKa 1.000 1.000 1.000\nKd 1.000 1.000 1.000\nKs 0.000 0.000 0.000\n"
         f"illum 1\nmap_Kd {TEXTURE_FILE}\n").encode())
     if units is not None:
-        write_json_atomic(scan_dir / "scan.json", {"units": units})
+        write_json_atomic(scan_dir / SCAN_UNITS, {"units": units})
     if write_landmarks:
         write_json_atomic(scan_dir / "landmarks.json", {
             "landmarks": np.round(truth["landmarks"], 6).tolist(), "order": "iBUG 68", "units": "scan"})

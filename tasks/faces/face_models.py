@@ -10,15 +10,19 @@ and the Dlib predictor ~1 s (a 100 MB file), far more than one call.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.util
 import logging
 import threading
 from pathlib import Path
 
+import dlib
 import numpy as np
+import torch
 
-from tasks.errors import ModelFileError
+from tasks.common.errors import ModelFileError
+from tasks.common.provenance import model_record
 
 log = logging.getLogger("singinghead")
 
@@ -37,20 +41,17 @@ _lock = threading.Lock()
 
 # ----------------------------------------------------------------------------- MTCNN
 def _device_key(device) -> str:
-    if device is None:
-        from tasks.devices import torch_device
-        device = torch_device()
-    return str(device)
+    """The torch device name MTCNN runs on; callers pass their stage's device (None: the CPU)."""
+    return "cpu" if device is None else str(device)
 
 
 @functools.lru_cache(maxsize=8)
 def _mtcnn(device_key: str, min_face_size: int = 20, factor: float = 0.709):
-    try:
+    try:  # imported here to turn a broken --no-deps install into a clear error naming the fix
         from facenet_pytorch import MTCNN
     except ImportError as e:  # facenet-pytorch is installed with --no-deps by the Makefile
         raise ModelFileError("facenet_pytorch", f"cannot import MTCNN ({e})",
                              "pip install --no-deps facenet-pytorch") from e
-    import torch
     # keep_all: we pick the best face ourselves; post_process off: we only want boxes.
     return MTCNN(keep_all=True, post_process=False, min_face_size=int(min_face_size), factor=float(factor),
                  device=torch.device(device_key))
@@ -78,7 +79,6 @@ def detect_faces(rgb: np.ndarray, device=None, min_face_size: int = 20,
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"detect_faces wants (H, W, 3) RGB, got {rgb.shape}")
     det = _mtcnn(_device_key(device), int(min_face_size), float(factor))
-    import torch
     with _lock, torch.inference_mode():
         boxes, probs = det.detect(np.ascontiguousarray(rgb, dtype=np.uint8))
     if boxes is None or probs is None:
@@ -108,7 +108,6 @@ def dlib_68_path() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def _predictor():
-    import dlib
     path = dlib_68_path()
     try:
         return dlib.shape_predictor(str(path))
@@ -134,7 +133,6 @@ def predict_landmarks(image: np.ndarray, box) -> np.ndarray:
     image: (H, W) or (H, W, 3) uint8 (gray or RGB); box: (4,) [x0, y0, x1, y1] in image pixels.
     Returns (68, 2) float32 (x, y) in image pixels, iBUG order.
     """
-    import dlib
     pred = _predictor()
     img = _as_dlib_image(image)
     x0, y0, x1, y1 = (int(round(float(v))) for v in np.asarray(box, dtype=np.float64).reshape(4))
@@ -156,13 +154,11 @@ def predict_landmarks_batch(images, boxes) -> np.ndarray:
 
 def model_records() -> list[dict]:
     """Provenance records of both face models (real, shipped weights)."""
-    import copy
     return copy.deepcopy(_model_records())
 
 
 @functools.lru_cache(maxsize=1)
 def _model_records() -> list[dict]:
     # Hashing the 100 MB Dlib file takes ~0.3 s: once per process is enough.
-    from tasks.provenance import model_record
     return [model_record("facenet-pytorch MTCNN", True, mtcnn_weight_files()),
             model_record("dlib shape_predictor_68_face_landmarks", True, [dlib_68_path()])]

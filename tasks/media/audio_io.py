@@ -1,7 +1,7 @@
 """Reading, converting, cutting and writing audio; no Luigi, no file layout.
 
 Arrays are `(T, C)` float32 ("frames x channels", soundfile's order) unless a docstring says
-otherwise. Every writer goes through `tasks.atomic.atomic_path` with an explicit format, and
+otherwise. Every writer goes through `tasks.common.atomic.atomic_path` with an explicit format, and
 float WAVs are written without libsndfile's PEAK chunk (it carries a wall-clock timestamp, so
 the same samples would give different bytes on a rerun).
 """
@@ -15,8 +15,8 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from tasks.atomic import atomic_path
-from tasks.errors import PipelineInputError
+from tasks.common.atomic import atomic_path
+from tasks.common.errors import PipelineInputError
 
 # libsndfile's SFC_SET_ADD_PEAK_CHUNK (sndfile.h); soundfile does not wrap it.
 _SFC_SET_ADD_PEAK_CHUNK = 0x1050

@@ -14,8 +14,6 @@ Frame t of a video is its t-th frame in presentation order; audio frame t spans 
 from __future__ import annotations
 
 import hashlib
-import io
-import pickle
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -24,16 +22,30 @@ import av
 import numpy as np
 import soundfile as sf
 
-from tasks import audio_io
-from tasks.atomic import atomic_path
-from tasks.errors import PipelineInputError
+from tasks.common.atomic import atomic_path
+from tasks.common.errors import PipelineInputError
+from tasks.common.settings import CropSettings
+from tasks.dataset.flame_pickle import flame_pickle_bytes, load_pickle_dict
+from tasks.media import audio_io
 
-# Fixed so that the same arrays always give the same .pkl bytes (protocol 4 reads on Python >= 3.4).
-PICKLE_PROTOCOL = 4
 MOTION_KEYS = ("expression", "global_orient", "neck_pose", "jaw_pose")
 
 
 # ----------------------------------------------------------------------------- video
+@dataclass(frozen=True)
+class ClipEncoding:
+    """libx264 settings of a clip that cannot be cut by stream copy (the fallback re-encode)."""
+
+    crf: int
+    preset: str
+    keyint: int
+
+    @classmethod
+    def of_portraits(cls, crop: CropSettings) -> "ClipEncoding":
+        """The portrait encoder's own `[crop]` settings, so a re-encoded clip looks like its neighbours."""
+        return cls(crf=crop.crf, preset=crop.preset, keyint=crop.keyframe_interval)
+
+
 @dataclass
 class VideoIndex:
     """Packets of a video stream in decode order with their presentation index.
@@ -136,9 +148,7 @@ def reencode_cut(
     dst: str | Path,
     start: int,
     count: int,
-    crf: int = 18,
-    preset: str = "veryfast",
-    keyint: int = 240,
+    encoding: ClipEncoding,
 ) -> None:
     """Decode frames [start, start+count) and encode them with libx264 (the fallback path)."""
     with av.open(str(src)) as inp:
@@ -150,10 +160,10 @@ def reencode_cut(
                 os_.width, os_.height = vs.codec_context.width, vs.codec_context.height
                 os_.pix_fmt = "yuv420p"
                 os_.options = {
-                    "crf": str(crf),
-                    "preset": preset,
-                    "g": str(keyint),
-                    "keyint_min": str(keyint),
+                    "crf": str(encoding.crf),
+                    "preset": encoding.preset,
+                    "g": str(encoding.keyint),
+                    "keyint_min": str(encoding.keyint),
                     "sc_threshold": "0",
                     "threads": "1",
                 }
@@ -183,18 +193,19 @@ def cut_video_clips(
     src: str | Path,
     spans: list[tuple[int, int]],
     dsts: list[str | Path],
-    crf: int = 18,
-    preset: str = "veryfast",
-    keyint: int = 240,
+    encoding: ClipEncoding | None = None,
     index: VideoIndex | None = None,
 ) -> list[dict]:
     """Cut every (start, count) span of `src` into its `dst` and verify each cut frame by frame.
+
+    `encoding` is used for spans that cannot be stream-copied; default: `[crop]`'s defaults.
 
     Returns one record per clip: {'method': 'stream-copy' | 're-encode', 'frames', 'first_frame',
     'exact'} where `exact` says the clip's frames are bit-identical to the source's (always for a
     stream copy; a re-encode is checked for frame count and first-frame position only).
     `index` is `index_video(src)` when the caller already has it.
     """
+    encoding = encoding or ClipEncoding.of_portraits(CropSettings())
     index = index or index_video(src)
     src_digests = frame_digests(src)
     if len(src_digests) != index.frames:
@@ -211,7 +222,7 @@ def cut_video_clips(
             if got != src_digests[start : start + count]:
                 copied = False  # e.g. an open GOP that demuxed cleanly but does not decode alone
         if not copied:
-            reencode_cut(src, dst, start, count, crf=crf, preset=preset, keyint=keyint)
+            reencode_cut(src, dst, start, count, encoding)
             n = index_video(dst).frames
             if n != count:
                 raise PipelineInputError(
@@ -321,28 +332,11 @@ def flame_clip(
     }
 
 
-def pickle_bytes(obj) -> bytes:
-    return pickle.dumps(obj, protocol=PICKLE_PROTOCOL)
-
-
-class SafeUnpickler(pickle.Unpickler):
-    """Loads only dicts of numpy arrays: a downloaded .pkl must not run code when verified."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("builtins", "dict"),
-    }
-
-    def find_class(self, module, name):
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a dataset pickle")
+def pickle_bytes(obj: dict) -> bytes:
+    """flame_clip dict -> .pkl bytes that load under numpy 1.20 .. 2.x (see tasks.dataset.flame_pickle)."""
+    return flame_pickle_bytes(obj["shapecode"], obj["expcodes"], obj["posecodes"])
 
 
 def safe_load_pickle(data: bytes):
-    return SafeUnpickler(io.BytesIO(data)).load()
+    """A dict of numpy arrays through the allow-list unpickler of tasks.dataset.flame_pickle."""
+    return load_pickle_dict(data)

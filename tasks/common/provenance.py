@@ -1,6 +1,6 @@
 """What produced an output: parameters, model files and whether a model is real or a stand-in.
 
-Every stage writes `model_record(...)` and `recorded_params(...)` next to its output; the dataset
+Every stage writes `model_record(...)` and `settings.recorded_params(...)` next to its output; the dataset
 manifest gathers them, so a release always says which results came from stand-ins.
 """
 from __future__ import annotations
@@ -10,9 +10,7 @@ import logging
 import os
 from pathlib import Path
 
-import luigi
-
-from tasks.atomic import file_sha256
+from tasks.common.atomic import file_sha256
 
 log = logging.getLogger("singinghead")
 
@@ -43,11 +41,3 @@ def cached_sha256(path: str | Path) -> str:
 @functools.lru_cache(maxsize=64)
 def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     return file_sha256(path)
-
-
-def recorded_params(*configs: luigi.Config) -> dict:
-    """{section: {param: value}} of the given luigi.Config instances."""
-    out = {}
-    for cfg in configs:
-        out[type(cfg).__name__] = {name: getattr(cfg, name) for name, _ in cfg.get_params()}
-    return out

@@ -29,8 +29,8 @@ from typing import Iterator
 import av
 import numpy as np
 
-from tasks.atomic import atomic_path
-from tasks.errors import PipelineInputError
+from tasks.common.atomic import atomic_path
+from tasks.common.errors import PipelineInputError
 
 log = logging.getLogger("singinghead")
 

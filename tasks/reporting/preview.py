@@ -1,4 +1,4 @@
-"""`singinghead preview SUBJECT SONG SEGMENT`: a side-by-side MP4 to judge a segment's fit at a glance.
+"""A side-by-side MP4 to judge a segment's fit at a glance (`singinghead preview SUBJECT SONG SEGMENT`).
 
 Left: the portrait frame with the smoothed detected landmarks (green) and the refined model's
 projected landmarks (red). Right: the refined head mesh, shaded, seen from the same camera
@@ -15,21 +15,16 @@ import cv2
 import numpy as np
 import torch
 
-from flame_fit.refine import clean_landmarks, project_landmarks_px
+from flame_fit.refine import RefineParams, clean_landmarks, project_landmarks_px
 from flame_fit.render import render_mesh
-from tasks import layout
-from tasks.atomic import atomic_path
-from tasks.errors import PipelineInputError
+from tasks.common.atomic import atomic_path
+from tasks.common.errors import PipelineInputError
+from tasks.faces.landmarks import iter_rgb_frames
 
 log = logging.getLogger("singinghead")
 
 DETECTED = (40, 220, 60)     # RGB
 MODEL = (235, 50, 40)
-
-
-def preview_path(subject: str, song: str, segment: int) -> Path:
-    """Default output: motion/segment_NNN_preview.mp4 beside the motion file."""
-    return layout.motion_preview(subject, song, segment)
 
 
 def draw_landmarks(img: np.ndarray, points: np.ndarray, color, radius: int) -> None:
@@ -59,9 +54,6 @@ def write_preview(model, motion: dict, frames: dict, video: Path, out: Path, pan
     motion: the motion.npz arrays; frames: the frames.npz arrays (landmarks in portrait pixels of
     `portrait_size`); video: the segment's portrait MP4.
     """
-    from flame_fit.refine import RefineParams
-    from tasks.landmarks import iter_rgb_frames
-
     T = len(motion["expression"])
     if max_frames:
         T = min(T, max_frames)
@@ -106,59 +98,18 @@ def write_preview(model, motion: dict, frames: dict, video: Path, out: Path, pan
     return written
 
 
-def _load_npz(path: Path, what: str, fix: str) -> dict:
+def load_npz(path: Path, what: str, fix: str) -> dict:
+    """The arrays of an .npz input, or a PipelineInputError naming it (`what`) and the `fix`."""
     if not path.is_file():
         raise PipelineInputError(path, f"{what} is missing", fix)
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
 
 
-def segment_video(subject: str, song: str, segment: int) -> Path:
-    video = layout.portrait_dir(subject, song) / layout.find_segment(subject, song, segment)["video"]
+def segment_video(portrait_dir: Path, segment: dict) -> Path:
+    """The portrait MP4 of one segment of segments.json (`segment`), checked to exist."""
+    video = Path(portrait_dir) / segment["video"]
     if not video.is_file():
         raise PipelineInputError(video, "the segment's portrait video is missing",
                                  "delete the song's portrait/ folder and rerun CropPortraits")
     return video
-
-
-def cmd_preview(args) -> int:
-    from tasks.config import crop as crop_config
-    from tasks.config import override_paths
-    from tasks.config import refine as refine_config
-    from tasks.head_model import get_head_model
-    from tasks.progress import Progress
-
-    override_paths(getattr(args, "raw_dir", None), getattr(args, "processed_dir", None))
-    subject, song, segment = args.subject, args.song, int(args.segment)
-    video = segment_video(subject, song, segment)
-    motion = _load_npz(layout.motion_npz(subject, song, segment), "the refined motion",
-                       "run the pipeline (RefineMotion) for this segment first")
-    frames = _load_npz(layout.frames_npz(subject, song, segment), "the per-frame estimates",
-                       "run EstimateFrames for this segment first")
-    model, record = get_head_model()
-    if record.get("kind") != "real":
-        log.warning("preview drawn with the STAND-IN %s", record.get("name"))
-    out = Path(args.out) if args.out else preview_path(subject, song, segment)
-    n = len(motion["expression"]) if not args.max_frames else min(args.max_frames, len(motion["expression"]))
-    prog = Progress(None, n, "preview", bar=None)
-    written = write_preview(model, motion, frames, video, out, panel=args.size,
-                            portrait_size=crop_config().output_size,
-                            smooth_weight=refine_config().smooth_weight,
-                            max_frames=args.max_frames, progress=prog)
-    prog.close()
-    print(f"wrote {out} ({written} frames, {2 * args.size}x{args.size})")
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("preview", help="side-by-side MP4 of a segment: landmarks on the portrait "
-                                              "and the fitted head mesh")
-    p.add_argument("subject")
-    p.add_argument("song")
-    p.add_argument("segment", type=int)
-    p.add_argument("--out", help="output .mp4 (default: motion/segment_NNN_preview.mp4 beside the motion)")
-    p.add_argument("--size", type=int, default=512, help="height of each panel in pixels (even)")
-    p.add_argument("--max-frames", type=int, default=None)
-    p.add_argument("--raw-dir")
-    p.add_argument("--processed-dir")
-    p.set_defaults(func=cmd_preview)

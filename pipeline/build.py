@@ -1,0 +1,84 @@
+"""The one place that runs Luigi: `build(...)` for the CLI, `rerun` and the tests.
+
+Configuration overrides (`--paths-raw-dir /data/raw`, `--crop-landmark-every 4`, ...) go through
+Luigi's own command-line parser for the duration of the build, exactly as they do for the
+`luigi` command, so the global configuration is never rewritten.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import luigi
+from luigi.cmdline_parser import CmdlineParser
+
+log = logging.getLogger("singinghead")
+
+SUCCESS = (luigi.LuigiStatusCode.SUCCESS, luigi.LuigiStatusCode.SUCCESS_WITH_RETRY)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    ok: bool
+    status: str
+    summary: str
+
+
+def override_args(overrides: dict[str, dict[str, object]] | None) -> list[str]:
+    """{'paths': {'raw_dir': 'x'}} -> ['--paths-raw-dir', 'x'] (None values are left out)."""
+    args: list[str] = []
+    for section, opts in (overrides or {}).items():
+        for key, value in opts.items():
+            if value is not None:
+                args += [f"--{section}-{key}".replace("_", "-"), str(value)]
+    return args
+
+
+@contextmanager
+def config_overrides(overrides: dict[str, dict[str, object]] | None = None, **sections):
+    """Make `overrides` (and `section={key: value}` keywords) visible to every luigi.Config read
+    inside the block, the Luigi way; blocks nest, the inner one wins."""
+    args = _ACTIVE + override_args({**(overrides or {}), **sections})
+    if args == _ACTIVE:
+        yield
+        return
+    # Luigi's parser wants a root task family; only its global `--section-key` flags are used here.
+    # The outer blocks' flags come first, so an inner block's value wins (argparse keeps the last).
+    saved = list(_ACTIVE)
+    with CmdlineParser.global_instance([_OverrideHolder.get_task_family(), *args], allow_override=True):
+        _ACTIVE[:] = args
+        try:
+            yield
+        finally:
+            _ACTIVE[:] = saved
+
+
+_ACTIVE: list[str] = []
+
+
+class _OverrideHolder(luigi.WrapperTask):
+    """Names a root task for Luigi's parser while `config_overrides` is active; never run."""
+
+
+def build(tasks: list[luigi.Task] | luigi.Task, workers: int = 1, overrides: dict | None = None,
+          scheduler_host: str | None = None, scheduler_port: int | None = None,
+          log_level: str | None = None) -> BuildResult:
+    """Run `tasks` (and whatever they need) with Luigi; the local scheduler unless a host is given.
+
+    `tasks` may be a callable returning the tasks, so that they are created under `overrides`.
+    """
+    kwargs: dict = {"workers": workers, "detailed_summary": True}
+    if scheduler_host:
+        kwargs["scheduler_host"] = scheduler_host
+        if scheduler_port:
+            kwargs["scheduler_port"] = scheduler_port
+    else:
+        kwargs["local_scheduler"] = True
+    if log_level:
+        kwargs["log_level"] = log_level
+    with config_overrides(overrides):
+        roots = tasks() if callable(tasks) else tasks
+        roots = list(roots) if isinstance(roots, (list, tuple)) else [roots]
+        result = luigi.build(roots, **kwargs)
+    return BuildResult(ok=result.status in SUCCESS, status=result.status.name, summary=result.summary_text)

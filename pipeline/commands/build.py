@@ -1,0 +1,59 @@
+"""`run`, `release`, `rerun` and `stages`: the commands that build (part of) the DAG."""
+from __future__ import annotations
+
+import sys
+
+import pipeline
+from pipeline.build import build, config_overrides
+from pipeline.commands.common import describe_run, layout_of, path_overrides, stand_in_warning
+from pipeline.progress import BuildProgress
+from pipeline.registry import family_table, format_table, task_graph
+from pipeline.rerun import plan_rerun, remove_outputs
+from tasks.release import PackRelease
+
+
+def _build(roots, args) -> int:
+    description = describe_run(args)
+    print(description, file=sys.stderr)
+    with BuildProgress():
+        result = build(roots, workers=args.workers, overrides=path_overrides(args))
+    print(result.summary, file=sys.stderr)
+    warning = stand_in_warning(description)
+    if warning:
+        print(warning, file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def run(args) -> int:
+    subject = args.subject
+    return _build(lambda: pipeline.BuildSubject(subject=subject) if subject else pipeline.BuildSingingHead(), args)
+
+
+def release(args) -> int:
+    code = _build(lambda: PackRelease(), args)
+    if code == 0:
+        print(f"release: {layout_of(args).release}")
+    return code
+
+
+def rerun(args) -> int:
+    lay = layout_of(args)
+    with config_overrides(path_overrides(args)):
+        paths = plan_rerun(args.subject, args.from_stage, lay)
+    removed = remove_outputs(paths, lay, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {len(removed)} output(s) of {', '.join(args.subject)} from stage {args.from_stage} on",
+          file=sys.stderr)
+    for p in removed:
+        print(f"  {p}", file=sys.stderr)
+    if args.dry_run or args.no_build:
+        return 0
+    return _build(lambda: pipeline.BuildSingingHead(), args)
+
+
+def stages(args) -> int:
+    lay = layout_of(args)
+    with config_overrides(path_overrides(args)):
+        graph = task_graph(pipeline.BuildSingingHead())
+    print(format_table(family_table(graph, relative_to=lay.processed)))
+    return 0

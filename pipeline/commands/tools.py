@@ -1,0 +1,117 @@
+"""`make-head-model`, `separate-bgm` and `demo-capture`: tools that work on single files or folders."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from demo.capture import make_demo_capture
+from demo.truth_capture import make_truth_capture
+from flame_fit.flame import load_flame
+from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
+from pipeline.build import config_overrides
+from pipeline.rerun import plan_rerun, remove_outputs
+from tasks import config
+from tasks.capture.raw_layout import read_json
+from tasks.common.atomic import atomic_dir, write_json_atomic
+from tasks.common.progress import Progress
+from tasks.common.settings import BgmSettings, DeviceSettings, FlameSettings
+from tasks.common.names import check_name, remove_inside
+from tasks.devices import torch_device
+from tasks.head_model import get_head_model
+from tasks.layout import Layout
+from tasks.media.audio_io import read_audio, write_wav
+from tasks.separation.vocals import (FALLBACK_NAME, OUTPUT_SUBTYPE, demucs_bgm, demucs_chunk_plan, load_demucs,
+                                     weight_free_bgm)
+
+log = logging.getLogger("singinghead")
+
+
+def make_head_model(args) -> int:
+    out = Path(args.dir)
+    with atomic_dir(out) as tmp:
+        write_procedural_head_model(tmp, seed=args.seed, n_vertices=args.n_vertices)
+    flame = load_flame(out / MODEL_FILE, out / EMBEDDING_FILE)        # proves the files load
+    print(f"wrote {out / MODEL_FILE} and {out / EMBEDDING_FILE}: {flame.name}, "
+          f"{flame.n_vertices} vertices, {int(flame.faces.shape[0])} faces")
+    return 0
+
+
+def separate_bgm(args) -> int:
+    cfg = config.read(BgmSettings)
+    repo = cfg.demucs_repo if args.demucs_repo is None else args.demucs_repo
+    name = args.model or cfg.demucs_model
+    x, sr = read_audio(args.input)
+    if repo:
+        net = load_demucs(repo, name)
+        dev = torch_device(config.read(DeviceSettings))
+        prog = Progress(None, len(demucs_chunk_plan(-(-x.shape[0] * net.samplerate // sr), net.samplerate,
+                                                    cfg.chunk_seconds)), "Demucs", bar=True)
+        bgm = demucs_bgm(net, x, sr, dev, cfg.chunk_seconds, prog)
+        what = f"Demucs {name} from {repo} on {dev}"
+    else:
+        log.warning("no Demucs model folder given: using the %s", FALLBACK_NAME)
+        bgm = weight_free_bgm(x, sr)
+        what = FALLBACK_NAME
+    write_wav(args.output, bgm, sr, OUTPUT_SUBTYPE)
+    print(f"{args.output}: {bgm.shape[0] / sr:.1f} s, {sr} Hz, {bgm.shape[1]} ch, by {what}")
+    return 0
+
+
+DEMO_RECORD = "demo_capture.json"
+
+
+def demo_capture(args) -> int:
+    if args.remove:
+        return remove_demo_capture(Path(args.out), Path(args.truth), args)
+    common = dict(width=args.width, height=args.height, seconds=args.seconds, n_subjects=args.subjects,
+                  n_songs=args.songs, seed=args.seed, fps=args.fps, workers=args.workers or None,
+                  force=args.force, with_scan=not args.no_scan)
+    if args.photo_only:
+        summary = make_demo_capture(Path(args.out), Path(args.truth), **common)
+        kind = "demo capture"
+    else:
+        summary = make_truth_capture(Path(args.out), Path(args.truth), scan_landmarks=args.scan_landmarks,
+                                     model=demo_head_model(), **common)
+        kind = "truth capture"
+    # What this generator wrote, so that `--remove` (make clean-demo) never touches a lab's captures.
+    subjects = sorted(s["subject_id"] for s in summary["subjects"])
+    record = Path(args.truth) / DEMO_RECORD
+    known = set(read_json(record)["subjects"]) if record.is_file() else set()
+    write_json_atomic(record, {"subjects": sorted(known | set(subjects))})
+    n = sum(len(s["songs"]) for s in summary["subjects"])
+    print(f"{kind}: {len(summary['subjects'])} subject(s), {n} song(s) under {summary['out']}; "
+          f"truth under {summary['truth']}")
+    return 0
+
+
+def demo_head_model():
+    """The truth capture's head model: FLAME when `[flame] model_path` is set, else None (the
+    procedural model, built in memory by demo.scan; nothing is written under processed/)."""
+    flame = config.read(FlameSettings)
+    if not flame.model_path:
+        return None
+    model, _ = get_head_model(flame, Layout.from_config().models_dir(), "cpu")
+    return model
+
+
+def remove_demo_capture(raw: Path, truth: Path, args) -> int:
+    """Remove the demo subjects (those listed in `truth/demo_capture.json`), their outputs and the
+    shared outputs that include them; every other capture and output stays."""
+    record = truth / DEMO_RECORD
+    if not record.is_file():
+        print(f"{record} not found: no demo capture recorded there, nothing removed")
+        return 0
+    subjects = [check_name(s) for s in read_json(record)["subjects"]]
+    with config_overrides(paths={"raw_dir": raw, "processed_dir": getattr(args, "processed_dir", None)}):
+        lay = Layout.from_config()
+        present = [s for s in subjects if (raw / s).is_dir() or lay.subject_out(s).is_dir()]
+        paths = plan_rerun(present, "validate", lay) if present else []
+    removed = remove_outputs(paths, lay)
+    for s in present:
+        removed += [p for p in (lay.subject_out(s), raw / s) if p.exists()]
+        remove_inside(lay.processed, lay.subject_out(s))
+        remove_inside(raw, raw / s)
+    remove_inside(truth.parent, truth)
+    print(f"removed the demo capture ({', '.join(present) or 'no subjects left'}): {len(removed)} path(s) "
+          f"and {truth}")
+    return 0

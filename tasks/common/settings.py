@@ -1,0 +1,130 @@
+"""Every `luigi.cfg` section the pipeline reads, as small frozen settings objects.
+
+These dataclasses are the single description of the configuration: `tasks.config` derives the
+`luigi.Config` classes from them (so `--crop-landmark-every 4` works the Luigi way), a stage's
+`run` reads its section once into one of these objects, and plain code receives it as an
+ordinary argument. Plain code therefore never touches Luigi or the global configuration.
+
+Each class's `SECTION` is the `luigi.cfg` section name; field defaults are the defaults.
+"""
+from dataclasses import asdict, dataclass
+from typing import ClassVar, Literal
+
+
+@dataclass(frozen=True)
+class PathSettings:
+    SECTION: ClassVar[str] = "paths"
+    raw_dir: str = "raw"
+    processed_dir: str = "processed"
+    release_dir: str = ""               # empty: <processed_dir>/release
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    SECTION: ClassVar[str] = "device"
+    # "auto": CUDA when torch sees a GPU, else CPU. Luigi never says which GPU a task holds,
+    # so a worker on a multi-GPU machine is pinned with CUDA_VISIBLE_DEVICES (see README).
+    torch_device: str = "auto"
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    SECTION: ClassVar[str] = "crop"
+    output_size: int = 1024
+    margin: float = 0.6                 # box grows by this fraction per side
+    detect_width: int = 960             # MTCNN runs on a frame this wide
+    landmark_every: int = 6
+    edge_fraction: float = 0.08         # landmark closer than this x box size ends a segment
+    crf: int = 18
+    preset: str = "veryfast"
+    keyframe_interval: int = 240        # clips of 240 frames cut by stream copy
+    threads: int = 0                    # 0: let the codecs choose
+
+
+@dataclass(frozen=True)
+class BgmSettings:
+    SECTION: ClassVar[str] = "bgm"
+    demucs_model: str = "htdemucs_ft"
+    demucs_repo: str = ""               # empty: the weight-free vocal remover
+    chunk_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    SECTION: ClassVar[str] = "audio"
+    sample_rate: int = 16000
+    channels: int = 1
+    duration_tolerance_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class FlameSettings:
+    SECTION: ClassVar[str] = "flame"
+    model_path: str = ""                # generic_model.pkl / flame2023.pkl; empty: procedural
+    landmark_embedding_path: str = ""
+    # empty: <processed_dir>/_models/procedural_head_<version>_seed<seed>, regenerated when the
+    # generator's version changes
+    procedural_model_dir: str = ""
+
+
+@dataclass(frozen=True)
+class EmocaSettings:
+    SECTION: ClassVar[str] = "emoca"
+    checkpoint_dir: str = ""            # e.g. .../EMOCA_v2_lr_mse_20; empty: weight-free estimator
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    SECTION: ClassVar[str] = "refine"
+    outlier_scale: float = 1.5          # box-plot fence factor s
+    landmark_window: int = 7            # running-median window for landmark outliers
+    # w_s of the landmark smoother; 10 at 30 fps flattens real mouth motion by ~12 px (bench/motion.py)
+    smooth_weight: float = 0.3
+    smoother: Literal["exact", "adam"] = "exact"
+    lambda_landmark: float = 1.0
+    lambda_smooth: float = 3.0
+    lambda_reg: float = 1e-3
+    # landmarks cannot tell neck from global rotation; a heavier neck prior keeps it near zero
+    neck_reg_scale: float = 1e4
+    # landmark weight of the 17 jaw-contour points (view-dependent; the 51 others weigh 1)
+    contour_weight: float = 1.0
+    lr: float = 0.01
+    lr_floor: float = 0.125
+    max_iters: int = 2000
+    tolerance: float = 1e-7             # relative loss decrease that counts as converged
+    check_every: int = 5
+
+
+@dataclass(frozen=True)
+class DatasetSettings:
+    SECTION: ClassVar[str] = "dataset"
+    fps: int = 30
+    min_sequence_seconds: float = 3.0
+    clip_frames: int = 240
+    split_seed: int = 0
+    split_by_song: bool = True
+    train_fraction: float = 0.80
+    val_fraction: float = 0.05
+
+    @property
+    def min_sequence_frames(self) -> int:
+        """Segments shorter than this never become sequences (and are never refined)."""
+        return round(self.min_sequence_seconds * self.fps)
+
+
+@dataclass(frozen=True)
+class ReleaseSettings:
+    SECTION: ClassVar[str] = "release"
+    shard_bytes: int = 2_000_000_000
+    include_sequences: bool = True
+    name: str = "SingingHead"
+
+
+ALL_SETTINGS = (PathSettings, DeviceSettings, CropSettings, BgmSettings, AudioSettings, FlameSettings,
+                EmocaSettings, RefineSettings, DatasetSettings, ReleaseSettings)
+
+
+def recorded_params(*settings) -> dict:
+    """{section: {field: value}} of the given settings objects, written next to each output."""
+    return {type(s).SECTION: asdict(s) for s in settings}

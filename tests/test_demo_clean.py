@@ -1,0 +1,46 @@
+"""`make clean-demo` (`singinghead demo-capture --remove`) removes the demo and nothing of a lab's own."""
+from __future__ import annotations
+
+import json
+
+from pipeline.cli import main
+
+
+def test_remove_takes_only_the_recorded_demo_subjects(tmp_path):
+    raw, processed, truth = tmp_path / "raw", tmp_path / "processed", tmp_path / "demo_truth"
+    for subject in ("S001", "S002", "S100"):             # S100 is the lab's own capture
+        (raw / subject / "songs" / "001_art_a").mkdir(parents=True)
+        (raw / subject / "subject.json").write_text("{}")
+        (processed / subject / "001_art_a").mkdir(parents=True)
+        (processed / subject / "validation.json").write_text("{}")
+    (processed / "dataset" / "SingingHead").mkdir(parents=True)
+    (processed / "dataset" / "SingingHead" / "manifest.json").write_text("{}")
+    truth.mkdir()
+    (truth / "demo_capture.json").write_text(json.dumps({"subjects": ["S001", "S002"]}))
+    (tmp_path / "elsewhere.txt").write_text("keep")
+
+    assert main(["demo-capture", "--remove", "--out", str(raw), "--truth", str(truth),
+                 "--processed-dir", str(processed)]) == 0
+    assert sorted(p.name for p in raw.iterdir()) == ["S100"]
+    assert (processed / "S100" / "validation.json").is_file()
+    assert not (processed / "S001").exists() and not (processed / "S002").exists()
+    # the shared dataset mixed the demo in: it goes, so the next build does not reuse it
+    assert not (processed / "dataset" / "SingingHead" / "manifest.json").exists()
+    assert not truth.exists() and (tmp_path / "elsewhere.txt").read_text() == "keep"
+
+
+def test_remove_without_a_record_removes_nothing(tmp_path):
+    (tmp_path / "raw" / "S001").mkdir(parents=True)
+    assert main(["demo-capture", "--remove", "--out", str(tmp_path / "raw"), "--truth",
+                 str(tmp_path / "demo_truth")]) == 0
+    assert (tmp_path / "raw" / "S001").is_dir()
+
+
+def test_a_hostile_record_cannot_reach_outside(tmp_path):
+    raw, truth = tmp_path / "raw", tmp_path / "demo_truth"
+    raw.mkdir()
+    truth.mkdir()
+    (tmp_path / "victim").mkdir()
+    (truth / "demo_capture.json").write_text(json.dumps({"subjects": ["../victim"]}))
+    assert main(["demo-capture", "--remove", "--out", str(raw), "--truth", str(truth)]) == 2
+    assert (tmp_path / "victim").is_dir()

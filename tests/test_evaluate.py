@@ -1,0 +1,148 @@
+"""evaluate(): the 3D metrics end to end on a tiny release, with known truth, and its errors."""
+from __future__ import annotations
+
+import io
+import json
+import math
+import pickle
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from flame_fit.flame import load_flame
+from flame_fit.procedural import write_procedural_head_model
+from tasks.dataset.flame_pickle import flame_pickle_bytes
+from tasks.common.errors import PipelineInputError
+from tasks.evaluation.evaluate import METRICS, evaluate, main_table, result_json
+
+T = 30
+TEST_IDS = ["id1_2_0_0", "id1_2_0_1"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    p = write_procedural_head_model(tmp_path_factory.mktemp("head"), seed=0, n_vertices=2000)
+    return load_flame(p["model"], p["landmark_embedding"])
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rel") / "SingingHead"
+    for d in ("flame_seqs", "audio_seqs", "bgm_seqs"):
+        (root / d).mkdir(parents=True)
+    (root / "train.txt").write_text("id0_1_0_0\n")
+    (root / "val.txt").write_text("")
+    (root / "test.txt").write_text("".join(i + "\n" for i in TEST_IDS))
+    rng = np.random.default_rng(0)
+    gt = {}
+    for cid in TEST_IDS + ["id0_1_0_0"]:
+        s = rng.normal(size=(1, 100)) * 0.5
+        # smooth oscillating motion: speed minima (kinematic beats) every 10 frames
+        wave = np.sin(2 * np.pi * np.arange(T)[:, None] / 20 + rng.uniform(0, 0.3, size=(1, 59)))
+        e = 0.5 * wave[:, :50] * rng.normal(size=(1, 50))
+        p = 0.05 * wave[:, 50:] * rng.normal(size=(1, 9))
+        (root / "flame_seqs" / f"{cid}.pkl").write_bytes(flame_pickle_bytes(s, e, p))
+        audio = rng.normal(size=16000).astype(np.float32) * 0.01
+        for k in range(0, 16000, 4000):
+            audio[k:k + 200] += np.hanning(200) * 0.8
+        sf.write(root / "audio_seqs" / f"{cid}.wav", audio, 16000, subtype="PCM_16")
+        sf.write(root / "bgm_seqs" / f"{cid}_bgm.wav", audio, 16000, subtype="PCM_16")
+        gt[cid] = np.concatenate([e, p], axis=1).astype(np.float32)
+    return root.parent, gt
+
+
+def _write_preds(d, gt, fn):
+    d.mkdir(exist_ok=True)
+    for cid in TEST_IDS:
+        m = fn(gt[cid].copy())
+        (d / f"{cid}.pkl").write_bytes(pickle.dumps({"expcodes": m[..., :50], "posecodes": m[..., 50:]}))
+    return d
+
+
+def test_ground_truth_as_prediction_scores_zero_errors(tmp_path, release, model):
+    root, gt = release
+    preds = _write_preds(tmp_path / "p", gt, lambda m: np.stack([m, m]))
+    r = evaluate(preds, root, "test", head_model=model)
+    assert r["clips"] == 2 and r["samples"] == 2 and r["frames"] == [T]
+    for k in ("lve_mean", "lve_min", "ve_mean", "ve_min", "fdd", "meandist_pose", "mindist_pose",
+              "diversity", "diversity_lmk", "diversity_verts"):
+        assert r["metrics"][k] == pytest.approx(0.0, abs=1e-6), k
+    assert 0.0 < r["metrics"]["ba_lmk"] <= 1.0 and 0.0 < r["metrics"]["ba_pose"] <= 1.0
+    assert "not FLAME_masks.pkl" in r["regions"]
+    assert json.loads(result_json(r)) == json.loads(json.dumps(r))
+    table = main_table(r)
+    assert all(k in table for k, _, _ in METRICS)
+
+
+def test_global_offset_moves_pose_metrics_only_and_jaw_moves_lips(tmp_path, release, model):
+    root, gt = release
+    d = np.array([0.03, 0.0, 0.04], np.float32)             # |d| = 0.05 rad on the global pose
+
+    def two(m):
+        a = m.copy()
+        a[:, 50:53] += d
+        return np.stack([m, a])
+    r = evaluate(_write_preds(tmp_path / "g", gt, two), root, "test", head_model=model)["metrics"]
+    # official meshes for LVE/FVE/FDD zero global and neck pose: a global offset changes none of them
+    for k in ("lve_mean", "lve_min", "ve_mean", "ve_min", "fdd"):
+        assert r[k] == pytest.approx(0.0, abs=1e-6), k
+    assert r["meandist_pose"] == pytest.approx(0.05 / 2, rel=1e-4)     # sample 0 exact, sample 1 0.05
+    assert r["mindist_pose"] == pytest.approx(0.0, abs=1e-7)
+    assert r["diversity_pose"] == pytest.approx(0.05 * math.sqrt(T), rel=1e-4)
+    assert r["diversity_lmk"] > 0                                       # landmarks use the full pose
+
+    def jaw(m):
+        a = m.copy()
+        a[:, 56] += 0.2                                                 # open the jaw
+        return np.stack([m, a])
+    r = evaluate(_write_preds(tmp_path / "j", gt, jaw), root, "test", head_model=model)["metrics"]
+    assert r["lve_min"] == pytest.approx(0.0, abs=1e-6) and r["lve_mean"] > 1e-4
+    assert r["ve_min"] == pytest.approx(0.0, abs=1e-6) and r["ve_mean"] > 0
+    assert r["lve_mean"] > r["ve_mean"]                 # the lips move most: max over lip vertices
+
+
+def test_single_sample_predictions_and_motion_key(tmp_path, release, model):
+    root, gt = release
+    preds = tmp_path / "m"
+    preds.mkdir()
+    for cid in TEST_IDS:
+        (preds / f"{cid}.pkl").write_bytes(pickle.dumps({"motion": gt[cid]}))          # (T,59)
+    r = evaluate(preds, root, "test", head_model=model)
+    assert r["samples"] == 1 and r["metrics"]["diversity"] == 0.0 and r["metrics"]["lve_mean"] < 1e-6
+
+
+def test_bad_input_errors(tmp_path, release, model):
+    root, gt = release
+    ok = lambda m: m[None]
+    short = _write_preds(tmp_path / "s", gt, lambda m: m[None, :-1])
+    with pytest.raises(PipelineInputError, match=f"has {T - 1} frames, the ground truth clip has {T}"):
+        evaluate(short, root, "test", head_model=model)
+    wrong = _write_preds(tmp_path / "w", gt, ok)
+    (wrong / f"{TEST_IDS[0]}.pkl").write_bytes(pickle.dumps({"expcodes": np.zeros((1, T, 40)),
+                                                             "posecodes": np.zeros((1, T, 9))}))
+    with pytest.raises(PipelineInputError, match=r"want \(S,T,50\)"):
+        evaluate(wrong, root, "test", head_model=model)
+    extra = _write_preds(tmp_path / "x", gt, ok)
+    (extra / "id0_1_0_0.pkl").write_bytes(pickle.dumps({"motion": gt["id0_1_0_0"]}))
+    with pytest.raises(PipelineInputError, match="'id0_1_0_0' is not in the test split"):
+        evaluate(extra, root, "test", head_model=model)
+    missing = _write_preds(tmp_path / "y", gt, ok)
+    (missing / f"{TEST_IDS[1]}.pkl").unlink()
+    with pytest.raises(PipelineInputError, match="lacks predictions for 1 of 2"):
+        evaluate(missing, root, "test", head_model=model)
+    # a release whose ground truth is damaged
+    bad_root = tmp_path / "badrel"
+    import shutil
+    shutil.copytree(root, bad_root)
+    (bad_root / "SingingHead" / "flame_seqs" / f"{TEST_IDS[0]}.pkl").write_bytes(b"\x80\x03garbage")
+    with pytest.raises(PipelineInputError, match=f"flame_seqs/{TEST_IDS[0]}.pkl"):
+        evaluate(_write_preds(tmp_path / "z", gt, ok), bad_root, "test", head_model=model)
+    # FLAME without its masks file
+    model.is_real = True
+    try:
+        with pytest.raises(PipelineInputError, match="FLAME_masks.pkl"):
+            evaluate(_write_preds(tmp_path / "f", gt, ok), root, "test", head_model=model)
+    finally:
+        model.is_real = False

@@ -1,0 +1,199 @@
+"""SingingHeadDataset reads the extracted tree, tar shards in place and the official zips alike."""
+from __future__ import annotations
+
+import io
+import pickle
+import tarfile
+import zipfile
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from tasks.dataset.flame_pickle import flame_pickle_bytes
+from tasks.dataset.loader import SingingHeadDataset, clip_files
+from tasks.common.errors import PipelineInputError
+
+T, SR, FPS = 12, 24000, 30     # 12 frames: whole sample counts at 24 and 16 kHz
+IDS = {"train": ["id0_1_0_0", "id0_1_0_1"], "val": [], "test": ["id1_2_0_0"]}
+
+
+def _mp4(seed: int) -> bytes:
+    buf = io.BytesIO()
+    rng = np.random.default_rng(seed)
+    with av.open(buf, "w", format="mp4") as c:
+        s = c.add_stream("libx264", rate=FPS)
+        s.width = s.height = 64
+        s.pix_fmt = "yuv444p"                           # no chroma subsampling: colours stay close
+        s.options = {"crf": "0", "preset": "ultrafast", "threads": "1"}
+        for t in range(T):
+            img = np.full((64, 64, 3), 40 * t % 256, np.uint8)
+            img[:, :, 1] = rng.integers(0, 255)
+            f = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv444p")
+            f.pts, f.time_base = t, Fraction(1, FPS)
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return buf.getvalue()
+
+
+def _wav(x: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, x, SR, subtype="PCM_16", format="WAV")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def files():
+    """{path inside SingingHead/: bytes} of a tiny release, with the truth it was written from."""
+    out, truth = {}, {}
+    for split, ids in IDS.items():
+        out[f"{split}.txt"] = "".join(i + "\n" for i in ids).encode()
+    rng = np.random.default_rng(0)
+    n = T * SR // FPS
+    for k, cid in enumerate(sum(IDS.values(), [])):
+        s, e, p = (rng.normal(size=(1, 100)), rng.normal(size=(T, 50)), rng.normal(size=(T, 9)))
+        t = np.arange(n) / SR
+        vocal = (0.5 * np.sin(2 * np.pi * 440 * (k + 1) * t)).astype(np.float32)
+        bgm = np.stack([0.25 * np.sin(2 * np.pi * 110 * t)] * 2, 1).astype(np.float32)   # stereo
+        f = clip_files(cid)
+        out[f["flame_seqs"]] = flame_pickle_bytes(s, e, p)
+        out[f["audio_seqs"]] = _wav(vocal)
+        out[f["bgm_seqs"]] = _wav(bgm)
+        out[f["video_seqs"]] = _mp4(k)
+        truth[cid] = dict(s=s, e=e, p=p, vocal=vocal)
+    return out, truth
+
+
+def _tree(root: Path, files, only=None):
+    for rel, data in files.items():
+        if only is None or rel.split("/")[0] in only:
+            (root / "SingingHead" / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / "SingingHead" / rel).write_bytes(data)
+
+
+def _tars(root: Path, files, only=None, per_shard=5):
+    rels = sorted(r for r in files if only is None or r.split("/")[0] in only)
+    for k in range(0, len(rels), per_shard):
+        with tarfile.open(root / f"singinghead-{k // per_shard:03d}.tar", "w") as tf:
+            for rel in rels[k:k + per_shard]:
+                info = tarfile.TarInfo(f"SingingHead/{rel}")
+                info.size = len(files[rel])
+                tf.addfile(info, io.BytesIO(files[rel]))
+
+
+def _zips(root: Path, files, only=("video_seqs", "flame_seqs", "audio_seqs", "bgm_seqs")):
+    for mod in only:
+        with zipfile.ZipFile(root / f"{mod}.zip", "w") as z:
+            for rel, data in sorted(files.items()):
+                if rel.startswith(mod + "/"):
+                    z.writestr(rel.split("/", 1)[1], data)
+    for split in IDS:
+        (root / f"{split}.txt").write_bytes(files[f"{split}.txt"])
+
+
+@pytest.fixture(scope="module")
+def forms(tmp_path_factory, files):
+    data, _ = files
+    roots = {k: tmp_path_factory.mktemp(k) for k in ("tree", "tars", "zips", "mixed")}
+    _tree(roots["tree"], data)
+    _tars(roots["tars"], data)
+    _zips(roots["zips"], data)
+    # mixed: official zips for motion and audio, our tar shards for video and bgm
+    _zips(roots["mixed"], data, only=("flame_seqs", "audio_seqs"))
+    _tars(roots["mixed"], data, only=("video_seqs", "bgm_seqs"))
+    return roots
+
+
+def _items(root, split="train", **kw):
+    ds = SingingHeadDataset(root, split=split, **kw)
+    return [ds[i] for i in range(len(ds))]
+
+
+def test_items_hold_the_truth_in_official_order(forms, files):
+    _, truth = files
+    items = _items(forms["tree"], sample_rate=16000)
+    assert [it["id"] for it in items] == IDS["train"]
+    for it in items:
+        tr = truth[it["id"]]
+        assert it["motion"].shape == (T, 59) and it["motion"].dtype == np.float32
+        np.testing.assert_allclose(it["motion"][:, :50], tr["e"], rtol=1e-6)
+        np.testing.assert_allclose(it["motion"][:, 50:53], tr["p"][:, 0:3], rtol=1e-6)   # global
+        np.testing.assert_allclose(it["motion"][:, 53:56], tr["p"][:, 3:6], rtol=1e-6)   # neck
+        np.testing.assert_allclose(it["motion"][:, 56:59], tr["p"][:, 6:9], rtol=1e-6)   # jaw
+        np.testing.assert_allclose(it["shape"], tr["s"][0], rtol=1e-6)
+        n16 = T * 16000 // FPS
+        assert it["vocal"].shape == (n16,) and it["bgm"].shape == (n16,)
+        # resampled 24k -> 16k: the sine is still the sine (away from the edges)
+        t = np.arange(n16) / 16000
+        want = 0.5 * np.sin(2 * np.pi * 440 * (IDS["train"].index(it["id"]) + 1) * t)
+        np.testing.assert_allclose(it["vocal"][200:-200], want[200:-200], atol=2e-3)
+        assert "video" not in it
+    native = _items(forms["tree"], sample_rate=None)[0]
+    assert native["vocal"].shape == (T * SR // FPS,)
+
+
+@pytest.mark.parametrize("form", ["tars", "zips", "mixed"])
+def test_every_form_gives_identical_items(forms, form):
+    ref = _items(forms["tree"], with_video=True)
+    got = _items(forms[form], with_video=True)
+    assert len(got) == len(ref)
+    for a, b in zip(ref, got):
+        assert a.keys() == b.keys() and a["id"] == b["id"]
+        for k in ("motion", "shape", "vocal", "bgm", "video"):
+            np.testing.assert_array_equal(a[k], b[k])
+    assert got[0]["video"].shape == (T, 64, 64, 3) and got[0]["video"].dtype == np.uint8
+    assert abs(int(got[0]["video"][3, 10, 10, 0]) - 120) <= 3      # frame 3 was painted 40*3
+
+
+def test_test_split_and_by_id_and_dataloader(forms):
+    ds = SingingHeadDataset(forms["zips"], split="test")
+    assert len(ds) == 1 and ds.by_id("id1_2_0_0")["id"] == "id1_2_0_0"
+    with pytest.raises(KeyError, match="not in the test split"):
+        ds.by_id("id0_1_0_0")
+    assert len(SingingHeadDataset(forms["tree"], split="val")) == 0
+    batch = next(iter(torch.utils.data.DataLoader(SingingHeadDataset(forms["tars"]), batch_size=2)))
+    assert batch["motion"].shape == (2, T, 59) and batch["id"] == IDS["train"]
+
+
+def test_tar_members_are_read_in_place(forms, monkeypatch):
+    # no extraction: reading an item never goes through tarfile.extractfile
+    monkeypatch.setattr(tarfile.TarFile, "extractfile", lambda *a, **k: pytest.fail("extracted"))
+    ds = SingingHeadDataset(forms["tars"])
+    assert ds[1]["motion"].shape == (T, 59)
+
+
+def test_clear_errors(forms, files, tmp_path):
+    data, _ = files
+    with pytest.raises(ValueError, match="split must be one of"):
+        SingingHeadDataset(forms["tree"], split="dev")
+    # a missing modality file names the clip's path
+    broken = tmp_path / "broken"
+    _tree(broken, {k: v for k, v in data.items() if not k.startswith("bgm_seqs/id0_1_0_1")})
+    ds = SingingHeadDataset(broken)
+    with pytest.raises(PipelineInputError, match=r"bgm_seqs/id0_1_0_1_bgm.wav.*missing"):
+        ds[1]
+    # a pickle that would run code is refused, naming the zip member
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    _zips(evil, data)
+
+    class Evil:
+        def __reduce__(self):
+            import os
+            return (os.system, ("true",))
+    with zipfile.ZipFile(evil / "flame_seqs.zip", "w") as z:
+        for cid in IDS["train"]:
+            z.writestr(f"{cid}.pkl", pickle.dumps({"shapecode": Evil()}))
+    with pytest.raises(PipelineInputError, match=r"flame_seqs.zip:id0_1_0_0.pkl.*refusing to load"):
+        SingingHeadDataset(evil)[0]
+    # a split file naming a path, not a clip id
+    bad = tmp_path / "bad"
+    _tree(bad, {**data, "train.txt": b"../../etc/passwd\n"})
+    with pytest.raises(PipelineInputError, match="not plain clip ids"):
+        SingingHeadDataset(bad)

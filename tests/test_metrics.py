@@ -1,0 +1,239 @@
+"""The paper's 3D metrics on hand-computable cases, and against a transcription of the official code."""
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tasks.evaluation import metrics as M
+
+
+def _mesh(offsets):
+    """(..., 4, 3) from per-vertex x offsets (the 4-vertex mesh moves along x only)."""
+    o = torch.as_tensor(offsets, dtype=torch.float32)
+    v = torch.zeros(o.shape + (3,))
+    v[..., 0] = o
+    return v
+
+
+def test_lve_max_over_lip_then_mean_over_frames_then_mean_or_min_over_samples():
+    gt = _mesh([[0, 0, 0, 0], [0, 0, 0, 0]])                      # T=2, V=4
+    # lip = vertices 1, 2. sample 0: frame errors max(1,3)=3, max(2,0)=2 -> 2.5
+    #                      sample 1: frame errors max(0,1)=1, max(1,1)=1 -> 1.0
+    pred = _mesh([[[9, 1, 3, 0], [0, 2, 0, 9]],
+                  [[0, 0, 1, 0], [9, 1, 1, 9]]])                  # S=2; vertices 0, 3 are not lip
+    mean, mn = M.lip_vertex_error(pred, gt, torch.tensor([1, 2]))
+    assert mean == pytest.approx((2.5 + 1.0) / 2) and mn == pytest.approx(1.0)
+
+
+def test_fve_reduces_over_samples_per_vertex_and_frame():
+    gt = _mesh([[0, 0, 0, 0]])                                     # T=1
+    pred = _mesh([[[4, 0, 2, 7]], [[0, 6, 2, 7]]])                 # S=2
+    face = torch.tensor([0, 1, 2])
+    mean, mn = M.face_vertex_error(pred, gt, face)
+    assert mean == pytest.approx(((4 + 0) / 2 + (0 + 6) / 2 + 2) / 3)
+    # per-vertex min over samples: min(4,0)=0, min(0,6)=0, min(2,2)=2 -> 2/3, although each sample
+    # alone has error 2 (sample 0: (4+0+2)/3, sample 1: (0+6+2)/3 = 8/3)
+    assert mn == pytest.approx(2 / 3)
+
+
+def test_fdd_is_gt_minus_pred_std_of_squared_norm_over_time():
+    # upper = vertex 0 twice (duplicates count twice, like concatenated forehead+eye_region) and 1
+    gt = _mesh([[1, 0, 5], [3, 2, 5]])            # |v|^2 over time: v0 1,9 (std 4*sqrt2); v1 0,4 (2*sqrt2)
+    pred = _mesh([[[1, 1, 0], [1, 1, 0]]])        # static -> std 0
+    upper = torch.tensor([0, 0, 1])
+    want = (2 * 4 * math.sqrt(2) + 2 * math.sqrt(2)) / 3
+    assert M.upper_face_dynamics_deviation(pred, gt, upper) == pytest.approx(want, rel=1e-6)
+    assert M.upper_face_dynamics_deviation(gt[None], gt, upper) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_pose_distance_mean_and_min():
+    gt = torch.zeros(2, 6)
+    pred = torch.zeros(2, 2, 6)
+    pred[0, 0, 0] = 3.0; pred[0, 0, 1] = 4.0      # sample 0: frame norms 5, 0 -> 2.5
+    pred[1, :, 5] = 1.0                            # sample 1: 1, 1 -> 1
+    mean, mn = M.pose_distance(pred, gt)
+    assert mean == pytest.approx((5 + 0 + 1 + 1) / 4) and mn == pytest.approx(1.0)
+
+
+def test_diversity_mean_pairwise_distance_of_flattened_samples():
+    a = torch.zeros(3, 2, 2)
+    a[1, 0, 0] = 3.0; a[1, 1, 1] = 4.0             # |s1 - s0| = 5
+    a[2, 0, 0] = 3.0                               # |s2 - s0| = 3, |s2 - s1| = 4
+    assert M.diversity(a) == pytest.approx(4.0)
+    assert M.diversity(a[:1]) == 0.0
+
+
+def test_beat_alignment_formula_and_edge_cases():
+    assert M.beat_alignment([10, 20], [10, 23]) == pytest.approx((1 + math.exp(-9 / 18)) / 2)
+    assert M.beat_alignment([], [0]) == pytest.approx(1.0)          # official: no beat -> beat at 0
+    assert M.beat_alignment([5], []) == 0.0
+
+
+def test_motion_beats_are_local_minima_of_smoothed_velocity():
+    # position moves fast-slow-fast: speed |sin|, minima of speed at multiples of 30 frames
+    t = np.arange(121)
+    x = np.cumsum(np.abs(np.sin(np.pi * t / 30)))
+    beats, n = M.motion_beats(np.stack([x, np.zeros_like(x), np.zeros_like(x)], 1)[:, None, :])
+    assert n == 120
+    np.testing.assert_allclose(beats, [30, 60, 90], atol=1)
+    pose_beats, _ = M.motion_beats(np.stack([x] + [np.zeros_like(x)] * 5, 1))   # (T,6) pose input
+    np.testing.assert_array_equal(pose_beats, beats)
+
+
+def test_audio_beats_follow_a_click_track():
+    sr = 16000
+    audio = np.zeros(sr * 8, np.float32)
+    click = np.random.default_rng(0).normal(size=400) * np.exp(-np.arange(400) / 80)   # drum-like burst
+    for k in range(16):                              # 120 bpm: one click every 0.5 s
+        audio[k * sr // 2: k * sr // 2 + 400] += click
+    b = M.audio_beats(audio, sr)
+    assert len(b) >= 12
+    # beats on the clicks, counted in onset frames of 512 samples (not in 30 fps video frames)
+    np.testing.assert_allclose(b * 512 / sr, np.round(b * 512 / sr * 2) / 2, atol=0.04)
+    assert np.median(np.diff(b)) == pytest.approx(sr / 2 / 512, abs=1)
+    assert (M.audio_beats(audio, sr, length=100) < 100).all()
+
+
+# ----------------------------------------------------------------------------- official order
+class _OfficialCopy:
+    """Transcribed from wsj-sjtu/SingingHead metrics/metric_3d/metrics.py (MetricCalculator),
+    with 5023 replaced by the test mesh's V; used only to check reduction order and units."""
+
+    def __init__(self, V, masks):
+        self.V, self.flame_mask = V, masks
+
+    def calculate_lve(self, pred, gt, type="mean"):
+        bs, nsample, seq_len = pred.shape[0], pred.shape[1], pred.shape[2]
+        pred_lip = pred.contiguous().view(bs, nsample, seq_len, self.V, 3)[:, :, :, self.flame_mask["lip"], :]
+        gt_lip = gt.contiguous().view(bs, seq_len, self.V, 3)[:, :, self.flame_mask["lip"], :]
+        gt_lip = gt_lip.unsqueeze(1).repeat(1, nsample, 1, 1, 1)
+        l2_dist = torch.norm(pred_lip - gt_lip, p=2, dim=-1)
+        l2_dist, _ = torch.max(l2_dist, dim=-1)
+        l2_dist = torch.mean(l2_dist, dim=-1)
+        if type == "mean":
+            return torch.mean(l2_dist).item()
+        l2_dist, _ = torch.min(l2_dist, dim=1)
+        return torch.mean(l2_dist).item()
+
+    def calculate_ve(self, pred, gt, type="mean"):
+        bs, nsample, seq_len = pred.shape[0], pred.shape[1], pred.shape[2]
+        pred_face = pred.contiguous().view(bs, nsample, seq_len, self.V, 3)[:, :, :, self.flame_mask["face"], :]
+        gt_face = gt.contiguous().view(bs, seq_len, self.V, 3)[:, :, self.flame_mask["face"], :]
+        gt_face = gt_face.unsqueeze(1).repeat(1, nsample, 1, 1, 1)
+        l2_dist = torch.norm(pred_face - gt_face, p=2, dim=-1)
+        ve = torch.mean(l2_dist, dim=1) if type == "mean" else torch.min(l2_dist, dim=1)[0]
+        return torch.mean(ve).item()
+
+    def calculate_fdd(self, pred, gt):
+        bs, nsample, seq_len = pred.shape[0], pred.shape[1], pred.shape[2]
+        pu = pred.contiguous().view(bs, nsample, seq_len, self.V, 3)[:, :, :, self.flame_mask["upper_face"], :]
+        gu = gt.contiguous().view(bs, seq_len, self.V, 3)[:, :, self.flame_mask["upper_face"], :]
+        pred_std = torch.mean(torch.std(torch.sum(pu ** 2, dim=-1), dim=-2))
+        gt_std = torch.mean(torch.std(torch.sum(gu ** 2, dim=-1), dim=-2))
+        return (gt_std - pred_std).item()
+
+    def compute_diversity(self, pred):
+        if pred.shape[1] == 1:
+            return 0.0
+        batch_size, nsample, nframe, _ = pred.shape
+        pred = pred.reshape(batch_size, nsample, -1)
+        return sum(F.pdist(pred[i]).mean().item() for i in range(batch_size)) / batch_size
+
+    def compute_mindst_pose(self, pred, gt):
+        pp, gp = pred[..., 50:56], gt[..., 50:56].unsqueeze(1).repeat(1, pred.shape[1], 1, 1)
+        return torch.norm(pp - gp, dim=3).mean(dim=2).min(dim=1)[0].mean().item()
+
+    def compute_meandist_pose(self, pred, gt):
+        pp, gp = pred[..., 50:56], gt[..., 50:56].unsqueeze(1).repeat(1, pred.shape[1], 1, 1)
+        return torch.norm(pp - gp, dim=3).mean().item()
+
+
+def test_per_clip_means_equal_the_official_batched_reductions():
+    g = torch.Generator().manual_seed(0)
+    bs, S, T, V = 3, 4, 6, 10
+    pred = torch.randn(bs, S, T, V, 3, generator=g)
+    gt = torch.randn(bs, T, V, 3, generator=g)
+    masks = {"lip": np.array([1, 4, 7]), "face": np.arange(2, 9),
+             "upper_face": np.array([0, 2, 3, 0, 9])}
+    off = _OfficialCopy(V, masks)
+    lip, face, upper = (torch.as_tensor(masks[k]) for k in ("lip", "face", "upper_face"))
+    per = [(M.lip_vertex_error(pred[b], gt[b], lip), M.face_vertex_error(pred[b], gt[b], face),
+            M.upper_face_dynamics_deviation(pred[b], gt[b], upper), M.diversity(pred[b].reshape(S, T, -1)))
+           for b in range(bs)]
+    flat_p, flat_g = pred.reshape(bs, S, T, -1), gt.reshape(bs, T, -1)
+    assert np.mean([p[0][0] for p in per]) == pytest.approx(off.calculate_lve(flat_p, flat_g, "mean"), rel=1e-5)
+    assert np.mean([p[0][1] for p in per]) == pytest.approx(off.calculate_lve(flat_p, flat_g, "min"), rel=1e-5)
+    assert np.mean([p[1][0] for p in per]) == pytest.approx(off.calculate_ve(flat_p, flat_g, "mean"), rel=1e-5)
+    assert np.mean([p[1][1] for p in per]) == pytest.approx(off.calculate_ve(flat_p, flat_g, "min"), rel=1e-5)
+    assert np.mean([p[2] for p in per]) == pytest.approx(off.calculate_fdd(flat_p, flat_g), rel=1e-5)
+    assert np.mean([p[3] for p in per]) == pytest.approx(off.compute_diversity(flat_p), rel=1e-5)
+    motion = torch.randn(bs, S, T, 59, generator=g)
+    motion_gt = torch.randn(bs, T, 59, generator=g)
+    pd = [M.pose_distance(motion[b, ..., 50:56], motion_gt[b, :, 50:56]) for b in range(bs)]
+    assert np.mean([p[0] for p in pd]) == pytest.approx(off.compute_meandist_pose(motion, motion_gt), rel=1e-5)
+    assert np.mean([p[1] for p in pd]) == pytest.approx(off.compute_mindst_pose(motion, motion_gt), rel=1e-5)
+
+
+def _official_ba(motion, audio_beat_axis):
+    """calc_db + BA of beat_align_score.py, transcribed (BA with motion_beats as argrelextrema's tuple)."""
+    from scipy.ndimage import gaussian_filter
+    from scipy.signal import argrelextrema
+    seq = np.array(motion)
+    velocity = np.mean(np.sqrt(np.sum((seq[1:] - seq[:-1]) ** 2, axis=2)), axis=1)
+    velocity = gaussian_filter(velocity, 5)
+    motion_beats = argrelextrema(velocity, np.less)
+    music_beats = audio_beat_axis[audio_beat_axis < len(velocity)]
+    if len(music_beats) == 0:
+        music_beats = np.array([0], dtype=np.int64)
+    ba = 0
+    for bb in music_beats:
+        ba += np.exp(-np.min((motion_beats[0] - bb) ** 2) / 2 / 9)
+    return ba / len(music_beats)
+
+
+def test_beat_alignment_score_matches_official_transcription():
+    rng = np.random.default_rng(1)
+    lmk = np.cumsum(rng.normal(size=(90, 68, 3)), axis=0).astype(np.float32)
+    beats = np.array([3, 17, 40, 71, 88, 120])
+    assert M.beat_alignment_score(lmk, None, beats=beats) == pytest.approx(_official_ba(lmk, beats))
+    pose = np.cumsum(rng.normal(size=(90, 6)), axis=0)
+    assert M.beat_alignment_score(pose, None, beats=beats) == pytest.approx(_official_ba(pose[:, None, :], beats))
+
+
+# ----------------------------------------------------------------------------- regions
+def test_flame_masks_loader_concatenates_forehead_and_eye_region(tmp_path):
+    masks = {"face": np.array([0, 1, 2, 3]), "lips": np.array([2, 3]), "forehead": np.array([0, 1]),
+             "eye_region": np.array([1, 4]), "neck": np.array([5])}
+    p = tmp_path / "FLAME_masks.pkl"
+    p.write_bytes(pickle.dumps(masks, protocol=0))      # Python 2 style, like the published file
+    r = M.load_flame_masks(p, n_vertices=6)
+    np.testing.assert_array_equal(r.upper_face, [0, 1, 1, 4])
+    np.testing.assert_array_equal(r.lip, [2, 3])
+    with pytest.raises(Exception, match="indexes vertex 4"):
+        M.load_flame_masks(p, n_vertices=4)
+    del masks["lips"]
+    p.write_bytes(pickle.dumps(masks, protocol=0))
+    with pytest.raises(Exception, match=r"lacks the regions \['lips'\]"):
+        M.load_flame_masks(p, n_vertices=6)
+
+
+def test_landmark_regions_on_procedural_model(tmp_path):
+    from flame_fit.flame import load_flame
+    from flame_fit.procedural import write_procedural_head_model
+    paths = write_procedural_head_model(tmp_path, seed=0, n_vertices=2000)
+    m = load_flame(paths["model"], paths["landmark_embedding"])
+    v = m.v_template.numpy()
+    lmk = m.landmarks3d_static(m.v_template[None])[0].numpy()
+    r = M.landmark_regions(v, lmk, m.lbs_weights.numpy())
+    assert set(r.lip) <= set(r.face) and len(r.lip) >= 10
+    # lips lie between the nose (landmark 33) and the chin (8), upper face above the nose tip
+    assert (v[r.lip, 1] < lmk[33, 1]).all() and (v[r.lip, 1] > lmk[8, 1]).all()
+    assert (v[r.upper_face, 1] > lmk[30, 1]).all()
+    assert (v[r.face, 2] > 0).all()                        # front of the head only
+    eyeball = m.lbs_weights.numpy()[:, 3:5].sum(1) > 0.5
+    assert not eyeball[r.face].any()

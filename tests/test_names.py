@@ -1,0 +1,91 @@
+"""tasks.common.names: names from outside are single plain folder names; writes and deletes stay
+inside their root."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tasks.common.names import MAX_NAME_LENGTH, check_name, remove_inside, resolve_inside
+from tasks.common.errors import PipelineInputError
+
+
+@pytest.mark.parametrize("name", ["alice", "id1", "Song 2", "take_03-final", "a.b", "Zoë",
+                                  "x" * MAX_NAME_LENGTH])
+def test_plain_names_pass_unchanged(name):
+    assert check_name(name, "song") == name
+
+
+@pytest.mark.parametrize("name, why", [
+    ("", "empty"), (".", "'.'"), ("..", "'..'"), ("../bob", "separator"), ("a/b", "separator"),
+    ("a\\b", "separator"), ("/etc", "separator"), (".hidden", "dot"), ("a\x00b", "U+0000"),
+    ("a\nb", "U+000A"), ("evil\u202egnp", "U+202E"), (" alice", "white space"), ("alice ", "white space"),
+    ("C:x", "drive"), ("x" * (MAX_NAME_LENGTH + 1), "at most"), (None, "NoneType"), (3, "int"),
+])
+def test_bad_names_say_what_is_wrong_and_the_fix(name, why):
+    with pytest.raises(PipelineInputError) as err:
+        check_name(name, "song")
+    msg = str(err.value)
+    assert why in msg and "not a valid song name" in msg and "fix:" in msg and "folder" in err.value.fix
+
+
+def test_name_must_exist_under_root(tmp_path):
+    (tmp_path / "alice").mkdir()
+    (tmp_path / "notes.txt").write_text("x")
+    assert check_name("alice", under=tmp_path) == "alice"
+    for name in ("bob", "notes.txt"):
+        with pytest.raises(PipelineInputError, match="no subject folder"):
+            check_name(name, under=tmp_path)
+
+
+def test_resolve_inside_follows_links_and_refuses_escapes(tmp_path):
+    root, outside = tmp_path / "processed", tmp_path / "elsewhere"
+    (root / "alice").mkdir(parents=True)
+    outside.mkdir()
+    assert resolve_inside(root, root / "alice" / "new.npz") == (root / "alice" / "new.npz").resolve()
+    assert resolve_inside(root, "alice/x") == (root / "alice" / "x").resolve()    # relative: under root
+    assert resolve_inside(root, root) == root.resolve()
+    (root / "link").symlink_to(outside, target_is_directory=True)
+    (root / "inner").symlink_to(root / "alice", target_is_directory=True)
+    assert resolve_inside(root, root / "inner" / "f") == (root / "alice" / "f").resolve()
+    for bad in (root / "link" / "f", root / ".." / "elsewhere", outside / "f", "../elsewhere/f",
+                tmp_path / "processed_sibling"):
+        with pytest.raises(PipelineInputError, match="outside"):
+            resolve_inside(root, bad)
+
+
+def test_remove_inside_deletes_files_folders_and_links_never_their_targets(tmp_path):
+    root, outside = tmp_path / "processed", tmp_path / "elsewhere"
+    (root / "alice" / "song1").mkdir(parents=True)
+    (root / "alice" / "song1" / "a.npz").write_bytes(b"x")
+    (root / "f.json").write_text("{}")
+    outside.mkdir()
+    (outside / "precious.wav").write_bytes(b"keep")
+    (root / "alice" / "song1" / "out").symlink_to(outside, target_is_directory=True)   # link inside a tree
+    (root / "dirlink").symlink_to(outside, target_is_directory=True)
+    (root / "filelink").symlink_to(outside / "precious.wav")
+    (root / "dangling").symlink_to(tmp_path / "nothing")
+
+    assert remove_inside(root, root / "f.json") and not (root / "f.json").exists()
+    assert remove_inside(root, "dirlink") and not os.path.lexists(root / "dirlink")
+    assert remove_inside(root, root / "filelink") and not os.path.lexists(root / "filelink")
+    assert remove_inside(root, root / "dangling") and not os.path.lexists(root / "dangling")
+    assert remove_inside(root, root / "alice") and not (root / "alice").exists()
+    assert (outside / "precious.wav").read_bytes() == b"keep"                  # never followed
+    assert remove_inside(root, root / "alice") is False                         # nothing left
+
+
+def test_remove_inside_refuses_outside_paths_and_the_root(tmp_path):
+    root, outside = tmp_path / "processed", tmp_path / "elsewhere"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "precious.wav").write_bytes(b"keep")
+    (root / "link").symlink_to(outside, target_is_directory=True)
+    for bad in (outside / "precious.wav", root / "link" / "precious.wav", root / ".." / "elsewhere",
+                "../elsewhere/precious.wav"):
+        with pytest.raises(PipelineInputError, match="outside"):
+            remove_inside(root, bad)
+    for bad in (root, root / ".", "", root / "link" / ".."):
+        with pytest.raises(PipelineInputError):
+            remove_inside(root, bad)
+    assert root.is_dir() and (outside / "precious.wav").read_bytes() == b"keep"
