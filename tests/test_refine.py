@@ -96,6 +96,19 @@ def test_neck_stays_small_and_regulariser_decides_the_split(model, sequence):
     assert np.abs(equal["neck_pose"]).mean() > 2 * np.abs(motion["neck_pose"]).mean()
 
 
+def test_expression_refit_restores_the_fit_a_new_shape_breaks(model, sequence):
+    tr, fr = sequence.truth, sequence.frames
+    # the per-frame expression was estimated with another shape than the one refinement is given
+    other = (tr["shape"] + np.random.default_rng(0).normal(0.0, 1.0, 100)).astype(np.float32)
+    kept, qc_kept = refine_motion(model, fr, other, RefineParams(smooth_weight=0.3, lambda_anchor=0.0))
+    refit, qc_refit = refine_motion(model, fr, other, RefineParams(smooth_weight=0.3))
+    assert qc_kept["expression_refit"] is None and qc_refit["expression_refit"]["converged"]
+    assert qc_refit["landmark_rmse_px"]["after"] < 0.9 * qc_kept["landmark_rmse_px"]["after"]
+    np.testing.assert_array_equal(refit["jaw_pose"], kept["jaw_pose"])       # the jaw is kept
+    np.testing.assert_array_equal(refit["global_orient"], kept["global_orient"])
+    assert not np.array_equal(refit["expression"], kept["expression"])
+
+
 def _write_fixture(layout, model, seq, subject="S001", song="001_test", segment=0, fps=30.0):
     frames = layout.frames_npz(subject, song, segment)
     frames.parent.mkdir(parents=True)
