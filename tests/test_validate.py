@@ -15,7 +15,7 @@ import soundfile as sf
 from tasks.capture import checks
 from tasks.capture.checks import errors_of, format_problems
 from tasks.common.errors import CaptureInvalid
-from tasks.common.settings import AudioSettings, DatasetSettings
+from tasks.common.settings import AudioSettings, BgmSettings, DatasetSettings, EmocaSettings, FlameSettings
 from tasks.layout import Layout
 from tasks.validate import ValidateCapture
 
@@ -82,9 +82,10 @@ def make_subject(raw, sid="S001", songs=("001_folk_a",)):
     return d
 
 
-def validate_capture(raw, subjects=None):
-    """The plain checks with the default [dataset] and [audio] settings (30 fps, 1 s tolerance)."""
-    return checks.validate_capture(raw, subjects, DatasetSettings(), AudioSettings())
+def validate_capture(raw, subjects=None, flame=FlameSettings(), emoca=EmocaSettings(), bgm=BgmSettings()):
+    """The plain checks with the default [dataset] and [audio] settings (30 fps, 1 s tolerance) and,
+    unless given, no model files configured (the stand-ins)."""
+    return checks.validate_capture(raw, subjects, DatasetSettings(), AudioSettings(), flame, emoca, bgm)
 
 
 def problems_at(problems, path):
