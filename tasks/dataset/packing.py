@@ -179,6 +179,12 @@ def clip_json(row: dict, fps: float, sample_rate: int) -> bytes:
     return json_dumps(keep).encode()
 
 
+def _status(task, message: str) -> None:
+    """Tell the Luigi visualiser (a task run outside a worker has no status callback)."""
+    if callable(getattr(task, "set_status_message", None)):
+        task.set_status_message(message)
+
+
 def _prefixed(members: list[Member], prefix: str) -> list[Member]:
     return [Member(f"{prefix}/{m.name}", m.path, m.data) for m in members]
 
@@ -190,8 +196,7 @@ def _tar_shards(tmp: Path, units: list[list[Member]], shard_bytes: int, fname, p
         files = write_tar(tmp / f, members)
         out.append({"file": f, "part": part, "sha256": file_sha256(tmp / f), "bytes": (tmp / f).stat().st_size,
                     "files": files})
-        if task is not None:
-            task.set_status_message(f"packed {f}")
+        _status(task, f"packed {f}")
     return out
 
 
@@ -216,8 +221,7 @@ def _pack_zips(root, tmp, meta, seqs, ids, task) -> list[dict]:
         files = write_zip(tmp / f, members)
         out.append({"file": f, "part": folder, "sha256": file_sha256(tmp / f), "bytes": (tmp / f).stat().st_size,
                     "files": files})
-        if task is not None:
-            task.set_status_message(f"packed {f}")
+        _status(task, f"packed {f}")
     members = sorted(meta + [m for u in seqs for m in u], key=lambda m: m.name)
     files = write_zip(tmp / EXTRAS_ZIP, members)
     out.append({"file": EXTRAS_ZIP, "part": "extras", "sha256": file_sha256(tmp / EXTRAS_ZIP),
