@@ -265,6 +265,7 @@ def check_video(path: Path, problems: list, want_fps: int) -> dict | None:
                                  f"{EXPECTED_SIZE[0]}x{EXPECTED_SIZE[1]} (accepted; faces may be small)",
                                  "record with --color-mode 2160p for full-quality portraits", WARNING))
     try:
+        jumps = check_timing(path, problems, facts)
         with open_video(path) as c:
             s = find_color_stream(c, path)
             tb = Fraction(s.time_base)
@@ -307,14 +308,15 @@ def check_video(path: Path, problems: list, want_fps: int) -> dict | None:
             if last_pts is not None:
                 stream_end = float((last_pts - first_pts) * tb) + 1.0 / float(fps)
                 facts["packets_end_s"] = stream_end
-                facts["frame_count"] = int(round(stream_end * float(fps)))
-                if end_s and stream_end < end_s - TRUNCATION_TOLERANCE_S:
+                facts.setdefault("frame_count", int(round(stream_end * float(fps))))
+                if jumps:
+                    pass      # a stray timestamp also stretches the header's duration: not truncation
+                elif end_s and stream_end < end_s - TRUNCATION_TOLERANCE_S:
                     problems.append(_problem(path, f"video is truncated: frames stop at {stream_end:.2f} s "
                                              f"but the file says {end_s:.2f} s",
                                              "re-copy the complete recording from the capture machine"))
-                elif not end_s:
+                elif not end_s and "timing_duration_s" not in facts:
                     facts["duration_s"] = stream_end
-        check_timing(path, problems, facts)
     except PipelineInputError as e:
         problems.append(_from_error(e))
     except (av.error.FFmpegError, OSError, ValueError) as e:
@@ -325,21 +327,26 @@ def check_video(path: Path, problems: list, want_fps: int) -> dict | None:
     return facts
 
 
-def check_timing(path: Path, problems: list, facts: dict) -> None:
+def check_timing(path: Path, problems: list, facts: dict) -> bool:
     """Every colour packet's timestamp (no decoding): a jump is an error naming the frame and its
     time; missing or repeated frame times are a warning with the count the crop stage repairs
-    (`facts['timing']`, like segments.json's `repeated_frames` / `dropped`)."""
+    (`facts['timing']`, like segments.json's `repeated_frames` / `dropped`). Sound timestamps set
+    `facts['duration_s']` and `frame_count`. Returns whether the timestamps jump."""
     times = packet_times(path)
     timing = frame_timing(times, MAX_TIMESTAMP_STEP_S)
     facts["timing"] = timing
+    if times.error:
+        problems.append(_problem(path, f"video is corrupt or truncated: reading its packets stopped after "
+                                 f"{len(times.pts)} frame(s) ({times.error})",
+                                 "re-copy the recording from the capture machine"))
     for j in timing["jumps"]:
         problems.append(_problem(path, f"timestamps jump: frame {j['frame']} is stamped at {j['time_s']:.3f} s "
                                  f"after the first frame, the frame before it at {j['previous_time_s']:.3f} s",
                                  "the recording's timestamps are broken: remux it with regenerated "
                                  "timestamps (ffmpeg -fflags +genpts -i in -c copy out.mkv) or re-copy it"))
     if timing["jumps"] or "frame_count" not in timing:
-        return
-    facts["duration_s"] = timing["duration_s"]
+        return bool(timing["jumps"])
+    facts["duration_s"] = facts["timing_duration_s"] = timing["duration_s"]
     facts["frame_count"] = timing["frame_count"]
     if timing["repaired_frames"]:
         longest = max(timing["gaps"], key=lambda g: g["missing"], default=None)
@@ -355,6 +362,7 @@ def check_timing(path: Path, problems: list, facts: dict) -> None:
     if times.no_pts:
         problems.append(_problem(path, f"{times.no_pts} colour packet(s) carry no timestamp",
                                  "remux with regenerated timestamps (ffmpeg -fflags +genpts)", WARNING))
+    return False
 
 
 # ----------------------------------------------------------------------------- audio
