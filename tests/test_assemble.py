@@ -115,6 +115,11 @@ def test_assembly_layout_pkl_ids_and_metadata(built, layout):
     r = next(r for r in rows if r["id"] == "id1_1_0_1")
     assert (r["kind"], r["genre"], r["gender"], r["professional"]) == ("clip", "country", "female", "true")
     assert (int(r["start_frame"]), int(r["end_frame"]), r["source_segment"]) == (340, 580, "0")
+    # ids count from 0 (official id0_10_0_0); metadata maps them to the source segment and span
+    assert (r["segment"], r["clip"], r["seq_start_frame"]) == ("0", "1", "240")
+    r2 = next(r for r in rows if r["id"] == "id2_3_1_0")  # S002's second kept segment: crop segment 1
+    assert (r2["segment"], r2["clip"], r2["source_segment"], r2["start_frame"]) == ("1", "0", "1", "390")
+    assert "counted from 0" in manifest["dataset"]["numbering"]
     assert r["video_method"] == "stream-copy"
     splits = {s: (root / f"{s}.txt").read_text().split() for s in ("train", "val", "test")}
     assert sorted(sum(splits.values(), [])) == ids

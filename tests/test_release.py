@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import pickle
 import shutil
 import tarfile
 import wave
@@ -376,3 +377,33 @@ def test_same_capture_gives_the_same_bytes_under_two_roots(tmp_path):
     for p in list(dataset.rglob("*")) + list(release.rglob("*")):
         if p.is_file() and p.suffix in (".json", ".csv", ".txt", ".md", ".tar", ""):
             assert str(root_a).encode() not in p.read_bytes(), p
+
+
+# ----------------------------------------------------------------------------- evaluate
+def test_evaluate_command_on_a_verified_release(dataset, tmp_path, capsys):
+    rel = tmp_path / "rel"
+    _repack(dataset, rel, "zips", include_sequences=False)
+    ids = _ids(dataset)
+    split = next(s for s in ("test", "train", "val") if ids[s])
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for cid in ids[split]:  # the ground truth twice, the second sample with the jaw opened
+        d = load_flame_pickle((dataset / clip_files(cid)[1]).read_bytes())
+        pose = np.stack([d["posecodes"], d["posecodes"] + np.array([0] * 6 + [0.2, 0, 0], np.float32)])
+        (preds / f"{cid}.pkl").write_bytes(pickle.dumps({"expcodes": np.stack([d["expcodes"]] * 2),
+                                                         "posecodes": pose}))
+    out = tmp_path / "res" / "result.json"
+    argv = ["evaluate", str(preds), "--release", str(rel), "--split", split, "--out", str(out), "--device", "cpu"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"{split} split, {len(ids[split])} clips x 2 samples" in printed and "lve_mean" in printed
+    r = json.loads(out.read_text())
+    assert r["clips"] == len(ids[split]) and r["samples"] == 2
+    assert r["metrics"]["lve_min"] == pytest.approx(0.0, abs=1e-6) and r["metrics"]["lve_mean"] > 1e-4
+    assert r["head_model_record"]["kind"] == "stand-in"
+    assert all("/" not in f["name"] for f in r["head_model_record"]["files"])
+    # a release that does not verify is refused before any scoring
+    (rel / "stray.bin").write_bytes(b"x")
+    out.unlink()
+    assert main(argv) == 2
+    assert "does not verify" in capsys.readouterr().err and not out.exists()

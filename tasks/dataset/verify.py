@@ -299,6 +299,8 @@ def _check_archives(folder: Path, archives: list[Path], rel_manifest: dict | Non
                 sha, data, n = _read_member(f, size, keep)
             except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as e:
                 problems.append(f"{where}: unreadable ({e})")
+                if path.suffix == ".tar":
+                    break  # a tar cannot be read past a broken member: one line, not one per member
                 continue
             if rel_manifest is not None:
                 rec = (listed or {}).get(member)
