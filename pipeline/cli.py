@@ -81,16 +81,22 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(command_impl="verify:verify")
 
-    p = sub.add_parser("evaluate", help="the paper's 3D metrics of predicted motion against a verified release")
+    p = sub.add_parser("evaluate",
+                       help="the paper's 3D metrics of predicted motion against a verified release")
     p.add_argument("pred_dir", metavar="PRED_DIR",
                    help="folder of <clip id>.pkl predictions ('expcodes' (S,T,50), 'posecodes' (S,T,9))")
     p.add_argument("--release", required=True, metavar="DIR",
-                   help="the release folder (tarballs or zips, verified first) or an extracted SingingHead tree")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to score (default test)")
+                   help="the release folder (tarballs or zips, verified first) or an extracted "
+                        "SingingHead tree")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"),
+                   help="split to score (default test)")
     p.add_argument("--masks", default=None, metavar="FLAME_masks.pkl",
-                   help="FLAME's region masks (required with FLAME; without, landmark-based regions of the stand-in)")
-    p.add_argument("--out", default="result.json", help="JSON result to write, atomically (default result.json)")
-    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: [device] torch_device)")
+                   help="FLAME's region masks (required with FLAME; without, landmark-based regions of "
+                        "the stand-in)")
+    p.add_argument("--out", default="result.json",
+                   help="JSON result to write, atomically (default result.json)")
+    p.add_argument("--device", default=None,
+                   help="torch device, e.g. cpu or cuda (default: [device] torch_device)")
     _common(p)
     p.set_defaults(command_impl="evaluate:evaluate")
 

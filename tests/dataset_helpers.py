@@ -112,7 +112,9 @@ def make_subject_outputs(raw, processed, plan=None, keyint=240):
                     "model": {
                         "name": "weight-free vocal remover",
                         "kind": "stand-in",
-                        "files": [{"path": str(Path(processed) / "_models" / "remover.bin"), "sha256": "ab" * 32}],
+                        "files": [
+                            {"path": str(Path(processed) / "_models" / "remover.bin"), "sha256": "ab" * 32}
+                        ],
                     },
                     "params": {"bgm_source": str(Path(raw) / subject / "songs" / song / "original.wav")},
                 },

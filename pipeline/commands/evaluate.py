@@ -52,7 +52,8 @@ def evaluate(args) -> int:
     # names and hashes only: the JSON is shared with others, the machine's paths are not
     result["head_model_record"] = {
         "name": record.get("name"), "kind": record.get("kind"),
-        "files": [{"name": file_name(f.get("path")), "sha256": f.get("sha256")} for f in record.get("files", [])],
+        "files": [{"name": file_name(f.get("path")), "sha256": f.get("sha256")}
+                  for f in record.get("files", [])],
     }
     print(main_table(result), end="")
     out = Path(args.out)

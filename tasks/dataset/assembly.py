@@ -115,10 +115,10 @@ def assemble_dataset(
                 "sample_rate": sr,
                 "min_sequence_seconds": cfg.min_sequence_seconds,
                 "numbering": "ids are id<subject>_<song>_<segment>_<clip> with segment and clip counted "
-                "from 0 as in the official id0_10_0_0 (segment: the song's kept face-stable sequences in time "
-                "order; clip: the sequence's 8 s clips from its start); metadata.csv maps each id to the crop "
-                "stage's segment index (source_segment) and the recording's frame span (start_frame, "
-                "end_frame exclusive)",
+                "from 0 as in the official id0_10_0_0 (segment: the song's kept face-stable sequences in "
+                "time order; clip: the sequence's 8 s clips from its start); metadata.csv maps each id to "
+                "the crop stage's segment index (source_segment) and the recording's frame span "
+                "(start_frame, end_frame exclusive)",
                 "audio": f"16-bit PCM WAV, {sr} Hz, {int(audio.channels)} channel(s)",
                 "posecodes": "global_orient 3 | neck_pose 3 | jaw_pose 3 (axis-angle, radians)",
                 "motion_59": "expcodes 0:50 | global 50:53 | neck 53:56 | jaw 56:59",

@@ -46,9 +46,11 @@ LAYOUT = {
 def _models(manifest: dict) -> list[str]:
     out = []
     for m in manifest.get("models", []):
-        files = ", ".join(f"`{f.get('name')}` (sha256 {str(f.get('sha256'))[:12]}…)" for f in m.get("files", []))
+        files = ", ".join(f"`{f.get('name')}` (sha256 {str(f.get('sha256'))[:12]}…)"
+                          for f in m.get("files", []))
         used = ", ".join(m.get("used_by", []))
-        out.append(f"- {m.get('name')} ({m.get('kind')}; used by {used or '?'})" + (f": {files}" if files else ""))
+        out.append(f"- {m.get('name')} ({m.get('kind')}; used by {used or '?'})"
+                   + (f": {files}" if files else ""))
     return out or ["- none recorded"]
 
 
@@ -80,15 +82,18 @@ def data_card(manifest: dict, fmt: str, name: str) -> str:
         f"- {counts.get('subjects', '?')} subject(s), {counts.get('sequences_kept', '?')} face-stable "
         f"sequence(s) ({counts.get('sequence_frames', '?')} frames), {counts.get('clips', '?')} clip(s) of "
         f"{ds.get('clip_frames', '?')} frames at {ds.get('fps', '?')} fps.",
-        f"- Splits: train {per.get('train', '?')}, val {per.get('val', '?')}, test {per.get('test', '?')} clips "
-        f"(target {splits.get('target', {})}, {'whole songs per split' if splits.get('by_song') else 'per clip'}, "
+        f"- Splits: train {per.get('train', '?')}, val {per.get('val', '?')}, test {per.get('test', '?')} "
+        f"clips (target {splits.get('target', {})}, "
+        f"{'whole songs per split' if splits.get('by_song') else 'per clip'}, "
         f"seed {splits.get('seed', '?')}).",
-        "- Per clip: `video_seqs/<id>.mp4` (H.264 portrait), `flame_seqs/<id>.pkl` ({'shapecode' (1,100), "
-        "'expcodes' (T,50), 'posecodes' (T,9) = global 3 | neck 3 | jaw 3}), `audio_seqs/<id>.wav` (dry "
+        "- Per clip: `video_seqs/<id>.mp4` (H.264 portrait), `flame_seqs/<id>.pkl` ({'shapecode' "
+        "(1,100), 'expcodes' (T,50), 'posecodes' (T,9) = global 3 | neck 3 | jaw 3}), "
+        "`audio_seqs/<id>.wav` (dry "
         "singing) and `bgm_seqs/<id>_bgm.wav` (background music), both "
         f"{ds.get('audio', '16-bit PCM WAV')}.",
         f"- Ids: {ds.get('numbering', 'id<subject>_<song>_<segment>_<clip>')}.",
-        f"- 59-dim motion where one is needed: {ds.get('motion_59', 'exp 0:50 | global 50:53 | neck 53:56 | jaw 56:59')}.",
+        "- 59-dim motion where one is needed: "
+        f"{ds.get('motion_59', 'exp 0:50 | global 50:53 | neck 53:56 | jaw 56:59')}.",
         "- Extras: `sequences/<seq_id>/` (every face-stable segment uncut: video.mp4, vocal.wav, bgm.wav, "
         "motion.npz), `shapes/<subject>.npy` (FLAME shape (100,)), `metadata.csv` (one row per clip and "
         "sequence: subject, song, genre, language, gender, professional, frames, source span), "

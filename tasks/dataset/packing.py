@@ -164,7 +164,8 @@ def extras_units(root: Path, card: bytes, include_sequences: bool) -> tuple[list
     seqs = []
     if include_sequences and (root / "sequences").is_dir():
         for d in sorted(p for p in (root / "sequences").iterdir() if p.is_dir()):
-            seqs.append([Member(f"sequences/{d.name}/{f.name}", f) for f in sorted(d.iterdir()) if f.is_file()])
+            files = sorted(f for f in d.iterdir() if f.is_file())
+            seqs.append([Member(f"sequences/{d.name}/{f.name}", f) for f in files])
     return meta, seqs
 
 
@@ -177,6 +178,11 @@ def clip_json(row: dict, fps: float, sample_rate: int) -> bytes:
             keep[k] = int(keep[k])
     keep.update({"fps": fps, "sample_rate": sample_rate})
     return json_dumps(keep).encode()
+
+
+def _archive_record(path: Path, part: str, files: list[dict]) -> dict:
+    return {"file": path.name, "part": part, "sha256": file_sha256(path), "bytes": path.stat().st_size,
+            "files": files}
 
 
 def _status(task, message: str) -> None:
@@ -194,8 +200,7 @@ def _tar_shards(tmp: Path, units: list[list[Member]], shard_bytes: int, fname, p
     for k, members in enumerate(plan_shards(units, shard_bytes)):
         f = fname(k)
         files = write_tar(tmp / f, members)
-        out.append({"file": f, "part": part, "sha256": file_sha256(tmp / f), "bytes": (tmp / f).stat().st_size,
-                    "files": files})
+        out.append(_archive_record(tmp / f, part, files))
         _status(task, f"packed {f}")
     return out
 
@@ -219,13 +224,11 @@ def _pack_zips(root, tmp, meta, seqs, ids, task) -> list[dict]:
         members = [Member(Path(clip_files(cid)[k]).name, root / clip_files(cid)[k]) for cid in all_ids]
         f = f"{folder}.zip"
         files = write_zip(tmp / f, members)
-        out.append({"file": f, "part": folder, "sha256": file_sha256(tmp / f), "bytes": (tmp / f).stat().st_size,
-                    "files": files})
+        out.append(_archive_record(tmp / f, folder, files))
         _status(task, f"packed {f}")
     members = sorted(meta + [m for u in seqs for m in u], key=lambda m: m.name)
     files = write_zip(tmp / EXTRAS_ZIP, members)
-    out.append({"file": EXTRAS_ZIP, "part": "extras", "sha256": file_sha256(tmp / EXTRAS_ZIP),
-                "bytes": (tmp / EXTRAS_ZIP).stat().st_size, "files": files})
+    out.append(_archive_record(tmp / EXTRAS_ZIP, "extras", files))
     return out
 
 

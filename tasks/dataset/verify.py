@@ -154,7 +154,8 @@ def _check_contents(seen: Seen, frames: int, problems: list[str], label: str) ->
                                 if split_of[cid] != split else f"{cid}: listed twice in {s}")
                 continue
             split_of[cid] = split
-            problems += [f"{rel}: missing (id {cid} in {s})" for rel in clip_files(cid) if rel not in seen.where]
+            problems += [f"{rel}: missing (id {cid} in {s})"
+                         for rel in clip_files(cid) if rel not in seen.where]
             if cid in seen.wds_keys and WDS_JSON not in seen.wds_keys[cid]:
                 problems.append(f"{cid}{WDS_JSON}: missing from the WebDataset shards (id {cid} in {s})")
             if cid in seen.wds_split and seen.wds_split[cid] != split:
@@ -393,7 +394,8 @@ def _verify_release_folder(folder: Path) -> list[str]:
         elif not p.is_file():
             problems.append(f"{p.name}: not a regular file")
         elif p.name not in sums:
-            problems.append(f"{p.name}: not listed in {SUMS} (a stray file: remove it or re-download the release)")
+            problems.append(f"{p.name}: not listed in {SUMS} (a stray file: remove it or re-download the "
+                            "release)")
     for fname, h in sorted(sums.items()):
         p = folder / fname
         if not p.is_file() or p.is_symlink():
