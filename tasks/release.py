@@ -10,6 +10,7 @@ import luigi
 from tasks import config
 from tasks.assemble import AssembleDataset
 from tasks.base import StageTask
+from tasks.common.names import check_name
 from tasks.common.settings import ReleaseSettings
 from tasks.dataset.packing import pack_release
 
@@ -26,5 +27,7 @@ class PackRelease(StageTask):
 
     def run(self):
         cfg = config.read(ReleaseSettings)
-        pack_release(self.layout.dataset_root(), self.layout.release_root(), cfg.name, cfg.shard_bytes,
+        # [release] name becomes the tarballs' top folder and file names: one plain name
+        name = check_name(cfg.name, "[release] name")
+        pack_release(self.layout.dataset_root(), self.layout.release_root(), name, cfg.shard_bytes,
                      include_sequences=cfg.include_sequences, task=self, fmt=cfg.format)
