@@ -448,3 +448,30 @@ def payload_th(tmp_path):
     th.write_bytes(buf.getvalue())
     (repo / "htdemucs.yaml").write_text("models: ['0badc0de']\n")
     return repo, th, marker
+
+
+def test_demucs_folder_that_loads_passes_and_a_changed_file_is_seen(tmp_path):
+    """A tiny random HTDemucs in the release format passes; damaging its file afterwards is reported
+    (the per-process verdict cache keys on the files' size and mtime)."""
+    import os
+    import torch
+    from demucs.htdemucs import HTDemucs
+    from demucs.states import save_with_checksum
+
+    _bare_subject(tmp_path / "raw", "S001", ["001_folk_a"])
+    repo = tmp_path / "demucs"
+    repo.mkdir()
+    torch.manual_seed(0)
+    m = HTDemucs(["drums", "bass", "other", "vocals"], channels=8, depth=4, t_layers=1, t_heads=1, segment=4)
+    args, kwargs = m._init_args_kwargs
+    save_with_checksum({"klass": HTDemucs, "args": args, "kwargs": kwargs, "state": m.state_dict()}, repo / "0badc0de.th")
+    (repo / "htdemucs.yaml").write_text("models: ['0badc0de']\n")
+    bgm = BgmSettings(demucs_repo=str(repo), demucs_model="htdemucs")
+    assert [p for p in errors_of(validate_capture(tmp_path / "raw", bgm=bgm)) if str(repo) in p["path"]] == []
+    th = next(repo.glob("*.th"))
+    data = bytearray(th.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    th.write_bytes(bytes(data))
+    os.utime(th, ns=(th.stat().st_atime_ns, th.stat().st_mtime_ns + 10**9))
+    errs = problems_at(validate_capture(tmp_path / "raw", bgm=bgm), th)
+    assert errs and "checksum" in errs[0]["problem"]

@@ -8,6 +8,8 @@ here: the stand-ins are generated or need no file.
 """
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 from flame_fit.flame import load_flame
@@ -84,6 +86,36 @@ def check_bgm(cfg: BgmSettings) -> list[dict]:
     return []
 
 
+_CACHE: dict[tuple, list[dict]] = {}
+_LOCK = threading.Lock()
+
+
+def _stamp(*paths: str) -> tuple:
+    """(path, size, mtime_ns) of each configured file, and of every file under a configured folder:
+    a changed, added or removed model file invalidates a cached verdict."""
+    out = []
+    for p in paths:
+        if not p:
+            continue
+        root = Path(p)
+        files = [root] if not root.is_dir() else sorted(q for q in root.rglob("*") if q.is_file())
+        for f in files:
+            try:
+                st = os.stat(f)
+                out.append((str(f), st.st_size, st.st_mtime_ns))
+            except OSError:
+                out.append((str(f), None, None))
+    return tuple(out)
+
+
 def check_model_files(flame: FlameSettings, emoca: EmocaSettings, bgm: BgmSettings) -> list[dict]:
-    """Every problem of the configured model files (none when all settings are empty)."""
-    return check_flame(flame) + check_emoca(emoca) + check_bgm(bgm)
+    """Every problem of the configured model files (none when all settings are empty).
+
+    Loading htdemucs_ft or EMOCA takes seconds; ValidateCapture runs once per subject, so a verdict
+    is kept per process for unchanged settings and files."""
+    key = (flame, emoca, bgm, _stamp(flame.model_path, flame.landmark_embedding_path, emoca.checkpoint_dir,
+                                     bgm.demucs_repo))
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = check_flame(flame) + check_emoca(emoca) + check_bgm(bgm)
+        return [dict(p) for p in _CACHE[key]]
