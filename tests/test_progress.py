@@ -39,3 +39,13 @@ def test_lines_without_a_terminal():
     lines = [ln for ln in out.getvalue().splitlines() if ln.startswith("progress:")]
     assert lines and "tasks done" in lines[-1] and "/" in lines[-1]
     assert lines[-1].startswith("progress: 2/2")
+
+
+def test_total_known_up_front():
+    out = io.StringIO()
+    _Leaf.done = False
+    pending = [_Leaf(n=0), _Root()]
+    with BuildProgress(stream=out, bar=False, pending=pending):
+        assert build(_Root()).ok
+    lines = [ln for ln in out.getvalue().splitlines() if ln.startswith("progress:")]
+    assert lines[0].startswith("progress: 1/2 tasks done, last _Leaf")
