@@ -11,15 +11,17 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import tempfile
 import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from flame_fit.flame import load_flame
 from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
+from tasks.capture.raw_layout import SCAN_UNITS
 from tasks.common.atomic import atomic_path, save_npz_atomic, write_bytes_atomic, write_json_atomic
+from tasks.scans.scan_io import METRES_PER_UNIT
 
 log = logging.getLogger("singinghead")
 
@@ -144,20 +146,25 @@ def random_scan_pose(rng: np.random.Generator, head_size: float) -> tuple[float,
 
 
 def build_demo_scan(model, seed: int, face_rgb: np.ndarray | None = None, subdivisions: int = 1,
-                    texture_size: int = 512) -> dict:
+                    texture_size: int = 512, shape: np.ndarray | None = None,
+                    units_per_model_unit: float | None = None) -> dict:
     """Geometry, texture and truth of one generated scan (see the module docstring).
 
     Returns {'vertices' (N, 3) scan units, 'faces' (F, 3), 'corner_uv' (F, 3, 2), 'texture'
     (T, T, 3) uint8, 'truth': {'shape' (100,), 'scale', 'R' (3, 3), 't' (3,) model -> scan,
     'landmarks' (68, 3) scan units, 'vertices_model' (V, 3), 'faces_model' (F, 3)}}.
+    `shape` (100,) replaces the random identity (a given subject's head); `units_per_model_unit`
+    fixes the scan's scale (e.g. 1000: a metric scan in mm of a model in metres) instead of a
+    random unit.
     """
     from flame_fit.geometry import vertex_normals
     from flame_fit.scan_fit import neutral_mesh
 
     rng = np.random.default_rng(seed)
     # FLAME's shape coefficients are unit-variance; stay within 2 sigma
-    shape = np.clip(rng.normal(0.0, 1.0, 100), -2.0, 2.0).astype(np.float32)
-    shape[20:] *= 0.5
+    random_shape = np.clip(rng.normal(0.0, 1.0, 100), -2.0, 2.0).astype(np.float32)
+    random_shape[20:] *= 0.5
+    shape = random_shape if shape is None else np.asarray(shape, np.float32).reshape(100)
     device = next(model.buffers()).device
     verts_m, lmk_m = neutral_mesh(model, shape, device)
     faces_m = model.faces.detach().cpu().numpy().astype(np.int64)
@@ -235,6 +242,9 @@ def build_demo_scan(model, seed: int, face_rgb: np.ndarray | None = None, subdiv
 
     head_size = float(np.linalg.norm(verts_m.max(axis=0) - verts_m.min(axis=0)))
     scale, rot, t = random_scan_pose(rng, head_size)
+    if units_per_model_unit is not None:
+        t = t / scale * float(units_per_model_unit)
+        scale = float(units_per_model_unit)
     to_scan = lambda p: scale * p @ rot.T + t  # noqa: E731
     return {"vertices": to_scan(all_v), "faces": all_f, "corner_uv": all_uv, "texture": texture,
             "truth": {"shape": shape, "scale": np.float64(scale), "R": rot, "t": t,
@@ -268,9 +278,12 @@ def procedural_head_model():
 
 def write_demo_scan(scan_dir: Path, truth_dir: Path, seed: int, face_rgb: np.ndarray | None = None,
                     write_landmarks: bool = False, model=None, subdivisions: int = 1,
-                    texture_size: int = 512) -> Path:
+                    texture_size: int = 512, shape: np.ndarray | None = None,
+                    units: str | None = None) -> Path:
     """Write scan_dir/head.obj + head.mtl + head_texture.png (and landmarks.json when asked)
     and truth_dir/scan_truth.npz (shape, scale, R, t: model -> scan, landmarks in scan units).
+    `shape` (100,): the head's identity (default random); `units` ("mm", "cm", "m", "in"): a metric
+    scan in those units (model units are metres), declared in scan_dir/scan.json.
 
     `model` defaults to the procedural head model (`procedural_head_model`).
     Returns the OBJ path.
@@ -279,7 +292,9 @@ def write_demo_scan(scan_dir: Path, truth_dir: Path, seed: int, face_rgb: np.nda
 
     if model is None:
         model = procedural_head_model()
-    scan = build_demo_scan(model, seed, face_rgb, subdivisions, texture_size)
+    per_metre = None if units is None else 1.0 / METRES_PER_UNIT[units]
+    scan = build_demo_scan(model, seed, face_rgb, subdivisions, texture_size, shape=shape,
+                           units_per_model_unit=per_metre)
     scan_dir, truth_dir = Path(scan_dir), Path(truth_dir)
     scan_dir.mkdir(parents=True, exist_ok=True)
     truth = scan["truth"]
@@ -293,6 +308,8 @@ def write_demo_scan(scan_dir: Path, truth_dir: Path, seed: int, face_rgb: np.nda
     write_bytes_atomic(scan_dir / "head.mtl", (
         "newmtl scan\nKa 1.000 1.000 1.000\nKd 1.000 1.000 1.000\nKs 0.000 0.000 0.000\n"
         f"illum 1\nmap_Kd {TEXTURE_FILE}\n").encode())
+    if units is not None:
+        write_json_atomic(scan_dir / SCAN_UNITS, {"units": units})
     if write_landmarks:
         write_json_atomic(scan_dir / "landmarks.json", {
             "landmarks": np.round(truth["landmarks"], 6).tolist(), "order": "iBUG 68", "units": "scan"})

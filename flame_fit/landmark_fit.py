@@ -6,7 +6,8 @@ segment and, per frame, expression, jaw, global pose and the orthographic camera
 
 Energy (per segment), residuals in units of each frame's landmark-box size so near and far faces
 weigh the same:
-    data   = mean over frames with landmarks, mean over the 68 points of |proj - target|^2 / size^2
+    data   = mean over frames with landmarks, weighted mean over the 68 points of
+             |proj - target|^2 / size^2 (the jaw contour weighs `contour_weight`)
     priors = w_shape |shape|^2 + w_expr mean_t |expr_t|^2 + jaw limits (opening in [0, max_jaw],
              small sideways/twist) + global pose beyond `max_global` radians
     smooth = w_smooth mean_t |x_{t+1} - x_t|^2 over expression, jaw, global, camera (optional)
@@ -33,7 +34,10 @@ class FitParams:
     lr: float = 0.04
     w_shape: float = 1e-4
     w_expr: float = 2e-4
-    w_jaw: float = 1e-2         # jaw rotation about y/z (sideways, twist)
+    w_jaw: float = 0.1          # jaw rotation about y/z (sideways, twist)
+    # weight of the 17 jaw-contour landmarks (the 51 others weigh 1): Dlib's contour follows the
+    # visible outline of the face, which at yaw is not where the model's contour points are
+    contour_weight: float = 0.1
     max_jaw: float = 0.5        # radians of opening
     max_global: float = 1.2     # radians
     w_smooth: float = 3e-2
@@ -118,11 +122,15 @@ def fit_segment(model, landmarks_px: np.ndarray, ok: np.ndarray, image_size: int
     log_s = torch.log(cam0[:, :1]).clone().requires_grad_(True)
     trans = cam0[:, 1:].clone().requires_grad_(True)
 
+    lmk_w = torch.ones(68, device=device)
+    lmk_w[:17] = p.contour_weight
+    lmk_w = lmk_w / lmk_w.mean()
+
     def energy(full: bool):
         cam = torch.cat([log_s.exp(), trans], dim=1)
         lmk3d = model.landmarks(shape.expand(T, -1), expr, glob, None, jaw)
         proj = orth_project(lmk3d, cam)
-        err = ((proj - target) ** 2).sum(-1).mean(-1) / size ** 2           # (T,)
+        err = (((proj - target) ** 2).sum(-1) * lmk_w).mean(-1) / size ** 2   # (T,)
         data = (err * weight).sum() / weight.sum()
         prior = p.w_shape * (shape ** 2).sum() + p.w_expr * (expr ** 2).sum(-1).mean()
         prior = prior + p.w_jaw * (jaw[:, 1:] ** 2).sum(-1).mean()

@@ -48,6 +48,7 @@ class RefineParams:
     lambda_smooth: float = 3.0
     lambda_reg: float = 1e-3
     neck_reg_scale: float = 1e4         # neck regulariser weight relative to the global one
+    contour_weight: float = 1.0         # landmark-term weight of the 17 jaw-contour landmarks
     lr: float = 0.01                    # Adam step, radians / NDC
     lr_floor: float = 0.125             # the step is halved on stalls down to lr * lr_floor
     max_iters: int = 2000
@@ -219,6 +220,9 @@ def fit_pose_camera(model, shape: np.ndarray, expression: np.ndarray, jaw_pose: 
         raise ValueError("camera scale must be positive in every frame")
     target = pixels_to_ndc(f32(target_px), params.image_size).double()
     w = f32(np.ones(T) if frame_weight is None else frame_weight).double()[:, None, None]
+    lmk_w = torch.ones(68, dtype=torch.float64, device=dev)
+    lmk_w[:17] = params.contour_weight
+    w = w * lmk_w[None, :, None]
     s_ref = float(torch.median(c0[:, 0]))
 
     # Adam works on offsets in radians / NDC so one step size suits every parameter.

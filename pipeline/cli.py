@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(command_impl="tools:make_head_model")
 
-    p = sub.add_parser("demo-capture", help="write a synthetic demo capture in the raw/ layout")
+    p = sub.add_parser("demo-capture", help="write a synthetic demo capture in the raw/ layout (default: the "
+                                            "truth capture, the head model rendered under known 3D motion)")
     p.add_argument("--out", default="raw", help="capture root (default raw/)")
     p.add_argument("--truth", default="demo_truth", help="ground truth root, kept outside raw/ (default demo_truth/)")
     p.add_argument("--width", type=int, default=3840, help="video width (default 3840)")
@@ -146,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="render/encode threads (0: up to 2)")
     p.add_argument("--force", action="store_true", help="rewrite songs that are already up to date")
     p.add_argument("--no-scan", action="store_true", help="write no scan/ folders")
+    p.add_argument("--photo-only", action="store_true",
+                   help="the older capture: a flat photograph warped in 2D (no 3D truth); default: the truth "
+                        "capture (demo.truth_capture), the head model rendered under known motion")
+    p.add_argument("--scan-landmarks", action="store_true",
+                   help="truth capture: also write scan/landmarks.json (the scan's true 68 landmarks)")
     p.add_argument("--remove", action="store_true",
                    help="remove the demo subjects recorded in TRUTH/demo_capture.json (their raw/ and processed/ "
                         "folders and the shared outputs that include them), nothing else")

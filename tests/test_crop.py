@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from tasks.faces.portrait_video import crop_to_i420, crop_video
-from tasks.faces.segmenter import (EDGE, MISSING, NOFACE, OK, SegmentSink, Segmenter, landmarks_near_edge,
-                                   square_box)
+from tasks.faces.segmenter import (EDGE, MISSING, NOFACE, OK, SegmentSink, Segmenter, face_box, face_leaves_box,
+                                   landmarks_near_edge, square_box)
 from pipeline.build import build, config_overrides
 from tasks.common.settings import CropSettings
 from tasks.crop import CropPortraits
@@ -276,3 +276,21 @@ def test_crop_stage_end_to_end(demo, tmp_path, crop_settings):
     assert (rerun_dir / "segments.json").read_bytes() == first_json
     assert not list(rerun_dir.glob(".*tmp*"))
     shutil.rmtree(rerun_dir)
+
+
+def test_face_box_includes_the_forehead():
+    # a frontal face: brows at y=100, chin at y=200, landmarks well inside a 400 px portrait
+    lm = np.zeros((68, 2))
+    lm[:, 0] = np.linspace(150, 250, 68)
+    lm[:, 1] = 150.0
+    lm[17:27, 1] = 100.0
+    lm[8, 1] = 200.0
+    fb = face_box(lm)
+    assert fb[1] == pytest.approx(50.0)          # brows - 0.5 x (chin - brows)
+    box = (0, 0, 400, 400)
+    assert not face_leaves_box(lm, box, 0.08)
+    # shifted up by 70 px, every landmark is still 30 px (> 8 %) from the top, but the forehead
+    # is cut off: the old landmark-only test kept this frame
+    up = lm - [0, 70]
+    assert not landmarks_near_edge(up, box, 0.07)
+    assert face_leaves_box(up, box, 0.07)

@@ -23,7 +23,7 @@ from tasks.layout import Layout
 from tasks.scan_fit import FitScanShape
 from tasks.scans.auto_landmarks import find_landmarks_auto
 from tasks.scans.fit import fit_subject_scan
-from tasks.scans.scan_io import load_scan
+from tasks.scans.scan_io import declared_scale, load_scan
 
 SMALL = ScanFitConfig(max_iters=250, max_points=1000)
 
@@ -178,3 +178,20 @@ def test_vertex_coloured_ply_loads(tmp_path, demo):
     assert loaded.texture is None and loaded.has_color
     np.testing.assert_array_equal(loaded.vertex_colors, colours[:, :3])
     np.testing.assert_allclose(loaded.vertices, scan.vertices * 0.01, rtol=1e-6)
+
+
+def test_declared_units_fix_the_scale(tmp_path):
+    rng = np.random.default_rng(0)
+    src = rng.normal(size=(30, 3))
+    rot = Rotation.from_euler("xyz", [10, -40, 5], degrees=True).as_matrix()
+    dst = 0.001 * src @ rot.T + [1.0, 2.0, 3.0] + rng.normal(0, 1e-5, (30, 3))
+    s, r, t = umeyama(src, dst, scale=0.001)
+    assert s == 0.001 and np.allclose(r, rot, atol=1e-2) and np.allclose(t, [1, 2, 3], atol=1e-3)
+    scan = tmp_path / "scan" / "head.obj"
+    scan.parent.mkdir()
+    assert declared_scale(scan) == (None, None)
+    (scan.parent / "scan.json").write_text(json.dumps({"units": "mm"}))
+    assert declared_scale(scan) == (1e-3, "mm")
+    (scan.parent / "scan.json").write_text(json.dumps({"units": "furlong"}))
+    with pytest.raises(PipelineInputError):
+        declared_scale(scan)

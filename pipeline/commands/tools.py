@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 
 from demo.capture import make_demo_capture
+from demo.truth_capture import make_truth_capture
 from flame_fit.flame import load_flame
 from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
 from pipeline.build import config_overrides
@@ -13,9 +14,10 @@ from tasks import config
 from tasks.capture.raw_layout import read_json
 from tasks.common.atomic import atomic_dir, write_json_atomic
 from tasks.common.progress import Progress
-from tasks.common.settings import BgmSettings, DeviceSettings
+from tasks.common.settings import BgmSettings, DeviceSettings, FlameSettings
 from tasks.common.names import check_name, remove_inside
 from tasks.devices import torch_device
+from tasks.head_model import get_head_model
 from tasks.layout import Layout
 from tasks.media.audio_io import read_audio, write_wav
 from tasks.separation.vocals import (FALLBACK_NAME, OUTPUT_SUBTYPE, demucs_bgm, demucs_chunk_plan, load_demucs,
@@ -61,19 +63,35 @@ DEMO_RECORD = "demo_capture.json"
 def demo_capture(args) -> int:
     if args.remove:
         return remove_demo_capture(Path(args.out), Path(args.truth), args)
-    summary = make_demo_capture(Path(args.out), Path(args.truth), width=args.width, height=args.height,
-                                seconds=args.seconds, n_subjects=args.subjects, n_songs=args.songs,
-                                seed=args.seed, fps=args.fps, workers=args.workers or None, force=args.force,
-                                with_scan=not args.no_scan)
+    common = dict(width=args.width, height=args.height, seconds=args.seconds, n_subjects=args.subjects,
+                  n_songs=args.songs, seed=args.seed, fps=args.fps, workers=args.workers or None,
+                  force=args.force, with_scan=not args.no_scan)
+    if args.photo_only:
+        summary = make_demo_capture(Path(args.out), Path(args.truth), **common)
+        kind = "demo capture"
+    else:
+        summary = make_truth_capture(Path(args.out), Path(args.truth), scan_landmarks=args.scan_landmarks,
+                                     model=demo_head_model(), **common)
+        kind = "truth capture"
     # What this generator wrote, so that `--remove` (make clean-demo) never touches a lab's captures.
     subjects = sorted(s["subject_id"] for s in summary["subjects"])
     record = Path(args.truth) / DEMO_RECORD
     known = set(read_json(record)["subjects"]) if record.is_file() else set()
     write_json_atomic(record, {"subjects": sorted(known | set(subjects))})
     n = sum(len(s["songs"]) for s in summary["subjects"])
-    print(f"demo capture: {len(summary['subjects'])} subject(s), {n} song(s) under {summary['out']}; "
+    print(f"{kind}: {len(summary['subjects'])} subject(s), {n} song(s) under {summary['out']}; "
           f"truth under {summary['truth']}")
     return 0
+
+
+def demo_head_model():
+    """The truth capture's head model: FLAME when `[flame] model_path` is set, else None (the
+    procedural model, built in memory by demo.scan; nothing is written under processed/)."""
+    flame = config.read(FlameSettings)
+    if not flame.model_path:
+        return None
+    model, _ = get_head_model(flame, Layout.from_config().models_dir(), "cpu")
+    return model
 
 
 def remove_demo_capture(raw: Path, truth: Path, args) -> int:

@@ -15,6 +15,7 @@ ACCOMPANIMENT_FILE = "accompaniment.wav"
 ORIGINAL_STEMS = ("original.wav", "original.flac", "original.mp3")
 SCAN_NAMES = ("head.obj", "head.ply")
 SCAN_LANDMARKS = "landmarks.json"
+SCAN_UNITS = "scan.json"          # optional {"units": "mm"}: the scan is metric
 VIDEO_EXTS = (".mkv", ".mp4", ".mov", ".avi", ".webm")
 
 

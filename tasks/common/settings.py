@@ -88,6 +88,8 @@ class RefineSettings:
     lambda_reg: float = 1e-3
     # landmarks cannot tell neck from global rotation; a heavier neck prior keeps it near zero
     neck_reg_scale: float = 1e4
+    # landmark weight of the 17 jaw-contour points (view-dependent; the 51 others weigh 1)
+    contour_weight: float = 1.0
     lr: float = 0.01
     lr_floor: float = 0.125
     max_iters: int = 2000

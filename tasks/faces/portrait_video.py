@@ -23,8 +23,8 @@ from tasks.common.progress import Progress
 from tasks.common.settings import CropSettings, recorded_params
 from tasks.faces import face_models
 from tasks.faces.face_models import detect_faces, predict_landmarks
-from tasks.faces.segmenter import (CHECK_SIZE, EDGE, FACE_PROB, LANDMARK_SIZE, MAX_REPEAT_GAP, NOFACE, OK,
-                                   Segment, Segmenter, SegmentSink, best_face, landmarks_near_edge,
+from tasks.faces.segmenter import (CHECK_SIZE, EDGE, FACE_PROB, FOREHEAD, LANDMARK_SIZE, MAX_REPEAT_GAP, NOFACE, OK,
+                                   Segment, Segmenter, SegmentSink, best_face, face_leaves_box,
                                    square_box)
 from tasks.media.video_io import PortraitWriter, frame_planes, is_full_range, iter_frames, probe_video, x264_threads
 
@@ -125,7 +125,7 @@ class FaceChecks:
         s = i420.shape[1]
         gray = cv2.resize(i420[:s], (LANDMARK_SIZE, LANDMARK_SIZE), interpolation=cv2.INTER_AREA)
         lm = predict_landmarks(gray, face * (LANDMARK_SIZE / CHECK_SIZE))
-        if landmarks_near_edge(lm, (0, 0, LANDMARK_SIZE, LANDMARK_SIZE), float(self.cfg.edge_fraction)):
+        if face_leaves_box(lm, (0, 0, LANDMARK_SIZE, LANDMARK_SIZE), float(self.cfg.edge_fraction)):
             return EDGE
         return OK
 
@@ -263,7 +263,7 @@ def crop_video(video: str | Path, out_dir: str | Path, cfg: CropSettings,
     params = recorded_params(cfg)
     params["crop"]["threads"] = x264_threads(cfg.threads)   # what x264 actually used
     params["fixed"] = {"face_prob": FACE_PROB, "check_size": CHECK_SIZE, "landmark_size": LANDMARK_SIZE,
-                       "max_repeat_gap": MAX_REPEAT_GAP, "encoder": "libx264", "pix_fmt": "yuv420p",
+                       "max_repeat_gap": MAX_REPEAT_GAP, "forehead": FOREHEAD, "encoder": "libx264", "pix_fmt": "yuv420p",
                        "color": "bt601 limited range"}
     report = {
         "segments": sink.rows,

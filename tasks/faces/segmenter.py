@@ -3,7 +3,8 @@
 A segment starts where MTCNN finds a face; the box grows by a margin per side, becomes a square
 in source pixels kept inside the frame, and stays fixed for the whole segment. Every
 `landmark_every` frames the portrait is checked (is a face still there? is any landmark closer
-to the portrait border than `edge_fraction` of its size?). When a check fails, the frames since
+to the portrait border than `edge_fraction` of its size, or does the face box with the forehead
+above the brows reach outside the portrait?). When a check fails, the frames since
 the last good check are re-checked in order, so the segment ends exactly at the first failing
 frame: an edge failure starts a new segment there with a fresh detection, a missing face skips
 frames (trying a detection every `landmark_every` frames) until one appears.
@@ -62,6 +63,31 @@ def landmarks_near_edge(landmarks: np.ndarray, box, edge_fraction: float) -> boo
     margin_x, margin_y = edge_fraction * (x1 - x0), edge_fraction * (y1 - y0)
     return bool(np.any(lm[:, 0] < x0 + margin_x) or np.any(lm[:, 0] > x1 - margin_x)
                 or np.any(lm[:, 1] < y0 + margin_y) or np.any(lm[:, 1] > y1 - margin_y))
+
+
+# Forehead height above the brows as a fraction of brows-to-chin (hairline to brows is about a
+# third of the face, brows to chin two thirds).
+FOREHEAD = 0.5
+
+
+def face_box(landmarks: np.ndarray) -> np.ndarray:
+    """The face's box (4,) [x0, y0, x1, y1] with the forehead: the 68 landmarks plus the brows
+    moved up along the chin-to-brows axis by FOREHEAD x that distance (the landmarks stop at the
+    brows, so a box of the landmarks alone lets forehead and hair leave the portrait)."""
+    lm = np.asarray(landmarks, dtype=np.float64).reshape(68, 2)
+    up = lm[17:27].mean(axis=0) - lm[8]
+    pts = np.concatenate([lm, lm[17:27] + FOREHEAD * up])
+    return np.concatenate([pts.min(axis=0), pts.max(axis=0)])
+
+
+def face_leaves_box(landmarks: np.ndarray, box, edge_fraction: float) -> bool:
+    """True when a landmark is within edge_fraction x box size of the border, or when the face box
+    with its forehead (face_box) reaches outside the box."""
+    if landmarks_near_edge(landmarks, box, edge_fraction):
+        return True
+    fx0, fy0, fx1, fy1 = face_box(landmarks)
+    x0, y0, x1, y1 = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(4))
+    return bool(fx0 < x0 or fy0 < y0 or fx1 > x1 or fy1 > y1)
 
 
 def best_face(boxes: np.ndarray, probs: np.ndarray, min_prob: float = FACE_PROB):

@@ -16,13 +16,14 @@ import numpy as np
 import torch
 
 from flame_fit.scan_fit import ScanFitConfig, fit_scan, landmark_weights, neutral_mesh
-from tasks.capture.raw_layout import SCAN_LANDMARKS
+from tasks.capture.raw_layout import SCAN_LANDMARKS, SCAN_UNITS
 from tasks.common.atomic import atomic_dir, json_dumps, npy_bytes
 from tasks.common.errors import PipelineInputError
 from tasks.common.progress import Progress
 from tasks.scans.auto_landmarks import find_landmarks_auto
 from tasks.scans.figure import fit_picture
-from tasks.scans.scan_io import LANDMARK_FIX, SCAN_FIX, load_scan, load_scan_landmarks, scan_landmarks_path
+from tasks.scans.scan_io import (LANDMARK_FIX, SCAN_FIX, declared_scale, load_scan, load_scan_landmarks,
+                                 scan_landmarks_path)
 
 log = logging.getLogger("singinghead")
 
@@ -46,11 +47,15 @@ def fit_subject_scan(scan_path: Path, model, model_rec: dict, init_shape: np.nda
     """Load the scan, read or find its landmarks, fit the model.
 
     Returns ({'shape': (100,) float32, 'alignment': dict, 'report': dict}, fit.png bytes).
-    Raises PipelineInputError for an unreadable scan, a bad landmarks.json, or an uncoloured
-    scan without landmarks.json.
+    Raises PipelineInputError for an unreadable scan, a bad landmarks.json or scan.json, or an
+    uncoloured scan without landmarks.json. With declared units (scan.json) the scan -> model
+    scale is fixed, only rotation and translation are fitted.
     """
     t0 = time.perf_counter()
     scan = load_scan(scan_path)
+    fixed_scale, units = declared_scale(scan_path)
+    if fixed_scale is not None:
+        config = dataclasses.replace(config, fixed_scale=fixed_scale)
     lmk_file = scan_landmarks_path(scan_path)
     given = load_scan_landmarks(lmk_file) if lmk_file.exists() else None
     if given is None and not scan.has_color:
@@ -88,6 +93,8 @@ def fit_subject_scan(scan_path: Path, model, model_rec: dict, init_shape: np.nda
         "init": "monocular mean shape" if init_shape is not None else "zero shape",
         "warnings": list(fit.warnings), "model": model_rec, "config": dataclasses.asdict(config),
         "device": str(device), "scan_units_per_model_unit": 1.0 / fit.scale,
+        "scale": (f"fixed by the declared units ({units}, {SCAN_UNITS})" if units
+                  else "fitted (no declared units)"),
     }
     if auto is not None:
         report["auto_landmarks"] = {"probability": auto.probability, "valid": int(auto.valid.sum()),

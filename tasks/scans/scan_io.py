@@ -1,5 +1,6 @@
 """Reading a light-stage scan: the mesh (OBJ/PLY, textured or vertex-coloured, any units) with
-trimesh, and its 68 hand-placed 3D landmarks from `scan/landmarks.json` when there is one."""
+trimesh, its 68 hand-placed 3D landmarks from `scan/landmarks.json` and its declared units from
+`scan/scan.json` when there are ones."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from tasks.capture.raw_layout import SCAN_LANDMARKS
+from tasks.capture.raw_layout import SCAN_LANDMARKS, SCAN_UNITS
 from tasks.common.errors import PipelineInputError
 
 log = logging.getLogger("singinghead")
@@ -93,6 +94,26 @@ def load_scan_landmarks(path: Path) -> np.ndarray:
     return arr
 
 
+# Light-stage scans are metric; scan/scan.json {"units": "mm"} declares the unit, which fixes the
+# scan -> model scale (model units: metres for FLAME and the procedural model).
+METRES_PER_UNIT = {"mm": 1e-3, "cm": 1e-2, "m": 1.0, "in": 0.0254}
+UNITS_FIX = 'write scan/scan.json as {"units": "mm"} (one of mm, cm, m, in), or delete it to fit the scale'
+
+
+def declared_scale(scan_path: Path) -> tuple[float | None, str | None]:
+    """(scan -> model scale, unit name) from scan/scan.json next to the scan, or (None, None).
+
+    Raises PipelineInputError for an unreadable file or an unknown unit."""
+    path = Path(scan_path).parent / SCAN_UNITS
+    if not path.exists():
+        return None, None
+    try:
+        units = json.loads(path.read_text(encoding="utf-8"))["units"]
+    except Exception as e:
+        raise PipelineInputError(path, f"cannot read the scan's units ({type(e).__name__}: {e})", UNITS_FIX) from e
+    if not isinstance(units, str) or units not in METRES_PER_UNIT:
+        raise PipelineInputError(path, f"unknown units {units!r}", UNITS_FIX)
+    return METRES_PER_UNIT[units], units
 
 
 def scan_landmarks_path(scan_path: Path) -> Path:

@@ -1,0 +1,133 @@
+"""The truth capture: exact renders whose detected landmarks are the model's, a scan that is the
+truth surface, and the camera convention that maps onto the pipeline's portrait camera."""
+from __future__ import annotations
+
+import json
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from demo.capture import dlib_landmarks
+from demo.scan import read_truth
+from demo.truth_capture import make_truth_capture, read_song_truth
+from demo.truth_render import portrait_camera, project
+from flame_fit.camera import ndc_to_pixels, orth_project
+from flame_fit.flame import load_flame
+from flame_fit.geometry import SurfaceIndex
+from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
+from flame_fit.scan_fit import apply_similarity, invert_similarity, neutral_mesh
+from tasks.scans.scan_io import load_scan
+
+W, H, SECONDS, FPS = 640, 360, 5.0, 10
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("head")
+    write_procedural_head_model(d)
+    return load_flame(d / MODEL_FILE, d / EMBEDDING_FILE)
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory, model):
+    root = tmp_path_factory.mktemp("truth_capture")
+    summary = make_truth_capture(root / "raw", root / "truth", width=W, height=H, seconds=SECONDS,
+                                 n_subjects=1, n_songs=1, seed=1, fps=FPS, model=model, texture_size=512)
+    return root, summary
+
+
+def _decode(video, wanted):
+    out = {}
+    with av.open(str(video)) as c:
+        s = [s for s in c.streams.video if s.metadata.get("title") == "COLOR"][0]
+        for i, f in enumerate(c.decode(s)):
+            if i in wanted:
+                out[i] = f.to_ndarray(format="rgb24")
+    return out
+
+
+def test_layout_and_truth_arrays(capture):
+    root, summary = capture
+    song = summary["subjects"][0]["songs"][0]["song_id"]
+    song_dir = root / "raw" / "S001" / "songs" / song
+    assert sorted(p.name for p in song_dir.iterdir()) == ["color.mkv", "original.wav", "song.json", "vocal.wav"]
+    assert not list((root / "raw").rglob("truth*"))
+    arr, meta = read_song_truth(root / "truth" / "S001" / song)
+    T = int(round(SECONDS * FPS))
+    assert meta["frames"] == T
+    for k, shp in {"expression": (T, 50), "jaw_pose": (T, 3), "neck_pose": (T, 3), "global_orient": (T, 3),
+                   "camera": (T, 3), "landmarks": (T, 68, 2), "face_visible": (T,), "shape": (100,)}.items():
+        assert arr[k].shape == shp, k
+    # the singer turns, opens the jaw with the voice, and leaves the frame for a moment
+    head_yaw = np.degrees(np.abs(arr["global_orient"][:, 1] + arr["neck_pose"][:, 1]))
+    assert head_yaw.max() > 15.0
+    assert np.corrcoef(arr["jaw_pose"][:, 0], arr["loudness"])[0, 1] > 0.8
+    assert not arr["face_visible"].all() and arr["face_visible"].mean() > 0.6
+    assert np.abs(arr["neck_pose"]).max() > 0.01      # the neck carries part of the rotation
+
+
+def test_projected_truth_landmarks_agree_with_dlib(capture):
+    root, summary = capture
+    song = summary["subjects"][0]["songs"][0]["song_id"]
+    arr, _ = read_song_truth(root / "truth" / "S001" / song)
+    visible = np.flatnonzero(arr["face_visible"])
+    wanted = set(int(i) for i in visible[:: max(len(visible) // 6, 1)])
+    frames = _decode(root / "raw" / "S001" / "songs" / song / "color.mkv", wanted)
+    errs = []
+    for i, rgb in frames.items():
+        lm = dlib_landmarks(rgb, upsample=1)
+        assert lm is not None, f"Dlib found no face in frame {i}"
+        # static 51 (the jaw contour at yaw follows the painted outline, not the model's contour)
+        errs.append(np.linalg.norm(lm[17:] - arr["landmarks"][i, 17:], axis=1).mean())
+    face_px = np.ptp(arr["landmarks"][list(frames)][:, :, 1], axis=1).mean()
+    assert np.median(errs) < max(4.0, 0.06 * face_px), (errs, face_px)
+
+
+def test_scan_is_the_truth_surface(capture, model):
+    root, _ = capture
+    scan_dir = root / "raw" / "S001" / "scan"
+    assert json.loads((scan_dir / "scan.json").read_text()) == {"units": "mm"}
+    truth = read_truth(root / "truth" / "S001")
+    assert float(truth["scale"]) == 1000.0
+    shape = np.load(root / "truth" / "S001" / "subject_truth.npz")["shape"]
+    np.testing.assert_array_equal(truth["shape"], shape)
+    scan = load_scan(scan_dir / "head.obj")
+    v_true, lmk = neutral_mesh(model, shape)
+    pts = apply_similarity(scan.vertices, *invert_similarity(float(truth["scale"]), truth["R"], truth["t"]))
+    d = SurfaceIndex(v_true, model.faces.numpy()).distance(pts) * 1000.0      # mm
+    # the head part sits on the truth surface (noise ~0.3 mm); hair cap and shoulders do not
+    assert np.median(d) < 0.6 and (d < 1.5).mean() > 0.5
+    np.testing.assert_allclose(apply_similarity(lmk, float(truth["scale"]), truth["R"], truth["t"]),
+                               truth["landmarks"], atol=1e-6)
+
+
+def test_frame_camera_maps_onto_the_portrait_camera(model):
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        lmk = model.landmarks(torch.zeros(2, 100), torch.zeros(2, 50),
+                              torch.as_tensor(rng.normal(0, 0.2, (2, 3)), dtype=torch.float32))
+    lmk = lmk.double().numpy()
+    cams = np.array([[1500.0, 600.0, 300.0], [900.0, 420.0, 250.0]])
+    box, size = (200, 40, 840, 680), 256
+    pc = portrait_camera(cams, box)
+    for k in range(2):
+        frame_px = project(lmk[k], cams[k])
+        want = (frame_px - [box[0], box[1]]) * size / (box[2] - box[0])
+        got = ndc_to_pixels(orth_project(torch.as_tensor(lmk[k][None]), torch.as_tensor(pc[k][None])), size)[0]
+        np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
+
+
+def test_cli_writes_the_truth_capture_by_default(tmp_path):
+    from pipeline.cli import build_parser, main
+    args = build_parser().parse_args(["demo-capture"])
+    assert not args.photo_only and not args.scan_landmarks
+    raw, truth = tmp_path / "raw", tmp_path / "truth"
+    assert main(["demo-capture", "--out", str(raw), "--truth", str(truth), "--width", "320", "--height", "180",
+                 "--seconds", "4", "--fps", "10", "--subjects", "1", "--songs", "1", "--no-scan"]) == 0
+    song = next((raw / "S001" / "songs").iterdir())
+    arr, meta = read_song_truth(truth / "S001" / song.name)
+    assert meta["frames"] == 40 and arr["expression"].shape == (40, 50)
+    # the record `--remove` (make clean-demo) goes by
+    assert json.loads((truth / "demo_capture.json").read_text()) == {"subjects": ["S001"]}
