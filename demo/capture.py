@@ -27,11 +27,15 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import cv2
+import dlib
 import numpy as np
 from scipy.signal import resample_poly
+from skimage import data
 
 from demo import audio as demo_audio
+from demo.scan import write_demo_scan
 from tasks.common.atomic import atomic_dir, json_dumps, remove_stale_temps, save_npz_atomic, write_json_atomic
 from tasks.media.audio_io import write_wav
 from tasks.common.errors import PipelineInputError
@@ -84,7 +88,6 @@ def dlib_models():
     """(frontal detector, 68-landmark predictor), loaded once per process."""
     with _DLIB_LOCK:
         if not _DLIB:
-            import dlib
             _DLIB["det"] = dlib.get_frontal_face_detector()
             _DLIB["sp"] = dlib.shape_predictor(str(dlib_model_paths()[0]))
         return _DLIB["det"], _DLIB["sp"]
@@ -92,7 +95,6 @@ def dlib_models():
 
 def dlib_landmarks(rgb: np.ndarray, upsample: int = 1) -> np.ndarray | None:
     """68 landmarks (68,2) float64 of the largest face Dlib finds in `rgb` (H,W,3) uint8, or None."""
-    import dlib
     det, sp = dlib_models()
     rects = det(rgb, upsample)
     if not rects:
@@ -195,7 +197,6 @@ def face_asset(variant: int = 0) -> FaceAsset:
 
     variant 0: the photo; variant 1: mirrored and re-tinted (a second 'subject').
     """
-    from skimage import data
     photo = np.ascontiguousarray(data.astronaut()[_CROP])
     if variant % 2:
         photo = np.ascontiguousarray(photo[:, ::-1])
@@ -460,7 +461,6 @@ def write_kinect_mkv(path: Path, renderer: FrameRenderer, n_frames: int, fps: in
     Frames are rendered and JPEG-encoded on `workers` threads (OpenCV releases the GIL) and muxed
     in order; muxing pre-encoded JPEG bytes keeps the frames byte-exact and fast.
     """
-    import av
     depth_size = DEPTH_SIZE_4K if width >= 1920 else (DEPTH_SIZE_4K[0] // 2, DEPTH_SIZE_4K[1] // 2)
     rng = np.random.default_rng([seed, 808])
     pts0 = 200_000 + 1000 * int(rng.integers(0, 100))          # whole ms: matroska stores 1 ms ticks
@@ -649,7 +649,6 @@ def make_demo_capture(out: Path, truth: Path, width: int = 3840, height: int = 2
     progress = Progress(task, total, "demo frames")
     summary = {"out": str(out), "truth": str(truth), "width": width, "height": height, "fps": fps,
                "seconds": seconds, "seed": seed, "subjects": []}
-    scan_available = with_scan and importlib.util.find_spec("demo.scan") is not None
     try:
         for subj in subjects:
             sid = subj["subject_id"]
@@ -667,20 +666,17 @@ def make_demo_capture(out: Path, truth: Path, width: int = 3840, height: int = 2
                     cache["asset"] = face_asset(variant)
                     cache["bg"] = studio_background(width, height, seed * 1000 + variant)
                 return cache["asset"], cache["bg"]
-            if scan_available:
+            if with_scan:
                 stamp = {"generator_version": GENERATOR_VERSION, "seed": seed, "variant": subj["variant"]}
                 stamp_path = truth / sid / "demo_subject.json"
                 current = (sdir / "scan").is_dir() and stamp_path.is_file() and \
                     json.loads(stamp_path.read_text()) == stamp
                 if force or not current:
-                    from demo.scan import write_demo_scan
                     log.info("writing demo scan for %s (demo.scan)", sid)
                     with atomic_dir(sdir / "scan") as scan_tmp:
                         write_demo_scan(scan_tmp, truth / sid, seed * 1000 + subj["variant"],
                                         asset_and_background()[0].rgb)
                     write_json_atomic(stamp_path, stamp)
-            elif with_scan:
-                log.info("demo.scan not available: %s gets no scan/", sid)
             songs = []
             for song in subj["songs"]:
                 params = {"generator_version": GENERATOR_VERSION, "width": width, "height": height,
@@ -701,7 +697,7 @@ def make_demo_capture(out: Path, truth: Path, width: int = 3840, height: int = 2
                 el = time.monotonic() - t0
                 log.info("demo song %s/%s: %d frames in %.1f s (%.1f frames/s, %.2f MB JPEG per frame)", sid,
                          song["song_id"], n_frames, el, n_frames / el, songs[-1]["mean_jpeg_bytes"] / 1e6)
-            summary["subjects"].append({"subject_id": sid, "scan": scan_available, "songs": songs})
+            summary["subjects"].append({"subject_id": sid, "scan": with_scan, "songs": songs})
     finally:
         progress.close()
     return summary

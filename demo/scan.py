@@ -16,10 +16,22 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import trimesh.creation
+import trimesh.remesh
+from PIL import Image
+from scipy import ndimage
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+from skimage import data
+from skimage.draw import polygon
+from skimage.transform import PiecewiseAffineTransform, SimilarityTransform, warp
 
 from flame_fit.flame import load_flame
+from flame_fit.geometry import vertex_normals
 from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
+from flame_fit.scan_fit import neutral_mesh
 from tasks.capture.raw_layout import SCAN_UNITS
+from tasks.faces import face_models
 from tasks.common.atomic import atomic_path, save_npz_atomic, write_bytes_atomic, write_json_atomic
 from tasks.scans.scan_io import METRES_PER_UNIT
 
@@ -37,7 +49,6 @@ _FACE_UV_RANGE = (0.1, 0.9)
 
 @functools.lru_cache(maxsize=4)
 def _photo_landmarks_cached(key: str, shape: tuple, data: bytes) -> np.ndarray:
-    from tasks.faces import face_models
     rgb = np.frombuffer(data, np.uint8).reshape(shape)
     boxes, _ = face_models.detect_faces(rgb, device="cpu")
     if len(boxes) == 0:
@@ -54,7 +65,6 @@ def photo_landmarks(rgb: np.ndarray) -> np.ndarray:
 
 def default_face_photo() -> np.ndarray:
     """The astronaut portrait shipped with scikit-image (public domain, NASA)."""
-    from skimage import data
     return data.astronaut()
 
 
@@ -78,9 +88,6 @@ def face_texture(photo: np.ndarray, photo_lmk: np.ndarray, tex_lmk: np.ndarray, 
     photo (H, W, 3) uint8, photo_lmk / tex_lmk (68, 2) pixels (x, y), eye_px: outer eye-corner
     distance in texture pixels. Returns (size, size, 3) uint8.
     """
-    from scipy import ndimage
-    from skimage.draw import polygon
-    from skimage.transform import PiecewiseAffineTransform, SimilarityTransform, warp
 
     # anchors around the face keep the piecewise warp smooth beyond the landmark hull
     sim = _estimate(SimilarityTransform, tex_lmk, photo_lmk)
@@ -113,7 +120,6 @@ def face_texture(photo: np.ndarray, photo_lmk: np.ndarray, tex_lmk: np.ndarray, 
 
 
 def _subdivide(vertices: np.ndarray, faces: np.ndarray, times: int) -> tuple[np.ndarray, np.ndarray]:
-    import trimesh.remesh
     for _ in range(times):
         vertices, faces = trimesh.remesh.subdivide(vertices, faces)
     return np.asarray(vertices, np.float64), np.asarray(faces, np.int64)
@@ -121,7 +127,6 @@ def _subdivide(vertices: np.ndarray, faces: np.ndarray, times: int) -> tuple[np.
 
 def _torso(eye: float, neck_bottom: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Shoulders: the upper part of a flat ellipsoid below the neck (model units)."""
-    import trimesh.creation
     sphere = trimesh.creation.icosphere(subdivisions=3)
     v = np.asarray(sphere.vertices) * np.array([2.4, 1.1, 1.2]) * eye
     v = v + neck_bottom + np.array([0.0, -0.7 * eye, -0.15 * eye])
@@ -133,7 +138,6 @@ def _torso(eye: float, neck_bottom: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 def random_scan_pose(rng: np.random.Generator, head_size: float) -> tuple[float, np.ndarray, np.ndarray]:
     """Scale (arbitrary scan units), rotation and translation model -> scan, like a Metashape export:
     an arbitrary up axis, any yaw, a few degrees of tilt, an offset origin."""
-    from scipy.spatial.transform import Rotation
     unit = float(rng.choice([1000.0, 100.0, 39.37, 7.5]))      # mm, cm, inches, "chunk" units
     scale = unit * float(rng.uniform(0.95, 1.05))
     up_axes = [np.eye(3), Rotation.from_euler("x", 90, degrees=True).as_matrix()]   # y-up or z-up
@@ -157,8 +161,6 @@ def build_demo_scan(model, seed: int, face_rgb: np.ndarray | None = None, subdiv
     fixes the scan's scale (e.g. 1000: a metric scan in mm of a model in metres) instead of a
     random unit.
     """
-    from flame_fit.geometry import vertex_normals
-    from flame_fit.scan_fit import neutral_mesh
 
     rng = np.random.default_rng(seed)
     # FLAME's shape coefficients are unit-variance; stay within 2 sigma
@@ -181,7 +183,6 @@ def build_demo_scan(model, seed: int, face_rgb: np.ndarray | None = None, subdiv
     scalp = (centroid[:, 1] > brow_y + 0.55 * eye) | (
         (centroid[:, 2] < front_z - 0.45 * eye) & (centroid[:, 1] > lmk_m[33, 1]))
     # holes: three patches away from the face landmarks
-    from scipy.spatial import cKDTree
     d_face, _ = cKDTree(lmk_m[17:]).query(centroid)
     candidates = np.flatnonzero((d_face > 0.55 * eye) & ~scalp)
     holes = np.zeros(len(f), bool)
@@ -288,7 +289,6 @@ def write_demo_scan(scan_dir: Path, truth_dir: Path, seed: int, face_rgb: np.nda
     `model` defaults to the procedural head model (`procedural_head_model`).
     Returns the OBJ path.
     """
-    from PIL import Image
 
     if model is None:
         model = procedural_head_model()

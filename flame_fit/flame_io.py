@@ -22,6 +22,8 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch._utils
 
 FLAME_PARENTS = (-1, 0, 1, 1, 1)           # root, neck, jaw, left eye, right eye
 N_SHAPE_SPACE = 300                         # identity columns of shapedirs; expression starts here
@@ -95,7 +97,6 @@ _TORCH_GLOBALS = {("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_reb
 
 
 def _torch_storage_from_bytes(data: bytes):
-    import torch
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
@@ -118,7 +119,6 @@ def _allowed_global(module: str, name: str, allow_torch: bool):
     if allow_torch and (module, name) in _TORCH_GLOBALS:
         if name == "_load_from_bytes":
             return _torch_storage_from_bytes
-        import torch._utils
         return getattr(torch._utils, name)
     return None
 

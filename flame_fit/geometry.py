@@ -9,6 +9,7 @@ surface point from the current vertices, so the distance stays differentiable in
 from __future__ import annotations
 
 import numpy as np
+from scipy.spatial import cKDTree
 import open3d as o3d
 import torch
 
@@ -99,7 +100,6 @@ def face_region_mask(points: np.ndarray, landmarks: np.ndarray, radius: float,
 
     points (N, 3), landmarks (L, 3), same units. Returns (N,) bool.
     """
-    from scipy.spatial import cKDTree
 
     d, _ = cKDTree(np.asarray(landmarks, dtype=np.float64)).query(np.asarray(points, dtype=np.float64), k=1)
     mask = d < radius

@@ -81,12 +81,36 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(command_impl="verify:verify")
 
-    p = sub.add_parser("preview", help="side-by-side MP4 of a segment: landmarks on the portrait and the "
-                                       "fitted head mesh")
-    p.add_argument("subject", help="subject id (folder name)")
-    p.add_argument("song", help="song id (folder name)")
-    p.add_argument("segment", type=int, help="the crop stage's segment index (segments.json)")
-    p.add_argument("--out", help="output .mp4 (default: motion/segment_NNN_preview.mp4 beside the motion)")
+    p = sub.add_parser("evaluate",
+                       help="the paper's 3D metrics of predicted motion against a verified release")
+    p.add_argument("pred_dir", metavar="PRED_DIR",
+                   help="folder of <clip id>.pkl predictions ('expcodes' (S,T,50), 'posecodes' (S,T,9))")
+    p.add_argument("--release", required=True, metavar="DIR",
+                   help="the release folder (tarballs or zips, verified first) or an extracted "
+                        "SingingHead tree")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"),
+                   help="split to score (default test)")
+    p.add_argument("--masks", default=None, metavar="FLAME_masks.pkl",
+                   help="FLAME's region masks (required with FLAME; without, landmark-based regions of "
+                        "the stand-in)")
+    p.add_argument("--out", default="result.json",
+                   help="JSON result to write, atomically (default result.json)")
+    p.add_argument("--device", default=None,
+                   help="torch device, e.g. cpu or cuda (default: [device] torch_device)")
+    _common(p)
+    p.set_defaults(command_impl="evaluate:evaluate")
+
+    p = sub.add_parser("preview", help="side-by-side MP4 of a segment, a dataset sequence or one clip: "
+                                       "landmarks on the portrait and the fitted head mesh",
+                       description="Preview ID (a sequence or clip id of the assembled dataset, as listed in its "
+                                   "metadata.csv; a clip previews only its own frames) or SUBJECT SONG SEGMENT.")
+    p.add_argument("target", metavar="ID|SUBJECT",
+                   help="a sequence or clip id from the dataset's metadata.csv, or the subject id (folder name)")
+    p.add_argument("song", nargs="?", default=None, metavar="SONG", help="song id (folder name), after SUBJECT")
+    p.add_argument("segment", nargs="?", type=int, default=None, metavar="SEGMENT",
+                   help="the crop stage's segment index (segments.json), after SUBJECT SONG")
+    p.add_argument("--out", help="output .mp4 (default: beside the motion, motion/segment_NNN_preview.mp4 or "
+                                 "motion/<id>_preview.mp4)")
     p.add_argument("--size", type=int, default=512, help="height of each panel in pixels (even)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     _common(p, paths=True)

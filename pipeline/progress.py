@@ -28,14 +28,15 @@ def format_eta(done: int, total: int, elapsed: float) -> str:
 class BuildProgress:
     """Context manager that listens to Luigi's events for the duration of a build."""
 
-    def __init__(self, stream=None, bar: bool | None = None):
+    def __init__(self, stream=None, bar: bool | None = None, pending: list[luigi.Task] | None = None):
+        """`pending`: the tasks known up front to need running (the total grows as more appear)."""
         self.stream = stream or sys.stderr
-        self.to_run: set[str] = set()
+        self.to_run: set[str] = {t.task_id for t in pending or []}
         self.done: set[str] = set()
         self.current = ""
         self.t0 = time.monotonic()
         show = self.stream.isatty() if bar is None else bar
-        self.bar = tqdm(total=0, desc="build", unit="task", file=self.stream) if show else None
+        self.bar = tqdm(total=len(self.to_run), desc="build", unit="task", file=self.stream) if show else None
 
     # Luigi calls these with the task as first argument.
     def _missing(self, task):

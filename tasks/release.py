@@ -1,4 +1,4 @@
-"""Release stage: tar shards of the assembled dataset with SHA256SUMS (`[release]`).
+"""Release stage: the assembled dataset packed as `[release] format` with SHA256SUMS (`[release]`).
 
 The plain code is `tasks.dataset.packing.pack_release`; `tasks.dataset.verify.verify_release`
 checks a release.
@@ -10,12 +10,14 @@ import luigi
 from tasks import config
 from tasks.assemble import AssembleDataset
 from tasks.base import StageTask
+from tasks.common.names import check_name
 from tasks.common.settings import ReleaseSettings
 from tasks.dataset.packing import pack_release
 
 
 class PackRelease(StageTask):
-    """Tar shards of the assembled dataset with SHA256SUMS, under `[paths] release_dir`."""
+    """The assembled dataset as tarballs, the official zips or WebDataset shards, with SHA256SUMS, under
+    `[paths] release_dir`."""
 
     def requires(self):
         return AssembleDataset()
@@ -25,5 +27,7 @@ class PackRelease(StageTask):
 
     def run(self):
         cfg = config.read(ReleaseSettings)
-        pack_release(self.layout.dataset_root(), self.layout.release_root(), cfg.name, cfg.shard_bytes,
-                     include_sequences=cfg.include_sequences, task=self)
+        # [release] name becomes the tarballs' top folder and file names: one plain name
+        name = check_name(cfg.name, "[release] name")
+        pack_release(self.layout.dataset_root(), self.layout.release_root(), name, cfg.shard_bytes,
+                     include_sequences=cfg.include_sequences, task=self, fmt=cfg.format)

@@ -1,4 +1,5 @@
-"""Validation stage: check one subject's raw capture before any heavy work (`[dataset]`, `[audio]`).
+"""Validation stage: check one subject's raw capture and the configured model files before any
+heavy work (`[dataset]`, `[audio]`, `[flame]`, `[emoca]`, `[bgm]`).
 
 The plain checks are `tasks.capture.checks` (`validate_capture_details`).
 
@@ -18,7 +19,7 @@ from tasks.base import SubjectTask
 from tasks.capture.checks import ERROR, errors_of, validate_capture_details
 from tasks.common.atomic import write_json_atomic
 from tasks.common.errors import CaptureInvalid
-from tasks.common.settings import AudioSettings, DatasetSettings
+from tasks.common.settings import AudioSettings, BgmSettings, DatasetSettings, EmocaSettings, FlameSettings
 
 log = logging.getLogger("singinghead")
 
@@ -32,8 +33,9 @@ class ValidateCapture(SubjectTask):
 
     def run(self):
         lay = self.layout
-        problems, facts = validate_capture_details(lay.raw, [self.subject], dataset=config.read(DatasetSettings),
-                                                   audio=config.read(AudioSettings))
+        problems, facts = validate_capture_details(
+            lay.raw, [self.subject], dataset=config.read(DatasetSettings), audio=config.read(AudioSettings),
+            flame=config.read(FlameSettings), emoca=config.read(EmocaSettings), bgm=config.read(BgmSettings))
         report = {"subject": self.subject, "problems": problems, "facts": facts.get(self.subject, {}),
                   "ok": not errors_of(problems)}
         for p in problems:

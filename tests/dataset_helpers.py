@@ -104,9 +104,20 @@ def make_subject_outputs(raw, processed, plan=None, keyint=240):
                     "params": {"margin": 0.6},
                 },
             )
+            # a model file and a parameter recorded with this machine's absolute paths, as real stages
+            # do: the shipped manifest must keep names and hashes only
             write_json_atomic(
                 layout.bgm_record(subject, song),
-                {"model": {"name": "weight-free vocal remover", "kind": "stand-in", "files": []}},
+                {
+                    "model": {
+                        "name": "weight-free vocal remover",
+                        "kind": "stand-in",
+                        "files": [
+                            {"path": str(Path(processed) / "_models" / "remover.bin"), "sha256": "ab" * 32}
+                        ],
+                    },
+                    "params": {"bgm_source": str(Path(raw) / subject / "songs" / song / "original.wav")},
+                },
             )
             for seg in segs:
                 k, n = seg["index"], seg["end_frame"] - seg["start_frame"]
@@ -187,3 +198,21 @@ def tree_digest(root):
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+def build_dataset_and_release(raw, processed, fmt="tarballs", shard_bytes=2_000_000_000, plan=None):
+    """Fixture subjects under raw/processed, assembled and packed as `fmt` the way the stages do
+    (AssembleDataset, then PackRelease with `[release] format`), all paths from `[paths]`."""
+    from pipeline.build import config_overrides
+    from tasks.assemble import AssembleDataset
+    from tasks.release import PackRelease
+
+    make_subject_outputs(Path(raw), Path(processed), plan)
+    with config_overrides(
+        paths={"raw_dir": raw, "processed_dir": processed, "release_dir": Path(processed) / "release"},
+        release={"format": fmt, "shard_bytes": shard_bytes},
+    ):
+        AssembleDataset().assemble()
+        PackRelease().run()
+        layout = Layout.from_config()
+    return layout.dataset_root(), layout.release_root()

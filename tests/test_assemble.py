@@ -81,7 +81,7 @@ def test_assembly_layout_pkl_ids_and_metadata(built, layout):
     # S001 song 1: 500 frames -> 2 clips, its 60-frame segment dropped; song 2: 250 -> 1;
     # S002: 240 -> 1, 300 -> 1
     ids = sorted(p.stem for p in (root / "video_seqs").glob("*.mp4"))
-    assert ids == ["id1_1_1_1", "id1_1_1_2", "id1_2_1_1", "id2_3_1_1", "id2_3_2_1"]
+    assert ids == ["id1_1_0_0", "id1_1_0_1", "id1_2_0_0", "id2_3_0_0", "id2_3_1_0"]
     assert manifest["counts"]["sequences_kept"] == 4 and manifest["counts"]["sequences_dropped_short"] == 1
     assert manifest["counts"]["clips"] == 5
     for cid in ids:
@@ -94,27 +94,32 @@ def test_assembly_layout_pkl_ids_and_metadata(built, layout):
             sr, x = wavfile.read(wav)
             assert sr == SR and len(x) == 240 * SR // FPS
         assert C.index_video(root / "video_seqs" / f"{cid}.mp4").frames == 240
-    # clip 2 of id1_1_1 = frames 240..479 of the sequence: motion and audio line up with the source
+    # clip 1 of id1_1_0 = frames 240..479 of the sequence: motion and audio line up with the source
     motion = np.load(layout.motion_npz("S001", "001_country_take-me-home", 0))
-    d = pickle.load(open(root / "flame_seqs" / "id1_1_1_2.pkl", "rb"))
+    d = pickle.load(open(root / "flame_seqs" / "id1_1_0_1.pkl", "rb"))
     np.testing.assert_array_equal(d["expcodes"], motion["expression"][240:480])
     np.testing.assert_array_equal(d["posecodes"][:, 3:6], motion["neck_pose"][240:480])
     np.testing.assert_array_equal(d["posecodes"][:, 6:9], motion["jaw_pose"][240:480])
     np.testing.assert_array_equal(d["shapecode"][0], np.load(root / "shapes" / "S001.npy"))
     _, src = wavfile.read(layout.segment_vocal_wav("S001", "001_country_take-me-home", 0))
-    _, clip = wavfile.read(root / "audio_seqs" / "id1_1_1_2.wav")
+    _, clip = wavfile.read(root / "audio_seqs" / "id1_1_0_1.wav")
     np.testing.assert_array_equal(clip, src[128000:256000])
     assert (
-        C.frame_digests(root / "video_seqs" / "id1_1_1_2.mp4")
-        == C.frame_digests(root / "sequences" / "id1_1_1" / "video.mp4")[240:480]
+        C.frame_digests(root / "video_seqs" / "id1_1_0_1.mp4")
+        == C.frame_digests(root / "sequences" / "id1_1_0" / "video.mp4")[240:480]
     )
-    seq = np.load(root / "sequences" / "id1_1_1" / "motion.npz")
+    seq = np.load(root / "sequences" / "id1_1_0" / "motion.npz")
     assert seq["expression"].shape == (500, 50) and seq["shape"].shape == (100,)
     rows = list(csv.DictReader(open(root / "metadata.csv")))
     assert len(rows) == 4 + 5
-    r = next(r for r in rows if r["id"] == "id1_1_1_2")
+    r = next(r for r in rows if r["id"] == "id1_1_0_1")
     assert (r["kind"], r["genre"], r["gender"], r["professional"]) == ("clip", "country", "female", "true")
     assert (int(r["start_frame"]), int(r["end_frame"]), r["source_segment"]) == (340, 580, "0")
+    # ids count from 0 (official id0_10_0_0); metadata maps them to the source segment and span
+    assert (r["segment"], r["clip"], r["seq_start_frame"]) == ("0", "1", "240")
+    r2 = next(r for r in rows if r["id"] == "id2_3_1_0")  # S002's second kept segment: crop segment 1
+    assert (r2["segment"], r2["clip"], r2["source_segment"], r2["start_frame"]) == ("1", "0", "1", "390")
+    assert "counted from 0" in manifest["dataset"]["numbering"]
     assert r["video_method"] == "stream-copy"
     splits = {s: (root / f"{s}.txt").read_text().split() for s in ("train", "val", "test")}
     assert sorted(sum(splits.values(), [])) == ids
@@ -138,7 +143,7 @@ def test_missing_keyframes_fall_back_to_reencode(luigi_paths, layout):
     m = AssembleDataset().assemble()
     # clip 2 has no keyframe at its start; clip 1's last B-frames reference frame 240 (outside it)
     assert (
-        m["clip_cutting"]["re_encoded"] == ["id3_1_1_1", "id3_1_1_2"]
+        m["clip_cutting"]["re_encoded"] == ["id3_1_0_0", "id3_1_0_1"]
         and m["clip_cutting"]["stream_copy"] == 0
     )
     for cid in m["clip_cutting"]["re_encoded"]:

@@ -178,3 +178,39 @@ def test_corrupted_th_is_a_checksum_error(tmp_path):
     with pytest.raises(ModelFileError) as e:
         load_demucs(repo, "htdemucs")
     assert "checksum" in str(e.value).lower() and "download it again" in str(e.value)
+
+
+def test_guarded_loader_builds_what_demucs_builds(tmp_path):
+    """Our allow-listed load gives the model demucs.pretrained.get_model gives for the same (trusted)
+    files: a bag with the yaml's weights and segment, a Fraction segment in the kwargs, and a single
+    model addressed by its signature."""
+    import torch
+    from fractions import Fraction
+    from demucs.apply import BagOfModels
+    from demucs.htdemucs import HTDemucs
+    from demucs.pretrained import get_model
+    from demucs.states import save_with_checksum
+
+    repo = tmp_path / "m"
+    repo.mkdir()
+    for seed, sig in ((1, "aaaa1111"), (2, "bbbb2222")):
+        torch.manual_seed(seed)
+        m = HTDemucs(["drums", "bass", "other", "vocals"], channels=8, depth=4, t_layers=1, t_heads=1,
+                     segment=Fraction(39, 10))
+        args, kwargs = m._init_args_kwargs
+        save_with_checksum({"klass": HTDemucs, "args": args, "kwargs": kwargs,
+                            "state": {k: v.detach().half() for k, v in m.state_dict().items()},
+                            "training_args": {"seed": seed}}, repo / f"{sig}.th")
+    (repo / "ft.yaml").write_text("models: ['aaaa1111', 'bbbb2222']\nweights: [[1., 0., 1., 0.], [0., 1., 0., 1.]]\n"
+                                  "segment: 3\n")
+    ours, ref = load_demucs(repo, "ft"), get_model("ft", repo=repo)
+    assert isinstance(ours, BagOfModels) and not ours.training
+    assert ours.weights == ref.weights == [[1., 0., 1., 0.], [0., 1., 0., 1.]]
+    assert [m.segment for m in ours.models] == [m.segment for m in ref.models] == [3, 3]
+    for a, b in zip(ours.models, ref.models):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    single = load_demucs(repo, "bbbb2222")
+    assert isinstance(single, HTDemucs) and single.segment == Fraction(39, 10)
+    assert torch.equal(single.state_dict()["freq_emb.embedding.weight"],
+                       ref.models[1].state_dict()["freq_emb.embedding.weight"])

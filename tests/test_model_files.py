@@ -360,3 +360,45 @@ def test_procedural_model_round_trip_is_unchanged(tmp_path):
         np.testing.assert_array_equal(got_emb[key], np.asarray(value).reshape(got_emb[key].shape))
     flame = load_flame(tmp_path / MODEL_FILE, tmp_path / EMBEDDING_FILE)
     assert not flame.is_real
+
+
+# -- Demucs release files -------------------------------------------------------------------------
+def _demucs_th(repo, package, sig="0badc0de"):
+    """`package` saved the way demucs.states.save_with_checksum names release files, plus a bag yaml
+    naming it, so only the allow-list (not the checksum or the layout) can stop it."""
+    import hashlib
+
+    buf = io.BytesIO()
+    torch.save(package, buf)
+    repo.mkdir(parents=True, exist_ok=True)
+    th = repo / f"{sig}-{hashlib.sha256(buf.getvalue()).hexdigest()[:8]}.th"
+    th.write_bytes(buf.getvalue())
+    (repo / "htdemucs.yaml").write_text(f"models: ['{sig}']\n")
+    return th
+
+
+@pytest.mark.parametrize("where", ["klass", "kwargs", "state"])
+def test_malicious_demucs_th_is_refused_and_not_run(tmp_path, payload, where):
+    from demucs.htdemucs import HTDemucs
+    from tasks.separation.vocals import load_demucs
+
+    evil, marker, name = payload
+    package = {"klass": HTDemucs, "args": [], "kwargs": {"channels": 8}, "state": {}}
+    package[where] = evil if where == "klass" else {"x": evil}
+    th = _demucs_th(tmp_path / "demucs", package)
+    with pytest.raises(ModelFileError) as err:
+        load_demucs(tmp_path / "demucs", "htdemucs")
+    msg = str(err.value)
+    assert str(th) in msg and f".{name}" in msg and "refused" in msg and "fix:" in msg
+    assert not marker.exists()
+
+
+def test_demucs_th_naming_an_allowed_non_model_class_is_refused(tmp_path):
+    """Fraction is allow-listed for kwargs only: as `klass` it is refused before anything is built."""
+    from fractions import Fraction
+    from tasks.separation.vocals import load_demucs
+
+    th = _demucs_th(tmp_path / "demucs", {"klass": Fraction, "args": ["1/2"], "kwargs": {}, "state": {}})
+    with pytest.raises(ModelFileError, match="not a Demucs model") as err:
+        load_demucs(tmp_path / "demucs", "htdemucs")
+    assert str(th) in str(err.value)

@@ -96,7 +96,7 @@ def test_cli_lists_every_command_and_each_option_has_help():
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == {"run", "rerun", "stages", "validate", "release", "verify-release", "preview",
-                                "separate-bgm", "make-head-model", "demo-capture"}
+                                "separate-bgm", "make-head-model", "demo-capture", "evaluate"}
     for name, p in sub.choices.items():
         for action in p._actions:
             assert action.help, (name, action.dest)

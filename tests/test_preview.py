@@ -102,3 +102,79 @@ def test_preview_command_writes_side_by_side_mp4(luigi_paths, head_dir, tmp_path
                 _cli(["preview", "S001", "001_test", "3", "--out", str(out)])
         finally:
             _CACHE.clear()
+
+
+# ----------------------------------------------------------------------------- by dataset id
+def _left_panels(path):
+    with av.open(str(path)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    return [f[:, : f.shape[0]].astype(int) for f in frames]
+
+
+def _white_row(img):
+    """The row of the fixture portrait drawn white (frame i of a segment video has row i % 64 white)."""
+    return int(np.argmax(img.min(axis=2).mean(axis=1)))
+
+
+def test_preview_by_clip_or_sequence_id_from_metadata(luigi_paths, head_dir, tmp_path, capsys):
+    from dataset_helpers import SIZE as PORTRAIT, make_subject_outputs
+    from tasks.assemble import AssembleDataset
+    from tasks.dataset.metadata import read_metadata
+
+    raw, processed = luigi_paths
+    with config_overrides(flame={"model_path": "", "procedural_model_dir": head_dir},
+                          crop={"output_size": PORTRAIT}):
+        _CACHE.clear()
+        try:
+            make_subject_outputs(raw, processed)
+            AssembleDataset().assemble()
+            rows = read_metadata(Layout.from_config().dataset_root())
+            # ids as the dataset wrote them: a clip that starts inside its segment, and its sequence
+            clip = next(r for r in rows if r["kind"] == "clip" and int(r["seq_start_frame"]) > 0)
+            seq = next(r for r in rows if r["kind"] == "sequence" and r["subject"] == clip["subject"]
+                       and r["song"] == clip["song"] and r["source_segment"] == clip["source_segment"])
+            offset = int(clip["seq_start_frame"])
+            out = tmp_path / "clip.mp4"
+            assert _cli(["preview", clip["id"], "--out", str(out), "--size", str(PORTRAIT),
+                         "--max-frames", "3"]) == 0
+            assert f"clip {clip['id']}: frames {offset}-{offset + int(clip['frames'])}" in capsys.readouterr().out
+            left = _left_panels(out)
+            assert len(left) == 3
+            # the clip's frames, not the segment's first ones
+            assert [_white_row(f) for f in left] == [(offset + t) % PORTRAIT for t in range(3)]
+
+            out = tmp_path / "seq.mp4"
+            assert _cli(["preview", seq["id"], "--out", str(out), "--size", str(PORTRAIT), "--max-frames", "2"]) == 0
+            assert [_white_row(f) for f in _left_panels(out)] == [0, 1]
+            # the three-positional form previews the same segment
+            out3 = tmp_path / "three.mp4"
+            assert _cli(["preview", seq["subject"], seq["song"], seq["source_segment"], "--out", str(out3),
+                         "--size", str(PORTRAIT), "--max-frames", "2"]) == 0
+            assert out3.read_bytes() == out.read_bytes()
+            # default output beside the motion, named after the id
+            assert _cli(["preview", clip["id"], "--size", str(PORTRAIT), "--max-frames", "1"]) == 0
+            lay = Layout.from_config()
+            assert (lay.motion_dir(clip["subject"], clip["song"]) / f"{clip['id']}_preview.mp4").is_file()
+
+            # errors: one line naming the file and the fix, exit 2
+            capsys.readouterr()
+            assert main(["preview", "id999_9_9_9"]) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and "metadata.csv" in err and "id999_9_9_9" in err
+            assert any(r["id"] in err for r in rows if r["kind"] == "sequence")  # names ids that exist
+            assert any(r["id"] in err for r in rows if r["kind"] == "clip")
+            with pytest.raises(PipelineInputError, match="SONG given without SEGMENT"):
+                _cli(["preview", seq["subject"], seq["song"]])
+            short = next((r["subject"], r["song"], s["index"]) for r in rows
+                         for s in lay.load_segments(r["subject"], r["song"])
+                         if s["end_frame"] - s["start_frame"] < 90)
+            assert main(["preview", short[0], short[1], str(short[2])]) == 2
+            assert "never refined" in capsys.readouterr().err
+        finally:
+            _CACHE.clear()
+
+
+def test_preview_by_id_without_a_dataset_names_metadata_csv(luigi_paths, capsys):
+    assert main(["preview", "id1_1_0_0"]) == 2
+    err = capsys.readouterr().err
+    assert "metadata.csv" in err and "no assembled dataset" in err and "SUBJECT SONG SEGMENT" in err

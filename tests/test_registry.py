@@ -131,3 +131,13 @@ def test_every_task_output_is_inside_the_processed_or_release_root(capture):
             p = Path(o.path).resolve()
             assert p.is_relative_to(lay.processed.resolve()) or p.is_relative_to(lay.release.resolve()), (t, p)
     assert output_paths([t for t in graph if t.task_family == "BuildSingingHead"])
+
+
+@pytest.mark.parametrize("bad", ["../raw/H01", "/abs/dir", ".hidden", "a/b", ""])
+def test_task_parameters_refuse_names_that_are_not_plain_folder_names(bad):
+    from tasks.validate import ValidateCapture
+    from tasks.crop import CropPortraits
+    with pytest.raises(PipelineInputError):
+        ValidateCapture(subject=bad)
+    with pytest.raises(PipelineInputError):
+        CropPortraits(subject="S001", song=bad)

@@ -15,9 +15,11 @@ from tasks.release import PackRelease
 def _build(roots, args) -> int:
     description = describe_run(args)
     print(description, file=sys.stderr)
-    with BuildProgress():
+    with config_overrides(path_overrides(args)):
+        pending = [t for t in task_graph(roots()) if not t.complete()]
+    print(f"{len(pending)} task(s) to run (more once the crop has counted the segments)", file=sys.stderr)
+    with BuildProgress(pending=pending):
         result = build(roots, workers=args.workers, overrides=path_overrides(args))
-    print(result.summary, file=sys.stderr)
     warning = stand_in_warning(description)
     if warning:
         print(warning, file=sys.stderr)

@@ -7,14 +7,15 @@ from pipeline.build import config_overrides
 from pipeline.commands.common import layout_of, path_overrides
 from tasks import config
 from tasks.capture.checks import errors_of, format_problems, validate_capture
-from tasks.common.settings import AudioSettings, DatasetSettings
+from tasks.common.settings import AudioSettings, BgmSettings, DatasetSettings, EmocaSettings, FlameSettings
 
 
 def validate(args) -> int:
     with config_overrides(path_overrides(args)):
         dataset, audio = config.read(DatasetSettings), config.read(AudioSettings)
+        models = config.read(FlameSettings), config.read(EmocaSettings), config.read(BgmSettings)
     raw = Path(args.raw_dir_pos) if args.raw_dir_pos else layout_of(args).raw
-    problems = validate_capture(raw, args.subject, dataset, audio)
+    problems = validate_capture(raw, args.subject, dataset, audio, *models)
     if problems:
         print(format_problems(problems))
     n_err = len(errors_of(problems))

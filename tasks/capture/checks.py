@@ -1,11 +1,21 @@
 """Capture validation: check raw/ against the contract before any heavy work (plain code).
 
 Every subject and song is checked and every problem is reported at once, each with the path at
-fault and what to do: files present, JSON well formed, the video readable with a colour track
-of the right rate (size recorded; not 3840x2160 is a warning), the video complete (its first and
-last frames decode and its packets reach the duration in its header), audio readable, and the
-audio long enough to cover the video at `audio_offset_s`. The scan, when present, is only
-checked to exist and be non-empty here; loading it is the scan-fit stage's job.
+fault and what to do:
+- names: subject and song folders must be plain names the dataset ids can use (a subject number
+  in the subject folder's name, no two subjects or two songs of a subject on one number);
+- JSON: well formed, of bounded size, nesting and numbers, with the required keys and types;
+- the scan (when present) loads as a triangle mesh with finite vertices (the scan fit's loader),
+  and its landmarks.json (when present) holds 68 finite points;
+- the video: readable, a colour track of the right rate (size recorded; not 3840x2160 is a
+  warning), no rotation or flip to apply on display (refused), first and last frames decode, its
+  packets reach the duration in its header, and its timestamps (read by demuxing only) neither
+  jump nor leave frames out unnoticed (missing or duplicated frames are a warning with the count
+  the crop stage will repair, also in the facts);
+- audio readable, and the vocal (and original/accompaniment) lasting as long as the video at
+  `audio_offset_s`, within `[audio] duration_tolerance_s`;
+- the model files set in `[flame]`, `[emoca]`, `[bgm]`, loaded as their stages load them
+  (`tasks.capture.model_checks`).
 
 A problem is a dict {path, problem, fix, level} with level 'error' or 'warning'. The stage task
 (`tasks.validate.ValidateCapture`) and the `validate` command call `validate_capture(_details)`.
@@ -21,9 +31,14 @@ import av
 import soundfile as sf
 
 from tasks.capture import raw_layout as R
+from tasks.capture.model_checks import check_model_files
 from tasks.common.errors import PipelineInputError
-from tasks.common.settings import AudioSettings, DatasetSettings
-from tasks.media.video_io import find_color_stream, open_video, probe_video, stream_fps
+from tasks.common.names import check_name
+from tasks.common.settings import AudioSettings, BgmSettings, DatasetSettings, EmocaSettings, FlameSettings
+from tasks.dataset.plan import song_number, subject_number
+from tasks.media.video_io import (display_transform, find_color_stream, frame_timing, open_video, packet_times,
+                                  probe_video, stream_fps)
+from tasks.scans.scan_io import load_scan, load_scan_landmarks
 
 GENRES = ("art", "country", "hip-hop", "rock", "folk", "rnb", "theater", "march")
 SUBJECT_KEYS = {"subject_id": str, "gender": str, "professional": bool}
@@ -32,6 +47,12 @@ EXPECTED_SIZE = (3840, 2160)
 FPS_TOLERANCE = 0.01          # relative
 EDGE_FRAMES = 3               # frames decoded at each end of the video
 TRUNCATION_TOLERANCE_S = 0.5  # packets may stop this much short of the header's duration
+# Consecutive colour packets further apart than this are broken timestamps, not dropped frames:
+# a recorder under load drops single frames or a few, never seconds of them at once.
+MAX_TIMESTAMP_STEP_S = 5.0
+MAX_JSON_BYTES = 1 << 20      # subject.json / song.json / landmarks.json are a few hundred bytes
+MAX_JSON_NUMBER = 1e15        # larger numbers in these files are typing accidents
+MAX_OFFSET_S = 3600.0         # |audio_offset_s| beyond an hour is not an offset between two recorders
 ERROR, WARNING = "error", "warning"
 
 
@@ -44,34 +65,188 @@ def _from_error(e: PipelineInputError, level: str = ERROR) -> dict:
 
 
 # ----------------------------------------------------------------------------- files
+class _BadNumber(ValueError):
+    pass
+
+
+def _parse_int(text: str) -> int:
+    # Bounded before int(): a 400-digit number would later overflow float(), and Python refuses
+    # to parse more than 4300 digits with a ValueError of its own.
+    if len(text.lstrip("-")) > 15:
+        raise _BadNumber(f"the number {text[:12]}... has {len(text.lstrip('-'))} digits")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v) or abs(v) > MAX_JSON_NUMBER:
+        raise _BadNumber(f"the number {text[:24]} is {'too large' if math.isfinite(v) else 'not finite'}")
+    return v
+
+
+def _parse_constant(text: str):
+    raise _BadNumber(f"{text} is not a number (JSON has no NaN or Infinity)")
+
+
+def read_json_checked(path: Path) -> tuple[object, str | None]:
+    """(data, None), or (None, what is wrong) for a file that is not small, well-formed JSON with
+    finite numbers of sane size. Never raises for the file's content."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            return None, f"is {size} bytes, not a small JSON file (at most {MAX_JSON_BYTES})"
+        text = path.read_bytes().decode("utf-8")
+        return json.loads(text, parse_int=_parse_int, parse_float=_parse_float,
+                          parse_constant=_parse_constant), None
+    except _BadNumber as e:
+        return None, f"not usable JSON: {e}"
+    except RecursionError:
+        return None, "not usable JSON: nested too deeply"
+    except UnicodeDecodeError as e:
+        return None, f"not valid JSON: not UTF-8 text ({e.reason} at byte {e.start})"
+    except (ValueError, OverflowError, MemoryError) as e:   # json.JSONDecodeError is a ValueError
+        return None, f"not valid JSON ({str(e)[:200]})"
+    except OSError as e:
+        return None, f"cannot be read ({e.strerror or e})"
+
+
 def check_json(path: Path, keys: dict, problems: list) -> dict | None:
     """Load a JSON object and check its required keys and their types."""
     if not path.is_file():
         problems.append(_problem(path, "file is missing", f"write {path.name} as described in raw/README.md"))
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        problems.append(_problem(path, f"not valid JSON ({e})", "fix the syntax (a JSON linter shows where)"))
+    data, bad = read_json_checked(path)
+    if bad:
+        problems.append(_problem(path, bad, "fix the file (a JSON linter shows where): a small JSON object "
+                                 "as described in raw/README.md"))
         return None
     if not isinstance(data, dict):
-        problems.append(_problem(path, "must hold a JSON object", "write {\"key\": value, ...}"))
+        problems.append(_problem(path, f"must hold a JSON object, not a {type(data).__name__}",
+                                 "write {\"key\": value, ...}"))
         return None
     for key, typ in keys.items():
         if key not in data:
             problems.append(_problem(path, f"required key '{key}' is missing", f"add \"{key}\""))
         elif not isinstance(data[key], typ) or (typ in ((int, float),) and isinstance(data[key], bool)):
             want = "number" if isinstance(typ, tuple) else typ.__name__
-            problems.append(_problem(path, f"key '{key}' must be a {want}, got {data[key]!r}",
+            problems.append(_problem(path, f"key '{key}' must be a {want}, got {_short(data[key])}",
                                      f"set \"{key}\" to a {want}"))
     return data
 
 
+def _short(value) -> str:
+    r = repr(value)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+# ----------------------------------------------------------------------------- names
+ID_RULE = ("dataset ids are id<subject>_<song>_<segment>_<clip>: <subject> is the last number in the "
+           "subject folder's name (S015 -> 15), <song> the leading number of the song folder's name "
+           "(003_country_take-me-home -> 3; without one, its position among the subject's songs)")
+
+
+def check_subject_names(raw_dir: Path, names: list[str], problems: list) -> list[str]:
+    """Each subject folder name must be a plain name holding a subject number no other subject
+    folder under `raw_dir` has (AssembleDataset would otherwise fail at the end of a build).
+    Returns the names that are plain folder names (only those are opened as paths)."""
+    plain = []
+    numbers: dict[int, list[str]] = {}
+    for other in R.list_subjects(raw_dir):
+        try:
+            numbers.setdefault(subject_number(other), []).append(other)
+        except PipelineInputError:
+            pass
+    for name in names:
+        path = raw_dir / name
+        try:
+            check_name(name, "subject")
+        except PipelineInputError as e:
+            problems.append(_problem(path, e.problem, e.fix))
+            continue
+        plain.append(name)
+        try:
+            n = subject_number(name, path)
+        except PipelineInputError:
+            problems.append(_problem(path, f"subject folder name '{name}' holds no number, so it has no "
+                                     f"dataset id ({ID_RULE})", "rename the folder like S001, S002, ... "
+                                     "(and subject_id in its subject.json)"))
+            continue
+        clash = [o for o in numbers.get(n, []) if o != name]
+        if clash:
+            problems.append(_problem(path, f"subject folders '{name}' and {', '.join(repr(c) for c in clash)} "
+                                     f"both get subject number {n} ({ID_RULE})",
+                                     "rename the folders so each holds its own subject number"))
+    return plain
+
+
+def check_song_names(subject_dir: Path, songs: list[str], problems: list) -> None:
+    """Each song folder name must be plain and give the song a number no other song of the subject
+    gets; a name without a leading number is a warning (its number is its position)."""
+    numbers: dict[int, list[str]] = {}
+    for song in songs:
+        path = subject_dir / "songs" / song
+        try:
+            check_name(song, "song")
+        except PipelineInputError as e:
+            problems.append(_problem(path, e.problem, e.fix))
+            continue
+        n = song_number(song, songs)
+        numbers.setdefault(n, []).append(song)
+        if not song[:1].isdigit():
+            problems.append(_problem(path, f"song folder name '{song}' has no leading number: its song "
+                                     f"number in the dataset ids is its position ({n}), which changes when "
+                                     "song folders are added or renamed", "rename it like 003_country_title",
+                                     WARNING))
+    for n, same in numbers.items():
+        for song in same[1:]:
+            problems.append(_problem(subject_dir / "songs" / song, f"song folders '{same[0]}' and '{song}' "
+                                     f"both get song number {n} ({ID_RULE})",
+                                     "rename the song folders so each starts with its own number"))
+
+
+# ----------------------------------------------------------------------------- scan
+def check_scan(subject_dir: Path, problems: list) -> list[str]:
+    """The scan mesh (and landmarks.json) loaded as the scan-fit stage loads them."""
+    scan_dir = subject_dir / "scan"
+    if not scan_dir.is_dir():
+        return []
+    scans = [scan_dir / n for n in R.SCAN_NAMES if (scan_dir / n).exists()]
+    if not scans:
+        problems.append(_problem(scan_dir, "scan/ holds neither head.obj nor head.ply; the subject's "
+                                 "shape will be the monocular estimate",
+                                 "export the light-stage mesh as scan/head.obj or head.ply", WARNING))
+    for s in scans:
+        if s.stat().st_size == 0:
+            problems.append(_problem(s, "scan file is empty", "re-export the mesh from Metashape"))
+            continue
+        try:
+            load_scan(s)
+        except PipelineInputError as e:
+            problems.append(_from_error(e))
+        except Exception as e:  # noqa: BLE001 - a damaged mesh can break the reader in many ways
+            problems.append(_problem(s, f"cannot read the scan ({type(e).__name__}: {e})",
+                                     "re-export the mesh from Metashape as OBJ or PLY"))
+    lm = scan_dir / R.SCAN_LANDMARKS
+    if lm.exists():
+        _, bad = read_json_checked(lm)
+        if bad:
+            problems.append(_problem(lm, bad, "write scan/landmarks.json as {\"landmarks\": [[x, y, z], ...]} "
+                                     "with 68 points"))
+        else:
+            try:
+                load_scan_landmarks(lm)
+            except PipelineInputError as e:
+                problems.append(_from_error(e))
+    return [str(s) for s in scans]
+
+
 # ----------------------------------------------------------------------------- video
 def check_video(path: Path, problems: list, want_fps: int) -> dict | None:
-    """Open, find the colour track, check rate/size (`want_fps`: [dataset] fps), decode the first and
-    last frames, and compare the packets' end with the header's duration. Returns facts about the
-    video (None if unusable)."""
+    """Open, find the colour track, check rate/size (`want_fps`: [dataset] fps), refuse a display
+    rotation/flip, decode the first and last frames, compare the packets' end with the header's
+    duration, and read every packet's timestamp (demux only) for jumps and missing/duplicate frames.
+    Returns facts about the video (None if unusable); `duration_s` is the timestamps' span when
+    they are sound."""
     n0 = len(problems)
     try:
         info = probe_video(path)
@@ -80,7 +255,7 @@ def check_video(path: Path, problems: list, want_fps: int) -> dict | None:
         return None
     facts = {"path": str(path), "track": info.title or f"stream {info.stream_index}", "codec": info.codec,
              "width": info.width, "height": info.height, "fps": float(info.fps),
-             "duration_s": info.duration_s}
+             "duration_s": info.duration_s, "header_duration_s": info.duration_s}
     if abs(float(info.fps) - want_fps) > FPS_TOLERANCE * want_fps:
         problems.append(_problem(path, f"colour track runs at {float(info.fps):.3f} fps, not {want_fps}",
                                  f"record at {want_fps} fps (k4arecorder --rate {want_fps}) or convert "
@@ -90,14 +265,16 @@ def check_video(path: Path, problems: list, want_fps: int) -> dict | None:
                                  f"{EXPECTED_SIZE[0]}x{EXPECTED_SIZE[1]} (accepted; faces may be small)",
                                  "record with --color-mode 2160p for full-quality portraits", WARNING))
     try:
+        jumps = check_timing(path, problems, facts)
         with open_video(path) as c:
             s = find_color_stream(c, path)
             tb = Fraction(s.time_base)
             fps = stream_fps(s)
             # First frames must decode.
-            got = 0
+            got, first = 0, None
             for pkt in c.demux(s):
-                for _ in pkt.decode():
+                for frame in pkt.decode():
+                    first = frame if first is None else first
                     got += 1
                 if got >= EDGE_FRAMES or pkt.size == 0:
                     break
@@ -105,6 +282,14 @@ def check_video(path: Path, problems: list, want_fps: int) -> dict | None:
                 problems.append(_problem(path, "no frame of the colour track decodes",
                                          "re-copy the recording from the capture machine"))
                 return None
+            # The crop stage reads stored pixels; a player would rotate/flip them first, so the two
+            # would disagree about where the face is. Refused rather than guessed.
+            transform = display_transform(s, first)
+            if transform:
+                problems.append(_problem(path, f"the video carries {transform}: it is meant to be turned "
+                                         "before display, which the pipeline does not do",
+                                         "re-export it upright without rotation metadata (ffmpeg -i in.mp4 "
+                                         "-c:v libx264 -crf 12 out.mkv turns the pixels and drops the flag)"))
             first_pts = s.start_time if s.start_time is not None else 0
             # Last frames: seek close to the end (cheap: the index, not every packet) and decode.
             end_s = info.duration_s
@@ -123,12 +308,14 @@ def check_video(path: Path, problems: list, want_fps: int) -> dict | None:
             if last_pts is not None:
                 stream_end = float((last_pts - first_pts) * tb) + 1.0 / float(fps)
                 facts["packets_end_s"] = stream_end
-                facts["frame_count"] = int(round(stream_end * float(fps)))
-                if end_s and stream_end < end_s - TRUNCATION_TOLERANCE_S:
+                facts.setdefault("frame_count", int(round(stream_end * float(fps))))
+                if jumps:
+                    pass      # a stray timestamp also stretches the header's duration: not truncation
+                elif end_s and stream_end < end_s - TRUNCATION_TOLERANCE_S:
                     problems.append(_problem(path, f"video is truncated: frames stop at {stream_end:.2f} s "
                                              f"but the file says {end_s:.2f} s",
                                              "re-copy the complete recording from the capture machine"))
-                elif not end_s:
+                elif not end_s and "timing_duration_s" not in facts:
                     facts["duration_s"] = stream_end
     except PipelineInputError as e:
         problems.append(_from_error(e))
@@ -138,6 +325,44 @@ def check_video(path: Path, problems: list, want_fps: int) -> dict | None:
     if any(p["level"] == ERROR for p in problems[n0:]):
         return None
     return facts
+
+
+def check_timing(path: Path, problems: list, facts: dict) -> bool:
+    """Every colour packet's timestamp (no decoding): a jump is an error naming the frame and its
+    time; missing or repeated frame times are a warning with the count the crop stage repairs
+    (`facts['timing']`, like segments.json's `repeated_frames` / `dropped`). Sound timestamps set
+    `facts['duration_s']` and `frame_count`. Returns whether the timestamps jump."""
+    times = packet_times(path)
+    timing = frame_timing(times, MAX_TIMESTAMP_STEP_S)
+    facts["timing"] = timing
+    if times.error:
+        problems.append(_problem(path, f"video is corrupt or truncated: reading its packets stopped after "
+                                 f"{len(times.pts)} frame(s) ({times.error})",
+                                 "re-copy the recording from the capture machine"))
+    for j in timing["jumps"]:
+        problems.append(_problem(path, f"timestamps jump: frame {j['frame']} is stamped at {j['time_s']:.3f} s "
+                                 f"after the first frame, the frame before it at {j['previous_time_s']:.3f} s",
+                                 "the recording's timestamps are broken: remux it with regenerated "
+                                 "timestamps (ffmpeg -fflags +genpts -i in -c copy out.mkv) or re-copy it"))
+    if timing["jumps"] or "frame_count" not in timing:
+        return bool(timing["jumps"])
+    facts["duration_s"] = facts["timing_duration_s"] = timing["duration_s"]
+    facts["frame_count"] = timing["frame_count"]
+    if timing["repaired_frames"]:
+        longest = max(timing["gaps"], key=lambda g: g["missing"], default=None)
+        where = (f"; longest gap {longest['missing']} frame(s) after frame {longest['after_frame']} "
+                 f"({longest['time_s']:.2f} s)") if longest else ""
+        problems.append(_problem(path, f"irregular frame timing: {timing['repaired_frames']} frame(s) will be "
+                                 f"repaired by the crop stage ({timing['missing_frames']} missing from the "
+                                 f"timestamps in {timing['n_gaps']} gap(s), repeated from the frame before or "
+                                 f"ending a segment at long gaps; {timing['duplicate_frames']} with a repeated "
+                                 f"timestamp, dropped){where}",
+                                 "nothing to do for a few frames; many mean the recorder was overloaded "
+                                 "(USB bandwidth, disk speed): check the capture machine", WARNING))
+    if times.no_pts:
+        problems.append(_problem(path, f"{times.no_pts} colour packet(s) carry no timestamp",
+                                 "remux with regenerated timestamps (ffmpeg -fflags +genpts)", WARNING))
+    return False
 
 
 # ----------------------------------------------------------------------------- audio
@@ -158,8 +383,11 @@ def check_audio(path: Path, problems: list, what: str) -> dict | None:
             "duration_s": info.frames / info.samplerate}
 
 
-def check_durations(video: dict, audio: dict, offset: float, problems: list, tol: float) -> None:
-    """vocal time = video time + offset: the audio must cover [offset, offset + video duration]."""
+def check_durations(video: dict, audio: dict, offset: float, problems: list, tol: float,
+                    longer_level: str = ERROR) -> None:
+    """vocal time = video time + offset: the audio must cover [offset, offset + video duration],
+    and end within `tol` of it (`longer_level`: how much audio going on after the video weighs;
+    the video is blamed, as a short or cut video is the likely cause)."""
     v_dur = video.get("duration_s")
     if not v_dur:
         return
@@ -174,14 +402,21 @@ def check_durations(video: dict, audio: dict, offset: float, problems: list, tol
         problems.append(_problem(path, f"audio is {a_dur:.2f} s but the video ({v_dur:.2f} s) at offset "
                                  f"{offset:.3f} s needs {need:.2f} s", "check audio_offset_s in song.json "
                                  "and that the audio file is complete"))
+    elif a_dur > need + tol:
+        problems.append(_problem(video["path"], f"video is {v_dur:.2f} s but {Path(path).name} is {a_dur:.2f} s: "
+                                 f"at audio_offset_s {offset:.3f} the video should last about "
+                                 f"{a_dur - offset:.2f} s (tolerance {tol:g} s)",
+                                 "check that this is the complete recording of this take (re-copy it), that "
+                                 f"{Path(path).name} belongs to this take, and audio_offset_s in song.json",
+                                 longer_level))
 
 
 # ----------------------------------------------------------------------------- one capture
 def validate_subject(subject_dir: Path, fps: int, tolerance_s: float) -> tuple[list[dict], dict]:
     """All problems of one subject folder, and the facts gathered (for the report).
 
-    `fps`: the colour track's required rate ([dataset] fps); `tolerance_s`: how far audio may fall
-    short of the video ([audio] duration_tolerance_s)."""
+    `fps`: the colour track's required rate ([dataset] fps); `tolerance_s`: how far audio and video
+    lengths may disagree ([audio] duration_tolerance_s)."""
     problems: list[dict] = []
     facts: dict = {"subject": subject_dir.name, "songs": {}}
     if not subject_dir.is_dir():
@@ -191,36 +426,31 @@ def validate_subject(subject_dir: Path, fps: int, tolerance_s: float) -> tuple[l
     subj = check_json(subject_dir / R.SUBJECT_FILE, SUBJECT_KEYS, problems)
     if subj and isinstance(subj.get("subject_id"), str) and subj["subject_id"] != subject_dir.name:
         problems.append(_problem(subject_dir / R.SUBJECT_FILE,
-                                 f"subject_id '{subj['subject_id']}' differs from the folder name "
+                                 f"subject_id {_short(subj['subject_id'])} differs from the folder name "
                                  f"'{subject_dir.name}'", "rename the folder or fix subject_id", WARNING))
-    scan_dir = subject_dir / "scan"
-    if scan_dir.is_dir():
-        scans = [scan_dir / n for n in R.SCAN_NAMES if (scan_dir / n).exists()]
-        if not scans:
-            problems.append(_problem(scan_dir, "scan/ holds neither head.obj nor head.ply; the subject's "
-                                     "shape will be the monocular estimate",
-                                     "export the light-stage mesh as scan/head.obj or head.ply", WARNING))
-        for s in scans:
-            if s.stat().st_size == 0:
-                problems.append(_problem(s, "scan file is empty", "re-export the mesh from Metashape"))
-        facts["scan"] = [str(s) for s in scans]
+    scans = check_scan(subject_dir, problems)
+    if scans:
+        facts["scan"] = scans
     songs_dir = subject_dir / "songs"
-    songs = sorted(p for p in songs_dir.iterdir() if p.is_dir()) if songs_dir.is_dir() else []
+    songs = R.list_songs(subject_dir)
     if not songs:
         problems.append(_problem(songs_dir, "no song folders", "put each take under songs/<song_id>/"))
+    check_song_names(subject_dir, songs, problems)
     tol = tolerance_s
-    for song_dir in songs:
+    for song_dir in (songs_dir / s for s in songs):
         sf_ = {}
         facts["songs"][song_dir.name] = sf_
         song = check_json(song_dir / R.SONG_FILE, SONG_KEYS, problems)
         if song and isinstance(song.get("genre"), str) and song["genre"] not in GENRES:
-            problems.append(_problem(song_dir / R.SONG_FILE, f"genre '{song['genre']}' is not one of "
+            problems.append(_problem(song_dir / R.SONG_FILE, f"genre {_short(song['genre'])} is not one of "
                                      f"{', '.join(GENRES)}", "use one of the 8 SingingHead genres"))
         offset = song.get("audio_offset_s") if song else None
         offset = float(offset) if isinstance(offset, (int, float)) and not isinstance(offset, bool) else None
-        if offset is not None and not math.isfinite(offset):
-            problems.append(_problem(song_dir / R.SONG_FILE, "audio_offset_s is not finite",
-                                     "set a number"))
+        if offset is not None and not abs(offset) <= MAX_OFFSET_S:
+            problems.append(_problem(song_dir / R.SONG_FILE, f"audio_offset_s = {offset:g} s is not an offset "
+                                     f"between two recorders of one take (at most {MAX_OFFSET_S:g} s either way)",
+                                     "set audio_offset_s to the seconds the microphone started before the "
+                                     "camera (negative if after)"))
             offset = None
         video_path = R.find_color_video(song_dir)
         video = None
@@ -246,32 +476,41 @@ def validate_subject(subject_dir: Path, fps: int, tolerance_s: float) -> tuple[l
         if video and offset is not None:
             for key in ("vocal", "accompaniment", "original"):
                 if sf_.get(key):
-                    check_durations(video, sf_[key], offset, problems, tol)
+                    # The dry vocal is the take's clock; the song files may run past the take's end
+                    # without harm (only the video's span is cut from them): a warning there.
+                    check_durations(video, sf_[key], offset, problems, tol,
+                                    ERROR if key == "vocal" else WARNING)
     return problems, facts
 
 
 def validate_capture(raw_dir: str | Path, subjects: list[str] | None, dataset: DatasetSettings,
-                     audio: AudioSettings) -> list[dict]:
-    """Every problem of the capture under raw_dir (of the given subjects; None: all), each a dict
-    {path, problem, fix, level} with level 'error' or 'warning'.
+                     audio: AudioSettings, flame: FlameSettings, emoca: EmocaSettings,
+                     bgm: BgmSettings) -> list[dict]:
+    """Every problem of the capture under raw_dir (of the given subjects; None: all) and of the
+    configured model files, each a dict {path, problem, fix, level} with level 'error' or 'warning'.
 
-    `dataset.fps` is the required video rate, `audio.duration_tolerance_s` the audio's slack."""
-    return validate_capture_details(raw_dir, subjects, dataset, audio)[0]
+    `dataset.fps` is the required video rate, `audio.duration_tolerance_s` the audio's slack;
+    `flame`, `emoca`, `bgm` name the model files to load (empty settings: the stand-ins, nothing
+    to check)."""
+    return validate_capture_details(raw_dir, subjects, dataset, audio, flame, emoca, bgm)[0]
 
 
 def validate_capture_details(raw_dir: str | Path, subjects: list[str] | None, dataset: DatasetSettings,
-                             audio: AudioSettings) -> tuple[list[dict], dict]:
+                             audio: AudioSettings, flame: FlameSettings, emoca: EmocaSettings,
+                             bgm: BgmSettings) -> tuple[list[dict], dict]:
     """validate_capture's problems and the facts gathered per subject (for the report)."""
     raw_dir = Path(raw_dir)
+    problems = check_model_files(flame, emoca, bgm)
     if not raw_dir.is_dir():
-        return [_problem(raw_dir, "capture folder does not exist",
-                         "check [paths] raw_dir / --paths-raw-dir")], {}
+        return problems + [_problem(raw_dir, "capture folder does not exist",
+                                    "check [paths] raw_dir / --paths-raw-dir")], {}
     names = subjects if subjects is not None else R.list_subjects(raw_dir)
     if not names:
-        return [_problem(raw_dir, "no subject folders (with subject.json or songs/)",
-                         "lay the capture out as in raw/README.md")], {}
-    problems, facts = [], {}
-    for name in names:
+        return problems + [_problem(raw_dir, "no subject folders (with subject.json or songs/)",
+                                    "lay the capture out as in raw/README.md")], {}
+    facts = {}
+    plain = check_subject_names(raw_dir, list(names), problems)
+    for name in plain:
         p, f = validate_subject(raw_dir / name, dataset.fps, audio.duration_tolerance_s)
         problems += p
         facts[name] = f

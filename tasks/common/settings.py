@@ -52,6 +52,7 @@ class BgmSettings:
 @dataclass(frozen=True)
 class AudioSettings:
     SECTION: ClassVar[str] = "audio"
+    # the segment audio's and the dataset's rate; dataset wavs are 16-bit PCM WAV at this rate
     sample_rate: int = 16000
     channels: int = 1
     duration_tolerance_s: float = 1.0
@@ -123,7 +124,10 @@ class DatasetSettings:
 @dataclass(frozen=True)
 class ReleaseSettings:
     SECTION: ClassVar[str] = "release"
-    shard_bytes: int = 2_000_000_000
+    # tarballs: the published tree in tar shards; zips: the official per-modality zips;
+    # webdataset: per-split training shards keyed by clip id (tasks.dataset.packing)
+    format: Literal["tarballs", "zips", "webdataset"] = "tarballs"
+    shard_bytes: int = 2_000_000_000    # tar shards close before this size (tarballs, webdataset)
     include_sequences: bool = True
     name: str = "SingingHead"
 

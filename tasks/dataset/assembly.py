@@ -5,8 +5,8 @@ Layout (under the dataset root, see `processed/README.md` and `../shared/CONTRAC
     train.txt val.txt test.txt          clip ids, sorted
     video_seqs/<id>.mp4                 240 frames, stream copy of the portrait (re-encode only as a fallback)
     flame_seqs/<id>.pkl                 {'shapecode' (1,100), 'expcodes' (240,50), 'posecodes' (240,9)}
-    audio_seqs/<id>.wav                 dry vocal of the same span
-    bgm_seqs/<id>_bgm.wav               background music of the same span
+    audio_seqs/<id>.wav                 dry vocal of the same span, 16-bit PCM WAV at [audio] sample_rate
+    bgm_seqs/<id>_bgm.wav               background music of the same span, 16-bit PCM WAV
     sequences/<seq_id>/                 every usable segment uncut: video.mp4, vocal.wav, bgm.wav, motion.npz
     shapes/<subject>.npy                FLAME shape (100,) float32
     metadata.csv, manifest.json         manifest.json is written last: its presence means "complete"
@@ -85,7 +85,8 @@ def assemble_dataset(
         progress = Progress(task, len(plans), "assemble sequences")
         with ThreadPoolExecutor(max(1, threads)) as pool:  # PyAV releases the GIL while decoding
             futures = [
-                pool.submit(write_sequence, p, tmp, shapes[p.subject], fps, sr, clip_frames, encoding)
+                pool.submit(write_sequence, p, tmp, shapes[p.subject], fps, sr, clip_frames, encoding,
+                            int(audio.channels))
                 for p in plans
             ]
             for f in futures:
@@ -113,8 +114,12 @@ def assemble_dataset(
                 "clip_frames": clip_frames,
                 "sample_rate": sr,
                 "min_sequence_seconds": cfg.min_sequence_seconds,
-                "numbering": "segment and clip numbers in ids are 1-based; metadata.csv maps them to the "
-                "crop stage's segment index and the recording's frame span (end exclusive)",
+                "numbering": "ids are id<subject>_<song>_<segment>_<clip> with segment and clip counted "
+                "from 0 as in the official id0_10_0_0 (segment: the song's kept face-stable sequences in "
+                "time order; clip: the sequence's 8 s clips from its start); metadata.csv maps each id to "
+                "the crop stage's segment index (source_segment) and the recording's frame span "
+                "(start_frame, end_frame exclusive)",
+                "audio": f"16-bit PCM WAV, {sr} Hz, {int(audio.channels)} channel(s)",
                 "posecodes": "global_orient 3 | neck_pose 3 | jaw_pose 3 (axis-angle, radians)",
                 "motion_59": "expcodes 0:50 | global 50:53 | neck 53:56 | jaw 56:59",
             },

@@ -31,6 +31,7 @@ import zipfile
 from math import gcd
 from pathlib import Path
 
+import av
 import numpy as np
 import soundfile as sf
 import torch
@@ -180,7 +181,6 @@ def decode_audio(data: bytes, where: str, sample_rate: int | None) -> np.ndarray
 
 def decode_video(data: bytes, where: str) -> np.ndarray:
     """MP4 bytes -> frames (T,H,W,3) uint8 RGB in presentation order (PyAV)."""
-    import av
 
     try:
         with av.open(io.BytesIO(data)) as c:

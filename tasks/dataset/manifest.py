@@ -3,6 +3,11 @@
 Every stage writes a JSON record beside its output; the manifest gathers those of each subject and
 names the stage that wrote each one. Which stage that is comes from the Luigi tasks themselves: the
 assembly stage passes {output path: stage name} of every stage task it depends on.
+
+The manifest ships inside the dataset and the release, so it holds names and hashes only: a model
+file is recorded by its file name and sha256, and any absolute path in a recorded parameter is cut
+to its last component (`names_only`). The same capture built under /a and /b gives the same bytes;
+where things were built lives in `build_summary.json` and `_timings.jsonl`, which are not shipped.
 """
 
 from __future__ import annotations
@@ -83,18 +88,19 @@ def collect_provenance(records: list[tuple[str, dict]]) -> dict:
                 "kind": m.get("kind", "unknown"),
                 "files": sorted(
                     (
-                        {"path": str(f.get("path")), "sha256": f.get("sha256")}
+                        {"name": file_name(f.get("path", f.get("name"))), "sha256": f.get("sha256")}
                         for f in m.get("files", [])
                         if isinstance(f, dict)
                     ),
-                    key=lambda f: f["path"],
+                    key=lambda f: (f["name"], str(f["sha256"])),
                 ),
             }
             key = json.dumps(entry, sort_keys=True)
             models.setdefault(key, {**entry, "used_by": set()})["used_by"].add(stage)
         for k in ("params", "parameters", "config"):
             if isinstance(rec.get(k), dict):
-                params.setdefault(stage, {})[json.dumps(rec[k], sort_keys=True, default=str)] = rec[k]
+                p = names_only(rec[k])
+                params.setdefault(stage, {})[json.dumps(p, sort_keys=True, default=str)] = p
     model_list = sorted(
         ({**m, "used_by": sorted(m["used_by"])} for m in models.values()),
         key=lambda m: (m["name"], m["kind"], json.dumps(m["files"])),
@@ -104,6 +110,27 @@ def collect_provenance(records: list[tuple[str, dict]]) -> dict:
         "stand_ins": sorted({m["name"] for m in model_list if m["kind"] != "real"}),
         "stage_parameters": {s: [v[k] for k in sorted(v)] for s, v in sorted(params.items())},
     }
+
+
+def file_name(path) -> str:
+    """The last component of a path as any OS writes it ('/m/x.th', 'C:\\m\\x.th' -> 'x.th')."""
+    return re.split(r"[\\/]", str(path))[-1]
+
+
+def is_absolute_path(s: str) -> bool:
+    """POSIX, home-relative or Windows absolute path (what a build machine's records hold)."""
+    return bool(re.match(r"^(/|~[/\\]|[A-Za-z]:[\\/]|\\\\)", s))
+
+
+def names_only(obj):
+    """A copy of a JSON-like record with every absolute path cut to its file or folder name."""
+    if isinstance(obj, dict):
+        return {k: names_only(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [names_only(v) for v in obj]
+    if isinstance(obj, str) and is_absolute_path(obj):
+        return file_name(obj.rstrip("/\\")) or obj
+    return obj
 
 
 def tool_version() -> str:
@@ -117,4 +144,4 @@ def tool_version() -> str:
 
 def config_parameters(settings: Iterable) -> dict:
     """The given luigi.cfg sections (settings objects) as the manifest records them."""
-    return json.loads(json_dumps(recorded_params(*settings)))
+    return names_only(json.loads(json_dumps(recorded_params(*settings))))

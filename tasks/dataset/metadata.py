@@ -71,7 +71,7 @@ def metadata_rows(
                     **base,
                     "id": cid,
                     "kind": "clip",
-                    "clip": k + 1,
+                    "clip": k,
                     "frames": r["frames"],
                     "seq_start_frame": r["seq_start_frame"],
                     "start_frame": p.start_frame + r["seq_start_frame"],

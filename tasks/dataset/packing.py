@@ -1,30 +1,58 @@
-"""Release tarballs of the assembled dataset and their checksums (`tasks.dataset.verify` checks them).
+"""Release of the assembled dataset in one of three formats, with checksums (`tasks.dataset.verify`).
 
-    release/
-      SingingHead-000.tar ...            the published layout: split lists, video_seqs, flame_seqs,
-                                         audio_seqs, bgm_seqs, plus manifest.json, metadata.csv, shapes/
-      SingingHead-sequences-000.tar ...  sequences/ (uncut segments), separate so users can skip them
-      release_manifest.json              every shard and every file inside it (path, size, sha256)
-      manifest.json                      the dataset manifest (tool version, models, stand-ins, parameters)
-      SHA256SUMS                         `sha256sum -c` format over the files above; written last
+`[release] format`:
 
-Tars are uncompressed (mp4 and wav barely compress; `tar xf` needs no codec) and deterministic:
-members in a fixed order, mtime fixed, uid/gid 0, empty user/group names, mode 0644, PAX format
-without time records, so the same dataset gives byte-identical tarballs. A shard is closed before
-it would exceed `[release] shard_bytes` (a single larger file gets a shard of its own); each
-clip's four files stay in one shard, so any shard is usable alone.
+    tarballs (default)                   SingingHead-000.tar ...  the published tree under SingingHead/:
+                                         split lists, video_seqs, flame_seqs, audio_seqs, bgm_seqs, plus
+                                         README.md (data card), manifest.json, metadata.csv, shapes/;
+                                         SingingHead-sequences-000.tar ... sequences/ (skippable)
+    zips                                 the official files: train.txt val.txt test.txt, video_seqs.zip
+                                         flame_seqs.zip audio_seqs.zip bgm_seqs.zip (files at each zip's
+                                         root), the extras in singinghead_extras.zip
+    webdataset                           train-000000.tar ... val-/test-: each clip's files share its id
+                                         as key (<id>.mp4 .pkl .vocal.wav .bgm.wav .json); split lists;
+                                         the extras in SingingHead-extras-000.tar ...
+
+Every format also has, at the top: README.md (the data card), manifest.json (the dataset's),
+release_manifest.json (every archive and every member with size and sha256) and SHA256SUMS
+(`sha256sum -c` format over every other file of the folder), written last.
+
+Archives are deterministic: members sorted, fixed mtime, uid/gid 0, empty user/group names,
+mode 0644, no pax time records in tars; zips with a fixed date, fixed creator system and every
+member STORED (mp4/wav/pkl barely compress, and deflate output differs between zlib builds), zip64
+where a member or the archive needs it. The same dataset gives the same bytes on any machine. A
+shard is closed before it would exceed `[release] shard_bytes` (a single larger unit gets a shard
+of its own); a clip's files are one unit, so they never straddle two shards.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import shutil
 import tarfile
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.common.atomic import atomic_dir, file_sha256, write_bytes_atomic, write_json_atomic
+from tasks.common.atomic import atomic_dir, file_sha256, json_dumps, write_bytes_atomic, write_json_atomic
+from tasks.dataset.card import data_card
+from tasks.dataset.metadata import read_metadata
 
 FIXED_MTIME = 1577836800  # 2020-01-01T00:00:00Z
+ZIP_DATE = (2020, 1, 1, 0, 0, 0)
+FORMATS = ("tarballs", "zips", "webdataset")
 SPLIT_FILES = ("train.txt", "val.txt", "test.txt")
 CLIP_FOLDERS = ("video_seqs", "flame_seqs", "audio_seqs", "bgm_seqs")
+EXTRA_FILES = ("metadata.csv", "manifest.json")
+CARD = "README.md"
+SUMS = "SHA256SUMS"
+RELEASE_MANIFEST = "release_manifest.json"
+EXTRAS_ZIP = "singinghead_extras.zip"
+# WebDataset member suffix per modality: the key is the clip id (ids hold no dot)
+WDS_SUFFIX = {"video_seqs": ".mp4", "flame_seqs": ".pkl", "audio_seqs": ".vocal.wav", "bgm_seqs": ".bgm.wav"}
+WDS_JSON = ".json"
 
 
 def clip_files(cid: str) -> list[str]:
@@ -43,40 +71,37 @@ def read_ids(root: Path) -> dict[str, list[str]]:
     }
 
 
-# ----------------------------------------------------------------------------- packing
-def release_units(root: Path, include_sequences: bool = True) -> dict[str, list[list[str]]]:
-    """{part: [unit, ...]}: a unit is a list of relative paths that must share a shard."""
-    root = Path(root)
-    meta = [f for f in SPLIT_FILES + ("metadata.csv", "manifest.json") if (root / f).exists()]
-    meta += sorted(f"shapes/{p.name}" for p in (root / "shapes").glob("*.npy"))
-    ids = sorted({i for v in read_ids(root).values() for i in v})
-    parts = {"": [meta] + [clip_files(cid) for cid in ids]}
-    if include_sequences and (root / "sequences").is_dir():
-        parts["sequences"] = [
-            sorted(f"sequences/{d.name}/{f.name}" for f in d.iterdir() if f.is_file())
-            for d in sorted((root / "sequences").iterdir())
-            if d.is_dir()
-        ]
-    return parts
+# ----------------------------------------------------------------------------- members
+@dataclass(frozen=True)
+class Member:
+    """One archive member: its name inside the archive and its bytes (a file, or bytes made here)."""
+
+    name: str
+    path: Path | None = None
+    data: bytes | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.data) if self.data is not None else self.path.stat().st_size
+
+    def open(self):
+        return io.BytesIO(self.data) if self.data is not None else open(self.path, "rb")
+
+
+def _sha256_stream(f, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    while b := f.read(chunk):
+        h.update(b)
+    return h.hexdigest()
+
+
+def _member_record(m: Member) -> dict:
+    with m.open() as f:
+        return {"path": m.name, "size": m.size, "sha256": _sha256_stream(f)}
 
 
 def tar_member_size(size: int) -> int:
     return 512 + (size + 511) // 512 * 512
-
-
-def plan_shards(root: Path, units: list[list[str]], shard_bytes: int) -> list[list[str]]:
-    """Group units into shards whose tar size stays within `shard_bytes` where possible."""
-    shards, cur, cur_size = [], [], 1024  # a tar ends with two 512-byte zero blocks
-    for unit in units:
-        size = sum(tar_member_size((root / f).stat().st_size) for f in unit)
-        if cur and cur_size + size > shard_bytes:
-            shards.append(cur)
-            cur, cur_size = [], 1024
-        cur += unit
-        cur_size += size
-    if cur:
-        shards.append(cur)
-    return shards
 
 
 def tarinfo(name: str, size: int) -> tarfile.TarInfo:
@@ -88,57 +113,187 @@ def tarinfo(name: str, size: int) -> tarfile.TarInfo:
     return ti
 
 
-def write_tar(path: Path, root: Path, members: list[str], prefix: str) -> list[dict]:
-    """Write one deterministic tar of `members` (relative to root) under `prefix/`; returns file records."""
+def write_tar(path: Path, members: list[Member]) -> list[dict]:
+    """One deterministic uncompressed tar of `members` in the given order; returns their records."""
     records = []
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
-        for rel in members:
-            src = root / rel
-            size = src.stat().st_size
-            with open(src, "rb") as f:
-                tar.addfile(tarinfo(f"{prefix}/{rel}", size), f)
-            records.append({"path": f"{prefix}/{rel}", "size": size, "sha256": file_sha256(src)})
+        for m in members:
+            with m.open() as f:
+                tar.addfile(tarinfo(m.name, m.size), f)
+            records.append(_member_record(m))
     return records
 
 
+def write_zip(path: Path, members: list[Member]) -> list[dict]:
+    """One deterministic zip (STORED, fixed dates, zip64 as needed) of `members` in the given order."""
+    records = []
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for m in members:
+            info = zipfile.ZipInfo(m.name, date_time=ZIP_DATE)
+            info.compress_type = zipfile.ZIP_STORED
+            info.create_system = 3  # unix, whatever machine packs it
+            info.external_attr = (0o100644 << 16)  # a regular file, rw-r--r--
+            info.file_size = m.size  # lets zipfile choose zip64 headers up front
+            with m.open() as src, zf.open(info, "w", force_zip64=m.size >= zipfile.ZIP64_LIMIT) as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            records.append(_member_record(m))
+    return records
+
+
+def plan_shards(units: list[list[Member]], shard_bytes: int) -> list[list[Member]]:
+    """Group units into shards whose tar size stays within `shard_bytes` where possible."""
+    shards, cur, cur_size = [], [], 1024  # a tar ends with two 512-byte zero blocks
+    for unit in units:
+        size = sum(tar_member_size(m.size) for m in unit)
+        if cur and cur_size + size > shard_bytes:
+            shards.append(cur)
+            cur, cur_size = [], 1024
+        cur += unit
+        cur_size += size
+    if cur:
+        shards.append(cur)
+    return shards
+
+
+# ----------------------------------------------------------------------------- what goes in
+def extras_units(root: Path, card: bytes, include_sequences: bool) -> tuple[list[Member], list[list[Member]]]:
+    """(card + metadata.csv + manifest.json + shapes, [one unit per sequence]), names relative to root."""
+    meta = [Member(CARD, data=card)]
+    meta += [Member(f, root / f) for f in EXTRA_FILES if (root / f).exists()]
+    meta += [Member(f"shapes/{p.name}", p) for p in sorted((root / "shapes").glob("*.npy"))]
+    seqs = []
+    if include_sequences and (root / "sequences").is_dir():
+        for d in sorted(p for p in (root / "sequences").iterdir() if p.is_dir()):
+            files = sorted(f for f in d.iterdir() if f.is_file())
+            seqs.append([Member(f"sequences/{d.name}/{f.name}", f) for f in files])
+    return meta, seqs
+
+
+def clip_json(row: dict, fps: float, sample_rate: int) -> bytes:
+    """A clip's WebDataset `.json`: its metadata.csv row plus the rates."""
+    keep = {k: v for k, v in row.items() if k not in ("kind", "video_method")}
+    for k in ("subject_number", "song_number", "segment", "source_segment", "clip", "frames",
+              "seq_start_frame", "start_frame", "end_frame"):
+        if str(keep.get(k, "")).lstrip("-").isdigit():
+            keep[k] = int(keep[k])
+    keep.update({"fps": fps, "sample_rate": sample_rate})
+    return json_dumps(keep).encode()
+
+
+def _archive_record(path: Path, part: str, files: list[dict]) -> dict:
+    return {"file": path.name, "part": part, "sha256": file_sha256(path), "bytes": path.stat().st_size,
+            "files": files}
+
+
+def _status(task, message: str) -> None:
+    """Tell the Luigi visualiser (a task run outside a worker has no status callback)."""
+    if callable(getattr(task, "set_status_message", None)):
+        task.set_status_message(message)
+
+
+def _prefixed(members: list[Member], prefix: str) -> list[Member]:
+    return [Member(f"{prefix}/{m.name}", m.path, m.data) for m in members]
+
+
+def _tar_shards(tmp: Path, units: list[list[Member]], shard_bytes: int, fname, part: str, task) -> list[dict]:
+    out = []
+    for k, members in enumerate(plan_shards(units, shard_bytes)):
+        f = fname(k)
+        files = write_tar(tmp / f, members)
+        out.append(_archive_record(tmp / f, part, files))
+        _status(task, f"packed {f}")
+    return out
+
+
+def _pack_tarballs(root, tmp, name, shard_bytes, meta, seqs, ids, task) -> list[dict]:
+    all_ids = sorted({i for v in ids.values() for i in v})
+    head = [Member(s, root / s) for s in SPLIT_FILES] + meta
+    units = [head] + [[Member(f, root / f) for f in clip_files(cid)] for cid in all_ids]
+    units = [_prefixed(u, name) for u in units]
+    out = _tar_shards(tmp, units, shard_bytes, lambda k: f"{name}-{k:03d}.tar", "clips", task)
+    if seqs:
+        out += _tar_shards(tmp, [_prefixed(u, name) for u in seqs], shard_bytes,
+                           lambda k: f"{name}-sequences-{k:03d}.tar", "sequences", task)
+    return out
+
+
+def _pack_zips(root, tmp, meta, seqs, ids, task) -> list[dict]:
+    all_ids = sorted({i for v in ids.values() for i in v})
+    out = []
+    for k, folder in enumerate(CLIP_FOLDERS):
+        members = [Member(Path(clip_files(cid)[k]).name, root / clip_files(cid)[k]) for cid in all_ids]
+        f = f"{folder}.zip"
+        files = write_zip(tmp / f, members)
+        out.append(_archive_record(tmp / f, folder, files))
+        _status(task, f"packed {f}")
+    members = sorted(meta + [m for u in seqs for m in u], key=lambda m: m.name)
+    files = write_zip(tmp / EXTRAS_ZIP, members)
+    out.append(_archive_record(tmp / EXTRAS_ZIP, "extras", files))
+    return out
+
+
+def _pack_webdataset(root, tmp, name, shard_bytes, meta, seqs, ids, manifest, task) -> list[dict]:
+    ds = manifest.get("dataset", {})
+    rows = {r["id"]: r for r in read_metadata(root) if r.get("kind") == "clip"}
+    out = []
+    for split in ("train", "val", "test"):
+        units = []
+        for cid in sorted(ids.get(split, [])):
+            unit = [Member(f"{cid}{WDS_SUFFIX[f.split('/')[0]]}", root / f) for f in clip_files(cid)]
+            unit.append(Member(f"{cid}{WDS_JSON}", data=clip_json(rows.get(cid, {"id": cid}), ds.get("fps"),
+                                                                   ds.get("sample_rate"))))
+            units.append(sorted(unit, key=lambda m: m.name))
+        out += _tar_shards(tmp, units, shard_bytes, lambda k, s=split: f"{s}-{k:06d}.tar", split, task)
+    extras = [_prefixed(meta, name)] + [_prefixed(u, name) for u in seqs]
+    out += _tar_shards(tmp, extras, shard_bytes, lambda k: f"{name}-extras-{k:03d}.tar", "extras", task)
+    return out
+
+
+# ----------------------------------------------------------------------------- the release
 def pack_release(
-    root: Path, out: Path, name: str, shard_bytes: int, include_sequences: bool = True, task=None
+    root: Path,
+    out: Path,
+    name: str,
+    shard_bytes: int,
+    include_sequences: bool = True,
+    task=None,
+    fmt: str = "tarballs",
 ) -> dict:
-    """Pack the dataset at `root` into shards under `out` (replaced as a whole); returns the release
-    manifest."""
+    """Pack the dataset at `root` into `out` (replaced as a whole) in format `fmt`; returns the release
+    manifest (what release_manifest.json holds)."""
     root, out = Path(root), Path(out)
+    if fmt not in FORMATS:
+        raise ValueError(f"[release] format must be one of {FORMATS}, got {fmt!r}")
     if not (root / "manifest.json").exists():
         raise FileNotFoundError(f"{root}/manifest.json: the dataset is not assembled (run AssembleDataset)")
-    parts = release_units(root, include_sequences)
-    shards_meta = []
+    manifest = json.loads((root / "manifest.json").read_text())
+    ids = read_ids(root)
+    card = data_card(manifest, fmt, name).encode("utf-8")
+    meta, seqs = extras_units(root, card, include_sequences)
     with atomic_dir(out) as tmp:
-        for part, units in parts.items():
-            for k, members in enumerate(plan_shards(root, units, shard_bytes)):
-                fname = f"{name}-{part + '-' if part else ''}{k:03d}.tar"
-                files = write_tar(tmp / fname, root, members, name)
-                shards_meta.append(
-                    {
-                        "file": fname,
-                        "part": part or "clips",
-                        "sha256": file_sha256(tmp / fname),
-                        "bytes": (tmp / fname).stat().st_size,
-                        "files": files,
-                    }
-                )
-                if task is not None:
-                    task.set_status_message(f"packed {fname}")
-        (tmp / "manifest.json").write_bytes((root / "manifest.json").read_bytes())
+        if fmt == "tarballs":
+            archives = _pack_tarballs(root, tmp, name, shard_bytes, meta, seqs, ids, task)
+        elif fmt == "zips":
+            archives = _pack_zips(root, tmp, meta, seqs, ids, task)
+        else:
+            archives = _pack_webdataset(root, tmp, name, shard_bytes, meta, seqs, ids, manifest, task)
+        top = [CARD, "manifest.json"] + ([] if fmt == "tarballs" else list(SPLIT_FILES))
+        write_bytes_atomic(tmp / CARD, card)
+        for f in top[1:]:
+            shutil.copyfile(root / f, tmp / f)
+        ds = manifest.get("dataset", {})
         rel_manifest = {
             "name": name,
+            "format": fmt,
             "shard_bytes": shard_bytes,
             "compression": "none",
-            "ids": read_ids(root),
-            "shards": shards_meta,
+            "dataset": {k: ds.get(k) for k in ("fps", "clip_frames", "sample_rate", "audio")},
+            "ids": ids,
+            "shards": archives,
+            "top_level": [{"path": f, "size": (tmp / f).stat().st_size, "sha256": file_sha256(tmp / f)}
+                          for f in sorted(top)],
         }
-        write_json_atomic(tmp / "release_manifest.json", rel_manifest)
-        sums = [(s["sha256"], s["file"]) for s in shards_meta]
-        sums += [(file_sha256(tmp / f), f) for f in ("manifest.json", "release_manifest.json")]
-        write_bytes_atomic(
-            tmp / "SHA256SUMS", "".join(f"{h}  {f}\n" for h, f in sorted(sums, key=lambda x: x[1])).encode()
-        )
+        write_json_atomic(tmp / RELEASE_MANIFEST, rel_manifest)
+        names = sorted(p.name for p in tmp.iterdir() if p.is_file() and p.name != SUMS)
+        write_bytes_atomic(tmp / SUMS, "".join(f"{file_sha256(tmp / f)}  {f}\n" for f in names).encode())
     return rel_manifest

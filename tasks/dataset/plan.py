@@ -3,9 +3,9 @@
 Ids: clip `id<subject>_<song>_<segment>_<clip>`, sequence `id<subject>_<song>_<segment>`.
 `<subject>` is the number in the subject folder name (S015 -> 15); `<song>` the leading number of
 the song folder (003_country_... -> 3; a folder without one gets its 1-based position among the
-subject's songs). `<segment>` numbers a song's kept sequences 1, 2, ... in time order and `<clip>`
-numbers a sequence's 8 s clips 1, 2, ... from its start (both 1-based, like the published example
-id15_3_1_3); metadata.csv maps each id back to the crop stage's segment index and frame span.
+subject's songs). `<segment>` numbers a song's kept sequences 0, 1, ... in time order and `<clip>`
+numbers a sequence's 8 s clips 0, 1, ... from its start (both counted from 0, as in the official
+example id0_10_0_0); metadata.csv maps each id back to the crop stage's segment index and frame span.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class SequencePlan:
     seq_id: str
     subject: str
     song: str
-    segment_number: int  # 1-based among the song's kept sequences
+    segment_number: int  # counted from 0 among the song's kept sequences
     source_segment: int  # the crop stage's segment index
     start_frame: int  # span in the recording's frame numbering, end exclusive
     end_frame: int
@@ -139,8 +139,8 @@ def plan_subject(
         if frames < min_frames:
             dropped += 1
             continue
-        per_song[s["song"]] = per_song.get(s["song"], 0) + 1
-        seg_no = per_song[s["song"]]
+        seg_no = per_song.get(s["song"], 0)  # from 0, as the official id0_10_0_0
+        per_song[s["song"]] = seg_no + 1
         song_no = song_number(s["song"], songs)
         seg = int(s["segment"])
         plan = SequencePlan(
@@ -163,7 +163,7 @@ def plan_subject(
                 "song_number": song_no,
             },
         )
-        plan.clip_ids = [clip_id(subj_no, song_no, seg_no, k + 1) for k in range(frames // clip_frames)]
+        plan.clip_ids = [clip_id(subj_no, song_no, seg_no, k) for k in range(frames // clip_frames)]
         kept.append(plan)
     return kept, dropped
 

@@ -24,11 +24,13 @@ def write_sequence(
     sample_rate: int,
     clip_frames: int,
     encoding: C.ClipEncoding,
+    channels: int = 1,
 ) -> list[dict]:
     """Write sequences/<seq_id>/ and the sequence's clips; returns one record per clip.
 
     Checks that video, motion and both audio files cover exactly the sequence's frames. `encoding`
-    re-encodes a clip that cannot be cut by stream copy.
+    re-encodes a clip that cannot be cut by stream copy. Audio is written as 16-bit PCM WAV at
+    `sample_rate` with `channels` channels (the `[audio]` settings SegmentAudio already applied).
     """
     index = C.index_video(plan.video)
     if index.frames != plan.frames:
@@ -71,7 +73,17 @@ def write_sequence(
                 "rebuild the segment audio (SegmentAudio) with the current [audio] sample_rate",
             )
         C.check_audio_length(path, len(data), plan.frames, sr, fps)
-        wavs[name] = data
+        got = 1 if data.ndim == 1 else data.shape[1]
+        if got != channels:
+            raise PipelineInputError(
+                path,
+                f"has {got} channel(s), the dataset has {channels}",
+                "rebuild the segment audio (SegmentAudio) with the current [audio] channels",
+            )
+        # quantised once for the whole sequence, so every clip is an exact slice of it
+        wavs[name], clipped = C.to_pcm16(data)
+        if clipped:
+            log.warning("%s: %d samples at or above full scale clipped to 16-bit PCM", path, clipped)
 
     seq_dir = root / "sequences" / plan.seq_id
     seq_dir.mkdir(parents=True, exist_ok=True)

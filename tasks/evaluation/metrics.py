@@ -21,6 +21,8 @@ import torch
 from scipy.ndimage import gaussian_filter
 from scipy.signal import argrelextrema
 
+from tasks.dataset.flame_pickle import FlamePickleError, load_pickle_dict
+
 # ----------------------------------------------------------------------------- mesh metrics
 
 
@@ -179,8 +181,6 @@ def load_flame_masks(path: str | Path, n_vertices: int) -> Regions:
     As the official MetricCalculator: face = 'face', lip = 'lips', upper_face =
     concatenate('forehead', 'eye_region') (no de-duplication: the two share vertices).
     """
-    from tasks.dataset.flame_pickle import FlamePickleError, load_pickle_dict
-
     d = load_pickle_dict(path, encoding="latin1")
     fix = ("use FLAME_masks.pkl from the FLAME website (or metrics/metric_3d/FLAME/ of the "
            "SingingHead repository) with the FLAME 2020 model")

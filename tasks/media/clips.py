@@ -14,6 +14,8 @@ Frame t of a video is its t-th frame in presentation order; audio frame t spans 
 from __future__ import annotations
 
 import hashlib
+import io
+import wave
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -22,11 +24,10 @@ import av
 import numpy as np
 import soundfile as sf
 
-from tasks.common.atomic import atomic_path
+from tasks.common.atomic import atomic_path, write_bytes_atomic
 from tasks.common.errors import PipelineInputError
 from tasks.common.settings import CropSettings
 from tasks.dataset.flame_pickle import flame_pickle_bytes, load_pickle_dict
-from tasks.media import audio_io
 
 MOTION_KEYS = ("expression", "global_orient", "neck_pose", "jaw_pose")
 
@@ -259,6 +260,46 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     return data, int(sr)
 
 
+def to_pcm16(data: np.ndarray) -> tuple[np.ndarray, int]:
+    """(int16 samples, number clipped): int16 passes unchanged; float [-1, 1) scales by 32768.
+
+    32768 is the factor soundfile (and scipy/torchaudio) divide by when they read 16-bit PCM as
+    float, so a float track that came from 16-bit PCM round-trips exactly. Values at or above
+    full scale (BGM peaks the float segment audio keeps) are clipped and counted.
+    """
+    if data.dtype == np.int16:
+        return data, 0
+    x = np.rint(np.asarray(data, np.float64) * 32768.0)
+    clipped = int(np.count_nonzero((x > 32767) | (x < -32768)))
+    return np.clip(x, -32768, 32767).astype(np.int16), clipped
+
+
+def pcm16_wav_bytes(data: np.ndarray, sr: int) -> bytes:
+    """A canonical 44-byte-header RIFF/WAVE (format 1, 16-bit) of (N,) or (N,C) int16 samples.
+
+    Written with Python's `wave`: the plainest WAV there is, read by `wave`, soundfile, scipy,
+    torchaudio and librosa alike, and byte-identical for the same samples (no PEAK/LIST chunks).
+    """
+    x = np.asarray(data)
+    if x.dtype != np.int16:
+        raise TypeError(f"pcm16_wav_bytes takes int16 samples, got {x.dtype}")
+    x = x[:, None] if x.ndim == 1 else x
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(int(x.shape[1]))
+        w.setsampwidth(2)
+        w.setframerate(int(sr))
+        w.writeframes(np.ascontiguousarray(x, dtype="<i2").tobytes())
+    return buf.getvalue()
+
+
+def write_wav(path: str | Path, data: np.ndarray, sr: int) -> int:
+    """Atomically write a dataset wav: 16-bit PCM at `sr` (see `to_pcm16`); returns samples clipped."""
+    pcm, clipped = to_pcm16(data)
+    write_bytes_atomic(path, pcm16_wav_bytes(pcm, sr))
+    return clipped
+
+
 def expected_samples(frames: int, sr: int, fps: float) -> int:
     return sample_span(0, frames, sr, fps)[1]
 
@@ -282,11 +323,6 @@ def cut_audio(data: np.ndarray, sr: int, fps: float, start: int, stop: int) -> n
         pad = np.zeros((b - a - len(out),) + data.shape[1:], dtype=data.dtype)
         out = np.concatenate([out, pad])
     return out
-
-
-def write_wav(path: str | Path, data: np.ndarray, sr: int) -> None:
-    """A cut as read by `read_wav`: int16 stays 16-bit PCM (no requantising), float as FLOAT."""
-    audio_io.write_wav(path, data, sr, "PCM_16" if data.dtype == np.int16 else "FLOAT")
 
 
 # ----------------------------------------------------------------------------- motion

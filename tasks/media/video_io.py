@@ -144,6 +144,94 @@ def probe_video(path: str | Path) -> VideoInfo:
             titles=[_title(v) for v in c.streams.video])
 
 
+IDENTITY_DISPLAY_MATRIX = (65536, 0, 0, 0, 65536, 0, 0, 0, 1 << 30)   # 16.16 / 2.30 fixed point
+
+
+def display_transform(stream, frame) -> str | None:
+    """What a player would do to the picture before showing it, or None when nothing: a `rotate`
+    tag on the stream, or a non-identity display matrix (rotation and/or flip) in the decoded
+    frame's side data (ffmpeg copies the container's matrix there)."""
+    md = stream.metadata or {}
+    rotate = md.get("rotate") or md.get("ROTATE")
+    if rotate not in (None, "", "0"):
+        return f"a 'rotate' tag of {rotate} degrees"
+    for sd in frame.side_data if frame is not None else ():
+        if "DISPLAYMATRIX" in str(sd.type):
+            m = tuple(int(v) for v in np.frombuffer(bytes(sd), "<i4")[:9])
+            if m != IDENTITY_DISPLAY_MATRIX:
+                mirrored = m[0] * m[4] - m[1] * m[3] < 0     # negative determinant: a flip
+                flip = " and a mirror flip" if mirrored else ""
+                return f"a display matrix rotating by {frame.rotation} degrees{flip}"
+    return None
+
+
+@dataclass
+class PacketTimes:
+    """The colour track's packet timestamps in demux order (read without decoding)."""
+
+    pts: np.ndarray              # (N,) int64, stream time base; packets without a timestamp left out
+    no_pts: int                  # packets without any timestamp
+    time_base: Fraction
+    fps: Fraction
+    error: str | None = None     # the demuxer stopped early with this message (a damaged file)
+
+
+def packet_times(path: str | Path) -> PacketTimes:
+    """Every colour packet's pts (dts where pts is absent), demux only: no decoding, so a long 4K
+    recording costs the read of its bytes, not its JPEG decode."""
+    with open_video(path) as c:
+        s = find_color_stream(c, path)
+        fps, tb = stream_fps(s), Fraction(s.time_base)
+        out, missing, error = [], 0, None
+        try:
+            for pkt in c.demux(s):
+                if pkt.size == 0:      # the demuxer's flush packet
+                    continue
+                t = pkt.pts if pkt.pts is not None else pkt.dts
+                if t is None:
+                    missing += 1
+                else:
+                    out.append(t)
+        except av.error.FFmpegError as e:
+            error = str(e)
+        return PacketTimes(np.asarray(out, np.int64), missing, tb, fps, error)
+
+
+def frame_timing(times: PacketTimes, max_step_s: float) -> dict:
+    """Regularity of a colour track's timestamps, as the crop stage will see them.
+
+    `jumps`: consecutive packets (demux order, so B-frame reordering of a few frames is not one)
+    whose timestamps differ by more than `max_step_s` either way: each {frame (packet number from
+    0), time_s, previous_time_s} in seconds after the first packet. Without jumps, frame indices
+    round((pts - min pts) * fps * time_base) give `missing_frames` (gaps the crop fills by
+    repeating the previous frame, or ends a segment at), `duplicate_frames` (an index seen before:
+    dropped), their sum `repaired_frames`, the `gaps` [{after_frame, missing, time_s}], and
+    `frame_count` / `duration_s` from the last index. All plain numbers (JSON-ready).
+    """
+    pts = times.pts
+    out = {"packets": int(len(pts)), "packets_without_timestamp": int(times.no_pts), "jumps": []}
+    if len(pts) == 0:
+        return out
+    tb = float(times.time_base)
+    t = (pts - pts[0]).astype(np.float64) * tb
+    steps = np.diff(t)
+    for i in np.flatnonzero(np.abs(steps) > max_step_s)[:5]:
+        out["jumps"].append({"frame": int(i + 1), "time_s": float(t[i + 1]), "previous_time_s": float(t[i])})
+    if out["jumps"]:
+        return out
+    idx = np.rint((pts - pts.min()).astype(np.float64) * tb * float(times.fps)).astype(np.int64)
+    uniq = np.unique(idx)
+    d = np.diff(uniq)
+    gaps = [{"after_frame": int(uniq[i]), "missing": int(d[i] - 1), "time_s": float(uniq[i] / times.fps)}
+            for i in np.flatnonzero(d > 1)]
+    missing = int(uniq[-1] + 1 - len(uniq))
+    duplicates = int(len(idx) - len(uniq))
+    out.update(frame_count=int(uniq[-1] + 1), duration_s=float((uniq[-1] + 1) / times.fps),
+               missing_frames=missing, duplicate_frames=duplicates, repaired_frames=missing + duplicates,
+               gaps=gaps[:20], n_gaps=len(gaps))
+    return out
+
+
 def frame_index(pts: int, pts0: int, fps: Fraction, time_base: Fraction) -> int:
     """Frame number of a timestamp: round((pts - pts0) * fps * time_base)."""
     return int(round((pts - pts0) * fps * time_base))

@@ -13,13 +13,25 @@
 - sequence durations and minutes per subject;
 - refinement QC per sequence from motion `_qc.json`: every numeric value found (nested keys joined
   by '.'), reprojection error, jitter and outlier fractions first; keys a stage does not write are
-  simply absent.
+  simply absent;
+- landmark error before and after refinement per sequence (`landmark_rmse_px.before/.after` of the
+  QC record, in % of the portrait size), with the sequences it flags (`flag_reasons`): a poor fit,
+  RMSE after refinement above `POOR_FIT_FRACTION` (5 %) of the portrait size (51 px of a 1024 px
+  portrait: the landmarks then miss the face's parts, not just jitter), or an error that rose,
+  after above before by more than `ROSE_FRACTION` (10 %: refinement smooths, so a small rise on a
+  clean sequence is expected, a large one means the fit drifted);
+- one still frame per worst sequence with its detected landmarks drawn (PyAV decode).
+
+Every figure is a matplotlib `Figure` with the constrained layout engine (`new_figure`), so titles,
+tick labels and colour bars of neighbouring panels never overlap; no pyplot.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import librosa  # a lazy loader: its submodules load on first use
@@ -28,6 +40,8 @@ import numpy as np
 import soundfile as sf
 from matplotlib.figure import Figure  # figures without pyplot: no backend or global state involved
 
+from tasks.media.video_io import iter_frames
+
 F0_MAX_CLIPS = 300
 F0_MAX_SECONDS = 8.0
 F0_MAX_FRAMES = 200
@@ -35,6 +49,10 @@ F0_SR = 8000
 F0_RANGE = (65.0, 1047.0)  # C2..C6: low bass to high soprano
 TEMPO_MAX_SECONDS = 60.0
 QC_MAX_PANELS = 12
+POOR_FIT_FRACTION = 0.05  # landmark RMSE after refinement above this share of the portrait size
+ROSE_FRACTION = 0.10  # landmark RMSE after above before by more than this share
+WORST_COUNT = 6  # sequences listed with a frame each
+ERROR_MAX_ROWS = 60  # sequences drawn as bars (the worst); the scatter shows them all
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -101,14 +119,20 @@ def evenly_spaced(items: list, n: int) -> list:
 
 
 # ----------------------------------------------------------------------------- figures
-def _png(fig) -> bytes:
+def new_figure(width: float, height: float) -> Figure:
+    """A Figure laid out by the constrained engine: panels, titles and labels never overlap."""
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def figure_png(fig: Figure) -> bytes:
+    """PNG bytes of `fig`, identical on reruns (no software/date metadata)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
     return buf.getvalue()
 
 
-def share_figure(rows: list[dict]) -> bytes:
-    fig = Figure(figsize=(16, 3.6))
+def share_figure(rows: list[dict]) -> Figure:
+    fig = new_figure(16, 3.6)
     axes = fig.subplots(1, 4)
     for ax, (key, title) in zip(
         axes,
@@ -129,21 +153,21 @@ def share_figure(rows: list[dict]) -> bytes:
             textprops={"fontsize": 8},
         )
         ax.set_title(title)
-    return _png(fig)
+    return fig
 
 
-def hist_figure(values: list[float], title: str, xlabel: str, bins: int = 30) -> bytes:
-    fig = Figure(figsize=(6, 3.4))
+def hist_figure(values: list[float], title: str, xlabel: str, bins: int = 30) -> Figure:
+    fig = new_figure(6, 3.4)
     ax = fig.subplots()
     ax.hist(values, bins=bins, color="#4477aa")
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
-    return _png(fig)
+    return fig
 
 
-def duration_figure(durations: list[float], minutes_per_subject: dict[str, float]) -> bytes:
-    fig = Figure(figsize=(12, 3.4))
+def duration_figure(durations: list[float], minutes_per_subject: dict[str, float]) -> Figure:
+    fig = new_figure(12, 3.4)
     a, b = fig.subplots(1, 2)
     a.hist(durations, bins=30, color="#4477aa")
     a.set_title("Sequence duration")
@@ -153,17 +177,17 @@ def duration_figure(durations: list[float], minutes_per_subject: dict[str, float
     b.bar(subs, [minutes_per_subject[s] for s in subs], color="#228833")
     b.set_title("Minutes of sequences per subject")
     b.tick_params(axis="x", rotation=90, labelsize=7)
-    return _png(fig)
+    return fig
 
 
-def chroma_figure(y: np.ndarray, sr: int, title: str) -> bytes:
+def chroma_figure(y: np.ndarray, sr: int, title: str) -> Figure:
     chroma = librosa.feature.chroma_stft(y=y, sr=sr, hop_length=512)
-    fig = Figure(figsize=(10, 3))
+    fig = new_figure(10, 3)
     ax = fig.subplots()
     img = librosa.display.specshow(chroma, y_axis="chroma", x_axis="time", sr=sr, hop_length=512, ax=ax)
     fig.colorbar(img, ax=ax)
     ax.set_title(title)
-    return _png(fig)
+    return fig
 
 
 QC_SKIP = ("segment", "fps", "frames", "iterations", "seconds", "frames_measured", "device")
@@ -185,11 +209,11 @@ def qc_panels(keys: list[str]) -> list[str]:
     return sorted(keys, key=rank)[:QC_MAX_PANELS]
 
 
-def qc_figure(per_key: dict[str, list[float]]) -> bytes:
+def qc_figure(per_key: dict[str, list[float]]) -> Figure:
     keys = qc_panels(list(per_key))
     cols = min(3, max(1, len(keys)))
     rows = max(1, (len(keys) + cols - 1) // cols)
-    fig = Figure(figsize=(5 * cols, 3 * rows))
+    fig = new_figure(5 * cols, 3 * rows)
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[len(keys) :]:
         ax.axis("off")
@@ -197,4 +221,165 @@ def qc_figure(per_key: dict[str, list[float]]) -> bytes:
         ax.hist(per_key[k], bins=20, color="#aa3377")
         ax.set_title(k, fontsize=9)
         ax.set_ylabel("sequences")
-    return _png(fig)
+    return fig
+
+
+# ----------------------------------------------------------------------------- landmark error
+@dataclass(frozen=True)
+class LandmarkError:
+    """One sequence's landmark RMSE (px, portrait pixels) before and after refinement."""
+
+    seq_id: str
+    before: float
+    after: float
+    portrait_size: int | None  # the portrait's side in px the RMSE is measured in; None: unknown
+
+    def percent(self, px: float) -> float:
+        """px as % of the portrait size (NaN when the size is unknown)."""
+        return 100.0 * px / self.portrait_size if self.portrait_size else float("nan")
+
+    @property
+    def change(self) -> float:
+        """(after - before) / before; NaN when before is 0 or not measured."""
+        ok = math.isfinite(self.before) and math.isfinite(self.after) and self.before > 0
+        return (self.after - self.before) / self.before if ok else float("nan")
+
+    @property
+    def severity(self) -> float:
+        """Sort key of the worst list: after in % of the portrait, or in px when the size is unknown."""
+        if not math.isfinite(self.after):
+            return math.inf  # nothing measured is worse than any measured error
+        return self.percent(self.after) if self.portrait_size else self.after
+
+    def flags(self) -> list[str]:
+        return flag_reasons(self.before, self.after, self.portrait_size)
+
+
+def landmark_error(seq_id: str, qc: dict, portrait_size: int | None) -> LandmarkError | None:
+    """The QC record's `landmark_rmse_px` as a LandmarkError, or None when the record has none.
+
+    The portrait size is the one the refinement measured in (`params.image_size` of the record),
+    else `portrait_size` (the crop stage's output size).
+    """
+    rm = qc.get("landmark_rmse_px")
+    if not isinstance(rm, dict) or "after" not in rm:
+        return None
+    size = (qc.get("params") or {}).get("image_size") or portrait_size
+
+    def num(v) -> float:
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
+
+    return LandmarkError(seq_id, num(rm.get("before")), num(rm.get("after")), int(size) if size else None)
+
+
+def flag_reasons(before: float, after: float, portrait_size: int | None) -> list[str]:
+    """Why a sequence's fit needs a look (empty when it does not):
+    - poor fit: RMSE after > POOR_FIT_FRACTION of the portrait size;
+    - rose: after > before * (1 + ROSE_FRACTION);
+    - not measured: no finite RMSE after refinement (no frame with reliable landmarks)."""
+    if not math.isfinite(after):
+        return ["landmark error not measured (no frame with reliable landmarks)"]
+    out = []
+    if portrait_size and after > POOR_FIT_FRACTION * portrait_size:
+        out.append(f"poor fit: RMSE after refinement {after:.1f} px = {100 * after / portrait_size:.1f} % of the "
+                   f"{portrait_size} px portrait (> {100 * POOR_FIT_FRACTION:g} %)")
+    if math.isfinite(before) and after > before * (1 + ROSE_FRACTION):
+        rise = f"+{100 * (after - before) / before:.0f} %" if before > 0 else "from 0"
+        out.append(f"error rose: {before:.1f} -> {after:.1f} px ({rise}, > {100 * ROSE_FRACTION:g} %)")
+    return out
+
+
+def worst_sequences(errors: list[LandmarkError], n: int = WORST_COUNT) -> list[LandmarkError]:
+    """The n sequences with the largest error after refinement (ties by id)."""
+    return sorted(errors, key=lambda e: (-e.severity, e.seq_id))[:n]
+
+
+def landmark_error_figure(errors: list[LandmarkError]) -> Figure:
+    """Left: per sequence, RMSE before and after refinement as bars side by side (the
+    `ERROR_MAX_ROWS` worst when there are more), flagged sequences' ids in red. Right: after vs
+    before for every sequence, with the no-change diagonal and the flag thresholds.
+    Values in % of the portrait size when every sequence's size is known, else in px."""
+    relative = all(e.portrait_size for e in errors)
+    unit = "% of portrait size" if relative else "px"
+
+    def val(e: LandmarkError, px: float) -> float:
+        return e.percent(px) if relative else px
+
+    shown = sorted(worst_sequences(errors, ERROR_MAX_ROWS), key=lambda e: e.seq_id)
+    rows = len(shown)
+    fig = new_figure(13, max(3.6, 0.26 * rows + 1.4))
+    bars, scatter = fig.subplots(1, 2, width_ratios=(1.4, 1))
+    y = np.arange(rows)
+    h = 0.4
+    bars.barh(y - h / 2, [val(e, e.before) for e in shown], height=h, color="#bbbbbb", label="before")
+    bars.barh(y + h / 2, [val(e, e.after) for e in shown], height=h, color="#4477aa", label="after")
+    bars.set_yticks(y, [e.seq_id for e in shown], fontsize=7)
+    for label, e in zip(bars.get_yticklabels(), shown):
+        if e.flags():
+            label.set_color("#cc3311")
+            label.set_fontweight("bold")
+    bars.invert_yaxis()
+    if relative:
+        bars.axvline(100 * POOR_FIT_FRACTION, color="#cc3311", ls="--", lw=1, label="poor-fit threshold")
+    bars.set_xlabel(f"landmark RMSE ({unit})")
+    more = f", the {rows} worst of {len(errors)}" if rows < len(errors) else ""
+    bars.set_title(f"Before and after refinement per sequence{more} (flagged in red)", fontsize=9)
+    bars.legend(fontsize=7, loc="lower right")
+
+    pts = [(val(e, e.before), val(e, e.after), bool(e.flags())) for e in errors]
+    pts = [p for p in pts if math.isfinite(p[0]) and math.isfinite(p[1])]
+    if pts:
+        b, a, f = (np.array(v) for v in zip(*pts))
+        scatter.scatter(b[~f], a[~f], s=14, color="#4477aa", label="ok")
+        scatter.scatter(b[f], a[f], s=18, color="#cc3311", label="flagged")
+        top = float(max(b.max(), a.max(), 1e-6)) * 1.08
+        line = np.array([0.0, top])
+        scatter.plot(line, line, color="#888888", lw=1, label="no change")
+        scatter.plot(line, line * (1 + ROSE_FRACTION), color="#ee7733", lw=1, ls=":",
+                     label=f"rose by {100 * ROSE_FRACTION:g} %")
+        if relative:
+            scatter.axhline(100 * POOR_FIT_FRACTION, color="#cc3311", ls="--", lw=1, label="poor fit")
+        scatter.set_xlim(0, top)
+        scatter.set_ylim(0, max(top, 100 * POOR_FIT_FRACTION * 1.1 if relative else top))
+    scatter.set_xlabel(f"before ({unit})")
+    scatter.set_ylabel(f"after ({unit})")
+    scatter.set_title("After vs before, every sequence", fontsize=9)
+    scatter.legend(fontsize=7, loc="upper left")
+    return fig
+
+
+# ----------------------------------------------------------------------------- still frames
+def read_video_frame(path: Path, index: int) -> np.ndarray | None:
+    """Frame `index` (0-based) of a video as (H, W, 3) uint8 RGB, or None when the video is shorter.
+
+    Decodes from the start (PyAV): a report reads a handful of frames, seeking is not worth its
+    keyframe bookkeeping here."""
+    for idx, frame in iter_frames(path):
+        if idx >= index:
+            return frame.to_ndarray(format="rgb24")
+    return None
+
+
+def pick_frame(landmark_ok: np.ndarray | None, frames: int) -> int:
+    """The frame shown for a sequence: the middle one of those with reliable landmarks
+    (the middle frame when none is marked)."""
+    if landmark_ok is not None:
+        good = np.flatnonzero(np.asarray(landmark_ok, bool))
+        if len(good):
+            return int(good[len(good) // 2])
+    return max(frames, 1) // 2
+
+
+def frame_figure(rgb: np.ndarray, landmarks: np.ndarray | None, title: str, scale: float = 1.0) -> Figure:
+    """A still frame (H,W,3) with its detected landmarks (68,2) drawn (portrait px times `scale`)."""
+    fig = new_figure(3.2, 3.5)
+    ax = fig.subplots()
+    ax.imshow(rgb)
+    if landmarks is not None:
+        lm = np.asarray(landmarks, np.float64) * scale
+        ax.scatter(lm[:, 0], lm[:, 1], s=5, color="#33ee55", edgecolors="none")
+    ax.set_xlim(0, rgb.shape[1])
+    ax.set_ylim(rgb.shape[0], 0)
+    ax.set_title(title, fontsize=8)
+    ax.set_axis_off()
+    return fig

@@ -4,7 +4,8 @@ Plain code (the `SeparateBGM` stage in `tasks.bgm` and the `separate-bgm` comman
 Three ways, chosen in this order by `separate_song_bgm`:
 1. `accompaniment.wav` in the song folder: that is the BGM (re-encoded as float32, no separation).
 2. `[bgm] demucs_repo` set: Demucs (`[bgm] demucs_model`, default htdemucs_ft) loaded offline from
-   that folder with demucs's own `pretrained.get_model(name, repo=...)`; BGM = the sum of the
+   that folder (demucs.pretrained.get_model's layout, but each .th read by torch.load with
+   weights_only=True and an allow-list of the Demucs model classes); BGM = the sum of the
    non-vocal stems (the demucs CLI's `--two-stems vocals` "add" method).
 3. Otherwise the weight-free vocal remover (REPET-SIM on the mid channel, side passed through),
    a stand-in that is named as such in logs and in `bgm.json`.
@@ -14,8 +15,12 @@ tensors are (C, T) / (B, S, C, T).
 """
 from __future__ import annotations
 
+import inspect
 import logging
+import pickle
+import re
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -149,15 +154,20 @@ def _demucs_fix(name: str) -> str:
 
 
 def _th_by_signature(repo: Path) -> dict[str, Path]:
-    """{signature: file} of the .th files, named as demucs's LocalRepo names them."""
-    out = {}
+    """{signature: file} of the .th files, named as demucs's LocalRepo names them
+    (`<sig>-<checksum8>.th` or `<sig>.th`); two files for one signature are an error, as there."""
+    out: dict[str, Path] = {}
     for f in sorted(repo.glob("*.th")):
-        out[f.stem.rsplit("-", 1)[0] if "-" in f.stem else f.stem] = f
+        sig = f.stem.rsplit("-", 1)[0] if "-" in f.stem else f.stem
+        if sig in out:
+            raise ModelFileError(f, f"a second model file for signature {sig!r} (also {out[sig].name})",
+                                 "delete all but one of them")
+        out[sig] = f
     return out
 
 
 def check_demucs_repo(repo: str | Path, name: str) -> list[Path]:
-    """The model files `get_model(name, repo)` will read (yaml first, then .th), or ModelFileError.
+    """The model files `load_demucs(repo, name)` will read (yaml first, then .th), or ModelFileError.
 
     Checked here because demucs itself calls sys.exit on a missing folder and gives terse errors
     for a missing bag file (issues facebookresearch/demucs#555, #608).
@@ -171,18 +181,14 @@ def check_demucs_repo(repo: str | Path, name: str) -> list[Path]:
     if not ths:
         raise ModelFileError(repo, "no .th model files in the Demucs model folder "
                                    "(safetensors exports are not read by demucs's local loader)", _demucs_fix(name))
-    bag = repo / f"{name}.yaml"
     if name in ths:
         return [ths[name]]
+    bag = repo / f"{name}.yaml"
     if not bag.is_file():
         raise ModelFileError(bag, f"missing: model {name!r} is neither a bag file {bag.name} nor a single "
                                   f"model file {name}-<checksum>.th (found signatures: {sorted(ths)})",
                              _demucs_fix(name))
-    try:
-        spec = yaml.safe_load(bag.read_text(encoding="utf-8")) or {}
-        sigs = [str(s) for s in spec["models"]]
-    except Exception as e:
-        raise ModelFileError(bag, f"not a Demucs bag file (needs a 'models:' list): {e}", _demucs_fix(name)) from e
+    sigs, _, _ = read_bag_file(bag, name)
     missing = [s for s in sigs if s not in ths]
     if missing:
         raise ModelFileError(repo, f"{bag.name} lists models {missing} with no <sig>-<checksum>.th file here",
@@ -190,27 +196,147 @@ def check_demucs_repo(repo: str | Path, name: str) -> list[Path]:
     return [bag] + [ths[s] for s in sigs]
 
 
+def read_bag_file(bag: Path, name: str) -> tuple[list[str], list | None, float | None]:
+    """(signatures, weights, segment) of a demucs bag file `<name>.yaml`, as demucs.repo.BagOnlyRepo
+    reads it (`models`, optional `weights` (models x sources), optional `segment`)."""
+    try:
+        spec = yaml.safe_load(bag.read_text(encoding="utf-8")) or {}
+        sigs = spec["models"]
+        if not isinstance(sigs, list) or not sigs:
+            raise ValueError("'models' must be a non-empty list of signatures")
+        weights, segment = spec.get("weights"), spec.get("segment")
+        if weights is not None and not (isinstance(weights, list) and all(
+                isinstance(w, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in w)
+                for w in weights)):
+            raise ValueError("'weights' must be a list of lists of numbers")
+        if segment is not None and (isinstance(segment, bool) or not isinstance(segment, (int, float))
+                                    or not 0 < segment < 1e4):
+            raise ValueError(f"'segment' must be a positive number of seconds, got {segment!r}")
+    except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
+        raise ModelFileError(bag, f"not a Demucs bag file (needs a 'models:' list): {type(e).__name__}: {e}",
+                             _demucs_fix(name)) from None
+    return [str(s) for s in sigs], weights, segment
+
+
+def demucs_model_classes() -> tuple[type, ...]:
+    """The only classes a Demucs release file may name: the three model architectures."""
+    from demucs.demucs import Demucs  # demucs is only needed when a Demucs folder is configured
+    from demucs.hdemucs import HDemucs
+    from demucs.htdemucs import HTDemucs
+    return (HTDemucs, HDemucs, Demucs)
+
+
+def _demucs_safe_globals() -> list:
+    """The allow-list of the guarded load: the model classes (referenced as `klass`, never called by
+    the unpickler) and the plain types their constructor kwargs hold (HTDemucs's `segment` is a
+    `fractions.Fraction`, rebuilt from its string)."""
+    return [*demucs_model_classes(), Fraction]
+
+
+def _refused_globals(path: Path, err: Exception) -> str:
+    """The globals outside the allow-list, by their full names (listed from the archive without
+    unpickling it); torch's own message as a fallback (legacy, non-zip files)."""
+    allowed = {f"{g.__module__}.{g.__qualname__}" for g in _demucs_safe_globals()}
+    try:
+        names = [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(path) if g not in allowed]
+    except Exception:  # noqa: BLE001 - not a zip archive: fall back to the unpickler's message
+        names = []
+    if names:
+        return "globals: " + ", ".join(sorted(names))
+    m = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    return f"global: {m.group(1)}" if m else "unpickling refused"
+
+
+def load_demucs_package(path: Path) -> dict:
+    """torch.load of one release .th through an allow-list (weights_only=True): {klass, args, kwargs,
+    state}. Anything else (a pickle that names another global, a foreign layout) is ModelFileError."""
+    try:
+        with torch.serialization.safe_globals(_demucs_safe_globals()):
+            pkg = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ModelFileError(path, "refused: the file names code outside the Demucs model allow-list "
+                             f"({_refused_globals(path, e)})",
+                             "use only the .th files of the official Demucs release; this file may be "
+                             "malicious or from another program") from None
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds on a damaged archive
+        raise ModelFileError(path, f"not a readable torch file ({type(e).__name__}: {e})",
+                             "download the model file again") from None
+    if not isinstance(pkg, dict) or not {"klass", "args", "kwargs", "state"} <= set(pkg):
+        raise ModelFileError(path, "not a Demucs release file (needs klass, args, kwargs and state)",
+                             "use the <sig>-<checksum>.th files of the Demucs release (not a bare state dict)")
+    if not (isinstance(pkg["klass"], type) and pkg["klass"] in demucs_model_classes()):
+        raise ModelFileError(path, f"model class {pkg['klass']!r} is not a Demucs model",
+                             "use the .th files of the Demucs release")
+    if not isinstance(pkg["args"], (list, tuple)) or not isinstance(pkg["kwargs"], dict) \
+            or not isinstance(pkg["state"], dict):
+        raise ModelFileError(path, "malformed Demucs release file (args/kwargs/state of the wrong type)",
+                             "download the model file again")
+    return pkg
+
+
+def build_demucs_model(pkg: dict, path: Path) -> torch.nn.Module:
+    """The model of one release package, as demucs.states.load_model(strict=False) builds it:
+    constructor kwargs the class does not know are dropped (with a log line), then the state dict
+    is loaded. Quantized (DiffQ) states are refused: their restore needs diffq, not installed."""
+    klass, args, kwargs, state = pkg["klass"], list(pkg["args"]), dict(pkg["kwargs"]), pkg["state"]
+    if state.get("__quantized"):
+        raise ModelFileError(path, "a quantized (DiffQ) Demucs model, which this pipeline does not load",
+                             "use a non-quantized model such as htdemucs or htdemucs_ft")
+    params = inspect.signature(klass).parameters
+    for key in [k for k in kwargs if k not in params]:
+        log.warning("%s: dropping constructor argument %r unknown to %s", path, key, klass.__name__)
+        del kwargs[key]
+    try:
+        model = klass(*args, **kwargs)
+        model.load_state_dict(state)
+    except Exception as e:  # noqa: BLE001 - wrong shapes, missing keys, bad kwargs
+        raise ModelFileError(path, f"the weights do not fit {klass.__name__} ({type(e).__name__}: {e})",
+                             "download the model files again; they must be demucs 4 release .th files") from None
+    return model
+
+
+def _load_signature(file: Path, name: str) -> torch.nn.Module:
+    """One model file: its checksum (the name's 8 hex digits after '-', as demucs checks it), then the
+    guarded load."""
+    if "-" in file.stem:
+        want = file.stem.rsplit("-", 1)[1].lower()
+        got = file_sha256(file)[:len(want)]
+        if got != want:
+            raise ModelFileError(file, f"checksum mismatch: the name says {want} but the file's sha256 "
+                                 f"starts {got}", "the file is corrupt or truncated: download it again (its "
+                                 "name ends with the first hex digits of its sha256)")
+    return build_demucs_model(load_demucs_package(file), file)
+
+
 def load_demucs(repo: str | Path, name: str):
-    """Demucs model (a BagOfModels or single model, eval mode) from a local release folder."""
-    from demucs.pretrained import get_model
-    from demucs.repo import ModelLoadingError
+    """Demucs model (a BagOfModels or single model, eval mode) from a local release folder.
+
+    Reproduces demucs.pretrained.get_model(name, repo) (a single model when `name` is a signature,
+    else the bag `<name>.yaml` with its weights and segment), but every .th goes through
+    `load_demucs_package`'s allow-list instead of demucs's torch.load(weights_only=False).
+    """
+    from demucs.apply import BagOfModels  # see demucs_model_classes
 
     repo = Path(repo)
-    check_demucs_repo(repo, name)
-    try:
-        model = get_model(name, repo=repo)
-    except SystemExit as e:  # demucs.utils.fatal exits the process; never let it take the worker down
-        raise ModelFileError(repo, f"demucs refused the model folder for {name!r} (exit {e.code})",
-                             _demucs_fix(name)) from None
-    except ModelLoadingError as e:
-        corrupt = "checksum" in str(e).lower()
-        raise ModelFileError(repo, f"demucs could not load {name!r}: {e}",
-                             "the file is corrupt or truncated: download it again (its name ends with the "
-                             "first hex digits of its sha256)" if corrupt else _demucs_fix(name)) from e
-    except Exception as e:  # unpickling / state-dict mismatches of a damaged or foreign .th
-        raise ModelFileError(repo, f"demucs could not load {name!r}: {type(e).__name__}: {e}",
-                             "download the model files again; they must be demucs 4 release .th files") from e
-    return model.eval()
+    files = check_demucs_repo(repo, name)
+    if files[0].suffix != ".yaml":
+        return _load_signature(files[0], name).eval()
+    bag = files[0]
+    _, weights, segment = read_bag_file(bag, name)
+    models = [_load_signature(f, name) for f in files[1:]]
+    first = models[0]
+    for f, m in zip(files[1:], models):
+        # BagOfModels asserts these; a clear error instead.
+        if (list(m.sources), m.samplerate, m.audio_channels) != (list(first.sources), first.samplerate,
+                                                                  first.audio_channels):
+            raise ModelFileError(f, f"sources/rate/channels {m.sources}/{m.samplerate}/{m.audio_channels} differ "
+                                 f"from the bag's first model ({first.sources}/{first.samplerate}/"
+                                 f"{first.audio_channels})", _demucs_fix(name))
+    if weights is not None and (len(weights) != len(models)
+                                or any(len(w) != len(first.sources) for w in weights)):
+        raise ModelFileError(bag, f"'weights' must be {len(models)} lists of {len(first.sources)} numbers",
+                             _demucs_fix(name))
+    return BagOfModels(models, weights, segment).eval()
 
 
 def demucs_chunk_plan(total: int, samplerate: int, chunk_seconds: float) -> list[tuple[int, int]]:
