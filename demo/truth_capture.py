@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from scipy.signal import resample_poly
 from scipy.spatial.transform import Rotation
+from skimage import data
 
 from demo import audio as demo_audio
 from demo.capture import (_CROP, FACE_HEIGHT_4K, ORIGINAL_SR, VOCAL_SR, HeadPath, _song_is_current, head_path,
@@ -55,7 +56,6 @@ NECK_SHARE = 0.3         # the part of the head rotation the neck carries
 # ----------------------------------------------------------------------------- subject
 def subject_photo(variant: int) -> np.ndarray:
     """The astronaut's face crop (H,W,3) uint8 RGB; odd variants mirrored, later ones re-tinted."""
-    from skimage import data  # scikit-image's data module only for the photo (as demo.capture does)
     photo = np.ascontiguousarray(data.astronaut()[_CROP])
     if variant % 2:
         photo = np.ascontiguousarray(photo[:, ::-1])
