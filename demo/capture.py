@@ -192,11 +192,8 @@ def _head_alpha(shape, lm: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(mask, (0, 0), 1.5)
 
 
-def face_asset(variant: int = 0) -> FaceAsset:
-    """The astronaut's head, cut out, with its mouth pre-warped for each opening level.
-
-    variant 0: the photo; variant 1: mirrored and re-tinted (a second 'subject').
-    """
+def subject_photo(variant: int) -> np.ndarray:
+    """The astronaut's face crop (H,W,3) uint8 RGB; odd variants mirrored, later ones re-tinted."""
     photo = np.ascontiguousarray(data.astronaut()[_CROP])
     if variant % 2:
         photo = np.ascontiguousarray(photo[:, ::-1])
@@ -205,6 +202,15 @@ def face_asset(variant: int = 0) -> FaceAsset:
         hsv[..., 0] = (hsv[..., 0] + 4 * variant) % 180
         hsv[..., 2] = np.clip(hsv[..., 2] * (1.0 - 0.06 * variant), 0, 255)
         photo = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
+    return photo
+
+
+def face_asset(variant: int = 0) -> FaceAsset:
+    """The astronaut's head, cut out, with its mouth pre-warped for each opening level.
+
+    variant 0: the photo; variant 1: mirrored and re-tinted (a second 'subject').
+    """
+    photo = subject_photo(variant)
     lm = dlib_landmarks(photo, upsample=2)
     if lm is None:
         raise RuntimeError("Dlib found no face in the astronaut photo (scikit-image data changed?)")

@@ -27,16 +27,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from scipy.signal import resample_poly
 from scipy.spatial.transform import Rotation
-from skimage import data
 
 from demo import audio as demo_audio
-from demo.capture import (_CROP, FACE_HEIGHT_4K, ORIGINAL_SR, VOCAL_SR, HeadPath, _song_is_current, head_path,
-                          plan_capture, studio_background, write_kinect_mkv)
+from demo.capture import (FACE_HEIGHT_4K, ORIGINAL_SR, VOCAL_SR, HeadPath, _song_is_current, head_path,
+                          plan_capture, studio_background, subject_photo, write_kinect_mkv)
 from demo.scan import photo_landmarks, procedural_head_model, write_demo_scan
 from demo.truth_render import TexturedHead, project, render_head, textured_head
 from flame_fit.scan_fit import neutral_mesh
@@ -54,19 +52,6 @@ NECK_SHARE = 0.3         # the part of the head rotation the neck carries
 
 
 # ----------------------------------------------------------------------------- subject
-def subject_photo(variant: int) -> np.ndarray:
-    """The astronaut's face crop (H,W,3) uint8 RGB; odd variants mirrored, later ones re-tinted."""
-    photo = np.ascontiguousarray(data.astronaut()[_CROP])
-    if variant % 2:
-        photo = np.ascontiguousarray(photo[:, ::-1])
-    if variant:
-        hsv = cv2.cvtColor(photo, cv2.COLOR_RGB2HSV).astype(np.int16)
-        hsv[..., 0] = (hsv[..., 0] + 4 * variant) % 180
-        hsv[..., 2] = np.clip(hsv[..., 2] * (1.0 - 0.06 * variant), 0, 255)
-        photo = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
-    return photo
-
-
 def subject_shape(seed: int, n_shape: int = 100) -> np.ndarray:
     """A plausible identity (100,) float32: the first components within about 1.2 sigma, the rest
     damped (a shape far from a face moves Dlib's landmarks off the model's)."""

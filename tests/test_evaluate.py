@@ -1,7 +1,6 @@
 """evaluate(): the 3D metrics end to end on a tiny release, with known truth, and its errors."""
 from __future__ import annotations
 
-import io
 import json
 import math
 import pickle
@@ -9,7 +8,6 @@ import pickle
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from flame_fit.flame import load_flame
 from flame_fit.procedural import write_procedural_head_model

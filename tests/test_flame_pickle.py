@@ -1,7 +1,6 @@
 """flame_seqs pickles: portable bytes (numpy 1.20 .. 2.x), deterministic, read through an allow-list."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle

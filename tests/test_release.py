@@ -368,7 +368,7 @@ def test_same_capture_gives_the_same_bytes_under_two_roots(tmp_path):
         processed.mkdir()
         dataset, release = build_dataset_and_release(raw, processed, "tarballs", shard_bytes=300_000)
         trees[side] = (tree_digest(dataset), tree_digest(release), dataset, release, root)
-    (da, ra, dataset, release, root_a), (db, rb, _, _, root_b) = trees["a"], trees["b"]
+    (da, ra, dataset, release, root_a), (db, rb, _, _, _) = trees["a"], trees["b"]
     assert da == db and ra == rb and len(ra) > 4
     manifest = json.loads((dataset / "manifest.json").read_text())
     remover = next(m for m in manifest["models"] if m["name"] == "weight-free vocal remover")

@@ -22,7 +22,7 @@ from tasks.common.settings import CropSettings, DatasetSettings, DeviceSettings,
 from tasks.dataset.metadata import read_metadata
 from tasks.head_model import get_head_model
 from tasks.layout import Layout
-from tasks.reporting.preview import write_preview
+from tasks.reporting.preview import load_npz, write_preview
 
 log = logging.getLogger("singinghead")
 
@@ -41,13 +41,6 @@ class Target:
     stop: int | None = None  # None: to the end of the segment
     dataset_id: str | None = None
     kind: str = "segment"  # segment | sequence | clip
-
-
-def _load_npz(path: Path, what: str, fix: str) -> dict:
-    if not path.is_file():
-        raise PipelineInputError(path, f"{what} is missing", fix)
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
 
 
 def find_dataset_row(dataset_root: Path, dataset_id: str) -> dict:
@@ -119,8 +112,8 @@ def preview(args) -> int:
     if row is not None:
         target = target_of_row(row, lay.dataset_root() / "metadata.csv", seg)
     motion_path = lay.motion_npz(subject, song, segment)
-    motion = _load_npz(motion_path, "the refined motion", "run the pipeline (RefineMotion) for this segment first")
-    frames = _load_npz(lay.frames_npz(subject, song, segment), "the per-frame estimates",
+    motion = load_npz(motion_path, "the refined motion", "run the pipeline (RefineMotion) for this segment first")
+    frames = load_npz(lay.frames_npz(subject, song, segment), "the per-frame estimates",
                        "run EstimateFrames for this segment first")
     video = lay.portrait_dir(subject, song) / seg["video"]
     if target.kind == "clip":
