@@ -21,3 +21,12 @@ def luigi_paths(tmp_path):
     with config_overrides(paths={"raw_dir": raw, "processed_dir": processed,
                                  "release_dir": processed / "release"}):
         yield raw, processed
+
+
+@pytest.fixture(scope="session", autouse=True)
+def default_paths_outside_the_checkout(tmp_path_factory):
+    """A test that forgets its own [paths] writes into a temp folder, never into the checkout's
+    raw/ or processed/ (Luigi's PROCESSING_TIME handler writes processed/_timings.jsonl)."""
+    root = tmp_path_factory.mktemp("default_paths")
+    with config_overrides(paths={"raw_dir": root / "raw", "processed_dir": root / "processed"}):
+        yield

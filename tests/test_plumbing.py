@@ -17,7 +17,7 @@ from pipeline.timings import TIMINGS_FILE, read_stage_timings
 from pipeline.build import config_overrides
 from pipeline.cli import build_parser, command_function, main
 from tasks import config
-from tasks.common.settings import ALL_SETTINGS, CropSettings, DatasetSettings
+from tasks.common.settings import ALL_SETTINGS, CropSettings, DatasetSettings, PathSettings
 from tasks.common.atomic import (atomic_dir, atomic_path, npz_bytes, remove_stale_temps, save_npz_atomic,
                           write_json_atomic)
 
@@ -137,7 +137,8 @@ def test_settings_and_luigi_config_agree():
     """The luigi.Config classes are derived from the settings dataclasses, defaults included."""
     import dataclasses
     for cls in ALL_SETTINGS:
-        assert config.read(cls) == cls(), cls
+        if cls is not PathSettings:       # [paths] points into a temp folder for the whole session
+            assert config.read(cls) == cls(), cls
         cfg_cls = config.CONFIG_CLASSES[cls]
         assert {n for n, _ in cfg_cls.get_params()} == {f.name for f in dataclasses.fields(cls)}
     with config_overrides(crop={"landmark_every": 4}, dataset={"split_by_song": "false"}):

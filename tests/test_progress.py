@@ -32,7 +32,7 @@ class _Root(luigi.WrapperTask):
         return [_Leaf(n=0)]
 
 
-def test_lines_without_a_terminal():
+def test_lines_without_a_terminal(luigi_paths):
     out = io.StringIO()
     with BuildProgress(stream=out, bar=False):
         assert build(_Root()).ok
@@ -41,7 +41,7 @@ def test_lines_without_a_terminal():
     assert lines[-1].startswith("progress: 2/2")
 
 
-def test_total_known_up_front():
+def test_total_known_up_front(luigi_paths):
     out = io.StringIO()
     _Leaf.done = False
     pending = [_Leaf(n=0), _Root()]
