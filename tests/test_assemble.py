@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import pickle
+import shutil
 
 import av
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 from dataset_helpers import FPS, SR, make_subject_outputs, tree_digest, write_portrait
 from scipy.io import wavfile
 
+from pipeline.build import config_overrides
 from tasks.assemble import AssembleDataset, stage_outputs
 from tasks.common.errors import PipelineInputError
 from tasks.dataset.plan import clip_id, song_number, subject_number
@@ -134,6 +136,17 @@ def test_assembly_is_deterministic(built, layout):
     first = tree_digest(layout.dataset_root())
     AssembleDataset(threads=2).assemble()
     assert tree_digest(layout.dataset_root()) == first
+
+
+def test_assembly_after_processed_moved(built, layout, tmp_path):
+    """subject_done.json records paths as configured at build time; assembly reads the layout."""
+    raw, processed, _ = built
+    first = tree_digest(layout.dataset_root())
+    moved = tmp_path / "elsewhere" / "processed"
+    shutil.move(str(processed), str(moved))
+    with config_overrides(paths={"raw_dir": raw, "processed_dir": moved, "release_dir": moved / "release"}):
+        AssembleDataset().assemble()
+        assert tree_digest(Layout.from_config().dataset_root()) == first
 
 
 def test_missing_keyframes_fall_back_to_reencode(luigi_paths, layout):

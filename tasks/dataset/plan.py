@@ -33,6 +33,8 @@ class DatasetPaths(Protocol):
     def scan_shape_npy(self, subject: str) -> Path: ...
     def segment_vocal_wav(self, subject: str, song: str, segment: int) -> Path: ...
     def segment_bgm_wav(self, subject: str, song: str, segment: int) -> Path: ...
+    def portrait_dir(self, subject: str, song: str) -> Path: ...
+    def motion_npz(self, subject: str, song: str, segment: int) -> Path: ...
 
 
 # ----------------------------------------------------------------------------- ids
@@ -151,8 +153,9 @@ def plan_subject(
             source_segment=seg,
             start_frame=int(s["start_frame"]),
             end_frame=int(s["end_frame"]),
-            video=Path(s["video"]),
-            motion=Path(s["motion"]),
+            # from the layout, not the paths recorded at build time: processed/ may have moved since
+            video=paths.portrait_dir(subject, s["song"]) / Path(s["video"]).name,
+            motion=paths.motion_npz(subject, s["song"], seg),
             vocal=paths.segment_vocal_wav(subject, s["song"], seg),
             bgm=paths.segment_bgm_wav(subject, s["song"], seg),
             song_dir=paths.raw_song_dir(subject, s["song"]),
