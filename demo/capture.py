@@ -555,17 +555,15 @@ def plan_capture(n_subjects: int, n_songs: int, seed: int) -> list[dict]:
     return subjects
 
 
-def make_song(song_dir: Path, truth_dir: Path, song: dict, asset: FaceAsset, background: np.ndarray,
-              width: int, height: int, seconds: float, fps: int, workers: int, params: dict,
-              progress: Progress | None = None) -> dict:
-    """Write one song folder (song.json, color.mkv, vocal.wav, original.wav) and its truth."""
+def song_audio(song: dict, n_frames: int, fps: float) -> tuple:
+    """The demo song's audio for `n_frames` video frames: (plan, vocal (N,) at VOCAL_SR, mic noise
+    (N,), original (M, 2) at ORIGINAL_SR, its vocal part, its accompaniment part, loudness per
+    video frame (n_frames,))."""
     seed, genre, offset = song["seed"], song["genre"], song["audio_offset_s"]
-    n_frames = int(round(seconds * fps))
-    video_s = n_frames / fps
     plan = demo_audio.song_plan(genre, seed)
     # The song runs on the vocal's clock; video time v is vocal time v + offset, so the microphone
     # file holds `offset` seconds before the first video frame and ends with the last one.
-    audio_s = video_s + offset
+    audio_s = n_frames / fps + offset
     vocal = demo_audio.synth_vocal(audio_s, VOCAL_SR, seed, genre, plan=plan)
     acc = demo_audio.synth_accompaniment(audio_s, ORIGINAL_SR, seed, genre, plan=plan)
     vocal_44 = resample_poly(vocal.astype(np.float64), 147, 160)[: len(acc)]
@@ -573,6 +571,16 @@ def make_song(song_dir: Path, truth_dir: Path, song: dict, asset: FaceAsset, bac
     original, vocal_part, acc_part = demo_audio.mix_original(vocal_44, acc, vocal_gain_db=1.0)
     mic_noise = np.random.default_rng([seed, 111]).standard_normal(len(vocal)).astype(np.float32) * 3e-4
     loud = demo_audio.loudness_envelope(vocal, VOCAL_SR, fps, n_frames, start_s=offset)
+    return plan, vocal, mic_noise, original, vocal_part, acc_part, loud
+
+
+def make_song(song_dir: Path, truth_dir: Path, song: dict, asset: FaceAsset, background: np.ndarray,
+              width: int, height: int, seconds: float, fps: int, workers: int, params: dict,
+              progress: Progress | None = None) -> dict:
+    """Write one song folder (song.json, color.mkv, vocal.wav, original.wav) and its truth."""
+    seed, genre, offset = song["seed"], song["genre"], song["audio_offset_s"]
+    n_frames = int(round(seconds * fps))
+    plan, vocal, mic_noise, original, vocal_part, acc_part, loud = song_audio(song, n_frames, fps)
     levels = np.round(loud * (MOUTH_LEVELS - 1)).astype(np.int64)
 
     face_px = FACE_HEIGHT_4K * height / 2160.0

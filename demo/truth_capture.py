@@ -29,12 +29,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.signal import resample_poly
 from scipy.spatial.transform import Rotation
 
-from demo import audio as demo_audio
 from demo.capture import (FACE_HEIGHT_4K, ORIGINAL_SR, VOCAL_SR, HeadPath, _song_is_current, head_path,
-                          plan_capture, studio_background, subject_photo, write_kinect_mkv)
+                          plan_capture, song_audio, studio_background, subject_photo, write_kinect_mkv)
 from demo.scan import photo_landmarks, procedural_head_model, write_demo_scan
 from demo.truth_render import TexturedHead, project, render_head, textured_head
 from flame_fit.scan_fit import neutral_mesh
@@ -185,15 +183,7 @@ def make_truth_song(song_dir: Path, truth_dir: Path, song: dict, model, subject:
     """Write one song folder (song.json, color.mkv, vocal.wav, original.wav) and its truth."""
     seed, genre, offset = song["seed"], song["genre"], song["audio_offset_s"]
     n_frames = int(round(seconds * fps))
-    plan = demo_audio.song_plan(genre, seed)
-    audio_s = n_frames / fps + offset
-    vocal = demo_audio.synth_vocal(audio_s, VOCAL_SR, seed, genre, plan=plan)
-    acc = demo_audio.synth_accompaniment(audio_s, ORIGINAL_SR, seed, genre, plan=plan)
-    vocal_44 = resample_poly(vocal.astype(np.float64), 147, 160)[: len(acc)]
-    vocal_44 = np.pad(vocal_44, (0, len(acc) - len(vocal_44)))
-    original, vocal_part, acc_part = demo_audio.mix_original(vocal_44, acc, vocal_gain_db=1.0)
-    mic_noise = np.random.default_rng([seed, 111]).standard_normal(len(vocal)).astype(np.float32) * 3e-4
-    loud = demo_audio.loudness_envelope(vocal, VOCAL_SR, fps, n_frames, start_s=offset)
+    plan, vocal, mic_noise, original, vocal_part, acc_part, loud = song_audio(song, n_frames, fps)
 
     face_px = FACE_HEIGHT_4K * height / 2160.0
     motion = plan_motion(n_frames, fps, width, height, face_px, loud, seed, int(model.n_expr))
