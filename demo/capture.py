@@ -574,6 +574,21 @@ def song_audio(song: dict, n_frames: int, fps: float) -> tuple:
     return plan, vocal, mic_noise, original, vocal_part, acc_part, loud
 
 
+def write_song_folder(song_dir: Path, song: dict, vocal: np.ndarray, original: np.ndarray, renderer,
+                      n_frames: int, fps: int, width: int, height: int, workers: int,
+                      progress: Progress | None) -> dict:
+    """One raw/ song folder, atomically: song.json, vocal.wav (VOCAL_SR, 24 bit), original.wav
+    (ORIGINAL_SR, 16 bit) and color.mkv rendered by `renderer`; returns the video's track info."""
+    with atomic_dir(song_dir) as tmp:
+        write_json_atomic(tmp / "song.json", {"title": song["title"], "genre": song["genre"],
+                                              "language": song["language"],
+                                              "audio_offset_s": song["audio_offset_s"]})
+        write_wav(tmp / "vocal.wav", vocal, VOCAL_SR, "PCM_24")
+        write_wav(tmp / "original.wav", original, ORIGINAL_SR, "PCM_16")
+        return write_kinect_mkv(tmp / "color.mkv", renderer, n_frames, fps, width, height, song["seed"],
+                                workers=workers, progress=progress)
+
+
 def make_song(song_dir: Path, truth_dir: Path, song: dict, asset: FaceAsset, background: np.ndarray,
               width: int, height: int, seconds: float, fps: int, workers: int, params: dict,
               progress: Progress | None = None) -> dict:
@@ -589,13 +604,8 @@ def make_song(song_dir: Path, truth_dir: Path, song: dict, asset: FaceAsset, bac
     sheet = lyric_sheet(int(2.0 * face_px), int(2.6 * face_px), seed)
     renderer = FrameRenderer(background, asset, path, levels, focal, sheet)
 
-    with atomic_dir(song_dir) as tmp:
-        write_json_atomic(tmp / "song.json", {"title": song["title"], "genre": genre,
-                                              "language": song["language"], "audio_offset_s": offset})
-        write_wav(tmp / "vocal.wav", vocal + mic_noise, VOCAL_SR, "PCM_24")
-        write_wav(tmp / "original.wav", original, ORIGINAL_SR, "PCM_16")
-        video = write_kinect_mkv(tmp / "color.mkv", renderer, n_frames, fps, width, height, seed,
-                                 workers=workers, progress=progress)
+    video = write_song_folder(song_dir, song, vocal + mic_noise, original, renderer, n_frames, fps, width,
+                              height, workers, progress)
 
     landmarks = np.stack([renderer.true_landmarks(t) for t in range(n_frames)]).astype(np.float32)
     truth = {

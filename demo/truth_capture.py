@@ -32,7 +32,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from demo.capture import (FACE_HEIGHT_4K, ORIGINAL_SR, VOCAL_SR, HeadPath, _song_is_current, head_path,
-                          plan_capture, song_audio, studio_background, subject_photo, write_kinect_mkv)
+                          plan_capture, song_audio, studio_background, subject_photo, write_song_folder)
 from demo.scan import photo_landmarks, procedural_head_model, write_demo_scan
 from demo.truth_render import TexturedHead, project, render_head, textured_head
 from flame_fit.scan_fit import neutral_mesh
@@ -198,13 +198,8 @@ def make_truth_song(song_dir: Path, truth_dir: Path, song: dict, model, subject:
     renderer = TruthRenderer(background, verts, np.asarray(model.faces.cpu().numpy(), np.int64), subject.head,
                              cams, depth_path)
 
-    with atomic_dir(song_dir) as tmp:
-        write_json_atomic(tmp / "song.json", {"title": song["title"], "genre": genre,
-                                              "language": song["language"], "audio_offset_s": offset})
-        write_wav(tmp / "vocal.wav", vocal + mic_noise, VOCAL_SR, "PCM_24")
-        write_wav(tmp / "original.wav", original, ORIGINAL_SR, "PCM_16")
-        video = write_kinect_mkv(tmp / "color.mkv", renderer, n_frames, fps, width, height, seed,
-                                 workers=workers, progress=progress)
+    video = write_song_folder(song_dir, song, vocal + mic_noise, original, renderer, n_frames, fps, width,
+                              height, workers, progress)
 
     truth = {
         "kind": "truth capture", "truth_version": TRUTH_VERSION, "audio_offset_s": offset, "fps": fps,
