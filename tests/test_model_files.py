@@ -9,6 +9,7 @@ import contextlib
 import io
 import os
 import pickle
+import subprocess
 import sys
 import types
 
@@ -49,7 +50,45 @@ class _EvalPayload:
         return builtins.eval, (f"open({self.marker!r}, 'w').close()",)
 
 
-PAYLOADS = {"os.system": (_SystemPayload, "system"), "builtins.eval": (_EvalPayload, "eval")}
+class _Call:
+    """Unpickling calls `func(*args)`; `func` may itself be a `_Call` (a chain of REDUCEs)."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __call__(self, *args):            # pickle insists that a REDUCE's callable be callable
+        raise AssertionError("only for pickling")
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def _exec_payload(marker):
+    return _Call(builtins.exec, f"open({str(marker)!r}, 'w').close()")
+
+
+def _getattr_import_payload(marker):
+    """getattr(__import__('os'), 'system')('touch marker'): acts through two inert-looking builtins."""
+    return _Call(_Call(builtins.getattr, _Call(builtins.__import__, "os"), "system"), f"touch '{marker}'")
+
+
+def _open_payload(marker):
+    return _Call(builtins.open, str(marker), "w")          # opening for writing creates the marker
+
+
+def _subprocess_payload(marker):
+    return _Call(subprocess.call, ["touch", str(marker)])
+
+
+def _numpy_payload(marker):
+    return _Call(np.savetxt, str(marker), np.zeros(1))     # a numpy function that writes a file
+
+
+# name: (payload factory, the refused global's name as the error message ends it)
+PAYLOADS = {"os.system": (_SystemPayload, "system"), "builtins.eval": (_EvalPayload, "eval"),
+            "builtins.exec": (_exec_payload, "exec"), "builtins.getattr": (_getattr_import_payload, "getattr"),
+            "builtins.open": (_open_payload, "open"), "subprocess.call": (_subprocess_payload, "call"),
+            "numpy.savetxt": (_numpy_payload, "savetxt")}
 
 
 @pytest.fixture(params=sorted(PAYLOADS))
