@@ -175,7 +175,8 @@ def fake_classes(qualified: dict[str, dict]):
             del sys.modules[m]
 
 
-def lightning_checkpoint(path: Path, state: dict, hparams_pickle: bytes | None = None) -> Path:
+def lightning_checkpoint(path: Path, state: dict, hparams_pickle: bytes | None = None,
+                         pickle_module=_splicing_pickle_module) -> Path:
     """`path` written as PyTorch-Lightning 1.4.9's `dump_checkpoint` + torch.save write it for EMOCA:
     epoch, global_step, version, the state dict (an OrderedDict with `_metadata`, as
     Module.state_dict() returns), callbacks keyed by the callback class, Adam's optimizer state,
@@ -198,7 +199,7 @@ def lightning_checkpoint(path: Path, state: dict, hparams_pickle: bytes | None =
                 "lr_schedulers": [], "hparams_name": "kwargs"}
         if hparams_pickle is not None:
             ckpt["hyper_parameters"] = _Spliced(hparams_pickle)
-        torch.save(ckpt, path, pickle_module=_splicing_pickle_module, pickle_protocol=2)
+        torch.save(ckpt, path, pickle_module=pickle_module, pickle_protocol=2)
     return path
 
 
