@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse
 
 CACHE = Path(os.environ.get("SINGINGHEAD_TEST_CACHE", Path.home() / ".cache" / "singinghead-test"))
 OMEGACONF_VERSION = "2.0.6"          # EMOCA's requirements38.txt: omegaconf~=2.0.6
@@ -83,20 +84,30 @@ import omegaconf
 from omegaconf import OmegaConf
 cfg = OmegaConf.create(json.loads(sys.stdin.read()))
 stage = cfg.detail
+if len(sys.argv) > 1:                            # a tampered file: a node's value runs os.system
+    import os
+    class Payload:
+        def __reduce__(self):
+            return os.system, ("touch '%s'" % sys.argv[1],)
+    stage.model._get_node("n_exp")._val = Payload()
 hp = {"model_params": stage.model, "learning_params": stage.learning, "inout_params": stage.inout,
       "stage_name": "detail"}
 data = pickle.dumps(hp, protocol=2)              # torch.save's protocol
-plain = {k: OmegaConf.to_container(v, resolve=False) if OmegaConf.is_config(v) else v for k, v in hp.items()}
+plain = {} if len(sys.argv) > 1 else {k: OmegaConf.to_container(v, resolve=False) if OmegaConf.is_config(v)
+                                     else v for k, v in hp.items()}
 sys.stdout.write(json.dumps({"omegaconf": omegaconf.__version__, "pickle": data.hex(), "plain": plain}))
 """
 
 
-def emoca_hparams_pickle(cfg: dict) -> tuple[bytes, dict]:
+def emoca_hparams_pickle(cfg: dict, payload_marker: Path | None = None) -> tuple[bytes, dict]:
     """(protocol-2 pickle of EMOCA's hyper-parameters as omegaconf 2.0.6 writes them, the same as
     plain containers per `OmegaConf.to_container(resolve=False)`); `cfg` is the cfg.yaml content
-    with `detail.{model,learning,inout}` sections."""
+    with `detail.{model,learning,inout}` sections.  With `payload_marker`, the value of
+    `model_params.n_exp` is replaced by an object whose unpickling runs `touch payload_marker`
+    (the plain containers are then not returned)."""
     py = omegaconf_python()
-    r = subprocess.run([str(py), "-c", _HPARAMS_SCRIPT], input=json.dumps(cfg), capture_output=True,
+    argv = [str(payload_marker)] if payload_marker is not None else []
+    r = subprocess.run([str(py), "-c", _HPARAMS_SCRIPT, *argv], input=json.dumps(cfg), capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -152,27 +163,31 @@ _splicing_pickle_module = types.SimpleNamespace(Pickler=_SplicingPickler, __name
 
 @contextlib.contextmanager
 def fake_classes(qualified: dict[str, dict]):
-    """Importable classes named as upstream names them (e.g. Lightning's ModelCheckpoint) while a
-    file is written; removed afterwards so that loading cannot import them."""
-    made, added = {}, []
+    """Importable classes named as upstream names them (e.g. Lightning's ModelCheckpoint, chumpy's
+    Ch) while a file is written: each class's module is a fresh module in sys.modules (a real one of
+    that name, e.g. scipy's deprecated `scipy.sparse.csc`, is set aside), restored afterwards so
+    that loading cannot import them."""
+    made, saved = {}, {}
     for full, attrs in qualified.items():
         mod_name, name = full.rsplit(".", 1)
         parts = mod_name.split(".")
         for i in range(1, len(parts) + 1):
             m = ".".join(parts[:i])
-            if m not in sys.modules:
-                sys.modules[m] = types.ModuleType(m)
-                added.append(m)
-                if i > 1:
-                    setattr(sys.modules[".".join(parts[:i - 1])], parts[i - 1], sys.modules[m])
+            if m == mod_name or m not in sys.modules:
+                if m not in saved:
+                    saved[m] = sys.modules.get(m)
+                    sys.modules[m] = types.ModuleType(m)
         cls = type(name, (), dict(attrs, __module__=mod_name, __qualname__=name))
         setattr(sys.modules[mod_name], name, cls)
         made[full] = cls
     try:
         yield made
     finally:
-        for m in reversed(added):
-            del sys.modules[m]
+        for m, old in saved.items():
+            if old is None:
+                del sys.modules[m]
+            else:
+                sys.modules[m] = old
 
 
 def lightning_checkpoint(path: Path, state: dict, hparams_pickle: bytes | None = None,
@@ -212,7 +227,9 @@ class _Py2Pickler(pickle._Pickler):
 
     def _save_py2_str(self, obj):
         data = obj.encode("latin-1") if isinstance(obj, str) else obj
-        if len(data) < 256:
+        if self.proto == 0:                 # STRING: Python 2's repr of the str, quotes included
+            self.write(pickle.STRING + repr(data)[1:].encode("ascii") + b"\n")
+        elif len(data) < 256:
             self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data)
         else:
             self.write(pickle.BINSTRING + struct.pack("<i", len(data)) + data)
@@ -222,11 +239,11 @@ class _Py2Pickler(pickle._Pickler):
     dispatch[bytes] = _save_py2_str
 
 
-def py2_pickle_bytes(obj) -> bytes:
-    """`obj` pickled the way Python 2.7 + numpy 1.x wrote it (`cPickle.dump(obj, f, 2)`): BINSTRING
-    for str and array data, `numpy.core.multiarray` names.  Only for ASCII text."""
+def py2_pickle_bytes(obj, protocol: int = 2) -> bytes:
+    """`obj` pickled the way Python 2.7 + numpy 1.x wrote it (`cPickle.dump(obj, f, protocol)`):
+    STRING / BINSTRING for str and array data, `numpy.core.multiarray` names.  ASCII text only."""
     buf = io.BytesIO()
-    _Py2Pickler(buf, protocol=2, fix_imports=True).dump(obj)
+    _Py2Pickler(buf, protocol=protocol, fix_imports=True).dump(obj)
     return buf.getvalue().replace(b"cnumpy._core.", b"cnumpy.core.")
 
 
@@ -268,7 +285,6 @@ def py2_scipy_csc():
 
 
 def old_csc(cls, dense: np.ndarray):
-    import scipy.sparse
     m = scipy.sparse.csc_matrix(dense)
     obj = cls.__new__(cls)
     obj.__dict__.update({"_shape": tuple(m.shape), "maxprint": 50, "indptr": m.indptr.astype(np.int32),
