@@ -86,7 +86,8 @@ def _numpy_payload(marker):
 
 # name: (payload factory, the refused global's name as the error message ends it)
 PAYLOADS = {"os.system": (_SystemPayload, "system"), "builtins.eval": (_EvalPayload, "eval"),
-            "builtins.exec": (_exec_payload, "exec"), "builtins.getattr": (_getattr_import_payload, "getattr"),
+            "builtins.exec": (_exec_payload, "exec"),
+            "builtins.getattr": (_getattr_import_payload, "getattr"),
             "builtins.open": (_open_payload, "open"), "subprocess.call": (_subprocess_payload, "call"),
             "numpy.savetxt": (_numpy_payload, "savetxt")}
 
@@ -359,7 +360,8 @@ def test_flame2020_written_by_python2_and_chumpy_loads(tmp_path):
     a, b = load_flame(official, emb_path), load_flame(ours, emb_path)
     assert a.is_real
     g = torch.Generator().manual_seed(0)
-    args = (torch.randn(2, 100, generator=g), torch.randn(2, 50, generator=g), torch.randn(2, 3, generator=g) * 0.2)
+    args = (torch.randn(2, 100, generator=g), torch.randn(2, 50, generator=g),
+            torch.randn(2, 3, generator=g) * 0.2)
     out_a, out_b = a(*args, jaw_pose=args[2] * 0.5), b(*args, jaw_pose=args[2] * 0.5)
     assert torch.equal(out_a.vertices, out_b.vertices) and torch.equal(out_a.landmarks, out_b.landmarks)
 

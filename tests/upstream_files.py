@@ -42,36 +42,51 @@ OFFLINE_SIGNS = ("Could not find a version", "NewConnectionError", "Temporary fa
 
 
 # ----------------------------------------------------------------------------- cached venv
-def _install_or_skip(py: Path, venv: Path, *requirements: str) -> None:
-    r = subprocess.run([str(py), "-m", "pip", "install", "--disable-pip-version-check", "-q", *requirements],
+_OFFLINE: list[str] = []             # set once pip could not reach the registry in this session
+
+
+def _install_or_skip(py: Path, build: Path, *requirements: str) -> None:
+    r = subprocess.run([str(py), "-m", "pip", "install", "--disable-pip-version-check", "-q",
+                        "--retries", "2", "--timeout", "30", *requirements],
                        capture_output=True, text=True, timeout=900)
     if r.returncode != 0:
-        shutil.rmtree(venv, ignore_errors=True)
+        shutil.rmtree(build, ignore_errors=True)
         if any(s in r.stderr for s in OFFLINE_SIGNS):
-            pytest.skip(f"pip could not install {' '.join(requirements)} from the registry: "
-                        f"{r.stderr.strip()[-300:]}")
+            _OFFLINE.append(f"pip could not install {' '.join(requirements)} from the registry: "
+                            f"{r.stderr.strip()[-300:]}")
+            pytest.skip(_OFFLINE[0])
         raise RuntimeError(f"pip install {' '.join(requirements)} failed:\n{r.stderr}")
 
 
 def omegaconf_python() -> Path:
     """python of a cached venv with omegaconf 2.0.6 (created once); skip if pip cannot reach the
     registry.  omegaconf 2.0.6 declares `PyYAML>=5.1.*`, which pip >= 24.1 rejects as invalid
-    metadata, so pip is held below 24.1 there."""
+    metadata, so pip is held below 24.1 there.  The venv is built in a scratch folder and renamed
+    into place, so a half-built one is never used."""
     venv = CACHE / f"omegaconf{OMEGACONF_VERSION.replace('.', '')}"
-    py, ready = venv / "bin" / "python", venv / ".ready"
-    if ready.is_file() and py.exists():
+    py = venv / "bin" / "python"
+    if (venv / ".ready").is_file() and py.exists():
         return py
+    if _OFFLINE:
+        pytest.skip(_OFFLINE[0])
     base = shutil.which("python3.11") or (sys.executable if sys.version_info[:2] <= (3, 11) else None)
     if base is None:
         pytest.skip("omegaconf 2.0.6 needs Python <= 3.11 and no python3.11 was found")
-    shutil.rmtree(venv, ignore_errors=True)
     venv.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([base, "-m", "venv", str(venv)], check=True, capture_output=True)
-    pip_version = subprocess.run([str(py), "-m", "pip", "--version"], capture_output=True, text=True).stdout
+    build = venv.with_name(f"{venv.name}.build-{os.getpid()}")
+    shutil.rmtree(build, ignore_errors=True)
+    subprocess.run([base, "-m", "venv", str(build)], check=True, capture_output=True)
+    bpy = build / "bin" / "python"
+    pip_version = subprocess.run([str(bpy), "-m", "pip", "--version"], capture_output=True, text=True).stdout
     if tuple(int(x) for x in pip_version.split()[1].split(".")[:2]) >= (24, 1):
-        _install_or_skip(py, venv, "pip<24.1")
-    _install_or_skip(py, venv, f"omegaconf=={OMEGACONF_VERSION}")
-    ready.write_text(OMEGACONF_VERSION)
+        _install_or_skip(bpy, build, "pip<24.1")
+    _install_or_skip(bpy, build, f"omegaconf=={OMEGACONF_VERSION}")
+    (build / ".ready").write_text(OMEGACONF_VERSION)
+    shutil.rmtree(venv, ignore_errors=True)          # a stale, unfinished one
+    try:
+        os.rename(build, venv)
+    except OSError:                                   # another process finished first: use its venv
+        shutil.rmtree(build, ignore_errors=True)
     return py
 
 
@@ -210,7 +225,8 @@ def lightning_checkpoint(path: Path, state: dict, hparams_pickle: bytes | None =
                 "optimizer_states": [{"state": {0: {"step": 10, "exp_avg": torch.zeros_like(first),
                                                     "exp_avg_sq": torch.zeros_like(first)}},
                                       "param_groups": [{"lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-8,
-                                                        "weight_decay": 0, "amsgrad": False, "params": [0]}]}],
+                                                        "weight_decay": 0, "amsgrad": False,
+                                                        "params": [0]}]}],
                 "lr_schedulers": [], "hparams_name": "kwargs"}
         if hparams_pickle is not None:
             ckpt["hyper_parameters"] = _Spliced(hparams_pickle)

@@ -241,8 +241,11 @@ def layout_from_config(model_cfg: dict, cfg_path: str | Path = "cfg.yaml") -> Ex
 #    stand-in only stores its arguments;
 #  * INERT_BUILTINS are the real value types (OmegaConf 2.0 metadata names `dict`, `list`, `int`
 #    as key / element / object types): called with any arguments they only build a value of their
-#    own type, they import, open, evaluate and look up nothing by name.  `collections.defaultdict`
-#    (OmegaConf's resolver cache) becomes a plain dict: its factory is dropped, never called;
+#    own type, they import, open, evaluate and look up nothing by name.  Their arguments can only be
+#    data or other objects allowed here, so the special methods they may invoke (`__str__`,
+#    `__int__`, `__iter__`) are those of data, records and tensors; BUILD on such a value fails (no
+#    `__dict__`).  `collections.defaultdict` (OmegaConf's resolver cache) becomes a plain dict: its
+#    factory is dropped, never called;
 #  * everything else is refused before the file is unpickled, in particular every builtin that
 #    acts or reaches other objects (eval, exec, compile, open, getattr, setattr, __import__,
 #    globals, vars, breakpoint, input, print, `type` (three arguments make a class), `object`,
