@@ -276,6 +276,10 @@ def test_checkpoint_writer_is_torch_save(tmp_path):
     a = lightning_checkpoint(tmp_path / "a" / "x.ckpt", state)
     b = lightning_checkpoint(tmp_path / "b" / "x.ckpt", state, pickle_module=pickle)
     assert a.read_bytes() == b.read_bytes()
+    # a Lightning 1.4 checkpoint without hyper-parameters (callbacks keyed by class, optimizer state)
+    got = E.load_state_dict(a)
+    assert list(got) == list(state) and torch.equal(got["deca.E_flame.layers.0.weight"], state[
+        "deca.E_flame.layers.0.weight"])
     hp_pickle, _ = emoca_hparams_pickle(emoca_cfg(glob=False, jaw=True))
     c = lightning_checkpoint(tmp_path / "c.ckpt", state, hp_pickle)
     with zipfile.ZipFile(a) as za, zipfile.ZipFile(c) as zc:
