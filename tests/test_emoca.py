@@ -5,6 +5,7 @@ import importlib.util
 import pickle
 import sys
 import types
+import zipfile
 
 import numpy as np
 import pytest
@@ -200,6 +201,140 @@ def test_config_classes_in_checkpoint_and_parallel_variant(tmp_path, base_state,
         exp_ref = F.linear(F.relu(F.linear(feats, w["0.weight"], w["0.bias"])), w["2.weight"], w["2.bias"])
     torch.testing.assert_close(out["shape"], code[:, :100], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out["exp"], exp_ref, rtol=1e-4, atol=1e-5)
+
+
+# -- checkpoints as EMOCA's environment writes them (Lightning 1.4.9, omegaconf 2.0.6) -------------
+def emoca_cfg(*, glob: bool, jaw: bool) -> dict:
+    """cfg.yaml content shaped like EMOCA v2's (coarse/detail stages, model/learning/inout sections)."""
+    model = {"deca_class": "ExpDECA", "expression_backbone": "deca_clone", "exp_deca_jaw_pose": jaw,
+             "exp_deca_global_pose": glob, "n_exp": 50, "n_shape": 100, "n_tex": 50, "n_pose": 6, "n_cam": 3,
+             "n_light": 27, "use_emonet_loss": True, "resume_training": True,
+             "pretrained_modes_path": "${inout.full_run_dir}/../coarse", "flame_lmk_embedding_path": "???",
+             "emonet_model_path": None, "train_coarse": False, "image_size": 224,
+             "mediapipe_lmk_weights": [0.5, 1.0, 2], "max_epochs": 4}
+    return {"coarse": {"model": dict(model, mode="coarse"), "learning": {"lr": 1e-4},
+                       "inout": {"full_run_dir": "/ps/emoca/coarse"}},
+            "detail": {"model": dict(model, mode="detail"),
+                       "learning": {"lr": 5e-5, "optimizer": "Adam", "gpu_memory_min_gb": 30,
+                                    "checkpoint_after_training": "best", "val_check_interval": 0.2},
+                       "inout": {"full_run_dir": "/ps/emoca/detail", "random_id": "7e4c8b1",
+                                 "time": "2022_05_06_10-23-05"}}}
+
+
+def write_official_model(root, state: dict, *, glob: bool, jaw: bool):
+    """An EMOCA v2 model folder as the download unpacks it: cfg.yaml + a Lightning-1.4.9 checkpoint
+    whose hyper-parameters are omegaconf 2.0.6 objects.  Returns (folder, hyper-parameters as plain
+    containers per OmegaConf.to_container)."""
+    from upstream_files import emoca_hparams_pickle, lightning_checkpoint
+
+    cfg = emoca_cfg(glob=glob, jaw=jaw)
+    hp_pickle, hp_plain = emoca_hparams_pickle(cfg)
+    (root / "detail" / "checkpoints").mkdir(parents=True)
+    (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    lightning_checkpoint(root / "detail" / "checkpoints" / CKPT_NAME, state, hp_pickle)
+    return root, hp_plain
+
+
+@pytest.mark.parametrize("glob,jaw,width", [(False, False, 50), (True, False, 53), (False, True, 53),
+                                            (True, True, 56)])
+def test_official_format_checkpoints_load_in_all_four_layouts(tmp_path, base_state, images, glob, jaw, width):
+    """The four E_expression layouts of EMOCA v2 (global / jaw pose from E_flame or E_expression), in
+    the checkpoint format EMOCA's environment writes, load through the real path and give exactly
+    the codes of the same weights in a bare Lightning dict (which loaded before)."""
+    state = with_width(base_state, width)
+    official, hp_plain = write_official_model(tmp_path / "official", state, glob=glob, jaw=jaw)
+    ckpt = official / "detail" / "checkpoints" / CKPT_NAME
+    names = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(ckpt)))
+    assert {"builtins.dict", "builtins.int", "builtins.list", "collections.defaultdict", "typing.Any",
+            "omegaconf.dictconfig.DictConfig", "omegaconf.nodes.AnyNode"} <= names
+    with pytest.raises(pickle.UnpicklingError):          # torch's weights-only loader alone refuses it
+        torch.load(ckpt, weights_only=True)
+    before = write_model(tmp_path / "before", state, jaw=jaw, glob=glob)
+    got, ref = E.load_emoca(official), E.load_emoca(before)
+    assert got.layout == ref.layout and got.layout.width == width
+    with torch.no_grad():
+        out, want = got.encoder(images), ref.encoder(images)
+    assert out.keys() == want.keys()
+    for key in out:
+        assert torch.equal(out[key], want[key]), key
+    # the hyper-parameters come back as the plain containers omegaconf itself gives
+    hp = E.read_checkpoint(ckpt)["hyper_parameters"]
+    assert hp == hp_plain
+    assert hp["model_params"]["exp_deca_jaw_pose"] is jaw and hp["model_params"]["mode"] == "detail"
+    assert hp["inout_params"]["full_run_dir"] == "/ps/emoca/detail"
+    assert "omegaconf" not in sys.modules
+
+
+def test_checkpoint_writer_is_torch_save(tmp_path):
+    """The fixture writer's archive is torch.save's: without hyper-parameters its bytes equal a plain
+    torch.save of the same dict, and the spliced hyper-parameters keep omegaconf's globals."""
+    from upstream_files import emoca_hparams_pickle, globals_in, lightning_checkpoint
+
+    state = {"deca.E_flame.layers.0.weight": torch.arange(6.0).view(2, 3)}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = lightning_checkpoint(tmp_path / "a" / "x.ckpt", state)
+    b = lightning_checkpoint(tmp_path / "b" / "x.ckpt", state, pickle_module=pickle)
+    assert a.read_bytes() == b.read_bytes()
+    # a Lightning 1.4 checkpoint without hyper-parameters (callbacks keyed by class, optimizer state)
+    got = E.load_state_dict(a)
+    assert list(got) == list(state) and torch.equal(got["deca.E_flame.layers.0.weight"], state[
+        "deca.E_flame.layers.0.weight"])
+    hp_pickle, _ = emoca_hparams_pickle(emoca_cfg(glob=False, jaw=True))
+    c = lightning_checkpoint(tmp_path / "c.ckpt", state, hp_pickle)
+    with zipfile.ZipFile(a) as za, zipfile.ZipFile(c) as zc:
+        assert [n.split("/", 1)[1] for n in za.namelist()] == [n.split("/", 1)[1] for n in zc.namelist()]
+        data = zc.read(next(n for n in zc.namelist() if n.endswith("/data.pkl")))
+    assert globals_in(hp_pickle) <= globals_in(data)
+    assert "__builtin__ long" in globals_in(data)        # how protocol 2 names int
+
+
+def _hparams_with(tmp_path, obj):
+    p = tmp_path / "x.ckpt"
+    torch.save({"state_dict": {"deca.E_flame.layers.0.weight": torch.ones(2)}, "hyper_parameters": obj}, p)
+    return p
+
+
+class _Reduce:
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __call__(self, *args):
+        raise AssertionError("only for pickling")
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+@pytest.mark.parametrize("name,obj", [
+    ("type", _Reduce(type, "Made", (object,), {})),                 # three arguments create a class
+    ("object", _Reduce(object)),
+    ("getattr", _Reduce(getattr, dict, "fromkeys")),                # reaches a method of an allowed type
+    ("setattr", _Reduce(setattr, _Reduce(dict), "x", 1)),
+    ("compile", _Reduce(compile, "1", "f", "eval")),
+    ("vars", _Reduce(vars)),
+    ("globals", _Reduce(globals)),
+    ("print", _Reduce(print, "x")),
+])
+def test_only_inert_builtins_are_allowed(tmp_path, name, obj):
+    """Allowing dict/list/int must not open the rest of builtins: each builtin that acts or reaches
+    other objects is refused by name."""
+    p = _hparams_with(tmp_path, {"model_params": obj})
+    with pytest.raises(ModelFileError, match=rf"refused.*'builtins\.{name}'"):
+        E.load_state_dict(p)
+
+
+def test_inert_builtins_called_with_arguments_give_plain_values(tmp_path):
+    """What REDUCE/NEWOBJ can do with the allowed names: build values; defaultdict's factory is
+    dropped (the plain dict it becomes never calls anything)."""
+    import collections
+    hp = {"d": _Reduce(dict, [("a", 1)]), "l": _Reduce(list, (1, 2)), "i": _Reduce(int, "7"),
+          "t": _Reduce(tuple, [1]), "f": _Reduce(float, "0.5"), "s": _Reduce(str, 3),
+          "dd": collections.defaultdict(list, {"k": [1]}), "fs": frozenset({2})}
+    got = E.read_checkpoint(_hparams_with(tmp_path, hp))["hyper_parameters"]
+    assert got == {"d": {"a": 1}, "l": [1, 2], "i": 7, "t": (1,), "f": 0.5, "s": "3", "dd": {"k": [1]},
+                   "fs": frozenset({2})}
+    assert type(got["dd"]) is dict
 
 
 def test_best_checkpoint_selection_and_missing_files(tmp_path):

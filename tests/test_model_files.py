@@ -9,6 +9,7 @@ import contextlib
 import io
 import os
 import pickle
+import subprocess
 import sys
 import types
 
@@ -49,7 +50,46 @@ class _EvalPayload:
         return builtins.eval, (f"open({self.marker!r}, 'w').close()",)
 
 
-PAYLOADS = {"os.system": (_SystemPayload, "system"), "builtins.eval": (_EvalPayload, "eval")}
+class _Call:
+    """Unpickling calls `func(*args)`; `func` may itself be a `_Call` (a chain of REDUCEs)."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __call__(self, *args):            # pickle insists that a REDUCE's callable be callable
+        raise AssertionError("only for pickling")
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def _exec_payload(marker):
+    return _Call(builtins.exec, f"open({str(marker)!r}, 'w').close()")
+
+
+def _getattr_import_payload(marker):
+    """getattr(__import__('os'), 'system')('touch marker'): acts through two inert-looking builtins."""
+    return _Call(_Call(builtins.getattr, _Call(builtins.__import__, "os"), "system"), f"touch '{marker}'")
+
+
+def _open_payload(marker):
+    return _Call(builtins.open, str(marker), "w")          # opening for writing creates the marker
+
+
+def _subprocess_payload(marker):
+    return _Call(subprocess.call, ["touch", str(marker)])
+
+
+def _numpy_payload(marker):
+    return _Call(np.savetxt, str(marker), np.zeros(1))     # a numpy function that writes a file
+
+
+# name: (payload factory, the refused global's name as the error message ends it)
+PAYLOADS = {"os.system": (_SystemPayload, "system"), "builtins.eval": (_EvalPayload, "eval"),
+            "builtins.exec": (_exec_payload, "exec"),
+            "builtins.getattr": (_getattr_import_payload, "getattr"),
+            "builtins.open": (_open_payload, "open"), "subprocess.call": (_subprocess_payload, "call"),
+            "numpy.savetxt": (_numpy_payload, "savetxt")}
 
 
 @pytest.fixture(params=sorted(PAYLOADS))
@@ -264,6 +304,85 @@ def test_flame_masks_load_and_malicious_masks_refused(tmp_path, payload):
     assert not marker.exists()
 
 
+# -- files exactly as their authors wrote them -----------------------------------------------------
+def _flame2020_py2_bytes(model):
+    """generic_model.pkl as FLAME 2020 was written: Python 2 cPickle protocol 2 of chumpy `Ch` /
+    `Select` objects, a py2-era `scipy.sparse.csc.csc_matrix` J_regressor and plain arrays."""
+    from upstream_files import fake_chumpy, old_csc, py2_pickle_bytes, py2_scipy_csc
+
+    with fake_chumpy() as (Ch, Select), py2_scipy_csc() as csc:
+        pd = model["posedirs"]
+        perm = np.random.default_rng(1).permutation(pd.size)
+        flat = np.empty(pd.size)
+        flat[perm] = pd.ravel()
+        out = dict(model, v_template=Ch(model["v_template"]), shapedirs=Ch(model["shapedirs"]),
+                   posedirs=Select(Ch(flat), perm, pd.shape), weights=Ch(model["weights"]),
+                   J_regressor=old_csc(csc, model["J_regressor"].toarray()), J=Ch(np.zeros((5, 3))),
+                   bs_style="lbs", bs_type="lrotmin")
+        return py2_pickle_bytes(out)
+
+
+def _deca_embedding_npy(path, emb):
+    """landmark_embedding.npy as DECA's file is: np.save (numpy 1.x: format 1.0, pickle protocol 3,
+    `numpy.core` names) of a 0-d object array holding a dict whose dynamic tables are torch tensors."""
+    arr = np.empty((), dtype=object)
+    arr[()] = emb
+    data = pickle.dumps(arr, protocol=3).replace(b"cnumpy._core.", b"cnumpy.core.")
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "|O", "fortran_order": False, "shape": ()})
+        f.write(data)
+
+
+def test_flame2020_written_by_python2_and_chumpy_loads(tmp_path):
+    """FLAME 2020 the way its authors wrote it (Python 2 strings, `__builtin__` / chumpy / old scipy
+    names), with DECA's landmark_embedding.npy: the arrays and the posed head equal those of the
+    same model in the plain numpy pickle our own writer produces."""
+    from upstream_files import globals_in
+
+    model = _tiny_model(np.random.default_rng(0))
+    official = tmp_path / "generic_model.pkl"
+    official.write_bytes(_flame2020_py2_bytes(model))
+    names = globals_in(official.read_bytes())
+    assert {"chumpy.ch Ch", "chumpy.reordering Select", "scipy.sparse.csc csc_matrix", "__builtin__ set",
+            "numpy.core.multiarray _reconstruct"} <= names
+    assert not any(n.startswith(("_codecs", "builtins", "numpy._core")) for n in names)
+    got = load_flame_arrays(official)
+    assert "chumpy" not in sys.modules
+    for key in ("v_template", "shapedirs", "posedirs", "weights"):
+        np.testing.assert_array_equal(got[key], model[key])
+    np.testing.assert_array_equal(got["J_regressor"], model["J_regressor"].toarray())
+    np.testing.assert_array_equal(got["faces"], model["f"].astype(np.int64))
+    emb_path = tmp_path / "landmark_embedding.npy"
+    _deca_embedding_npy(emb_path, _tiny_embedding(np.random.default_rng(2), torch_tensors=True))
+    assert b"numpy.core.multiarray" in emb_path.read_bytes() and b"_load_from_bytes" in emb_path.read_bytes()
+    ours = tmp_path / "ours.pkl"
+    ours.write_bytes(pickle.dumps(dict(model, bs_type="lrotmin"), protocol=2))
+    a, b = load_flame(official, emb_path), load_flame(ours, emb_path)
+    assert a.is_real
+    g = torch.Generator().manual_seed(0)
+    args = (torch.randn(2, 100, generator=g), torch.randn(2, 50, generator=g),
+            torch.randn(2, 3, generator=g) * 0.2)
+    out_a, out_b = a(*args, jaw_pose=args[2] * 0.5), b(*args, jaw_pose=args[2] * 0.5)
+    assert torch.equal(out_a.vertices, out_b.vertices) and torch.equal(out_a.landmarks, out_b.landmarks)
+
+
+@pytest.mark.parametrize("protocol", [0, 2])
+def test_flame_masks_written_by_python2_load(tmp_path, protocol):
+    """FLAME_masks.pkl as a Python 2 pickle (text protocol 0 or binary 2) of int64 index arrays."""
+    from upstream_files import globals_in, py2_pickle_bytes
+
+    rng = np.random.default_rng(4)
+    masks = {region: np.sort(rng.choice(V, 3, replace=False)).astype(np.int64)
+             for region in ("face", "neck", "scalp", "boundary", "right_eyeball", "left_eyeball", "lips")}
+    p = tmp_path / "FLAME_masks.pkl"
+    p.write_bytes(py2_pickle_bytes(masks, protocol))
+    assert "numpy.core.multiarray _reconstruct" in globals_in(p.read_bytes())
+    got = load_flame_masks(p, n_vertices=V)
+    assert list(got) == list(masks)
+    for k in masks:
+        np.testing.assert_array_equal(got[k], masks[k])
+
+
 # -- EMOCA checkpoints ----------------------------------------------------------------------------
 def _tiny_state():
     g = torch.Generator().manual_seed(5)
@@ -285,6 +404,26 @@ def test_malicious_emoca_checkpoint_is_refused_and_not_run(tmp_path, payload):
     msg = str(err.value)
     assert str(p) in msg and f".{name}'" in msg and "refused" in msg
     assert not marker.exists()
+
+
+def test_tampered_official_emoca_checkpoint_is_refused_and_not_run(tmp_path):
+    """An official-format checkpoint (Lightning 1.4.9, omegaconf 2.0.6 hyper-parameters) in which one
+    OmegaConf node's value was replaced by a payload: the inert names around it do not let it through."""
+    from upstream_files import emoca_hparams_pickle, lightning_checkpoint
+
+    marker = tmp_path / "PAYLOAD_RAN"
+    cfg = {"detail": {"model": {"n_exp": 50, "deca_class": "ExpDECA"}, "learning": {"lr": 1e-4},
+                      "inout": {"full_run_dir": "/x"}}}
+    hp_pickle, _ = emoca_hparams_pickle(cfg, payload_marker=marker)
+    p = lightning_checkpoint(tmp_path / "deca-epoch=01-val_loss=0.5.ckpt", _tiny_state(), hp_pickle)
+    with pytest.raises(ModelFileError) as err:
+        E.load_state_dict(p)
+    msg = str(err.value)
+    assert str(p) in msg and "'posix.system'" in msg and "refused" in msg
+    assert "builtins.dict" not in msg and "omegaconf" not in msg     # only the payload is named
+    assert not marker.exists()
+    clean, _ = emoca_hparams_pickle(cfg)                             # control: untampered, it loads
+    assert sorted(E.load_state_dict(lightning_checkpoint(tmp_path / "ok.ckpt", _tiny_state(), clean)))
 
 
 class _Trap:

@@ -230,17 +230,46 @@ def layout_from_config(model_cfg: dict, cfg_path: str | Path = "cfg.yaml") -> Ex
                             parallel=backbone == "deca_parallel")
 
 
-# Modules whose classes only carry configuration in EMOCA / Lightning checkpoints (the
-# hyper-parameters' OmegaConf DictConfig, gdl enums, Lightning's AttributeDict and callback states).
-# Their globals are replaced by `_ConfigRecord` stand-ins: never imported, never called; only
-# `state_dict` is used.  Globals from any other module are refused.
+# What a checkpoint's pickle may name besides torch's own weights-only allow-list.
+#
+# A global in a pickle is harmless only if everything the unpickler can then do with it is: NEWOBJ
+# and REDUCE *call* it with arguments from the file, BUILD hands it state.  So the rule is about
+# the callable, not the name:
+#  * configuration classes (CONFIG_MODULES: EMOCA's OmegaConf DictConfig/ListConfig and their node
+#    and metadata classes, gdl enums, Lightning's AttributeDict and callback classes, typing.Any)
+#    become `_ConfigRecord` stand-ins: the module is never imported, and calling or building a
+#    stand-in only stores its arguments;
+#  * INERT_BUILTINS are the real value types (OmegaConf 2.0 metadata names `dict`, `list`, `int`
+#    as key / element / object types): called with any arguments they only build a value of their
+#    own type, they import, open, evaluate and look up nothing by name.  Their arguments can only be
+#    data or other objects allowed here, so the special methods they may invoke (`__str__`,
+#    `__int__`, `__iter__`) are those of data, records and tensors; BUILD on such a value fails (no
+#    `__dict__`).  `collections.defaultdict` (OmegaConf's resolver cache) becomes a plain dict: its
+#    factory is dropped, never called;
+#  * everything else is refused before the file is unpickled, in particular every builtin that
+#    acts or reaches other objects (eval, exec, compile, open, getattr, setattr, __import__,
+#    globals, vars, breakpoint, input, print, `type` (three arguments make a class), `object`,
+#    super, property, map, filter), os.*, subprocess.*, numpy (its functions include file I/O and
+#    `numpy.testing`'s exec) and any module not named here.
 CONFIG_MODULES = ("omegaconf", "gdl", "gdl_apps", "inferno", "pytorch_lightning", "lightning",
                   "lightning_fabric", "typing", "pathlib", "argparse", "enum", "collections")
+INERT_BUILTINS = {f"builtins.{t.__name__}": t for t in (dict, list, tuple, set, frozenset, int, float,
+                                                        complex, bool, str)}
+
+
+def _defaultdict_as_dict(default_factory=None, *args) -> dict:
+    """`collections.defaultdict(factory, ...)` read as a plain dict (the factory is never called)."""
+    return dict(*args)
+
+
+PLAIN_REPLACEMENTS = {"collections.defaultdict": _defaultdict_as_dict}
 
 
 class _ConfigRecord:
     """Inert stand-in for a configuration class named in a checkpoint: keeps the pickled
     arguments and state as data and has no behaviour."""
+
+    _qualified_name = "?"
 
     def __init__(self, *args, **kwargs):
         self._args = args
@@ -248,14 +277,54 @@ class _ConfigRecord:
     def __setstate__(self, state):
         self.__dict__["_state"] = state
 
+    def __repr__(self):
+        return f"<record of {self._qualified_name}>"
+
+
+_RECORD_CLASSES: dict[str, type] = {}
+
 
 def _config_record(qualified_name: str) -> type:
-    return type(qualified_name.rsplit(".", 1)[-1], (_ConfigRecord,), {"_qualified_name": qualified_name})
+    if qualified_name not in _RECORD_CLASSES:
+        _RECORD_CLASSES[qualified_name] = type(qualified_name.rsplit(".", 1)[-1], (_ConfigRecord,),
+                                               {"_qualified_name": qualified_name})
+    return _RECORD_CLASSES[qualified_name]
+
+
+def _stand_in(global_name: str):
+    """What a checkpoint global outside torch's allow-list is read as, or None when it is refused."""
+    if global_name in INERT_BUILTINS:
+        return INERT_BUILTINS[global_name]
+    if global_name in PLAIN_REPLACEMENTS:
+        return PLAIN_REPLACEMENTS[global_name]
+    if global_name.split(".")[0] in CONFIG_MODULES:
+        return _config_record(global_name)
+    return None
+
+
+def plain_config(obj):
+    """Checkpoint data with OmegaConf records turned back into plain dicts / lists / values, as
+    `OmegaConf.to_container(cfg, resolve=False)` gives them (interpolations stay strings, a missing
+    value stays '???'); other records are left as they are."""
+    if isinstance(obj, _ConfigRecord):
+        state = obj.__dict__.get("_state")
+        name = obj._qualified_name
+        if name.startswith("omegaconf.") and isinstance(state, dict):
+            if name.endswith(("DictConfig", "ListConfig")) and "_content" in state:
+                return plain_config(state["_content"])
+            if "_val" in state:                                  # omegaconf.nodes.*Node
+                return plain_config(state["_val"])
+        return obj
+    if isinstance(obj, dict):
+        return {k: plain_config(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain_config(v) for v in obj)
+    return obj
 
 
 def _load_checkpoint(path: Path):
-    """torch.load(weights_only=True); when the checkpoint also names configuration classes (see
-    CONFIG_MODULES) they are allow-listed as inert `_ConfigRecord`s and the load is repeated.
+    """torch.load(weights_only=True); when the checkpoint also names configuration classes or inert
+    value types (see `_stand_in`) they are allow-listed as such and the load is repeated.
     Never weights_only=False: any other global is refused with a ModelFileError naming it."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -266,7 +335,8 @@ def _load_checkpoint(path: Path):
             raise first from None
         if not unsafe:                 # failed for another reason than a global: unreadable
             raise first from None
-        refused = [g for g in unsafe if g.split(".")[0] not in CONFIG_MODULES]
+        stand_ins = {g: _stand_in(g) for g in unsafe}
+        refused = [g for g, obj in stand_ins.items() if obj is None]
         if refused:
             named = ", ".join(f"'{g}'" for g in refused)
             raise ModelFileError(path, f"refused to load the checkpoint: it refers to {named}, which is "
@@ -279,15 +349,16 @@ def _load_checkpoint(path: Path):
                                  f"({', '.join(unsafe)}); reading them without running code needs "
                                  f"torch >= 2.6 (this is {torch.__version__})", "upgrade torch") from None
         log.info("%s: configuration classes %s read as inert records", path, ", ".join(unsafe))
-        with torch.serialization.safe_globals([(_config_record(g), g) for g in unsafe]):
+        with torch.serialization.safe_globals([(obj, g) for g, obj in stand_ins.items()]):
             return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The `state_dict` of a Lightning `.ckpt` (or a bare state dict), on the CPU.
+def read_checkpoint(path: str | Path) -> dict:
+    """A Lightning `.ckpt` (or a bare state dict) as plain data on the CPU: tensors, and the
+    hyper-parameters' OmegaConf objects as dicts / lists (`plain_config`).
 
-    Read with torch's weights-only loader (`_load_checkpoint`): the hyper-parameters' classes
-    become inert records and anything that is not weights or configuration is refused.
+    Read with torch's weights-only loader (`_load_checkpoint`); anything that is not weights,
+    configuration or a plain value is refused.
     """
     path = Path(path)
     try:
@@ -297,7 +368,18 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except Exception as e:  # noqa: BLE001 - any failure here is an unreadable model file
         raise ModelFileError(path, f"cannot read the checkpoint ({type(e).__name__}: {e})",
                              "download the model again; the file may be truncated") from e
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(ckpt, dict):
+        raise ModelFileError(path, "checkpoint holds no state_dict", FIX_DOWNLOAD)
+    if "hyper_parameters" in ckpt:
+        ckpt["hyper_parameters"] = plain_config(ckpt["hyper_parameters"])
+    return ckpt
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The `state_dict` of a Lightning `.ckpt` (or a bare state dict), on the CPU (`read_checkpoint`)."""
+    path = Path(path)
+    ckpt = read_checkpoint(path)
+    state = ckpt.get("state_dict", ckpt)
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise ModelFileError(path, "checkpoint holds no state_dict", FIX_DOWNLOAD)
     return state
