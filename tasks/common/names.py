@@ -86,7 +86,10 @@ def remove_inside(root: str | Path, path: str | Path) -> bool:
     the tree.  (A folder swapped for a link by another process between the check and the delete
     is not guarded against.)
     """
-    path = Path(root) / path
+    path = Path(path)
+    if not path.is_absolute() and not path.is_relative_to(root):   # given relative to the root
+        path = Path(root) / path
+    path = path.absolute()       # so that resolve_inside does not take it under `root` once more
     if not os.path.lexists(path):
         return False
     parent = resolve_inside(root, path.parent)
