@@ -72,7 +72,8 @@ def build(tasks: list[luigi.Task] | luigi.Task, workers: int = 1, overrides: dic
 
     `tasks` may be a callable returning the tasks, so that they are created under `overrides`.
     The build holds processed/'s build lock (one build per processed/ at a time: PipelineInputError
-    naming the other build's pid otherwise) and first removes the temporaries a killed build left.
+    naming the other build's pid otherwise; shared by the workers of a central scheduler) and first
+    removes the temporaries a killed build left.
     """
     kwargs: dict = {"workers": workers, "detailed_summary": True}
     if scheduler_host:
@@ -85,7 +86,8 @@ def build(tasks: list[luigi.Task] | luigi.Task, workers: int = 1, overrides: dic
         kwargs["log_level"] = log_level
     with config_overrides(overrides):
         lay = Layout.from_config()
-        with build_lock(lay.processed):
+        # exclusive: one build per processed/; shared among the workers of one central scheduler
+        with build_lock(lay.processed, shared=bool(scheduler_host)):
             removed = sweep_stale_temps(lay.processed)
             remove_stale_siblings(lay.release.absolute())
             if removed:

@@ -8,6 +8,7 @@ import inspect
 import multiprocessing
 
 import luigi
+import luigi.interface
 
 from tasks.common.build_lock import build_lock
 from tasks.common.names import check_name, write_roots
@@ -29,10 +30,11 @@ class NameParameter(luigi.Parameter):
 def _confined(run):
     """`run` with writes confined to processed/ and the release folder (`write_roots`) and the build
     lock held: a task run outside `pipeline.build.build` (the `luigi` command) takes it itself,
-    exclusive in Luigi's main process, shared in its forked workers (siblings of one build)."""
+    exclusive with the local scheduler in Luigi's main process; shared in its forked workers (siblings
+    of one build) and under a central scheduler, whose workers luigid keeps from running a task twice."""
     def guards(task):
         lay = task.layout
-        shared = multiprocessing.parent_process() is not None
+        shared = multiprocessing.parent_process() is not None or not luigi.interface.core().local_scheduler
         stack = contextlib.ExitStack()
         stack.enter_context(build_lock(lay.processed, shared=shared))
         stack.enter_context(write_roots(lay.processed, lay.release))
