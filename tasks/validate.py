@@ -19,6 +19,7 @@ from tasks.base import SubjectTask
 from tasks.capture.checks import ERROR, errors_of, validate_capture_details
 from tasks.common.atomic import write_json_atomic
 from tasks.common.errors import CaptureInvalid
+from tasks.common.names import check_write_path
 from tasks.common.settings import AudioSettings, BgmSettings, DatasetSettings, EmocaSettings, FlameSettings
 from tasks.layout import reserved_names
 
@@ -47,5 +48,5 @@ class ValidateCapture(SubjectTask):
         if errors_of(problems):
             write_json_atomic(failed, report)
             raise CaptureInvalid(errors_of(problems))
-        failed.unlink(missing_ok=True)
+        check_write_path(failed).unlink(missing_ok=True)
         write_json_atomic(self.output().path, report)

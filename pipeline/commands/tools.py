@@ -1,6 +1,7 @@
 """`make-head-model`, `separate-bgm` and `demo-capture`: tools that work on single files or folders."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from pipeline.build import config_overrides
 from pipeline.rerun import plan_rerun, remove_outputs
 from tasks import config
 from tasks.common.atomic import atomic_dir
+from tasks.common.build_lock import build_lock
 from tasks.common.progress import Progress
 from tasks.common.settings import BgmSettings, DeviceSettings, FlameSettings
 from tasks.common.names import remove_inside
@@ -107,12 +109,14 @@ def remove_demo_capture(raw: Path, truth: Path, args) -> int:
         # planned while the subjects are still in raw/ (the DAG is read off raw/); used for those gone
         plans = {s: plan_rerun([s], "validate", lay) for s in ownership.read_record(truth)
                  if (raw / s).is_dir() or lay.subject_out(s).is_dir()}
-    removed_raw, kept, gone = ownership.remove_recorded(raw, truth)
-    present = [s for s in gone if s in plans]
-    removed = removed_raw + remove_outputs([p for s in present for p in plans[s]], lay)
-    for s in present:
-        removed += [lay.subject_out(s)] if lay.subject_out(s).exists() else []
-        remove_inside(lay.processed, lay.subject_out(s))
+    # never under a running build (and no processed/ made where there is none)
+    with build_lock(lay.processed) if lay.processed.is_dir() else contextlib.nullcontext():
+        removed_raw, kept, gone = ownership.remove_recorded(raw, truth)
+        present = [s for s in gone if s in plans]
+        removed = removed_raw + remove_outputs([p for s in present for p in plans[s]], lay)
+        for s in present:
+            removed += [lay.subject_out(s)] if lay.subject_out(s).exists() else []
+            remove_inside(lay.processed, lay.subject_out(s))
     for p in kept:
         print(f"{p}: kept: not as the demo generator recorded it (changed, or written by an older "
               "version) -- fix: delete it by hand if it is the demo's")
