@@ -2,6 +2,7 @@
 song folders named like the pipeline's own outputs, two builds at once and builds killed mid-write."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from pipeline.build import build
 from pipeline.cli import main
 from tasks.common.atomic import atomic_path, remove_stale_temps, write_json_atomic
+from tasks.base import StageTask
 from tasks.common.errors import PipelineInputError
 from tasks.crop import CropPortraits
 from tasks.validate import ValidateCapture
@@ -214,3 +216,29 @@ def test_temps_of_a_killed_pack_go_at_the_next_run(luigi_paths, tmp_path):
     assert [n.split(".tmp-")[0] for n in left] == [".SingingHead", ".release"]
     assert build(_Touch(path=str(processed / "x.txt"))).ok
     assert list(processed.rglob(".*.tmp-*")) == []
+
+
+class _StageWrite(StageTask):
+    """A stage writing `target` (relative: under processed/) the way every stage does."""
+    target = luigi.Parameter()
+
+    def output(self):
+        return luigi.LocalTarget(str(self.layout.processed / self.target))
+
+    def run(self):
+        write_json_atomic(self.output().path, {"by": os.getpid()})
+
+
+class _TwoStages(luigi.WrapperTask):
+    def requires(self):
+        return [_StageWrite(target="a.json"), _StageWrite(target="b.json")]
+
+
+def test_parallel_workers_of_one_build_share_its_lock_and_stay_inside(luigi_paths, tmp_path):
+    raw, processed = luigi_paths
+    assert build(_TwoStages(), workers=2).ok                 # forked workers: the build's lock is theirs
+    by = {json.loads((processed / n).read_text())["by"] for n in ("a.json", "b.json")}
+    assert os.getpid() not in by                             # they did run in worker processes
+    outside = tmp_path / "outside.json"
+    assert not build(_StageWrite(target=str(outside))).ok     # a stage's write outside processed/
+    assert not outside.exists()

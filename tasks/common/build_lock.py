@@ -1,8 +1,8 @@
 """One build per processed/ at a time: an advisory lock on `processed/.singinghead.lock`.
 
 `flock` (not a pid file) because the kernel drops the lock when its holder dies, even by kill -9, so
-there is never a stale lock to clear by hand.  The lock is taken once per process and shared with the
-processes forked from it (Luigi's parallel workers), which inherit the open file.  Locks on network
+there is never a stale lock to clear by hand.  The lock is taken once per process and counts as
+held in the processes forked from it (Luigi's parallel workers) while their parent holds it.  Locks on network
 file systems depend on the server; the lock file then says who holds it but may not stop a second
 machine.  Plain code: no luigi, no tasks.config.
 """
@@ -23,6 +23,21 @@ LOCK_FILE = ".singinghead.lock"
 # lock file (absolute, as given) -> open descriptor, for the locks this process (or the one it was
 # forked from) holds; a nested request for a held lock is granted at once.
 _HELD: dict[str, int] = {}
+
+
+def _after_fork_in_child() -> None:
+    # A forked child (a Luigi worker) counts as holding its parent's locks but closes its copy of the
+    # descriptor: the lock must end with the build, not with the last child still shutting down.
+    for key, fd in list(_HELD.items()):
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        _HELD[key] = -1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def lock_path(processed: str | Path) -> Path:
