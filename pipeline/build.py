@@ -13,6 +13,10 @@ from dataclasses import dataclass
 import luigi
 from luigi.cmdline_parser import CmdlineParser
 
+from tasks.common.atomic import remove_stale_siblings, sweep_stale_temps
+from tasks.common.build_lock import build_lock
+from tasks.layout import Layout
+
 log = logging.getLogger("singinghead")
 
 SUCCESS = (luigi.LuigiStatusCode.SUCCESS, luigi.LuigiStatusCode.SUCCESS_WITH_RETRY)
@@ -67,6 +71,9 @@ def build(tasks: list[luigi.Task] | luigi.Task, workers: int = 1, overrides: dic
     """Run `tasks` (and whatever they need) with Luigi; the local scheduler unless a host is given.
 
     `tasks` may be a callable returning the tasks, so that they are created under `overrides`.
+    The build holds processed/'s build lock (one build per processed/ at a time: PipelineInputError
+    naming the other build's pid otherwise; shared by the workers of a central scheduler) and first
+    removes the temporaries a killed build left.
     """
     kwargs: dict = {"workers": workers, "detailed_summary": True}
     if scheduler_host:
@@ -78,7 +85,15 @@ def build(tasks: list[luigi.Task] | luigi.Task, workers: int = 1, overrides: dic
     if log_level:
         kwargs["log_level"] = log_level
     with config_overrides(overrides):
-        roots = tasks() if callable(tasks) else tasks
-        roots = list(roots) if isinstance(roots, (list, tuple)) else [roots]
-        result = luigi.build(roots, **kwargs)
+        lay = Layout.from_config()
+        # exclusive: one build per processed/; shared among the workers of one central scheduler
+        with build_lock(lay.processed, shared=bool(scheduler_host)):
+            removed = sweep_stale_temps(lay.processed)
+            remove_stale_siblings(lay.release.absolute())
+            if removed:
+                log.info("removed %d temporary file(s)/folder(s) a killed build left in %s", len(removed),
+                         lay.processed)
+            roots = tasks() if callable(tasks) else tasks
+            roots = list(roots) if isinstance(roots, (list, tuple)) else [roots]
+            result = luigi.build(roots, **kwargs)
     return BuildResult(ok=result.status in SUCCESS, status=result.status.name, summary=result.summary_text)

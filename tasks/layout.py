@@ -6,6 +6,8 @@ explicitly; nothing below the stage modules resolves a path on its own.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,3 +185,48 @@ class Layout:
         """(song, segment) of every usable segment of every song of the subject, songs sorted."""
         return [(song, seg) for song in self.list_songs(subject)
                 for seg in self.usable_segments(subject, song, min_frames)]
+
+
+# ----------------------------------------------------------------------------- reserved names
+_PROBE = "subject-name-probe"
+
+
+@functools.lru_cache(maxsize=1)
+def reserved_names() -> dict[str, frozenset[str]]:
+    """{'subject': names of processed/'s own entries, 'song': names of processed/<subject>/'s own
+    entries}, read off the Layout's methods, so a new output is reserved the day it is added.
+
+    processed/<subject>/<song>/ sits beside the subject's own outputs (shape/, validation.json, ...)
+    and processed/<subject>/ beside dataset/, _models/, ...: a song or subject folder of one of these
+    names would have a stage replace the other's files.  Compared case-folded (macOS and Windows disks
+    ignore case)."""
+    lay = Layout(Path("raw"), Path("processed"), Path("processed") / "release")
+    subject_out = lay.subject_out(_PROBE)
+    subject_level, top_level = set(), {"release"}
+    for name, fn in inspect.getmembers(Layout, inspect.isfunction):
+        params = list(inspect.signature(fn).parameters)[1:]
+        if name.startswith("_") or not all(p == "subject" for p in params):
+            continue
+        out = fn(lay, _PROBE) if params else fn(lay)
+        if not isinstance(out, Path):
+            continue
+        for parent, names in ((subject_out, subject_level), (lay.processed, top_level)):
+            if parent in out.parents:
+                first = out.relative_to(parent).parts[0]
+                # the stem too: a song 'monocular_shape' beside 'monocular_shape.npz' invites mistakes
+                names.update({first.casefold(), Path(first).stem.casefold()})
+    top_level.discard(_PROBE.casefold())
+    return {"subject": frozenset(top_level), "song": frozenset(subject_level)}
+
+
+def check_not_reserved(name: str, what: str = "subject") -> str:
+    """`name`, or PipelineInputError when its processed/ folder would be one of the pipeline's own
+    outputs (`reserved_names`)."""
+    reserved = reserved_names().get(what, frozenset())
+    if name.casefold() in reserved:
+        where = "processed/" if what == "subject" else "processed/<subject>/"
+        raise PipelineInputError(f"{what} name {name!r}", f"'{name}' is the name of one of the pipeline's "
+                                 f"own outputs in {where} ({', '.join(sorted(reserved))}), so the two "
+                                 "would overwrite each other",
+                                 f"rename the {what} folder (e.g. with a leading number, 003_{name})")
+    return name

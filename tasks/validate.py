@@ -19,7 +19,9 @@ from tasks.base import SubjectTask
 from tasks.capture.checks import ERROR, errors_of, validate_capture_details
 from tasks.common.atomic import write_json_atomic
 from tasks.common.errors import CaptureInvalid
+from tasks.common.names import check_write_path
 from tasks.common.settings import AudioSettings, BgmSettings, DatasetSettings, EmocaSettings, FlameSettings
+from tasks.layout import reserved_names
 
 log = logging.getLogger("singinghead")
 
@@ -35,7 +37,8 @@ class ValidateCapture(SubjectTask):
         lay = self.layout
         problems, facts = validate_capture_details(
             lay.raw, [self.subject], dataset=config.read(DatasetSettings), audio=config.read(AudioSettings),
-            flame=config.read(FlameSettings), emoca=config.read(EmocaSettings), bgm=config.read(BgmSettings))
+            flame=config.read(FlameSettings), emoca=config.read(EmocaSettings), bgm=config.read(BgmSettings),
+            reserved=reserved_names())
         report = {"subject": self.subject, "problems": problems, "facts": facts.get(self.subject, {}),
                   "ok": not errors_of(problems)}
         for p in problems:
@@ -45,5 +48,5 @@ class ValidateCapture(SubjectTask):
         if errors_of(problems):
             write_json_atomic(failed, report)
             raise CaptureInvalid(errors_of(problems))
-        failed.unlink(missing_ok=True)
+        check_write_path(failed).unlink(missing_ok=True)
         write_json_atomic(self.output().path, report)

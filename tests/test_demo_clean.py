@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from demo import ownership
 from pipeline.cli import main
 
 
@@ -15,8 +16,10 @@ def test_remove_takes_only_the_recorded_demo_subjects(tmp_path):
         (processed / subject / "validation.json").write_text("{}")
     (processed / "dataset" / "SingingHead").mkdir(parents=True)
     (processed / "dataset" / "SingingHead" / "manifest.json").write_text("{}")
-    truth.mkdir()
-    (truth / "demo_capture.json").write_text(json.dumps({"subjects": ["S001", "S002"]}))
+    # recorded as demo-capture records what it writes: fingerprints of the paths it wrote
+    targets = ownership.target_paths([{"subject_id": s, "songs": [{"song_id": "001_art_a"}]}
+                                      for s in ("S001", "S002")], with_scan=False)
+    ownership.record_written(raw, truth, targets)
     (tmp_path / "elsewhere.txt").write_text("keep")
 
     assert main(["demo-capture", "--remove", "--out", str(raw), "--truth", str(truth),

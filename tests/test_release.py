@@ -22,6 +22,7 @@ from scipy.io import wavfile
 from pipeline.cli import main
 from tasks.assemble import AssembleDataset
 from tasks.common.atomic import file_sha256
+from tasks.common.errors import PipelineInputError
 from tasks.dataset.card import LOADER_EXAMPLE
 from tasks.dataset.flame_pickle import load_flame_pickle
 from tasks.dataset.loader import SingingHeadDataset
@@ -407,3 +408,20 @@ def test_evaluate_command_on_a_verified_release(dataset, tmp_path, capsys):
     out.unlink()
     assert main(argv) == 2
     assert "does not verify" in capsys.readouterr().err and not out.exists()
+
+
+def test_pack_refuses_a_release_dir_of_the_users(dataset, tmp_path):
+    users = tmp_path / "my_papers"                  # [paths] release_dir pointed at a folder of the user's
+    users.mkdir()
+    (users / "thesis.pdf").write_bytes(b"years of work")
+    with pytest.raises(PipelineInputError, match="did not write.*thesis.pdf"):
+        pack_release(dataset, users, "SingingHead", shard_bytes=2_000_000_000)
+    assert [p.name for p in users.iterdir()] == ["thesis.pdf"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    pack_release(dataset, empty, "SingingHead", shard_bytes=2_000_000_000)   # an empty folder is fine
+    pack_release(dataset, empty, "SingingHead", shard_bytes=2_000_000_000)   # and so is our own release
+    (empty / "notes.txt").write_text("added by the user after packing")
+    with pytest.raises(PipelineInputError, match="notes.txt"):
+        pack_release(dataset, empty, "SingingHead", shard_bytes=2_000_000_000)
+    assert (empty / "notes.txt").is_file()

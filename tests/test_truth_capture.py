@@ -130,4 +130,6 @@ def test_cli_writes_the_truth_capture_by_default(tmp_path):
     arr, meta = read_song_truth(truth / "S001" / song.name)
     assert meta["frames"] == 40 and arr["expression"].shape == (40, 50)
     # the record `--remove` (make clean-demo) goes by
-    assert json.loads((truth / "demo_capture.json").read_text()) == {"subjects": ["S001"]}
+    record = json.loads((truth / "demo_capture.json").read_text())["subjects"]
+    assert set(record) == {"S001"} and set(record["S001"]) == {"subject.json", f"songs/{song.name}"}
+    assert all(fp.startswith(("f:", "d:")) for fp in record["S001"].values())    # written: fingerprinted

@@ -1,6 +1,7 @@
 """`run`, `release`, `rerun` and `stages`: the commands that build (part of) the DAG."""
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import pipeline
@@ -9,6 +10,7 @@ from pipeline.commands.common import describe_run, layout_of, path_overrides, st
 from pipeline.progress import BuildProgress
 from pipeline.registry import family_table, format_table, task_graph
 from pipeline.rerun import plan_rerun, remove_outputs
+from tasks.common.build_lock import build_lock
 from tasks.release import PackRelease
 
 
@@ -42,15 +44,17 @@ def rerun(args) -> int:
     lay = layout_of(args)
     with config_overrides(path_overrides(args)):
         paths = plan_rerun(args.subject, args.from_stage, lay)
-    removed = remove_outputs(paths, lay, dry_run=args.dry_run)
-    verb = "would remove" if args.dry_run else "removed"
-    print(f"{verb} {len(removed)} output(s) of {', '.join(args.subject)} from stage {args.from_stage} on",
-          file=sys.stderr)
-    for p in removed:
-        print(f"  {p}", file=sys.stderr)
-    if args.dry_run or args.no_build:
-        return 0
-    return _build(lambda: pipeline.BuildSingingHead(), args)
+    # under the build lock: never delete outputs a running build is writing or reading
+    with build_lock(lay.processed) if not args.dry_run else contextlib.nullcontext():
+        removed = remove_outputs(paths, lay, dry_run=args.dry_run)
+        verb = "would remove" if args.dry_run else "removed"
+        print(f"{verb} {len(removed)} output(s) of {', '.join(args.subject)} from stage {args.from_stage} on",
+              file=sys.stderr)
+        for p in removed:
+            print(f"  {p}", file=sys.stderr)
+        if args.dry_run or args.no_build:
+            return 0
+        return _build(lambda: pipeline.BuildSingingHead(), args)
 
 
 def stages(args) -> int:

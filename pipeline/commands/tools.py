@@ -1,21 +1,23 @@
 """`make-head-model`, `separate-bgm` and `demo-capture`: tools that work on single files or folders."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
-from demo.capture import make_demo_capture
+from demo import ownership
+from demo.capture import make_demo_capture, plan_capture
 from demo.truth_capture import make_truth_capture
 from flame_fit.flame import load_flame
 from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
 from pipeline.build import config_overrides
 from pipeline.rerun import plan_rerun, remove_outputs
 from tasks import config
-from tasks.capture.raw_layout import read_json
-from tasks.common.atomic import atomic_dir, write_json_atomic
+from tasks.common.atomic import atomic_dir
+from tasks.common.build_lock import build_lock
 from tasks.common.progress import Progress
 from tasks.common.settings import BgmSettings, DeviceSettings, FlameSettings
-from tasks.common.names import check_name, remove_inside
+from tasks.common.names import remove_inside
 from tasks.devices import torch_device
 from tasks.head_model import get_head_model
 from tasks.layout import Layout
@@ -57,7 +59,7 @@ def separate_bgm(args) -> int:
     return 0
 
 
-DEMO_RECORD = "demo_capture.json"
+DEMO_RECORD = ownership.RECORD
 
 
 def demo_capture(args) -> int:
@@ -66,6 +68,9 @@ def demo_capture(args) -> int:
     common = dict(width=args.width, height=args.height, seconds=args.seconds, n_subjects=args.subjects,
                   n_songs=args.songs, seed=args.seed, fps=args.fps, workers=args.workers or None,
                   force=args.force, with_scan=not args.no_scan)
+    # Never over a lab's capture: every path about to be written must be absent or the generator's own.
+    targets = ownership.target_paths(plan_capture(args.subjects, args.songs, args.seed), not args.no_scan)
+    ownership.claim_targets(Path(args.out), Path(args.truth), targets)
     if args.photo_only:
         summary = make_demo_capture(Path(args.out), Path(args.truth), **common)
         kind = "demo capture"
@@ -74,10 +79,7 @@ def demo_capture(args) -> int:
                                      model=demo_head_model(), **common)
         kind = "truth capture"
     # What this generator wrote, so that `--remove` (make clean-demo) never touches a lab's captures.
-    subjects = sorted(s["subject_id"] for s in summary["subjects"])
-    record = Path(args.truth) / DEMO_RECORD
-    known = set(read_json(record)["subjects"]) if record.is_file() else set()
-    write_json_atomic(record, {"subjects": sorted(known | set(subjects))})
+    ownership.record_written(Path(args.out), Path(args.truth), targets)
     n = sum(len(s["songs"]) for s in summary["subjects"])
     print(f"{kind}: {len(summary['subjects'])} subject(s), {n} song(s) under {summary['out']}; "
           f"truth under {summary['truth']}")
@@ -95,23 +97,31 @@ def demo_head_model():
 
 
 def remove_demo_capture(raw: Path, truth: Path, args) -> int:
-    """Remove the demo subjects (those listed in `truth/demo_capture.json`), their outputs and the
-    shared outputs that include them; every other capture and output stays."""
+    """Remove what the demo generator recorded in `truth/demo_capture.json` and still finds unchanged
+    (fingerprints match), the outputs of subjects whose raw folder is then gone and the shared outputs
+    that include them; every other capture and output stays (exit 1 when something recorded stays)."""
     record = truth / DEMO_RECORD
     if not record.is_file():
         print(f"{record} not found: no demo capture recorded there, nothing removed")
         return 0
-    subjects = [check_name(s) for s in read_json(record)["subjects"]]
     with config_overrides(paths={"raw_dir": raw, "processed_dir": getattr(args, "processed_dir", None)}):
         lay = Layout.from_config()
-        present = [s for s in subjects if (raw / s).is_dir() or lay.subject_out(s).is_dir()]
-        paths = plan_rerun(present, "validate", lay) if present else []
-    removed = remove_outputs(paths, lay)
-    for s in present:
-        removed += [p for p in (lay.subject_out(s), raw / s) if p.exists()]
-        remove_inside(lay.processed, lay.subject_out(s))
-        remove_inside(raw, raw / s)
-    remove_inside(truth.parent, truth)
-    print(f"removed the demo capture ({', '.join(present) or 'no subjects left'}): {len(removed)} path(s) "
-          f"and {truth}")
-    return 0
+        # planned while the subjects are still in raw/ (the DAG is read off raw/); used for those gone
+        plans = {s: plan_rerun([s], "validate", lay) for s in ownership.read_record(truth)
+                 if (raw / s).is_dir() or lay.subject_out(s).is_dir()}
+    # never under a running build (and no processed/ made where there is none)
+    with build_lock(lay.processed) if lay.processed.is_dir() else contextlib.nullcontext():
+        removed_raw, kept, gone = ownership.remove_recorded(raw, truth)
+        present = [s for s in gone if s in plans]
+        removed = removed_raw + remove_outputs([p for s in present for p in plans[s]], lay)
+        for s in present:
+            removed += [lay.subject_out(s)] if lay.subject_out(s).exists() else []
+            remove_inside(lay.processed, lay.subject_out(s))
+    for p in kept:
+        print(f"{p}: kept: not as the demo generator recorded it (changed, or written by an older "
+              "version) -- fix: delete it by hand if it is the demo's")
+    if not kept:
+        remove_inside(truth.parent, truth)
+    print(f"removed the demo capture ({', '.join(gone) or 'no whole subjects'}): {len(removed)} path(s)"
+          + ("" if kept else f" and {truth}"))
+    return 1 if kept else 0

@@ -145,10 +145,21 @@ ID_RULE = ("dataset ids are id<subject>_<song>_<segment>_<clip>: <subject> is th
            "(003_country_take-me-home -> 3; without one, its position among the subject's songs)")
 
 
-def check_subject_names(raw_dir: Path, names: list[str], problems: list) -> list[str]:
-    """Each subject folder name must be a plain name holding a subject number no other subject
-    folder under `raw_dir` has (AssembleDataset would otherwise fail at the end of a build).
-    Returns the names that are plain folder names (only those are opened as paths)."""
+def _reserved_problem(path: Path, name: str, what: str, reserved: frozenset[str]) -> dict | None:
+    if name.casefold() not in reserved:
+        return None
+    where = "processed/" if what == "subject" else "processed/<subject>/"
+    return _problem(path, f"{what} folder name '{name}' is the name of one of the pipeline's own outputs in "
+                    f"{where} ({', '.join(sorted(reserved))}): their files would overwrite each other",
+                    f"rename the {what} folder (e.g. with a leading number, 003_{name})")
+
+
+def check_subject_names(raw_dir: Path, names: list[str], problems: list,
+                        reserved: frozenset[str] = frozenset()) -> list[str]:
+    """Each subject folder name must be a plain name, not one of `reserved` (processed/'s own entries),
+    holding a subject number no other subject folder under `raw_dir` has (AssembleDataset would
+    otherwise fail at the end of a build).  Returns the names that are plain folder names (only those
+    are opened as paths)."""
     plain = []
     numbers: dict[int, list[str]] = {}
     for other in R.list_subjects(raw_dir):
@@ -162,6 +173,10 @@ def check_subject_names(raw_dir: Path, names: list[str], problems: list) -> list
             check_name(name, "subject")
         except PipelineInputError as e:
             problems.append(_problem(path, e.problem, e.fix))
+            continue
+        clash_reserved = _reserved_problem(path, name, "subject", reserved)
+        if clash_reserved:
+            problems.append(clash_reserved)
             continue
         plain.append(name)
         try:
@@ -179,9 +194,11 @@ def check_subject_names(raw_dir: Path, names: list[str], problems: list) -> list
     return plain
 
 
-def check_song_names(subject_dir: Path, songs: list[str], problems: list) -> None:
-    """Each song folder name must be plain and give the song a number no other song of the subject
-    gets; a name without a leading number is a warning (its number is its position)."""
+def check_song_names(subject_dir: Path, songs: list[str], problems: list,
+                     reserved: frozenset[str] = frozenset()) -> None:
+    """Each song folder name must be plain, not one of `reserved` (processed/<subject>/'s own entries)
+    and give the song a number no other song of the subject gets; a name without a leading number is
+    a warning (its number is its position)."""
     numbers: dict[int, list[str]] = {}
     for song in songs:
         path = subject_dir / "songs" / song
@@ -190,6 +207,9 @@ def check_song_names(subject_dir: Path, songs: list[str], problems: list) -> Non
         except PipelineInputError as e:
             problems.append(_problem(path, e.problem, e.fix))
             continue
+        clash_reserved = _reserved_problem(path, song, "song", reserved)
+        if clash_reserved:
+            problems.append(clash_reserved)
         n = song_number(song, songs)
         numbers.setdefault(n, []).append(song)
         if not song[:1].isdigit():
@@ -412,7 +432,8 @@ def check_durations(video: dict, audio: dict, offset: float, problems: list, tol
 
 
 # ----------------------------------------------------------------------------- one capture
-def validate_subject(subject_dir: Path, fps: int, tolerance_s: float) -> tuple[list[dict], dict]:
+def validate_subject(subject_dir: Path, fps: int, tolerance_s: float,
+                     reserved_songs: frozenset[str] = frozenset()) -> tuple[list[dict], dict]:
     """All problems of one subject folder, and the facts gathered (for the report).
 
     `fps`: the colour track's required rate ([dataset] fps); `tolerance_s`: how far audio and video
@@ -435,7 +456,7 @@ def validate_subject(subject_dir: Path, fps: int, tolerance_s: float) -> tuple[l
     songs = R.list_songs(subject_dir)
     if not songs:
         problems.append(_problem(songs_dir, "no song folders", "put each take under songs/<song_id>/"))
-    check_song_names(subject_dir, songs, problems)
+    check_song_names(subject_dir, songs, problems, reserved_songs)
     tol = tolerance_s
     for song_dir in (songs_dir / s for s in songs):
         sf_ = {}
@@ -485,19 +506,21 @@ def validate_subject(subject_dir: Path, fps: int, tolerance_s: float) -> tuple[l
 
 def validate_capture(raw_dir: str | Path, subjects: list[str] | None, dataset: DatasetSettings,
                      audio: AudioSettings, flame: FlameSettings, emoca: EmocaSettings,
-                     bgm: BgmSettings) -> list[dict]:
+                     bgm: BgmSettings, reserved: dict[str, frozenset[str]] | None = None) -> list[dict]:
     """Every problem of the capture under raw_dir (of the given subjects; None: all) and of the
     configured model files, each a dict {path, problem, fix, level} with level 'error' or 'warning'.
 
     `dataset.fps` is the required video rate, `audio.duration_tolerance_s` the audio's slack;
     `flame`, `emoca`, `bgm` name the model files to load (empty settings: the stand-ins, nothing
-    to check)."""
-    return validate_capture_details(raw_dir, subjects, dataset, audio, flame, emoca, bgm)[0]
+    to check); `reserved` {'subject': ..., 'song': ...} the folder names processed/ uses itself
+    (`tasks.layout.reserved_names`)."""
+    return validate_capture_details(raw_dir, subjects, dataset, audio, flame, emoca, bgm, reserved)[0]
 
 
 def validate_capture_details(raw_dir: str | Path, subjects: list[str] | None, dataset: DatasetSettings,
                              audio: AudioSettings, flame: FlameSettings, emoca: EmocaSettings,
-                             bgm: BgmSettings) -> tuple[list[dict], dict]:
+                             bgm: BgmSettings, reserved: dict[str, frozenset[str]] | None = None
+                             ) -> tuple[list[dict], dict]:
     """validate_capture's problems and the facts gathered per subject (for the report)."""
     raw_dir = Path(raw_dir)
     problems = check_model_files(flame, emoca, bgm)
@@ -509,9 +532,11 @@ def validate_capture_details(raw_dir: str | Path, subjects: list[str] | None, da
         return problems + [_problem(raw_dir, "no subject folders (with subject.json or songs/)",
                                     "lay the capture out as in raw/README.md")], {}
     facts = {}
-    plain = check_subject_names(raw_dir, list(names), problems)
+    reserved = reserved or {}
+    plain = check_subject_names(raw_dir, list(names), problems, reserved.get("subject", frozenset()))
     for name in plain:
-        p, f = validate_subject(raw_dir / name, dataset.fps, audio.duration_tolerance_s)
+        p, f = validate_subject(raw_dir / name, dataset.fps, audio.duration_tolerance_s,
+                                reserved.get("song", frozenset()))
         problems += p
         facts[name] = f
     return problems, facts

@@ -2,6 +2,11 @@
 
 Luigi's own `temporary_path()` drops the file extension (luigi#3128), which breaks writers that
 infer the format from the suffix (PyAV, soundfile); these helpers keep it.
+
+Every final path is checked with `tasks.common.names.check_write_path` against the active write roots
+(a stage's processed/ and release folder), so no write follows a symbolic link out of them.
+Temporaries are named `.<name>.tmp-<pid>@<host>-<random>`: a stale one (a killed writer's) is told
+from a live writer's by its pid and host, and only stale ones are ever cleaned up.
 """
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
+import socket
 import uuid
 import zipfile
 from pathlib import Path
@@ -18,13 +25,67 @@ from typing import Iterator
 
 import numpy as np
 
+from tasks.common.names import check_write_path
+
 # A fixed zip timestamp keeps .npz bytes identical across reruns (np.savez stamps the wall clock).
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
+_HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:40] or "host"
+# `.<name>.tmp-<pid>@<host>-<8 hex>[suffix]` (and `.old-` for a replaced folder on its way out); the
+# older form `.<name>.tmp-<pid>-<hex>` (no host) is still recognised, as stale.
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?:(?P<pid>\d+)@(?P<host>[A-Za-z0-9._-]+?)-[0-9a-f]{8}"
+                      r"|\d+-[0-9a-f]+|[0-9a-f]{8})(?:\.[^.]*)?$")
+
+
+def _writer_tag() -> str:
+    return f"{os.getpid()}@{_HOST}-{uuid.uuid4().hex[:8]}"
+
+
 def _tmp_sibling(final: Path, suffix: str | None = None) -> Path:
     suffix = final.suffix if suffix is None else suffix
-    return final.with_name(f".{final.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+    return final.with_name(f".{final.stem}.tmp-{_writer_tag()}{suffix}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:      # someone else's live process
+        return True
+    return True
+
+
+def is_stale_temp(name: str) -> bool:
+    """Whether `name` is one of our temporaries whose writer is gone: its pid is not running on this
+    host (or it has the older name without pid and host).  A temp of another host is never stale here:
+    that writer may be alive on a shared disk."""
+    m = _TEMP_RE.match(name)
+    if not m:
+        return False
+    if m.group("pid") is None:
+        return True
+    return m.group("host") == _HOST and not _pid_alive(int(m.group("pid")))
+
+
+def _remove_entry(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)
+
+
+def remove_stale_siblings(final: Path) -> None:
+    """Stale temporaries (and replaced folders) of `final` a killed writer left beside it."""
+    for kind in ("tmp", "old"):
+        for p in final.parent.glob(f".{glob_escape(final.name)}.{kind}-*"):
+            if is_stale_temp(p.name):
+                _remove_entry(p)
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 @contextlib.contextmanager
@@ -33,7 +94,7 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
 
     On an exception the temporary file is removed and `final` is left as it was.
     """
-    final = Path(final)
+    final = check_write_path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_sibling(final)
     try:
@@ -48,15 +109,18 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(final: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside `final`; on success it replaces `final` as a whole."""
-    final = Path(final)
+    """Yield a temporary folder beside `final`; on success it replaces `final` as a whole.
+
+    Temporary folders of `final` that a killed writer left behind are removed first."""
+    final = check_write_path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    remove_stale_siblings(final)
+    tmp = final.with_name(f".{final.name}.tmp-{_writer_tag()}")
     tmp.mkdir()
     try:
         yield tmp
         if final.exists():
-            old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+            old = final.with_name(f".{final.name}.old-{_writer_tag()}")
             os.replace(final, old)
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
@@ -124,15 +188,30 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def remove_stale_temps(folder: str | Path) -> int:
-    """Delete temporaries a killed run left behind (`.name.tmp-*`); returns how many."""
-    folder = Path(folder)
-    if not folder.is_dir():
+    """Delete the temporaries a killed writer left in `folder` (`.name.tmp-*`, `.name.old-*`); a
+    live writer's (its pid still running on this host) stays.  Returns how many were removed."""
+    folder = check_write_path(folder)
+    if not folder.is_dir() or folder.is_symlink():
         return 0
     n = 0
-    for p in folder.glob(".*.tmp-*"):
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
-        n += 1
+    for p in folder.iterdir():
+        if p.name.startswith(".") and is_stale_temp(p.name):
+            _remove_entry(p)
+            n += 1
     return n
+
+
+def sweep_stale_temps(root: str | Path) -> list[Path]:
+    """`remove_stale_temps` in `root` and every folder below it (links not followed): what a killed
+    build left anywhere under processed/.  Returns the removed paths."""
+    root = Path(root)
+    removed = []
+    for folder, dirs, files in os.walk(root):
+        for name in list(dirs) + files:
+            if name.startswith(".") and is_stale_temp(name):
+                p = Path(folder) / name
+                _remove_entry(p)
+                removed.append(p)
+                if name in dirs:
+                    dirs.remove(name)
+    return removed

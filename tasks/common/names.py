@@ -2,12 +2,14 @@
 
 Subject and song names arrive from task parameters, the CLI and rerun; each must be one plain
 folder name (`check_name`), so that `raw/<subject>/songs/<song>` and `processed/<subject>/...`
-stay inside their roots.  Every path a task writes is checked with `resolve_inside`, and every
-delete goes through `remove_inside`, which never follows a symbolic link out of its root.
+stay inside their roots.  Every path a task writes is checked with `check_write_path` (the
+atomic writers of `tasks.common.atomic` call it against the roots `write_roots` made active), and
+every delete goes through `remove_inside`, which never follows a symbolic link out of its root.
 Plain code: no luigi, no tasks.config.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import unicodedata
@@ -84,7 +86,10 @@ def remove_inside(root: str | Path, path: str | Path) -> bool:
     the tree.  (A folder swapped for a link by another process between the check and the delete
     is not guarded against.)
     """
-    path = Path(root) / path
+    path = Path(path)
+    if not path.is_absolute() and not path.is_relative_to(root):   # given relative to the root
+        path = Path(root) / path
+    path = path.absolute()       # so that resolve_inside does not take it under `root` once more
     if not os.path.lexists(path):
         return False
     parent = resolve_inside(root, path.parent)
@@ -97,3 +102,56 @@ def remove_inside(root: str | Path, path: str | Path) -> bool:
     else:
         shutil.rmtree(target)
     return True
+
+
+# The output roots of the stage running in this process (`write_roots`); empty outside a stage, where
+# the caller chose the path itself (a CLI --out).  A module global rather than a context variable on
+# purpose: writers run in helper threads (video encoders) that must see the stage's roots too.
+_WRITE_ROOTS: list[Path] = []
+
+
+@contextlib.contextmanager
+def write_roots(*roots: str | Path | None):
+    """Within the block, every write through `tasks.common.atomic` (and `check_write_path`) must land
+    inside one of `roots` (None entries are left out), with no symbolic link between the root and the
+    file.  Blocks nest; the inner one's roots apply."""
+    saved = list(_WRITE_ROOTS)
+    _WRITE_ROOTS[:] = [Path(os.path.abspath(r)) for r in roots if r is not None]
+    try:
+        yield
+    finally:
+        _WRITE_ROOTS[:] = saved
+
+
+def active_write_roots() -> list[Path]:
+    return list(_WRITE_ROOTS)
+
+
+def check_write_path(path: str | Path, roots: list[str | Path] | None = None) -> Path:
+    """`path` made absolute ('..' folded) after checking that it lies inside one of `roots` (the active
+    `write_roots` when None) and that no folder or file between that root and `path` (`path` itself
+    included) is a symbolic link: a link would carry the write (or the delete) out of its root.  The
+    root itself may be a link (processed/ on another disk).  With no roots at all, `path` is returned
+    made absolute and unchecked.  PipelineInputError otherwise.  (Path,) -> Path"""
+    roots = _WRITE_ROOTS if roots is None else [Path(os.path.abspath(r)) for r in roots]
+    p = Path(os.path.abspath(path))
+    if not roots:
+        return p
+    for root in roots:
+        for base in (root, root.resolve()):
+            try:
+                rel = p.relative_to(base)
+            except ValueError:
+                continue
+            cur = base
+            for part in rel.parts:
+                cur = cur / part
+                if os.path.islink(cur):
+                    raise PipelineInputError(cur, f"is a symbolic link inside the output folder {root}; "
+                                             "writing through it would change files elsewhere",
+                                             "remove the link (outputs are written only inside "
+                                             f"{root}, as plain folders)")
+            return p
+    raise PipelineInputError(path, "lies outside the output folders "
+                             + ", ".join(str(r) for r in roots),
+                             "outputs are only written inside [paths] processed_dir and release_dir")

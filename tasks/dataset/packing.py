@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
 import tarfile
 import zipfile
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.common.atomic import atomic_dir, file_sha256, json_dumps, write_bytes_atomic, write_json_atomic
+from tasks.common.errors import PipelineInputError
 from tasks.dataset.card import data_card
 from tasks.dataset.metadata import read_metadata
 
@@ -49,6 +51,51 @@ EXTRA_FILES = ("metadata.csv", "manifest.json")
 CARD = "README.md"
 SUMS = "SHA256SUMS"
 RELEASE_MANIFEST = "release_manifest.json"
+_MAX_OWN_FILE_BYTES = 64 << 20       # SHA256SUMS / release_manifest.json read when checking ownership
+
+
+def check_release_folder_is_ours(out: Path) -> None:
+    """Packing replaces `out` as a whole, so `out` must be absent, empty or a release this pipeline
+    wrote: nothing in it but SHA256SUMS, release_manifest.json and the files they list (either may be
+    gone: a rerun deletes SHA256SUMS).  A folder of the user's ([paths] release_dir pointed at it) is
+    refused, never emptied."""
+    out = Path(out)
+    if not os.path.lexists(out):
+        return
+    fix = ("point [paths] release_dir at a new or empty folder (or move those files out): the release "
+           "folder is replaced as a whole, so only an empty one or one the pipeline wrote is used")
+    if out.is_symlink() or not out.is_dir():
+        raise PipelineInputError(out, "release_dir is not a plain folder", fix)
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    listed = set()
+    text = _read_small(out / SUMS)
+    if text is not None:
+        listed |= {line.split("  ", 1)[1] for line in text.splitlines() if "  " in line}
+    text = None if set(entries) <= listed | {SUMS} else _read_small(out / RELEASE_MANIFEST)
+    if text is not None:
+        try:
+            rel = json.loads(text)
+            listed |= {a["file"] for a in rel.get("shards", [])} | {f["path"] for f in rel.get("top_level", [])}
+            listed.add(RELEASE_MANIFEST)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            pass
+    foreign = [e for e in entries if e not in listed | {SUMS}]
+    if RELEASE_MANIFEST not in listed or foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise PipelineInputError(out, "release_dir holds files the pipeline did not write"
+                                 + (f" ({shown})" if foreign else " (no release_manifest.json)"), fix)
+
+
+def _read_small(path: Path) -> str | None:
+    """The text of a regular file of at most _MAX_OWN_FILE_BYTES; None otherwise."""
+    if path.is_symlink() or not path.is_file() or path.stat().st_size > _MAX_OWN_FILE_BYTES:
+        return None
+    with open(path, "rb") as f:
+        return f.read(_MAX_OWN_FILE_BYTES + 1).decode("utf-8", "replace")
+
+
 EXTRAS_ZIP = "singinghead_extras.zip"
 # WebDataset member suffix per modality: the key is the clip id (ids hold no dot)
 WDS_SUFFIX = {"video_seqs": ".mp4", "flame_seqs": ".pkl", "audio_seqs": ".vocal.wav", "bgm_seqs": ".bgm.wav"}
@@ -270,6 +317,7 @@ def pack_release(
     ids = read_ids(root)
     card = data_card(manifest, fmt, name).encode("utf-8")
     meta, seqs = extras_units(root, card, include_sequences)
+    check_release_folder_is_ours(out)
     with atomic_dir(out) as tmp:
         if fmt == "tarballs":
             archives = _pack_tarballs(root, tmp, name, shard_bytes, meta, seqs, ids, task)

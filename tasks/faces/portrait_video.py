@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from tasks.common.atomic import remove_stale_temps, write_json_atomic
+from tasks.common.names import check_write_path
 from tasks.common.progress import Progress
 from tasks.common.settings import CropSettings, recorded_params
 from tasks.faces import face_models
@@ -224,7 +225,7 @@ def crop_video(video: str | Path, out_dir: str | Path, cfg: CropSettings,
     """Cut one capture video into portrait segments under out_dir; returns (and writes last)
     the segments.json content. Stale temporaries and segment videos of an earlier, unfinished
     run are removed first, so nothing half-written survives into a finished output."""
-    out_dir = Path(out_dir)
+    out_dir = check_write_path(out_dir)     # no link out of processed/: files here are deleted below
     out_dir.mkdir(parents=True, exist_ok=True)
     # segments.json goes first: while it exists, the folder counts as finished (Luigi's test).
     (out_dir / "segments.json").unlink(missing_ok=True)
