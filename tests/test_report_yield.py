@@ -2,10 +2,15 @@
 sequences / in clips, where the rest was lost, why each segment ended, and old segments.json files."""
 from __future__ import annotations
 
+import html
 import json
 import re
+import shutil
+import subprocess
 
+import numpy as np
 import pytest
+from PIL import Image
 from dataset_helpers import make_subject_outputs
 
 from pipeline.build import config_overrides
@@ -49,17 +54,41 @@ def _segments_json(spec):
             "frame_count": spec["frame_count"], "fps": 30.0, "params": {"margin": 0.6}}
 
 
-def test_yield_and_cut_reasons_match_the_hand_count(luigi_paths):
-    raw, processed = luigi_paths
-    make_subject_outputs(raw, processed)
-    layout = Layout.from_config()
-    for (subject, song), spec in SONGS.items():
-        write_json_atomic(layout.segments_json(subject, song), _segments_json(spec))
-    AssembleDataset().assemble()
-    with config_overrides(crop={"output_size": 64}):
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """The report of DEFAULT_PLAN's subjects with SONGS' segments.json, built once: (folder, stats, page)."""
+    tmp = tmp_path_factory.mktemp("yield")
+    raw, processed = tmp / "raw", tmp / "processed"
+    raw.mkdir()
+    processed.mkdir()
+    with config_overrides(paths={"raw_dir": raw, "processed_dir": processed, "release_dir": processed / "release"},
+                          crop={"output_size": 64}):
+        make_subject_outputs(raw, processed)
+        layout = Layout.from_config()
+        for (subject, song), spec in SONGS.items():
+            write_json_atomic(layout.segments_json(subject, song), _segments_json(spec))
+            for k, (a, b, _) in enumerate(spec["segments"]):
+                if b - a >= 90:   # a QC record with the keys the refinement writes (flame_fit.refine)
+                    write_json_atomic(layout.motion_qc(subject, song, k), _qc(a / 100))
+        AssembleDataset().assemble()
         DatasetReport().run()
-    stats = json.loads((layout.report_dir() / "report.json").read_text())
-    page = (layout.report_dir() / "index.html").read_text()
+    folder = layout.report_dir()
+    return folder, json.loads((folder / "report.json").read_text()), (folder / "index.html").read_text()
+
+
+def _qc(x: float) -> dict:
+    return {"frames": 240,
+            "landmark_rmse_px": {"before": 2.0 + x, "after": 1.0 + x, "after_vs_smoothed": 0.5, "frames_measured": 200},
+            "jitter": {"global_orient_deg": {"before": 0.2, "after": 0.05 * x},
+                       "jaw_pose_deg": {"before": 0.2, "after": 0.1 + x / 10},
+                       "landmarks_px": {"before": 0.5, "after": 0.1 + x / 20}},
+            "outlier_fraction": {"expression": 0.01 * x, "jaw_pose": 0.02},
+            "landmark_detections_failed": 0.01 * x, "iterations": 100, "converged": True,
+            "params": {"image_size": 64}}
+
+
+def test_yield_and_cut_reasons_match_the_hand_count(report):
+    _, stats, page = report
 
     y = stats["yield"]
     want = {"recorded": 1890, "segments": 1350, "sequences": 1290, "clips": 1200}
@@ -88,6 +117,8 @@ def test_yield_and_cut_reasons_match_the_hand_count(luigi_paths):
     counts = page.split("<table class='counts'>")[1].split("</table>")[0]
     assert "Segments left out for being shorter than 3 s" in counts and "sequences_kept" not in counts
     assert "{" not in page.split("<h2>Splits</h2>")[1].split("</table>")[0]
+    # QC in words, with units and the threshold that flags a sequence (5 % of the 64 px portrait)
+    assert stats["qc_keys"] and "Refinement quality per sequence" in page
 
 
 def test_old_segments_json_without_cut_reasons_or_length_still_reads():
@@ -99,3 +130,104 @@ def test_old_segments_json_without_cut_reasons_or_length_still_reads():
     assert s.lost[LOSS_SHORT] == 60 and s.lost[LOSS_REMAINDER] == 150 and s.lost[LOSS_UNACCOUNTED] == 30
     assert sum(s.by_category().values()) == s.recorded
     assert dict(s.cut_reasons()) == {"not recorded": 2}
+
+
+# ----------------------------------------------------------------------------- in a real browser
+# Run in the page after load: every <img> decoded (naturalWidth > 0), no two boxes of figures,
+# images, tables, headings, paragraphs and captions overlapping (unless one holds the other), nothing
+# wider than the window. The verdict is written into the DOM, which --dump-dom prints.
+CHECK_SCRIPT = """<script>
+window.addEventListener('load', () => {
+  const out = {images: 0, broken: [], overlaps: [], too_wide: [], width: window.innerWidth,
+               height: document.documentElement.scrollHeight};
+  for (const img of document.images) {
+    out.images += 1;
+    if (!img.complete || img.naturalWidth === 0) out.broken.push(img.alt || img.src.slice(0, 60));
+  }
+  const els = [...document.querySelectorAll('img,table,h1,h2,h3,p,figcaption,ul')];
+  const boxes = els.map(e => e.getBoundingClientRect());
+  const name = e => e.tagName + ':' + (e.alt || e.textContent || '').trim().slice(0, 40);
+  for (let i = 0; i < els.length; i++) {
+    if (boxes[i].right > window.innerWidth + 1) out.too_wide.push(name(els[i]));
+    for (let j = i + 1; j < els.length; j++) {
+      if (els[i].contains(els[j]) || els[j].contains(els[i])) continue;
+      const a = boxes[i], b = boxes[j];
+      const w = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+      const h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+      if (w > 1 && h > 1) out.overlaps.push([name(els[i]), name(els[j])]);
+    }
+  }
+  const pre = document.createElement('pre');
+  pre.id = 'layout-check';
+  pre.textContent = 'CHECK' + JSON.stringify(out) + 'END';
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("no chromium here: `make test` installs Debian's chromium (apt-get install chromium)")
+
+
+def _browser(chromium: str, *args: str, height: int = 900) -> subprocess.CompletedProcess:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
+             "--no-first-run", "--disable-extensions", f"--window-size=1280,{height}", "--virtual-time-budget=10000"]
+    return subprocess.run([chromium, *flags, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_page_in_a_headless_browser_loads_every_image_and_nothing_overlaps(report, tmp_path):
+    chromium = _chromium()
+    folder, _, page = report
+    # the report folder as a user opens it, plus the check script (the report itself stays untouched)
+    copy = tmp_path / "report"
+    shutil.copytree(folder, copy)
+    (copy / "index.html").write_text(page.replace("</body>", CHECK_SCRIPT + "</body>"))
+    r = _browser(chromium, "--dump-dom", (copy / "index.html").as_uri())
+    m = re.search(r"<pre id=\"layout-check\">CHECK(.*?)END</pre>", r.stdout, re.S)
+    assert m, f"no verdict from chromium (rc {r.returncode}): {r.stderr[-2000:]}"
+    verdict = json.loads(html.unescape(m.group(1)))
+    n_img = page.count("<img ")
+    assert verdict["images"] == n_img and n_img >= 5
+    assert verdict["broken"] == []
+    assert verdict["overlaps"] == []
+    assert verdict["too_wide"] == []
+    # a screenshot of the page as it is, kept beside the test's files
+    shot = tmp_path / "report.png"
+    r = _browser(chromium, f"--screenshot={shot}", folder.joinpath("index.html").as_uri(),
+                 height=min(int(verdict["height"]), 16000))
+    assert shot.is_file(), r.stderr[-2000:]
+    with Image.open(shot) as im:
+        px = np.asarray(im.convert("L"))
+    assert px.shape[1] == 1280 and px.std() > 10       # not a blank page
+
+
+def test_qc_histograms_are_titled_in_words_with_units_threshold_and_integer_counts():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from tasks.reporting.figures import qc_figure
+
+    rng = np.random.default_rng(0)
+    per_key = {"landmark_rmse_px.after": rng.uniform(1, 5, 23).tolist(),
+               "landmark_rmse_px.before": rng.uniform(1, 5, 23).tolist(),     # 'after' exists: not drawn
+               "outlier_fraction.jaw_pose": rng.uniform(0, 0.2, 23).tolist(),
+               "jitter.global_orient_deg.after": rng.uniform(0, 1, 23).tolist(),
+               "seconds.total": rng.uniform(0, 9, 23).tolist()}                 # bookkeeping: not drawn
+    fig = qc_figure(per_key, {"landmark_rmse_px.after": (3.2, "px (5 % of the 64 px portrait)")})
+    FigureCanvasAgg(fig).draw()
+    axes = [ax for ax in fig.axes if ax.axison]
+    titles = [ax.get_title() for ax in axes]
+    assert titles == ["Landmark error after refinement\nflagged above 3.2 px (5 % of the 64 px portrait)",
+                      "Outlier frames: jaw rotation\nno flag threshold",
+                      "Jitter of head rotation after refinement\nno flag threshold"]
+    assert [ax.get_xlabel() for ax in axes] == ["px, RMSE over the 68 landmarks", "% of the sequence's frames",
+                                                "degrees, mean |2nd difference| per frame"]
+    assert [line.get_xdata()[0] for line in axes[0].lines] == [3.2]             # the threshold, drawn
+    assert max(p.get_x() + p.get_width() for p in axes[1].patches) > 1          # fractions shown as %
+    for ax in axes:
+        ticks = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ax.get_title()
+        assert ax.get_ylabel() == "sequences" and ax.title.get_fontsize() >= 10

@@ -135,7 +135,7 @@ def figure_png(fig: Figure) -> bytes:
 
 
 def share_figure(rows: list[dict]) -> Figure:
-    fig = new_figure(16, 3.6)
+    fig = new_figure(12, 3.4)   # the page's width: the type is not shrunk
     axes = fig.subplots(1, 4)
     for ax, (key, title) in zip(
         axes,
@@ -153,9 +153,9 @@ def share_figure(rows: list[dict]) -> Figure:
             [c[k] for k in labels],
             labels=[f"{k} ({c[k]})" for k in labels],
             autopct="%1.0f%%",
-            textprops={"fontsize": 8},
+            textprops={"fontsize": FONT - 1},
         )
-        ax.set_title(title)
+        ax.set_title(title, fontsize=FONT + 1)
     return fig
 
 
@@ -255,12 +255,13 @@ def qc_label(key: str) -> tuple[str, str, float]:
 def qc_figure(per_key: dict[str, list[float]], thresholds: dict[str, tuple[float, str]] | None = None) -> Figure:
     """A histogram per QC key (`qc_panels`): titled in words with its unit, integer sequence counts,
     and the flag threshold drawn and named where one applies (`thresholds`: key -> (value in the
-    key's unit, words)); panels without one say so."""
+    key's unit, its unit and why in words, e.g. "px (5 % of the 1024 px portrait)")); panels without
+    one say so."""
     thresholds = thresholds or {}
     keys = qc_panels(list(per_key))
     cols = min(3, max(1, len(keys)))
     rows = max(1, (len(keys) + cols - 1) // cols)
-    fig = new_figure(5.2 * cols, 3.4 * rows)
+    fig = new_figure(3.9 * cols, 3.3 * rows)   # 3 panels fit the page's width without shrinking the type
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[len(keys) :]:
         ax.axis("off")
@@ -271,14 +272,14 @@ def qc_figure(per_key: dict[str, list[float]], thresholds: dict[str, tuple[float
         if k in thresholds:
             value, words = thresholds[k]
             ax.axvline(value * factor, color="#cc3311", ls="--", lw=1.5)
-            sub = f"flagged above {value * factor:.3g} ({words})"
+            sub = f"flagged above {value * factor:.3g} {words}"
         else:
             sub = "no flag threshold"
-        ax.set_title(f"{title}\n{sub}", fontsize=FONT - 1)
+        ax.set_title(f"{title}\n{sub}", fontsize=FONT)
         ax.set_xlabel(unit, fontsize=FONT - 1)
-        ax.set_ylabel("sequences", fontsize=FONT - 1)
+        ax.set_ylabel("sequences", fontsize=FONT)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.tick_params(labelsize=FONT - 2)
+        ax.tick_params(labelsize=FONT - 1)
     return fig
 
 
@@ -365,13 +366,13 @@ def landmark_error_figure(errors: list[LandmarkError]) -> Figure:
 
     shown = sorted(worst_sequences(errors, ERROR_MAX_ROWS), key=lambda e: e.seq_id)
     rows = len(shown)
-    fig = new_figure(13, max(3.6, 0.26 * rows + 1.4))
+    fig = new_figure(12, max(3.8, 0.3 * rows + 1.6))
     bars, scatter = fig.subplots(1, 2, width_ratios=(1.4, 1))
     y = np.arange(rows)
     h = 0.4
     bars.barh(y - h / 2, [val(e, e.before) for e in shown], height=h, color="#bbbbbb", label="before")
     bars.barh(y + h / 2, [val(e, e.after) for e in shown], height=h, color="#4477aa", label="after")
-    bars.set_yticks(y, [e.seq_id for e in shown], fontsize=7)
+    bars.set_yticks(y, [e.seq_id for e in shown], fontsize=FONT - 2)
     for label, e in zip(bars.get_yticklabels(), shown):
         if e.flags():
             label.set_color("#cc3311")
@@ -379,10 +380,10 @@ def landmark_error_figure(errors: list[LandmarkError]) -> Figure:
     bars.invert_yaxis()
     if relative:
         bars.axvline(100 * POOR_FIT_FRACTION, color="#cc3311", ls="--", lw=1, label="poor-fit threshold")
-    bars.set_xlabel(f"landmark RMSE ({unit})")
+    bars.set_xlabel(f"landmark RMSE ({unit})", fontsize=FONT)
     more = f", the {rows} worst of {len(errors)}" if rows < len(errors) else ""
-    bars.set_title(f"Before and after refinement per sequence{more} (flagged in red)", fontsize=9)
-    bars.legend(fontsize=7, loc="lower right")
+    bars.set_title(f"Before and after refinement per sequence{more} (flagged in red)", fontsize=FONT)
+    bars.legend(fontsize=FONT - 2, loc="lower right")
 
     pts = [(val(e, e.before), val(e, e.after), bool(e.flags())) for e in errors]
     pts = [p for p in pts if math.isfinite(p[0]) and math.isfinite(p[1])]
@@ -399,10 +400,10 @@ def landmark_error_figure(errors: list[LandmarkError]) -> Figure:
             scatter.axhline(100 * POOR_FIT_FRACTION, color="#cc3311", ls="--", lw=1, label="poor fit")
         scatter.set_xlim(0, top)
         scatter.set_ylim(0, max(top, 100 * POOR_FIT_FRACTION * 1.1 if relative else top))
-    scatter.set_xlabel(f"before ({unit})")
-    scatter.set_ylabel(f"after ({unit})")
-    scatter.set_title("After vs before, every sequence", fontsize=9)
-    scatter.legend(fontsize=7, loc="upper left")
+    scatter.set_xlabel(f"before ({unit})", fontsize=FONT)
+    scatter.set_ylabel(f"after ({unit})", fontsize=FONT)
+    scatter.set_title("After vs before, every sequence", fontsize=FONT)
+    scatter.legend(fontsize=FONT - 2, loc="upper left")
     return fig
 
 
@@ -514,8 +515,9 @@ def timeline_figure(songs, fps: float, title: str = "Portrait segments per song 
             ax.broken_barh([(x0, w)], (i - 0.3, 0.6), color=color, label=None if kind in seen_kind else name)
             seen_kind.add(kind)
             marker, mcolor = CUT_MARKERS.get(reason, ("d", "#444444"))
-            ax.plot([b / fps], [i], marker=marker, color=mcolor, markersize=9, markeredgewidth=2,
-                    linestyle="none", label=None if reason in seen_cut else f"cut: {reason}")
+            ax.plot([b / fps], [i], marker=marker, color=mcolor, markersize=10, markeredgewidth=2,
+                    markeredgecolor="black" if marker not in "|x" else mcolor, linestyle="none", zorder=5,
+                    label=None if reason in seen_cut else f"cut: {reason}")
             seen_cut.add(reason)
     ax.set_yticks(np.arange(len(songs)), [song_label(s.subject, s.song) for s in songs], fontsize=FONT - 1)
     ax.set_ylim(len(songs) - 0.5, -0.5)
@@ -523,5 +525,9 @@ def timeline_figure(songs, fps: float, title: str = "Portrait segments per song 
     ax.set_xlabel("time in the recording (seconds)", fontsize=FONT)
     ax.tick_params(axis="x", labelsize=FONT - 1)
     ax.set_title(title, fontsize=FONT + 1)
-    fig.legend(loc="outside lower center", ncols=4, fontsize=FONT - 1, frameon=False)
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda k: (labels[k].startswith("dropped"), labels[k].startswith("cut"),
+                                                       labels[k]))
+    fig.legend([handles[k] for k in order], [labels[k] for k in order], loc="outside lower center", ncols=3,
+               fontsize=FONT - 1, frameon=False)
     return fig

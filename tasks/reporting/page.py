@@ -203,7 +203,7 @@ def build_report(
         thresholds = {}
         if portrait_size:
             thresholds["landmark_rmse_px.after"] = (
-                POOR_FIT_FRACTION * portrait_size, f"{100 * POOR_FIT_FRACTION:g} % of the {portrait_size} px portrait")
+                POOR_FIT_FRACTION * portrait_size, f"px ({100 * POOR_FIT_FRACTION:g} % of the {portrait_size} px portrait)")
         figs["qc"] = (
             f"Refinement quality per sequence ({len(seqs)} sequences)",
             figure_png(qc_figure(dict(qc), thresholds)),
@@ -479,7 +479,8 @@ def render_counts(manifest: dict) -> str:
     fmt = {"min_s": float(ds.get("min_sequence_seconds", 3.0)), "clip_frames": clip_frames,
            "clip_s": clip_frames / fps}
     parts = ["<h2>Counts</h2><table class='counts'>"]
-    for k, v in counts.items():
+    for k in [k for k in COUNT_WORDS if k in counts] + [k for k in counts if k not in COUNT_WORDS]:
+        v = counts[k]
         if k == "clips_per_split":
             continue   # in the splits table
         label = COUNT_WORDS.get(k, k.replace("_", " ").capitalize()).format(**fmt)
