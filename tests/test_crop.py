@@ -11,7 +11,7 @@ import pytest
 
 from tasks.faces.portrait_video import crop_to_i420, crop_video
 from tasks.faces.segmenter import (EDGE, END_OF_VIDEO, FOREHEAD_OUT, LOST_FACE, MISSING, NOFACE, OK, REPEAT_GAP,
-                                   UNRECORDED, cut_reason, edge_verdict, SegmentSink, Segmenter, face_box, face_leaves_box,
+                                   UNRECORDED, CUT_REASONS, cut_reason, edge_verdict, SegmentSink, Segmenter, face_box, face_leaves_box,
                                    landmarks_near_edge, square_box)
 from pipeline.build import build, config_overrides
 from tasks.common.settings import CropSettings
@@ -308,6 +308,13 @@ def test_crop_stage_end_to_end(demo, tmp_path, crop_settings):
     dropped = sum(d["end_frame"] - d["start_frame"] for d in report["dropped"])
     assert in_segs + dropped == n
     assert any(d["reason"] == NOFACE and d["start_frame"] <= f0 + 6 for d in report["dropped"])
+    # Why each segment ended: at the excursion the face left the portrait, before the face-less span
+    # the face was lost, at the end the recording ended.
+    reasons = [(s["end_frame"], s["cut_reason"]) for s in segs]
+    assert all(r in CUT_REASONS for _, r in reasons), reasons
+    assert any(e0 <= e <= e1 and r in (EDGE, FOREHEAD_OUT) for e, r in reasons), reasons
+    assert any(f0 - 6 <= e <= f0 and r == LOST_FACE for e, r in reasons), reasons
+    assert [r for e, r in reasons if e == n] in ([], [END_OF_VIDEO]), reasons
     assert not list(out_dir.glob(".*tmp*"))
 
     # A rerun (after a killed run left a stale temp behind) gives the same bytes.
