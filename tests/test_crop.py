@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from tasks.faces.portrait_video import crop_to_i420, crop_video
-from tasks.faces.segmenter import (EDGE, END_OF_VIDEO, FOREHEAD_OUT, LOST_FACE, MISSING, NOFACE, OK, REPEAT_GAP,
-                                   UNRECORDED, CUT_REASONS, cut_reason, edge_verdict, SegmentSink, Segmenter, face_box, face_leaves_box,
+from tasks.faces.segmenter import (CUT_REASONS, EDGE, END_OF_VIDEO, FOREHEAD_OUT, LOST_FACE, MISSING, NOFACE, OK,
+                                   REPEAT_GAP, UNRECORDED, cut_reason, edge_verdict,
+                                   SegmentSink, Segmenter, face_box, face_leaves_box,
                                    landmarks_near_edge, square_box)
 from pipeline.build import build, config_overrides
 from tasks.common.settings import CropSettings

@@ -4,7 +4,8 @@ with `python -m tasks.evaluation`, the checkout on PYTHONPATH, as the README say
 
 The virtualenv is cached (like the numpy-1.24 one of test_flame_pickle.py) and rebuilt when
 requirements-loader.txt changes. torch comes from a local CPU wheel when pip's find-links hold one
-(the way the Makefile installs torch from local wheels), else from pip's indexes.
+(the way the Makefile installs torch from local wheels), else from pip's indexes (a CUDA build of torch
+then brings its CUDA wheels: a few GB, once; `--no-deps` does not work, it cannot import without them).
 """
 from __future__ import annotations
 
@@ -150,7 +151,8 @@ def test_loader_and_evaluate_run_with_numpy_scipy_soundfile_torch_only(tmp_path,
     preds.mkdir()
     for cid in ref.ids:
         d = ref.flame(cid)
-        (preds / f"{cid}.pkl").write_bytes(pickle.dumps({"expcodes": d["expcodes"], "posecodes": d["posecodes"]}))
+        pred = {"expcodes": d["expcodes"], "posecodes": d["posecodes"]}
+        (preds / f"{cid}.pkl").write_bytes(pickle.dumps(pred))
     result = tmp_path / "result.json"
     r = _run(py, ["-m", "tasks.evaluation", str(preds), "--release", str(release), "--split", split,
                   "--flame", str(head["model"]), "--landmark-embedding", str(head["landmark_embedding"]),

@@ -26,7 +26,8 @@ SONGS = {
     ("S001", "001_country_take-me-home"): {
         "frame_count": 800,
         "segments": [(100, 600, "edge landmark"), (650, 710, "repeat gap")],        # 710-650 = 60 < 90: short
-        "dropped": [(0, 100, "no face"), (600, 650, "edge landmark"), (710, 800, "frames missing from the recording")],
+        "dropped": [(0, 100, "no face"), (600, 650, "edge landmark"),
+                    (710, 800, "frames missing from the recording")],
     },
     ("S001", "002_rock_we-will"): {
         "frame_count": 400,
@@ -61,8 +62,8 @@ def report(tmp_path_factory):
     raw, processed = tmp / "raw", tmp / "processed"
     raw.mkdir()
     processed.mkdir()
-    with config_overrides(paths={"raw_dir": raw, "processed_dir": processed, "release_dir": processed / "release"},
-                          crop={"output_size": 64}):
+    paths = {"raw_dir": raw, "processed_dir": processed, "release_dir": processed / "release"}
+    with config_overrides(paths=paths, crop={"output_size": 64}):
         make_subject_outputs(raw, processed)
         layout = Layout.from_config()
         for (subject, song), spec in SONGS.items():
@@ -78,7 +79,8 @@ def report(tmp_path_factory):
 
 def _qc(x: float) -> dict:
     return {"frames": 240,
-            "landmark_rmse_px": {"before": 2.0 + x, "after": 1.0 + x, "after_vs_smoothed": 0.5, "frames_measured": 200},
+            "landmark_rmse_px": {"before": 2.0 + x, "after": 1.0 + x, "after_vs_smoothed": 0.5,
+                                 "frames_measured": 200},
             "jitter": {"global_orient_deg": {"before": 0.2, "after": 0.05 * x},
                        "jaw_pose_deg": {"before": 0.2, "after": 0.1 + x / 10},
                        "landmarks_px": {"before": 0.5, "after": 0.1 + x / 20}},
@@ -175,7 +177,8 @@ def _chromium() -> str:
 
 def _browser(chromium: str, *args: str, height: int = 900) -> subprocess.CompletedProcess:
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
-             "--no-first-run", "--disable-extensions", f"--window-size=1280,{height}", "--virtual-time-budget=10000"]
+             "--no-first-run", "--disable-extensions", f"--window-size=1280,{height}",
+             "--virtual-time-budget=10000"]
     return subprocess.run([chromium, *flags, *args], capture_output=True, text=True, timeout=120)
 
 
@@ -223,7 +226,8 @@ def test_qc_histograms_are_titled_in_words_with_units_threshold_and_integer_coun
     assert titles == ["Landmark error after refinement\nflagged above 3.2 px (5 % of the 64 px portrait)",
                       "Outlier frames: jaw rotation\nno flag threshold",
                       "Jitter of head rotation after refinement\nno flag threshold"]
-    assert [ax.get_xlabel() for ax in axes] == ["px, RMSE over the 68 landmarks", "% of the sequence's frames",
+    assert [ax.get_xlabel() for ax in axes] == ["px, RMSE over the 68 landmarks",
+                                                "% of the sequence's frames",
                                                 "degrees, mean |2nd difference| per frame"]
     assert [line.get_xdata()[0] for line in axes[0].lines] == [3.2]             # the threshold, drawn
     assert max(p.get_x() + p.get_width() for p in axes[1].patches) > 1          # fractions shown as %

@@ -304,8 +304,8 @@ class SingingHeadDataset(torch.utils.data.Dataset):
             data, where = self.store.read(files["video_seqs"])
             item["video"] = decode_video(data, where, self.video_size, start, stop)
             if len(item["video"]) != len(item["motion"]):
-                raise PipelineInputError(where, f"has {len(item['video']) + start} frames from {start} on, its "
-                                         f"flame_seqs pickle {len(motion) + start}", _FIX)
+                raise PipelineInputError(where, f"has {len(item['video']) + start} frames from {start} on, "
+                                         f"its flame_seqs pickle {len(motion) + start}", _FIX)
         return item
 
 

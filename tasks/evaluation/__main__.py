@@ -36,7 +36,8 @@ def parser() -> argparse.ArgumentParser:
                    help="FLAME's landmark embedding (landmark_embedding.npy)")
     p.add_argument("--masks", default=None, metavar="FLAME_masks.pkl",
                    help="FLAME's region masks (required with FLAME)")
-    p.add_argument("--out", default="result.json", help="JSON result, written atomically (default result.json)")
+    p.add_argument("--out", default="result.json",
+                   help="JSON result, written atomically (default result.json)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     return p
 

@@ -25,7 +25,8 @@ from tasks.faces import face_models
 from tasks.faces.face_models import detect_faces, predict_landmarks
 from tasks.faces.segmenter import (CHECK_SIZE, FACE_PROB, FOREHEAD, LANDMARK_SIZE, MAX_REPEAT_GAP, NOFACE,
                                    Segment, Segmenter, SegmentSink, best_face, edge_verdict, square_box)
-from tasks.media.video_io import PortraitWriter, frame_planes, is_full_range, iter_frames, probe_video, x264_threads
+from tasks.media.video_io import (PortraitWriter, frame_planes, is_full_range, iter_frames, probe_video,
+                                  x264_threads)
 
 log = logging.getLogger("singinghead")
 

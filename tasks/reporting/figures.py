@@ -230,7 +230,8 @@ def qc_label(key: str) -> tuple[str, str, float]:
     head, last = parts[0], parts[-1]
     second_diff = "mean |2nd difference| per frame"
     if head == "landmark_rmse_px":
-        what = {"after": "Landmark error after refinement", "before": "Landmark error of the per-frame estimates",
+        what = {"after": "Landmark error after refinement",
+                "before": "Landmark error of the per-frame estimates",
                 "after_vs_smoothed": "Fit vs smoothed landmarks"}.get(last, f"Landmark error ({last})")
         return what, "px, RMSE over the 68 landmarks", 1.0
     if head == "outlier_fraction":
@@ -242,7 +243,8 @@ def qc_label(key: str) -> tuple[str, str, float]:
         group = parts[1] if len(parts) > 1 else ""
         stage = {"after": "after refinement", "before": "before refinement"}.get(last, "")
         unit = ("degrees, " if group.endswith("_deg") else "px, " if group.endswith("_px") else "") + second_diff
-        return " ".join(x for x in (f"Jitter of {_words(group)}" if group else "Jitter", stage) if x), unit, 1.0
+        what = f"Jitter of {_words(group)}" if group else "Jitter"
+        return " ".join(x for x in (what, stage) if x), unit, 1.0
     if head.startswith("reprojection_error"):
         return f"Reprojection error ({last})" if len(parts) > 1 else "Reprojection error", "px", 1.0
     if head == "loss":
@@ -252,7 +254,8 @@ def qc_label(key: str) -> tuple[str, str, float]:
     return key.replace(".", " / ").replace("_", " ").capitalize(), "as recorded", 1.0
 
 
-def qc_figure(per_key: dict[str, list[float]], thresholds: dict[str, tuple[float, str]] | None = None) -> Figure:
+def qc_figure(per_key: dict[str, list[float]],
+              thresholds: dict[str, tuple[float, str]] | None = None) -> Figure:
     """A histogram per QC key (`qc_panels`): titled in words with its unit, integer sequence counts,
     and the flag threshold drawn and named where one applies (`thresholds`: key -> (value in the
     key's unit, its unit and why in words, e.g. "px (5 % of the 1024 px portrait)")); panels without
@@ -464,7 +467,8 @@ CUT_MARKERS = {
     "end of video": ("|", "#0077bb"),
     "not recorded": (".", "#999999"),
 }
-TIMELINE_KINDS = {"sequence": ("#228833", "dataset sequence"), "short": ("#ee9944", "segment under the minimum"),
+TIMELINE_KINDS = {"sequence": ("#228833", "dataset sequence"),
+                  "short": ("#ee9944", "segment under the minimum"),
                   "other": ("#aa88cc", "long segment not in the dataset")}
 DROP_COLORS = {"edge landmark": "#cc3311", "forehead out": "#ee7733", "no face": "#882255",
                "frames missing from the recording": "#888888"}
@@ -496,7 +500,8 @@ def yield_figure(songs, fps: float) -> Figure:
     return fig
 
 
-def timeline_figure(songs, fps: float, title: str = "Portrait segments per song and why each ended") -> Figure:
+def timeline_figure(songs, fps: float,
+                    title: str = "Portrait segments per song and why each ended") -> Figure:
     """One lane per song over time (s): dataset sequences, short segments, dropped frames (thin, by
     reason), and a marker at each segment's end for its cut reason."""
     fig = new_figure(12, max(2.8, 0.55 * len(songs) + 2.4))
@@ -526,8 +531,8 @@ def timeline_figure(songs, fps: float, title: str = "Portrait segments per song 
     ax.tick_params(axis="x", labelsize=FONT - 1)
     ax.set_title(title, fontsize=FONT + 1)
     handles, labels = ax.get_legend_handles_labels()
-    order = sorted(range(len(labels)), key=lambda k: (labels[k].startswith("dropped"), labels[k].startswith("cut"),
-                                                       labels[k]))
+    order = sorted(range(len(labels)),
+                   key=lambda k: (labels[k].startswith("dropped"), labels[k].startswith("cut"), labels[k]))
     fig.legend([handles[k] for k in order], [labels[k] for k in order], loc="outside lower center", ncols=3,
                fontsize=FONT - 1, frameon=False)
     return fig

@@ -203,7 +203,8 @@ def build_report(
         thresholds = {}
         if portrait_size:
             thresholds["landmark_rmse_px.after"] = (
-                POOR_FIT_FRACTION * portrait_size, f"px ({100 * POOR_FIT_FRACTION:g} % of the {portrait_size} px portrait)")
+                POOR_FIT_FRACTION * portrait_size,
+                f"px ({100 * POOR_FIT_FRACTION:g} % of the {portrait_size} px portrait)")
         figs["qc"] = (
             f"Refinement quality per sequence ({len(seqs)} sequences)",
             figure_png(qc_figure(dict(qc), thresholds)),
@@ -239,8 +240,8 @@ def build_report(
     if missing:
         notes.append("No scan-fit figure (fit.png) for " + ", ".join(missing) + ": no scan, or the fit drew none.")
 
-    html_text = render_html(manifest, stats, figs, notes, warnings=warnings, fit_section=fit_section, scans=scans,
-                            yield_section=yield_section)
+    html_text = render_html(manifest, stats, figs, notes, warnings=warnings, fit_section=fit_section,
+                            scans=scans, yield_section=yield_section)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "report.json", stats)
     write_bytes_atomic(out_dir / "index.html", html_text.encode("utf-8"))  # last: the task's output
@@ -338,7 +339,8 @@ def render_yield_section(songs: list[SongYield], fps: float, manifest: dict) -> 
         "not recorded": "segments.json written before cut reasons were recorded",
     }
     for reason, n in counts.items():
-        parts.append(f"<tr><th>{e(reason)}</th><td class='num'>{n}</td><td>{e(meaning.get(reason, ''))}</td></tr>")
+        parts.append(f"<tr><th>{e(reason)}</th><td class='num'>{n}</td>"
+                     f"<td>{e(meaning.get(reason, ''))}</td></tr>")
     parts.append("</table>")
     for k in range(0, len(songs), SONGS_PER_TIMELINE):
         chunk = songs[k:k + SONGS_PER_TIMELINE]
@@ -526,7 +528,8 @@ def render_html(
         "padding:0 1em;color:#222}"
         "table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:3px 8px;"
         "text-align:left;vertical-align:top}td.num{text-align:right;font-variant-numeric:tabular-nums}"
-        ".warn{background:#fee;border:1px solid #c33;padding:.6em}img{max-width:100%;height:auto;display:block}"
+        ".warn{background:#fee;border:1px solid #c33;padding:.6em}"
+        "img{max-width:100%;height:auto;display:block}"
         "figure{margin:.5em 0 1.5em}figcaption{color:#555;font-size:14px}"
         "td.still img{max-width:260px}</style></head><body>",
         "<h1>SingingHead dataset report</h1>",
