@@ -106,7 +106,7 @@ def test_yield_and_cut_reasons_match_the_hand_count(report):
     assert song["cut_reasons"] == {"edge landmark": 1, "repeat gap": 1}
 
     # the page says it in words: the summary, the minutes table, the lost frames, the cut reasons
-    assert "0.7 of 1.1 recorded minutes (63 %) ended in clips" in page
+    assert "40 s of 63 s recorded (63 %) ended in clips</b>; 43 s are in sequences" in page
     table = page.split("<table class='yield'>")[1].split("</table>")[0]
     assert re.search(r"Recorded \(3 songs\)</th><td class='num'>1\.05</td><td class='num'>100\.0 %", table)
     assert re.search(r"In 8 s clips</th><td class='num'>0\.67</td><td class='num'>63\.5 %", table)
@@ -211,16 +211,20 @@ def test_page_in_a_headless_browser_loads_every_image_and_nothing_overlaps(repor
 def test_qc_histograms_are_titled_in_words_with_units_threshold_and_integer_counts():
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from tasks.reporting.figures import qc_figure
+    from tasks.reporting.figures import PNG_DPI, qc_figure
 
     rng = np.random.default_rng(0)
     per_key = {"landmark_rmse_px.after": rng.uniform(1, 5, 23).tolist(),
                "landmark_rmse_px.before": rng.uniform(1, 5, 23).tolist(),     # 'after' exists: not drawn
                "outlier_fraction.jaw_pose": rng.uniform(0, 0.2, 23).tolist(),
-               "jitter.global_orient_deg.after": rng.uniform(0, 1, 23).tolist(),
+               # values whose default ticks (0.2025, 0.2050, ...) collide at the page's resolution
+               "jitter.global_orient_deg.after": [0.204694, 0.219767] + rng.uniform(0.205, 0.219, 21).tolist(),
                "seconds.total": rng.uniform(0, 9, 23).tolist()}                 # bookkeeping: not drawn
     fig = qc_figure(per_key, {"landmark_rmse_px.after": (3.2, "px (5 % of the 64 px portrait)")})
-    FigureCanvasAgg(fig).draw()
+    fig.set_dpi(PNG_DPI)                   # as the page shows it
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
     axes = [ax for ax in fig.axes if ax.axison]
     titles = [ax.get_title() for ax in axes]
     assert titles == ["Landmark error after refinement\nflagged above 3.2 px (5 % of the 64 px portrait)",
@@ -235,3 +239,7 @@ def test_qc_histograms_are_titled_in_words_with_units_threshold_and_integer_coun
         ticks = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
         assert ticks and all(float(t).is_integer() for t in ticks), ax.get_title()
         assert ax.get_ylabel() == "sequences" and ax.title.get_fontsize() >= 10
+        # tick labels readable: none overlaps its neighbour
+        boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
+        gaps = [b.x0 - a.x1 for a, b in zip(boxes, boxes[1:])]
+        assert min(gaps) >= 3, (ax.get_title(), [t.get_text() for t in ax.get_xticklabels()], gaps)

@@ -55,6 +55,7 @@ POOR_FIT_FRACTION = 0.05  # landmark RMSE after refinement above this share of t
 ROSE_FRACTION = 0.10  # landmark RMSE after above before by more than this share
 WORST_COUNT = 6  # sequences listed with a frame each
 ERROR_MAX_ROWS = 60  # sequences drawn as bars (the worst); the scatter shows them all
+PNG_DPI = 90  # a 12 inch figure is 1080 px: the page's width, so the type is shown at its size
 FONT = 11  # readable type: axis labels and titles of the report's figures (ticks one or two smaller)
 
 
@@ -130,7 +131,7 @@ def new_figure(width: float, height: float) -> Figure:
 def figure_png(fig: Figure) -> bytes:
     """PNG bytes of `fig`, identical on reruns (no software/date metadata)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=PNG_DPI, bbox_inches="tight", metadata={"Software": None})
     return buf.getvalue()
 
 
@@ -271,17 +272,22 @@ def qc_figure(per_key: dict[str, list[float]],
     for ax, k in zip(axes.flat, keys):
         title, unit, factor = qc_label(k)
         vals = np.asarray(per_key[k], np.float64) * factor
-        ax.hist(vals, bins=20, color="#aa3377")
-        if k in thresholds:
-            value, words = thresholds[k]
-            ax.axvline(value * factor, color="#cc3311", ls="--", lw=1.5)
-            sub = f"flagged above {value * factor:.3g} {words}"
+        edge = thresholds[k][0] * factor if k in thresholds else None
+        # bins over the drawn range (the threshold included), fewer when there are few sequences
+        span = vals if edge is None else np.append(vals, edge)
+        if np.all(np.isfinite(span)) and span.min() >= 0:
+            span = np.append(span, 0.0)    # non-negative quantities are drawn from 0: their scale shows
+        ax.hist(vals, bins=np.histogram_bin_edges(span, bins=min(20, max(6, len(vals)))), color="#aa3377")
+        if edge is not None:
+            ax.axvline(edge, color="#cc3311", ls="--", lw=1.5)
+            sub = f"flagged above {edge:.3g} {thresholds[k][1]}"
         else:
             sub = "no flag threshold"
         ax.set_title(f"{title}\n{sub}", fontsize=FONT)
         ax.set_xlabel(unit, fontsize=FONT - 1)
         ax.set_ylabel("sequences", fontsize=FONT)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))   # 5 labels fit a panel's width
         ax.tick_params(labelsize=FONT - 1)
     return fig
 
@@ -464,7 +470,7 @@ CUT_MARKERS = {
     "forehead out": ("^", "#ee7733"),
     "lost face": ("X", "#000000"),
     "repeat gap": ("s", "#777777"),
-    "end of video": ("|", "#0077bb"),
+    "end of video": (">", "#0077bb"),
     "not recorded": (".", "#999999"),
 }
 TIMELINE_KINDS = {"sequence": ("#228833", "dataset sequence"),
@@ -479,9 +485,10 @@ def song_label(subject: str, song: str) -> str:
     return f"{subject} / {song}"
 
 
-def yield_figure(songs, fps: float) -> Figure:
+def yield_figure(songs, fps: float, words: dict[str, str] | None = None) -> Figure:
     """Per song, one horizontal bar of its recorded minutes split by where the frames went
-    (`tasks.reporting.data_yield.CATEGORIES`); the legend below the bars."""
+    (`tasks.reporting.data_yield.CATEGORIES`, named as `words` says); the legend below the bars."""
+    words = words or {}
     fig = new_figure(12, max(2.6, 0.42 * len(songs) + 2.2))
     ax = fig.subplots()
     y = np.arange(len(songs))
@@ -489,7 +496,7 @@ def yield_figure(songs, fps: float) -> Figure:
     used = [c for c in CATEGORIES if any(s.by_category()[c] for s in songs)]
     for c in used:
         vals = np.array([minutes(s.by_category()[c], fps) for s in songs])
-        ax.barh(y, vals, left=left, color=YIELD_COLORS.get(c, "#bbbbbb"), label=c, height=0.7)
+        ax.barh(y, vals, left=left, color=YIELD_COLORS.get(c, "#bbbbbb"), label=words.get(c, c), height=0.7)
         left += vals
     ax.set_yticks(y, [song_label(s.subject, s.song) for s in songs], fontsize=FONT - 1)
     ax.invert_yaxis()
@@ -517,7 +524,9 @@ def timeline_figure(songs, fps: float,
                 seen_drop.add(reason)
                 continue
             color, name = TIMELINE_KINDS.get(kind, ("#bbbbbb", kind))
-            ax.broken_barh([(x0, w)], (i - 0.3, 0.6), color=color, label=None if kind in seen_kind else name)
+            # a white edge keeps back-to-back segments apart
+            ax.broken_barh([(x0, w)], (i - 0.3, 0.6), facecolor=color, edgecolor="white", linewidth=1,
+                           label=None if kind in seen_kind else name)
             seen_kind.add(kind)
             marker, mcolor = CUT_MARKERS.get(reason, ("d", "#444444"))
             ax.plot([b / fps], [i], marker=marker, color=mcolor, markersize=10, markeredgewidth=2,

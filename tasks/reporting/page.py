@@ -320,12 +320,13 @@ def render_yield_section(songs: list[SongYield], fps: float, manifest: dict) -> 
         "<h3>Lost frames</h3><table class='losses'><tr><th>why</th><th>minutes</th><th>of recorded</th></tr>",
     ]
     words = {"segments under the minimum sequence length": f"segments under {min_s:g} s",
-             "remainders shorter than a clip": f"remainders under {clip_s:g} s (sequence ends in no clip)"}
+             "remainders shorter than a clip": f"remainders under {clip_s:g} s (sequence ends in no clip)",
+             "in clips": f"in {clip_s:g} s clips"}
     for c in CATEGORIES[1:]:
         if t["lost"][c]:
             parts.append(row(words.get(c, c), t["lost"][c]))
     parts.append("</table>")
-    parts.append("<figure>" + _img(figure_png(yield_figure(songs, fps)), "yield per song") +
+    parts.append("<figure>" + _img(figure_png(yield_figure(songs, fps, words)), "yield per song") +
                  "<figcaption>Each song's recorded minutes by where they went.</figcaption></figure>")
     counts = cut_reason_counts(songs)
     parts.append("<h3>Why segments ended</h3><table class='cuts'><tr><th>cut reason</th><th>segments</th>"
@@ -462,6 +463,13 @@ def render_fit_section(
     return "\n".join(parts)
 
 
+def _duration(minutes: float) -> str:
+    """Minutes in the unit that reads best: seconds under 2 min, hours from 2 h."""
+    if minutes < 2:
+        return f"{60 * minutes:.0f} s"
+    return f"{minutes:.1f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+
+
 COUNT_WORDS = {
     "subjects": "Subjects",
     "sequences_kept": "Sequences (face-stable segments of at least {min_s:g} s)",
@@ -540,8 +548,8 @@ def render_html(
     if "yield" in stats:
         m = stats["yield"]["minutes"]
         share = 100 * m["clips"] / m["recorded"] if m["recorded"] else 0.0
-        parts.append(f"<p class='summary'><b>{m['clips']:.1f} of {m['recorded']:.1f} recorded minutes "
-                     f"({share:.0f} %) ended in clips</b>; {m['sequences']:.1f} min are in sequences. "
+        parts.append(f"<p class='summary'><b>{_duration(m['clips'])} of {_duration(m['recorded'])} recorded "
+                     f"({share:.0f} %) ended in clips</b>; {_duration(m['sequences'])} are in sequences. "
                      "<a href='#yield'>Where the rest went</a>.</p>")
     if manifest.get("stand_ins"):
         parts.append(
