@@ -243,3 +243,7 @@ def test_qc_histograms_are_titled_in_words_with_units_threshold_and_integer_coun
         boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
         gaps = [b.x0 - a.x1 for a, b in zip(boxes, boxes[1:])]
         assert min(gaps) >= 3, (ax.get_title(), [t.get_text() for t in ax.get_xticklabels()], gaps)
+    # a quantity that is zero for every sequence (no outliers at all) is drawn from 0, not -0.5
+    zero = qc_figure({"outlier_fraction.cam": [0.0] * 5})
+    FigureCanvasAgg(zero).draw()
+    assert [ax.get_xlim()[0] for ax in zero.axes if ax.axison] == [0.0]

@@ -275,9 +275,14 @@ def qc_figure(per_key: dict[str, list[float]],
         edge = thresholds[k][0] * factor if k in thresholds else None
         # bins over the drawn range (the threshold included), fewer when there are few sequences
         span = vals if edge is None else np.append(vals, edge)
-        if np.all(np.isfinite(span)) and span.min() >= 0:
+        positive = bool(np.all(np.isfinite(span)) and span.size and span.min() >= 0)
+        if positive:
             span = np.append(span, 0.0)    # non-negative quantities are drawn from 0: their scale shows
+            if span.max() == 0:
+                span = np.append(span, 1.0)    # all zero: a unit range, not -0.5..0.5
         ax.hist(vals, bins=np.histogram_bin_edges(span, bins=min(20, max(6, len(vals)))), color="#aa3377")
+        if positive:
+            ax.set_xlim(left=0)
         if edge is not None:
             ax.axvline(edge, color="#cc3311", ls="--", lw=1.5)
             sub = f"flagged above {edge:.3g} {thresholds[k][1]}"
