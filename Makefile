@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean-demo
+.PHONY: setup demo test bench clean-demo browser
 
 setup: $(STAMP)
 
@@ -24,7 +24,11 @@ demo: setup
 	@test -n "$$(ls raw 2>/dev/null | grep -v README)" || $(BIN)/singinghead demo-capture --out raw --truth demo_truth
 	$(BIN)/luigi --module pipeline BuildSingingHead --local-scheduler
 
-test: setup
+# The report's test opens the page in a real headless browser: Debian's chromium.
+browser:
+	@dpkg -s chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: setup browser
 	$(BIN)/python -m pytest -q tests
 
 bench: setup

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from tasks.faces.portrait_video import crop_to_i420, crop_video
-from tasks.faces.segmenter import (EDGE, MISSING, NOFACE, OK, SegmentSink, Segmenter, face_box, face_leaves_box,
+from tasks.faces.segmenter import (CUT_REASONS, EDGE, END_OF_VIDEO, FOREHEAD_OUT, LOST_FACE, MISSING, NOFACE, OK,
+                                   REPEAT_GAP, UNRECORDED, cut_reason, edge_verdict,
+                                   SegmentSink, Segmenter, face_box, face_leaves_box,
                                    landmarks_near_edge, square_box)
 from pipeline.build import build, config_overrides
 from tasks.common.settings import CropSettings
@@ -155,6 +157,52 @@ def test_face_at_frame_edge_never_starts_a_segment():
     assert set(sink.dropped.values()) == {EDGE}
 
 
+def test_each_segment_records_why_it_was_cut():
+    # edge at 70, the face gone over [100, 114), a recorder gap [150, 170), forehead out at 200, end at 260
+    n = 260
+    x = np.full(n, 50.0)
+    x[70:] = 80.0
+    present = np.ones(n, bool)
+    present[100:114] = False
+    missing = set(range(150, 170))
+    forehead_from = 200
+
+    def check(t, prepared):
+        if not present[t]:
+            return NOFACE
+        centre = (prepared[1][0] + prepared[1][2]) / 2
+        if abs(x[t] - centre) >= 10:
+            return EDGE
+        # the segment that starts after the gap loses the forehead at 200 (a fresh box at 200 fits)
+        return FOREHEAD_OUT if t >= forehead_from and prepared[1][1] == 0 else OK
+
+    def detect(t):
+        return None if not present[t] else np.array([x[t] - 5, 1 if t >= forehead_from else 0,
+                                                      x[t] + 5, 10])
+
+    sink = RecordingSink()
+    Segmenter(detect, lambda t, b: (t, b), check, sink, 6).run((t, t) for t in range(n) if t not in missing)
+    assert_partition(n, sink)
+    got = [(s.start_frame, s.end_frame, s.cut_reason) for s in sink.segments]
+    assert got == [(0, 70, EDGE), (70, 100, LOST_FACE), (114, 150, REPEAT_GAP),
+                   (170, 200, FOREHEAD_OUT), (200, n, END_OF_VIDEO)]
+    assert {sink.dropped[i] for i in range(100, 114)} == {NOFACE}
+
+
+def test_edge_verdict_tells_edge_landmark_from_forehead_and_old_rows_read():
+    lm = np.zeros((68, 2))
+    lm[:, 0] = np.linspace(150, 250, 68)
+    lm[:, 1] = 150.0
+    lm[17:27, 1] = 100.0
+    lm[8, 1] = 200.0
+    box = (0, 0, 400, 400)
+    assert edge_verdict(lm, box, 0.08) == OK
+    assert edge_verdict(lm - [0, 70], box, 0.07) == FOREHEAD_OUT     # landmarks clear, forehead cut
+    assert edge_verdict(lm - [140, 0], box, 0.07) == EDGE             # a landmark at x = 10
+    assert cut_reason({"index": 0, "start_frame": 0, "end_frame": 9}) == UNRECORDED
+    assert cut_reason({"cut_reason": LOST_FACE}) == LOST_FACE
+
+
 def test_segmenter_holds_a_bounded_number_of_frames():
     present = np.ones(400, bool)
     present[100:300] = False
@@ -261,6 +309,13 @@ def test_crop_stage_end_to_end(demo, tmp_path, crop_settings):
     dropped = sum(d["end_frame"] - d["start_frame"] for d in report["dropped"])
     assert in_segs + dropped == n
     assert any(d["reason"] == NOFACE and d["start_frame"] <= f0 + 6 for d in report["dropped"])
+    # Why each segment ended: at the excursion the face left the portrait, before the face-less span
+    # the face was lost, at the end the recording ended.
+    reasons = [(s["end_frame"], s["cut_reason"]) for s in segs]
+    assert all(r in CUT_REASONS for _, r in reasons), reasons
+    assert any(e0 <= e <= e1 and r in (EDGE, FOREHEAD_OUT) for e, r in reasons), reasons
+    assert any(f0 - 6 <= e <= f0 and r == LOST_FACE for e, r in reasons), reasons
+    assert [r for e, r in reasons if e == n] in ([], [END_OF_VIDEO]), reasons
     assert not list(out_dir.glob(".*tmp*"))
 
     # A rerun (after a killed run left a stale temp behind) gives the same bytes.

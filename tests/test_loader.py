@@ -156,9 +156,37 @@ def test_test_split_and_by_id_and_dataloader(forms):
     assert len(ds) == 1 and ds.by_id("id1_2_0_0")["id"] == "id1_2_0_0"
     with pytest.raises(KeyError, match="not in the test split"):
         ds.by_id("id0_1_0_0")
-    assert len(SingingHeadDataset(forms["tree"], split="val")) == 0
+    with pytest.warns(UserWarning, match="val split of .* lists no clips"):
+        assert len(SingingHeadDataset(forms["tree"], split="val")) == 0
     batch = next(iter(torch.utils.data.DataLoader(SingingHeadDataset(forms["tars"]), batch_size=2)))
     assert batch["motion"].shape == (2, T, 59) and batch["id"] == IDS["train"]
+
+
+@pytest.mark.parametrize("form", ["tree", "tars"])
+def test_video_size_and_frame_range_cut_every_modality_alike(forms, files, form):
+    _, truth = files
+    full = SingingHeadDataset(forms[form], with_video=True)[0]
+    ds = SingingHeadDataset(forms[form], with_video=True, video_size=32, frames=(3, 9))
+    it = ds[0]
+    tr = truth[it["id"]]
+    assert it["video"].shape == (6, 32, 32, 3) and it["video"].dtype == np.uint8
+    np.testing.assert_allclose(it["motion"][:, :50], tr["e"][3:9], rtol=1e-6)
+    # flat frames: the resized frame has the full frame's colour; frame 0 of the range is frame 3
+    np.testing.assert_allclose(it["video"].mean(axis=(1, 2)), full["video"][3:9].mean(axis=(1, 2)), atol=2)
+    assert abs(int(it["video"][0, 10, 10, 0]) - 120) <= 3
+    # audio of the same span: samples [round(3*sr/30), round(9*sr/30)) of the whole clip's track
+    np.testing.assert_array_equal(it["vocal"], full["vocal"][1600:4800])
+    np.testing.assert_array_equal(it["bgm"], full["bgm"][1600:4800])
+    native = SingingHeadDataset(forms[form], sample_rate=None, frames=(3, None))[0]
+    assert native["vocal"].shape == ((T - 3) * SR // FPS,) and native["motion"].shape == (T - 3, 59)
+    # (height, width), and no video decoded without with_video
+    wide = SingingHeadDataset(forms[form], with_video=True, video_size=(16, 48), frames=(0, 2))[0]
+    assert wide["video"].shape == (2, 16, 48, 3)
+    assert "video" not in SingingHeadDataset(forms[form], video_size=32)[0]
+    with pytest.raises(IndexError, match="outside clip"):
+        SingingHeadDataset(forms[form], frames=(5, T + 1))[0]
+    with pytest.raises(ValueError, match="0 <= start < stop"):
+        SingingHeadDataset(forms[form], frames=(4, 4))
 
 
 def test_tar_members_are_read_in_place(forms, monkeypatch):

@@ -11,6 +11,13 @@
     loader = DataLoader(ds, batch_size=8, shuffle=True, num_workers=2)
     motion = next(iter(loader))["motion"]   # (8,240,59)
 
+    # video: 240 x 1024 x 1024 x 3 = 755 MB per clip at full size; ask for less
+    ds = SingingHeadDataset("SingingHead", split="val", with_video=True, video_size=256, frames=(0, 60))
+    ds[0]["video"]                     # (60,256,256,3) uint8, resized while decoding
+
+Dependencies: numpy, scipy, soundfile and torch (`requirements-loader.txt`); PyAV only for
+`with_video=True`. Nothing else of the pipeline is imported.
+
 `root` may hold, in any mix (each file is looked for in this order):
   (a) the extracted tree: `root/SingingHead/{train,val,test}.txt, video_seqs/<id>.mp4,
       flame_seqs/<id>.pkl, audio_seqs/<id>.wav, bgm_seqs/<id>_bgm.wav` (or `root` is that folder);
@@ -27,11 +34,11 @@ import io
 import os
 import re
 import tarfile
+import warnings
 import zipfile
 from math import gcd
 from pathlib import Path
 
-import av
 import numpy as np
 import soundfile as sf
 import torch
@@ -179,16 +186,43 @@ def decode_audio(data: bytes, where: str, sample_rate: int | None) -> np.ndarray
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def decode_video(data: bytes, where: str) -> np.ndarray:
-    """MP4 bytes -> frames (T,H,W,3) uint8 RGB in presentation order (PyAV)."""
+def video_shape(size) -> tuple[int, int] | None:
+    """`video_size` -> (height, width): an int is a square side, a pair is (height, width)."""
+    if size is None:
+        return None
+    h, w = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
+    if int(h) < 2 or int(w) < 2:
+        raise ValueError(f"video_size must be at least 2 px, got {size!r}")
+    return int(h), int(w)
 
+
+def decode_video(data: bytes, where: str, size=None, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """MP4 bytes -> frames [start, stop) as (T,H,W,3) uint8 RGB in presentation order (PyAV).
+
+    size: None (the file's size), an int side or (height, width): each frame is scaled while it is
+    converted to RGB (swscale, area averaging), so a full-size frame is never held as RGB. Decoding
+    stops after `stop`. Frames are counted in presentation order from 0.
+    """
+    # PyAV is needed for video only: a dataset user reading motion and audio does not install it.
+    try:
+        import av
+    except ImportError as exc:
+        raise ImportError("with_video=True needs PyAV: pip install av") from exc
+    hw = video_shape(size)
+    kw = {} if hw is None else {"height": hw[0], "width": hw[1], "interpolation": "AREA"}
+    frames = []
     try:
         with av.open(io.BytesIO(data)) as c:
-            frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+            for t, f in enumerate(c.decode(video=0)):
+                if stop is not None and t >= stop:
+                    break
+                if t >= start:
+                    frames.append(f.to_ndarray(format="rgb24", **kw))
     except (av.error.FFmpegError, IndexError) as exc:
         raise PipelineInputError(where, f"cannot decode video ({exc})", _FIX) from exc
     if not frames:
-        raise PipelineInputError(where, "holds no video frames", _FIX)
+        raise PipelineInputError(where, "holds no video frames" + (f" from frame {start}" if start else ""),
+                                 _FIX)
     return np.stack(frames)
 
 
@@ -198,16 +232,29 @@ class SingingHeadDataset(torch.utils.data.Dataset):
     Item: {'id': str, 'motion': (T,59) float32 exp50|global3|neck3|jaw3, 'shape': (100,) float32,
     'vocal': (N,) float32, 'bgm': (N,) float32 at `sample_rate` (None keeps the file's rate),
     'video': (T,H,W,3) uint8 only with with_video=True}.
+
+    video_size: None (the release's 1024x1024), an int side or (height, width), applied while
+    decoding. frames: (start, stop) frame range of every clip (stop exclusive, None: to the end);
+    motion, video and both audio tracks are cut to the same span, audio samples
+    [round(start*sr/fps), round(stop*sr/fps)) at `fps` (the release's 30). An empty split warns
+    (UserWarning) and gives a dataset of length 0.
     """
 
     def __init__(self, root: str | Path, split: str = "train", sample_rate: int | None = 16000,
-                 with_video: bool = False):
+                 with_video: bool = False, video_size=None, frames: tuple[int, int | None] | None = None,
+                 fps: float = 30.0):
         self.store = ReleaseStore(root)
         self.split = split
         self.ids = read_split(self.store, split)
         self.sample_rate = sample_rate
         self.with_video = with_video
+        self.video_size = video_shape(video_size)
+        self.frames = _frame_range(frames)
+        self.fps = float(fps)
         self._pos = {cid: i for i, cid in enumerate(self.ids)}
+        if not self.ids:
+            warnings.warn(f"the {split} split of {self.store.root} lists no clips ({split}.txt is empty): "
+                          "this dataset has length 0", UserWarning, stacklevel=2)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -230,15 +277,44 @@ class SingingHeadDataset(torch.utils.data.Dataset):
         data, where = self.store.read(clip_files(clip_id)[which])
         return decode_audio(data, where, self.sample_rate if sample_rate == -1 else sample_rate)
 
+    def _audio_span(self, clip_id: str, which: str, start: int, stop: int) -> np.ndarray:
+        """The clip's audio track, samples [round(start*sr/fps), round(stop*sr/fps)) with frames set."""
+        data, where = self.store.read(clip_files(clip_id)[which])
+        x = decode_audio(data, where, self.sample_rate)
+        if self.frames is None:
+            return x
+        sr = self.sample_rate or sf.info(io.BytesIO(data)).samplerate
+        return x[round(start * sr / self.fps):round(stop * sr / self.fps)]
+
     def __getitem__(self, i: int) -> dict:
         cid = self.ids[i]
         d = self.flame(cid)
-        item = {"id": cid, "motion": motion59(d), "shape": d["shapecode"].reshape(100).copy(),
-                "vocal": self.audio(cid, "audio_seqs"), "bgm": self.audio(cid, "bgm_seqs")}
+        motion = motion59(d)
+        start, stop = 0, len(motion)
+        if self.frames is not None:
+            start, stop = self.frames[0], len(motion) if self.frames[1] is None else self.frames[1]
+            if stop > len(motion) or start >= stop:
+                raise IndexError(f"frames {self.frames} is outside clip {cid} ({len(motion)} frames)")
+            motion = motion[start:stop].copy()
+        files = clip_files(cid)
+        item = {"id": cid, "motion": motion, "shape": d["shapecode"].reshape(100).copy(),
+                "vocal": self._audio_span(cid, "audio_seqs", start, stop),
+                "bgm": self._audio_span(cid, "bgm_seqs", start, stop)}
         if self.with_video:
-            data, where = self.store.read(clip_files(cid)["video_seqs"])
-            item["video"] = decode_video(data, where)
+            data, where = self.store.read(files["video_seqs"])
+            item["video"] = decode_video(data, where, self.video_size, start, stop)
             if len(item["video"]) != len(item["motion"]):
-                raise PipelineInputError(where, f"has {len(item['video'])} frames, its flame_seqs pickle "
-                                         f"{len(item['motion'])}", _FIX)
+                raise PipelineInputError(where, f"has {len(item['video']) + start} frames from {start} on, "
+                                         f"its flame_seqs pickle {len(motion) + start}", _FIX)
         return item
+
+
+def _frame_range(frames) -> tuple[int, int | None] | None:
+    """(start, stop) checked: 0 <= start < stop (stop None: to the clip's end)."""
+    if frames is None:
+        return None
+    start, stop = frames
+    start = int(start)
+    if start < 0 or (stop is not None and int(stop) <= start):
+        raise ValueError(f"frames must be (start, stop) with 0 <= start < stop, got {frames!r}")
+    return start, None if stop is None else int(stop)

@@ -15,9 +15,14 @@ samples per clip as the official code's `motion (bs, nsample, nframe, 59)`:
   {'expcodes': (S,T,50), 'posecodes': (S,T,9)}   ((T,50)/(T,9) for a single sample), or
   {'motion': (S,T,59)}                            (exp50 | global3 | neck3 | jaw3).
 A 'shapecode' in a prediction is ignored: the official evaluation uses the ground-truth shape.
+
+Needs numpy, scipy, soundfile and torch only (`requirements-loader.txt`); the audio beats of the two
+beat-alignment metrics need librosa, as the official code does: without it they are left out (None,
+named in `skipped` and in the table). `python -m tasks.evaluation` runs this without the pipeline.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -52,6 +57,15 @@ METRICS = (
     ("diversity_verts", "diversity, all vertices", "m"),
     ("diversity_face", "diversity, face vertices", "m"),
 )
+
+
+BEAT_METRICS = ("ba_pose", "ba_lmk")
+NO_LIBROSA = "librosa is not installed (pip install librosa): the official audio beats need it"
+
+
+def beats_available() -> bool:
+    """Whether the audio beats (librosa) can be computed here."""
+    return importlib.util.find_spec("librosa") is not None
 
 
 def _err(path, problem, fix="write one <clip id>.pkl per clip of the split with 'expcodes' "
@@ -160,6 +174,7 @@ def evaluate(pred_dir: str | Path, release_root: str | Path, split: str = "test"
     regions = _regions(model, masks_path)
     reg = regions.tensors(device)
     per_clip, n_samples, frames = {}, None, set()
+    with_beats = beats_available()
     for cid in ds.ids:
         gt_d = ds.flame(cid)
         gt = torch.as_tensor(motion59(gt_d), device=device)                       # (T,59)
@@ -174,7 +189,7 @@ def evaluate(pred_dir: str | Path, release_root: str | Path, split: str = "test"
         pred = torch.as_tensor(pred_np, device=device)                            # (S,T,59)
         S = pred.shape[0]
         shape = torch.as_tensor(gt_d["shapecode"].reshape(1, 100), device=device)
-        audio = ds.audio(cid, "audio_seqs", AUDIO_SR)
+        audio = ds.audio(cid, "audio_seqs", AUDIO_SR) if with_beats else None
         with torch.no_grad():
             pv = _meshes(model, shape, pred.reshape(S * T, 59), False, chunk).reshape(S, T, -1, 3)
             gv = _meshes(model, shape, gt, False, chunk)
@@ -184,26 +199,29 @@ def evaluate(pred_dir: str | Path, release_root: str | Path, split: str = "test"
             del pv, gv
             fv, fl = _meshes(model, shape, pred.reshape(S * T, 59), True, chunk, landmarks=True)
             fv, fl = fv.reshape(S, T, -1, 3), fl.reshape(S, T, 68, 3)
-            beats = M.audio_beats(audio, AUDIO_SR)
+            beats = M.audio_beats(audio, AUDIO_SR) if with_beats else None
             pose = M.pose_distance(pred[..., 50:56], gt[:, 50:56])
             par = M.pose_distance(pred, gt)
             per_clip[cid] = {
                 "lve_mean": lve[0], "lve_min": lve[1], "ve_mean": ve[0], "ve_min": ve[1], "fdd": fdd,
                 "meandist_pose": pose[0], "mindist_pose": pose[1], "meandist": par[0], "mindist": par[1],
-                "ba_pose": float(np.mean([M.beat_alignment_score(pred_np[s, :, 50:56], None, beats=beats)
-                                          for s in range(S)])),
-                "ba_lmk": float(np.mean([M.beat_alignment_score(fl[s].cpu().numpy(), None, beats=beats)
-                                         for s in range(S)])),
+                "ba_pose": None if beats is None else float(np.mean(
+                    [M.beat_alignment_score(pred_np[s, :, 50:56], None, beats=beats) for s in range(S)])),
+                "ba_lmk": None if beats is None else float(np.mean(
+                    [M.beat_alignment_score(fl[s].cpu().numpy(), None, beats=beats) for s in range(S)])),
                 "diversity": M.diversity(pred), "diversity_pose": M.diversity(pred[..., 50:56]),
                 "diversity_lmk": M.diversity(fl), "diversity_verts": M.diversity(fv),
                 "diversity_face": M.diversity(fv[:, :, reg["face"]]),
             }
     keys = [k for k, _, _ in METRICS]
+    skipped = {} if with_beats else {k: NO_LIBROSA for k in BEAT_METRICS}
     return {
         "split": split, "clips": len(per_clip), "samples": n_samples, "frames": sorted(frames),
         "head_model": getattr(model, "name", type(model).__name__),
         "regions": regions.source, "audio": f"audio_seqs at {AUDIO_SR} Hz",
-        "metrics": {k: float(np.mean([c[k] for c in per_clip.values()])) for k in keys},
+        "metrics": {k: None if k in skipped else float(np.mean([c[k] for c in per_clip.values()]))
+                    for k in keys},
+        "skipped": skipped,
         "per_clip": per_clip,
     }
 
@@ -215,10 +233,13 @@ def result_json(result: dict) -> str:
 
 def main_table(result: dict) -> str:
     """A plain-text table of the averaged metrics."""
-    rows = [(label, f"{result['metrics'][k]:.6g}", unit, k) for k, label, unit in METRICS]
+    skipped = result.get("skipped") or {}
+    rows = [(label, "n/a" if result["metrics"][k] is None else f"{result['metrics'][k]:.6g}", unit, k)
+            for k, label, unit in METRICS]
     w = [max(len(r[i]) for r in rows + [("metric", "value", "unit", "key")]) for i in range(4)]
     line = lambda r: "  ".join(c.ljust(w[i]) if i != 1 else c.rjust(w[i]) for i, c in enumerate(r))
     head = (f"SingingHead 3D metrics: {result['split']} split, {result['clips']} clips x "
             f"{result['samples']} samples; head model: {result['head_model']}; regions: {result['regions']}")
+    notes = [f"n/a: {', '.join(sorted(skipped))}: {why}" for why in sorted(set(skipped.values()))]
     return "\n".join([head, line(("metric", "value", "unit", "key")), line(tuple("-" * x for x in w))]
-                     + [line(r) for r in rows]) + "\n"
+                     + [line(r) for r in rows] + notes) + "\n"

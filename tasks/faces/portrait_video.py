@@ -24,10 +24,10 @@ from tasks.common.progress import Progress
 from tasks.common.settings import CropSettings, recorded_params
 from tasks.faces import face_models
 from tasks.faces.face_models import detect_faces, predict_landmarks
-from tasks.faces.segmenter import (CHECK_SIZE, EDGE, FACE_PROB, FOREHEAD, LANDMARK_SIZE, MAX_REPEAT_GAP, NOFACE, OK,
-                                   Segment, Segmenter, SegmentSink, best_face, face_leaves_box,
-                                   square_box)
-from tasks.media.video_io import PortraitWriter, frame_planes, is_full_range, iter_frames, probe_video, x264_threads
+from tasks.faces.segmenter import (CHECK_SIZE, FACE_PROB, FOREHEAD, LANDMARK_SIZE, MAX_REPEAT_GAP, NOFACE,
+                                   Segment, Segmenter, SegmentSink, best_face, edge_verdict, square_box)
+from tasks.media.video_io import (PortraitWriter, frame_planes, is_full_range, iter_frames, probe_video,
+                                  x264_threads)
 
 log = logging.getLogger("singinghead")
 
@@ -113,7 +113,8 @@ class FaceChecks:
         return crop_to_i420(frame, box, int(self.cfg.output_size))
 
     def check(self, frame, i420: np.ndarray) -> str:
-        """Is the face still there, and are its 68 landmarks clear of the portrait border?"""
+        """Is the face still there (else NOFACE), are its 68 landmarks clear of the portrait border
+        (else EDGE) and is its forehead inside the portrait (else FOREHEAD_OUT)?"""
         self.checks += 1
         thumb = i420_thumbnail_rgb(i420, CHECK_SIZE)
         # The face fills ~1/(1+2*margin) of the portrait when the segment starts; searching only
@@ -126,9 +127,7 @@ class FaceChecks:
         s = i420.shape[1]
         gray = cv2.resize(i420[:s], (LANDMARK_SIZE, LANDMARK_SIZE), interpolation=cv2.INTER_AREA)
         lm = predict_landmarks(gray, face * (LANDMARK_SIZE / CHECK_SIZE))
-        if face_leaves_box(lm, (0, 0, LANDMARK_SIZE, LANDMARK_SIZE), float(self.cfg.edge_fraction)):
-            return EDGE
-        return OK
+        return edge_verdict(lm, (0, 0, LANDMARK_SIZE, LANDMARK_SIZE), float(self.cfg.edge_fraction))
 
 
 class _Encoder(threading.Thread):
@@ -210,7 +209,8 @@ class _VideoSink(SegmentSink):
                           "end_frame": int(seg.end_frame),
                           "box": [int(v) for v in seg.box],
                           "video": segment_video_name(seg.index),
-                          "repeated_frames": [int(i) for i in seg.repeated_frames]})
+                          "repeated_frames": [int(i) for i in seg.repeated_frames],
+                          "cut_reason": seg.cut_reason})
 
 
 def _progress_frames(frames: Iterator, progress) -> Iterator:

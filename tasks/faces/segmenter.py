@@ -29,7 +29,26 @@ CHECK_SIZE = 160         # portrait thumbnail for the per-check MTCNN run (face 
 LANDMARK_SIZE = 256      # portrait downscale for Dlib's 68 landmarks
 MAX_REPEAT_GAP = 15      # recorder-dropped frames up to this many are filled by repeating (0.5 s)
 
-OK, EDGE, NOFACE = "ok", "edge", "no face"
+# Check verdicts (also the reasons of dropped frames): a landmark too close to the portrait
+# border, the face box with its forehead reaching outside the portrait, no face at all.
+OK, EDGE, FOREHEAD_OUT, NOFACE = "ok", "edge landmark", "forehead out", "no face"
+
+# Why a segment ended (`cut_reason` of each segments.json row): a failed check (EDGE, FOREHEAD_OUT,
+# or LOST_FACE: the face the segment followed is no longer found in its portrait), a recorder gap
+# longer than MAX_REPEAT_GAP frames (REPEAT_GAP), or the end of the recording (END_OF_VIDEO).
+LOST_FACE, REPEAT_GAP, END_OF_VIDEO = "lost face", "repeat gap", "end of video"
+CUT_REASONS = (EDGE, FOREHEAD_OUT, LOST_FACE, REPEAT_GAP, END_OF_VIDEO)
+UNRECORDED = "not recorded"   # segments.json written before cut reasons were recorded
+
+
+def cut_reason_of_verdict(verdict: str) -> str:
+    """The cut reason of a segment ended by a failed check with this verdict."""
+    return LOST_FACE if verdict == NOFACE else verdict
+
+
+def cut_reason(segment_row: dict) -> str:
+    """A segments.json row's cut reason; UNRECORDED for files written before it was recorded."""
+    return str(segment_row.get("cut_reason") or UNRECORDED)
 
 
 # ----------------------------------------------------------------------------- pure geometry
@@ -80,14 +99,19 @@ def face_box(landmarks: np.ndarray) -> np.ndarray:
     return np.concatenate([pts.min(axis=0), pts.max(axis=0)])
 
 
-def face_leaves_box(landmarks: np.ndarray, box, edge_fraction: float) -> bool:
-    """True when a landmark is within edge_fraction x box size of the border, or when the face box
-    with its forehead (face_box) reaches outside the box."""
+def edge_verdict(landmarks: np.ndarray, box, edge_fraction: float) -> str:
+    """EDGE when a landmark is within edge_fraction x box size of the border, else FOREHEAD_OUT
+    when the face box with its forehead (face_box) reaches outside the box, else OK."""
     if landmarks_near_edge(landmarks, box, edge_fraction):
-        return True
+        return EDGE
     fx0, fy0, fx1, fy1 = face_box(landmarks)
     x0, y0, x1, y1 = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(4))
-    return bool(fx0 < x0 or fy0 < y0 or fx1 > x1 or fy1 > y1)
+    return FOREHEAD_OUT if (fx0 < x0 or fy0 < y0 or fx1 > x1 or fy1 > y1) else OK
+
+
+def face_leaves_box(landmarks: np.ndarray, box, edge_fraction: float) -> bool:
+    """True when edge_verdict is not OK (an edge landmark or the forehead out)."""
+    return edge_verdict(landmarks, box, edge_fraction) != OK
 
 
 def best_face(boxes: np.ndarray, probs: np.ndarray, min_prob: float = FACE_PROB):
@@ -106,6 +130,7 @@ class Segment:
     box: np.ndarray
     end_frame: int = -1
     repeated_frames: list = field(default_factory=list)
+    cut_reason: str = ""         # one of CUT_REASONS once the segment is closed
 
 
 class SegmentSink:
@@ -156,7 +181,7 @@ class Segmenter:
 
     detect(item) -> crop box (4,) or None (a full detection, run at segment starts);
     prepare(item, box) -> the portrait frame (called as soon as a frame arrives, while hot);
-    check(item, prepared) -> OK | EDGE | NOFACE (run every `every` frames, and on the frames
+    check(item, prepared) -> OK | EDGE | FOREHEAD_OUT | NOFACE (run every `every` frames, and on the frames
     since the last good check when one fails, to find the first failing frame exactly).
 
     Invariants: each index in [start, end) of a segment reaches sink.frame exactly once, in
@@ -175,7 +200,7 @@ class Segmenter:
         self.cursor = 0               # next index expected (set back when frames are replayed)
         self.next_check = 0
         self.last_try: int | None = None
-        self.last_fail = None         # NOFACE or EDGE: why the last search try failed
+        self.last_fail = None         # NOFACE, EDGE or FOREHEAD_OUT: why the last search try failed
         self.start_now = False
         self.n_segments = 0
         self.frame_count = 0
@@ -196,8 +221,9 @@ class Segmenter:
                 self.seg.repeated_frames.append(p.index)
         self.pending = self.pending[cut:]
 
-    def _close(self, end: int) -> None:
+    def _close(self, end: int, reason: str) -> None:
         self.seg.end_frame = end
+        self.seg.cut_reason = reason
         self.sink.end(self.seg)
         self.seg = None
 
@@ -209,13 +235,13 @@ class Segmenter:
         self._flush(first_bad)
         rest = [p for p in self.pending if not p.repeated]   # bad first; repeats are re-derived
         self.pending = []
-        self._close(bad.index)
+        self._close(bad.index, cut_reason_of_verdict(bad.verdict))
         if bad.verdict == NOFACE:
             self.sink.drop(bad.index, NOFACE)
             rest = rest[1:]
             self.cursor = bad.index + 1
             self.last_try, self.last_fail = bad.index, NOFACE
-        else:   # edge: a fresh detection on the failing frame itself
+        else:   # edge landmark or forehead out: a fresh detection on the failing frame itself
             self.cursor = bad.index
             self.last_try, self.last_fail = None, None
         for p in reversed(rest):
@@ -337,7 +363,7 @@ class Segmenter:
                 self._fail()
                 return True
             self._flush()
-            self._close(idx - gap)
+            self._close(idx - gap, REPEAT_GAP)
             self.last_try, self.last_fail = None, None
         for missing in range(idx - gap, idx):
             self.sink.drop(missing, MISSING)
@@ -359,7 +385,7 @@ class Segmenter:
             return bool(self.replay)
         # trailing repeats (a gap right before the end cannot happen: gaps need a later frame)
         self._flush()
-        self._close(self.cursor)
+        self._close(self.cursor, END_OF_VIDEO)
         return False
 
 

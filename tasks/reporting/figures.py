@@ -39,8 +39,10 @@ import librosa.display
 import numpy as np
 import soundfile as sf
 from matplotlib.figure import Figure  # figures without pyplot: no backend or global state involved
+from matplotlib.ticker import MaxNLocator
 
 from tasks.media.video_io import iter_frames
+from tasks.reporting.data_yield import CATEGORIES, minutes
 
 F0_MAX_CLIPS = 300
 F0_MAX_SECONDS = 8.0
@@ -53,6 +55,8 @@ POOR_FIT_FRACTION = 0.05  # landmark RMSE after refinement above this share of t
 ROSE_FRACTION = 0.10  # landmark RMSE after above before by more than this share
 WORST_COUNT = 6  # sequences listed with a frame each
 ERROR_MAX_ROWS = 60  # sequences drawn as bars (the worst); the scatter shows them all
+PNG_DPI = 90  # a 12 inch figure is 1080 px: the page's width, so the type is shown at its size
+FONT = 11  # readable type: axis labels and titles of the report's figures (ticks one or two smaller)
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -127,12 +131,12 @@ def new_figure(width: float, height: float) -> Figure:
 def figure_png(fig: Figure) -> bytes:
     """PNG bytes of `fig`, identical on reruns (no software/date metadata)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=PNG_DPI, bbox_inches="tight", metadata={"Software": None})
     return buf.getvalue()
 
 
 def share_figure(rows: list[dict]) -> Figure:
-    fig = new_figure(16, 3.6)
+    fig = new_figure(12, 3.4)   # the page's width: the type is not shrunk
     axes = fig.subplots(1, 4)
     for ax, (key, title) in zip(
         axes,
@@ -150,9 +154,9 @@ def share_figure(rows: list[dict]) -> Figure:
             [c[k] for k in labels],
             labels=[f"{k} ({c[k]})" for k in labels],
             autopct="%1.0f%%",
-            textprops={"fontsize": 8},
+            textprops={"fontsize": FONT - 1},
         )
-        ax.set_title(title)
+        ax.set_title(title, fontsize=FONT + 1)
     return fig
 
 
@@ -160,9 +164,10 @@ def hist_figure(values: list[float], title: str, xlabel: str, bins: int = 30) ->
     fig = new_figure(6, 3.4)
     ax = fig.subplots()
     ax.hist(values, bins=bins, color="#4477aa")
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("count")
+    ax.set_title(title, fontsize=FONT + 1)
+    ax.set_xlabel(xlabel, fontsize=FONT)
+    ax.set_ylabel("count", fontsize=FONT)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
 
 
@@ -173,6 +178,7 @@ def duration_figure(durations: list[float], minutes_per_subject: dict[str, float
     a.set_title("Sequence duration")
     a.set_xlabel("seconds")
     a.set_ylabel("sequences")
+    a.yaxis.set_major_locator(MaxNLocator(integer=True))
     subs = sorted(minutes_per_subject)
     b.bar(subs, [minutes_per_subject[s] for s in subs], color="#228833")
     b.set_title("Minutes of sequences per subject")
@@ -209,18 +215,85 @@ def qc_panels(keys: list[str]) -> list[str]:
     return sorted(keys, key=rank)[:QC_MAX_PANELS]
 
 
-def qc_figure(per_key: dict[str, list[float]]) -> Figure:
+_QC_GROUP_WORDS = {"global_orient": "head rotation", "neck_pose": "neck rotation", "jaw_pose": "jaw rotation",
+                   "cam": "camera", "expression": "expression", "landmarks": "landmarks", "shape": "shape"}
+
+
+def _words(name: str) -> str:
+    base = name.removesuffix("_deg").removesuffix("_px")
+    return _QC_GROUP_WORDS.get(base, base.replace("_", " "))
+
+
+def qc_label(key: str) -> tuple[str, str, float]:
+    """(title in words, unit, factor applied to the values) of a QC key as the refinement writes it
+    (`flame_fit.refine`: landmark_rmse_px.*, jitter.<group>.after, outlier_fraction.<group>, ...)."""
+    parts = key.split(".")
+    head, last = parts[0], parts[-1]
+    second_diff = "mean |2nd difference| per frame"
+    if head == "landmark_rmse_px":
+        what = {"after": "Landmark error after refinement",
+                "before": "Landmark error of the per-frame estimates",
+                "after_vs_smoothed": "Fit vs smoothed landmarks"}.get(last, f"Landmark error ({last})")
+        return what, "px, RMSE over the 68 landmarks", 1.0
+    if head == "outlier_fraction":
+        group = f": {_words(parts[1])}" if len(parts) > 1 else ""
+        return f"Outlier frames{group}", "% of the sequence's frames", 100.0
+    if head == "landmark_detections_failed":
+        return "Frames without detected landmarks", "% of the sequence's frames", 100.0
+    if head == "jitter":
+        group = parts[1] if len(parts) > 1 else ""
+        stage = {"after": "after refinement", "before": "before refinement"}.get(last, "")
+        unit = ("degrees, " if group.endswith("_deg") else "px, " if group.endswith("_px") else "") + second_diff
+        what = f"Jitter of {_words(group)}" if group else "Jitter"
+        return " ".join(x for x in (what, stage) if x), unit, 1.0
+    if head.startswith("reprojection_error"):
+        return f"Reprojection error ({last})" if len(parts) > 1 else "Reprojection error", "px", 1.0
+    if head == "loss":
+        return "Final fit objective", "optimiser loss, no unit", 1.0
+    if head == "loss_terms":
+        return f"Fit objective term: {last.replace('_', ' ')}", "no unit", 1.0
+    return key.replace(".", " / ").replace("_", " ").capitalize(), "as recorded", 1.0
+
+
+def qc_figure(per_key: dict[str, list[float]],
+              thresholds: dict[str, tuple[float, str]] | None = None) -> Figure:
+    """A histogram per QC key (`qc_panels`): titled in words with its unit, integer sequence counts,
+    and the flag threshold drawn and named where one applies (`thresholds`: key -> (value in the
+    key's unit, its unit and why in words, e.g. "px (5 % of the 1024 px portrait)")); panels without
+    one say so."""
+    thresholds = thresholds or {}
     keys = qc_panels(list(per_key))
     cols = min(3, max(1, len(keys)))
     rows = max(1, (len(keys) + cols - 1) // cols)
-    fig = new_figure(5 * cols, 3 * rows)
+    fig = new_figure(3.9 * cols, 3.3 * rows)   # 3 panels fit the page's width without shrinking the type
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[len(keys) :]:
         ax.axis("off")
     for ax, k in zip(axes.flat, keys):
-        ax.hist(per_key[k], bins=20, color="#aa3377")
-        ax.set_title(k, fontsize=9)
-        ax.set_ylabel("sequences")
+        title, unit, factor = qc_label(k)
+        vals = np.asarray(per_key[k], np.float64) * factor
+        edge = thresholds[k][0] * factor if k in thresholds else None
+        # bins over the drawn range (the threshold included), fewer when there are few sequences
+        span = vals if edge is None else np.append(vals, edge)
+        positive = bool(np.all(np.isfinite(span)) and span.size and span.min() >= 0)
+        if positive:
+            span = np.append(span, 0.0)    # non-negative quantities are drawn from 0: their scale shows
+            if span.max() == 0:
+                span = np.append(span, 1.0)    # all zero: a unit range, not -0.5..0.5
+        ax.hist(vals, bins=np.histogram_bin_edges(span, bins=min(20, max(6, len(vals)))), color="#aa3377")
+        if positive:
+            ax.set_xlim(left=0)
+        if edge is not None:
+            ax.axvline(edge, color="#cc3311", ls="--", lw=1.5)
+            sub = f"flagged above {edge:.3g} {thresholds[k][1]}"
+        else:
+            sub = "no flag threshold"
+        ax.set_title(f"{title}\n{sub}", fontsize=FONT)
+        ax.set_xlabel(unit, fontsize=FONT - 1)
+        ax.set_ylabel("sequences", fontsize=FONT)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))   # 5 labels fit a panel's width
+        ax.tick_params(labelsize=FONT - 1)
     return fig
 
 
@@ -307,13 +380,13 @@ def landmark_error_figure(errors: list[LandmarkError]) -> Figure:
 
     shown = sorted(worst_sequences(errors, ERROR_MAX_ROWS), key=lambda e: e.seq_id)
     rows = len(shown)
-    fig = new_figure(13, max(3.6, 0.26 * rows + 1.4))
+    fig = new_figure(12, max(3.8, 0.3 * rows + 1.6))
     bars, scatter = fig.subplots(1, 2, width_ratios=(1.4, 1))
     y = np.arange(rows)
     h = 0.4
     bars.barh(y - h / 2, [val(e, e.before) for e in shown], height=h, color="#bbbbbb", label="before")
     bars.barh(y + h / 2, [val(e, e.after) for e in shown], height=h, color="#4477aa", label="after")
-    bars.set_yticks(y, [e.seq_id for e in shown], fontsize=7)
+    bars.set_yticks(y, [e.seq_id for e in shown], fontsize=FONT - 2)
     for label, e in zip(bars.get_yticklabels(), shown):
         if e.flags():
             label.set_color("#cc3311")
@@ -321,10 +394,10 @@ def landmark_error_figure(errors: list[LandmarkError]) -> Figure:
     bars.invert_yaxis()
     if relative:
         bars.axvline(100 * POOR_FIT_FRACTION, color="#cc3311", ls="--", lw=1, label="poor-fit threshold")
-    bars.set_xlabel(f"landmark RMSE ({unit})")
+    bars.set_xlabel(f"landmark RMSE ({unit})", fontsize=FONT)
     more = f", the {rows} worst of {len(errors)}" if rows < len(errors) else ""
-    bars.set_title(f"Before and after refinement per sequence{more} (flagged in red)", fontsize=9)
-    bars.legend(fontsize=7, loc="lower right")
+    bars.set_title(f"Before and after refinement per sequence{more} (flagged in red)", fontsize=FONT)
+    bars.legend(fontsize=FONT - 2, loc="lower right")
 
     pts = [(val(e, e.before), val(e, e.after), bool(e.flags())) for e in errors]
     pts = [p for p in pts if math.isfinite(p[0]) and math.isfinite(p[1])]
@@ -341,10 +414,10 @@ def landmark_error_figure(errors: list[LandmarkError]) -> Figure:
             scatter.axhline(100 * POOR_FIT_FRACTION, color="#cc3311", ls="--", lw=1, label="poor fit")
         scatter.set_xlim(0, top)
         scatter.set_ylim(0, max(top, 100 * POOR_FIT_FRACTION * 1.1 if relative else top))
-    scatter.set_xlabel(f"before ({unit})")
-    scatter.set_ylabel(f"after ({unit})")
-    scatter.set_title("After vs before, every sequence", fontsize=9)
-    scatter.legend(fontsize=7, loc="upper left")
+    scatter.set_xlabel(f"before ({unit})", fontsize=FONT)
+    scatter.set_ylabel(f"after ({unit})", fontsize=FONT)
+    scatter.set_title("After vs before, every sequence", fontsize=FONT)
+    scatter.legend(fontsize=FONT - 2, loc="upper left")
     return fig
 
 
@@ -382,4 +455,98 @@ def frame_figure(rgb: np.ndarray, landmarks: np.ndarray | None, title: str, scal
     ax.set_ylim(rgb.shape[0], 0)
     ax.set_title(title, fontsize=8)
     ax.set_axis_off()
+    return fig
+
+
+# ----------------------------------------------------------------------------- yield and timeline
+YIELD_COLORS = {
+    "in clips": "#228833",
+    "remainders shorter than a clip": "#99cc88",
+    "segments under the minimum sequence length": "#ee9944",
+    "face left the portrait (edge landmark, forehead out)": "#cc3311",
+    "no face found": "#882255",
+    "frames missing from the recording": "#888888",
+    "long segments not in the dataset": "#aa88cc",
+    "not accounted for (segments.json of an older crop)": "#dddddd",
+}
+# marker and colour of each cut reason on the timeline
+CUT_MARKERS = {
+    "edge landmark": ("o", "#cc3311"),
+    "forehead out": ("^", "#ee7733"),
+    "lost face": ("X", "#000000"),
+    "repeat gap": ("s", "#777777"),
+    "end of video": (">", "#0077bb"),
+    "not recorded": (".", "#999999"),
+}
+TIMELINE_KINDS = {"sequence": ("#228833", "dataset sequence"),
+                  "short": ("#ee9944", "segment under the minimum"),
+                  "other": ("#aa88cc", "long segment not in the dataset")}
+DROP_COLORS = {"edge landmark": "#cc3311", "forehead out": "#ee7733", "no face": "#882255",
+               "frames missing from the recording": "#888888"}
+SONGS_PER_TIMELINE = 30        # lanes per timeline figure; more songs get more figures
+
+
+def song_label(subject: str, song: str) -> str:
+    return f"{subject} / {song}"
+
+
+def yield_figure(songs, fps: float, words: dict[str, str] | None = None) -> Figure:
+    """Per song, one horizontal bar of its recorded minutes split by where the frames went
+    (`tasks.reporting.data_yield.CATEGORIES`, named as `words` says); the legend below the bars."""
+    words = words or {}
+    fig = new_figure(12, max(2.6, 0.42 * len(songs) + 2.2))
+    ax = fig.subplots()
+    y = np.arange(len(songs))
+    left = np.zeros(len(songs))
+    used = [c for c in CATEGORIES if any(s.by_category()[c] for s in songs)]
+    for c in used:
+        vals = np.array([minutes(s.by_category()[c], fps) for s in songs])
+        ax.barh(y, vals, left=left, color=YIELD_COLORS.get(c, "#bbbbbb"), label=words.get(c, c), height=0.7)
+        left += vals
+    ax.set_yticks(y, [song_label(s.subject, s.song) for s in songs], fontsize=FONT - 1)
+    ax.invert_yaxis()
+    ax.set_xlabel("minutes of recording", fontsize=FONT)
+    ax.tick_params(axis="x", labelsize=FONT - 1)
+    ax.set_title("Where each song's recorded minutes went", fontsize=FONT + 1)
+    fig.legend(loc="outside lower center", ncols=min(3, max(1, len(used))), fontsize=FONT - 1, frameon=False)
+    return fig
+
+
+def timeline_figure(songs, fps: float,
+                    title: str = "Portrait segments per song and why each ended") -> Figure:
+    """One lane per song over time (s): dataset sequences, short segments, dropped frames (thin, by
+    reason), and a marker at each segment's end for its cut reason."""
+    fig = new_figure(12, max(2.8, 0.55 * len(songs) + 2.4))
+    ax = fig.subplots()
+    seen_kind, seen_drop, seen_cut = set(), set(), set()
+    for i, s in enumerate(songs):
+        for a, b, kind, reason in s.timeline:
+            x0, w = a / fps, (b - a) / fps
+            if kind == "dropped":
+                color = DROP_COLORS.get(reason, "#bbbbbb")
+                ax.broken_barh([(x0, w)], (i - 0.12, 0.24), color=color,
+                               label=None if reason in seen_drop else f"dropped: {reason}")
+                seen_drop.add(reason)
+                continue
+            color, name = TIMELINE_KINDS.get(kind, ("#bbbbbb", kind))
+            # a white edge keeps back-to-back segments apart
+            ax.broken_barh([(x0, w)], (i - 0.3, 0.6), facecolor=color, edgecolor="white", linewidth=1,
+                           label=None if kind in seen_kind else name)
+            seen_kind.add(kind)
+            marker, mcolor = CUT_MARKERS.get(reason, ("d", "#444444"))
+            ax.plot([b / fps], [i], marker=marker, color=mcolor, markersize=10, markeredgewidth=2,
+                    markeredgecolor="black" if marker not in "|x" else mcolor, linestyle="none", zorder=5,
+                    label=None if reason in seen_cut else f"cut: {reason}")
+            seen_cut.add(reason)
+    ax.set_yticks(np.arange(len(songs)), [song_label(s.subject, s.song) for s in songs], fontsize=FONT - 1)
+    ax.set_ylim(len(songs) - 0.5, -0.5)
+    ax.set_xlim(0, max([s.recorded / fps for s in songs] + [1e-3]) * 1.02)
+    ax.set_xlabel("time in the recording (seconds)", fontsize=FONT)
+    ax.tick_params(axis="x", labelsize=FONT - 1)
+    ax.set_title(title, fontsize=FONT + 1)
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)),
+                   key=lambda k: (labels[k].startswith("dropped"), labels[k].startswith("cut"), labels[k]))
+    fig.legend([handles[k] for k in order], [labels[k] for k in order], loc="outside lower center", ncols=3,
+               fontsize=FONT - 1, frameon=False)
     return fig

@@ -44,6 +44,7 @@ from tasks.reporting.figures import (
     landmark_error,
     landmark_error_figure,
     mouth_opening,
+    SONGS_PER_TIMELINE,
     pick_frame,
     qc_figure,
     qc_scalars,
@@ -51,8 +52,11 @@ from tasks.reporting.figures import (
     read_video_frame,
     share_figure,
     song_tempo,
+    timeline_figure,
     worst_sequences,
+    yield_figure,
 )
+from tasks.reporting.data_yield import CATEGORIES, SongYield, cut_reason_counts, minutes, song_yield, totals
 
 log = logging.getLogger("singinghead")
 
@@ -64,6 +68,8 @@ class ReportPaths(Protocol):
 
     def frames_npz(self, subject: str, song: str, segment: int) -> Path: ...
     def motion_qc(self, subject: str, song: str, segment: int) -> Path: ...
+    def segments_json(self, subject: str, song: str) -> Path: ...
+    def list_songs(self, subject: str) -> list[str]: ...
 
 
 def build_report(
@@ -97,6 +103,14 @@ def build_report(
     for w in warnings:
         log.warning("dataset report: %s", w)
     stats["empty_splits"] = [s for s, _ in empty]
+
+    songs = song_yields(manifest, meta, paths, notes)
+    yield_section = ""
+    if songs:
+        stats["yield"] = yield_stats(songs, fps)
+        yield_section = render_yield_section(songs, fps, manifest)
+    else:
+        notes.append("No crop segments (segments.json) found under processed/: no yield or timeline.")
 
     figs["shares"] = (
         "Shares (over clips)" if clips else "Shares (over sequences)",
@@ -186,9 +200,14 @@ def build_report(
         figs["durations"] = ("Durations", figure_png(duration_figure(durations, dict(per_subject))))
     stats["hours"] = round(sum(durations) / 3600, 4)
     if qc:
+        thresholds = {}
+        if portrait_size:
+            thresholds["landmark_rmse_px.after"] = (
+                POOR_FIT_FRACTION * portrait_size,
+                f"px ({100 * POOR_FIT_FRACTION:g} % of the {portrait_size} px portrait)")
         figs["qc"] = (
-            f"Refinement QC per sequence ({len(seqs)} sequences; keys as written by the refinement stage)",
-            figure_png(qc_figure(dict(qc))),
+            f"Refinement quality per sequence ({len(seqs)} sequences)",
+            figure_png(qc_figure(dict(qc), thresholds)),
         )
         stats["qc_keys"] = sorted(qc)
     else:
@@ -221,11 +240,116 @@ def build_report(
     if missing:
         notes.append("No scan-fit figure (fit.png) for " + ", ".join(missing) + ": no scan, or the fit drew none.")
 
-    html_text = render_html(manifest, stats, figs, notes, warnings=warnings, fit_section=fit_section, scans=scans)
+    html_text = render_html(manifest, stats, figs, notes, warnings=warnings, fit_section=fit_section,
+                            scans=scans, yield_section=yield_section)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "report.json", stats)
     write_bytes_atomic(out_dir / "index.html", html_text.encode("utf-8"))  # last: the task's output
     return stats
+
+
+def song_yields(manifest: dict, meta: list[dict], paths: ReportPaths, notes: list[str]) -> list[SongYield]:
+    """SongYield of every song of the dataset's subjects that has a segments.json (the crop's output),
+    songs whose every segment was too short included."""
+    fps = float(manifest["dataset"]["fps"])
+    min_frames = int(round(float(manifest["dataset"].get("min_sequence_seconds", 3.0)) * fps))
+    spans: dict[tuple[str, str], list] = defaultdict(list)
+    clip_frames: dict[tuple[str, str], int] = defaultdict(int)
+    for r in meta:
+        key = (r["subject"], r["song"])
+        if r["kind"] == "sequence":
+            spans[key].append((int(r["start_frame"]), int(r["end_frame"])))
+        elif r["kind"] == "clip":
+            clip_frames[key] += int(r["frames"])
+    out = []
+    for subject in sorted(manifest.get("subjects", {})):
+        songs = sorted(set(paths.list_songs(subject)) | {s for (subj, s) in spans if subj == subject})
+        for song in songs:
+            seg_file = paths.segments_json(subject, song)
+            if not seg_file.is_file():
+                notes.append(f"No segments.json for {subject} / {song}: left out of the yield.")
+                continue
+            out.append(song_yield(subject, song, read_json(seg_file), spans.get((subject, song), []),
+                                  clip_frames.get((subject, song), 0), min_frames, fps))
+            if not out[-1].recorded_known:
+                notes.append(f"{subject} / {song}: segments.json does not record the recording's length "
+                             "(an older crop): recorded minutes count to the last segment's end.")
+    return out
+
+
+def yield_stats(songs: list[SongYield], fps: float) -> dict:
+    """report.json's yield: minutes recorded / in segments / in sequences / in clips, losses by
+    category, cut reasons, and the same per song."""
+    def mins(frames: int) -> float:
+        return round(minutes(frames, fps), 4)
+
+    t = totals(songs)
+    return {
+        "minutes": {k: mins(t[k]) for k in ("recorded", "segments", "sequences", "clips")},
+        "lost_minutes": {c: mins(v) for c, v in t["lost"].items()},
+        "cut_reasons": cut_reason_counts(songs),
+        "per_song": {f"{s.subject}/{s.song}": {"recorded": mins(s.recorded), "segments": mins(s.segments),
+                                                "sequences": mins(s.sequences), "clips": mins(s.clips),
+                                                "lost": {c: mins(v) for c, v in s.lost.items() if v},
+                                                "cut_reasons": dict(sorted(s.cut_reasons().items()))}
+                     for s in songs},
+    }
+
+
+def render_yield_section(songs: list[SongYield], fps: float, manifest: dict) -> str:
+    """The yield part of the page: the minutes table, where frames were lost (figure), the cut
+    reasons (table) and the per-song timelines."""
+    e = html.escape
+    t = totals(songs)
+    rec = max(t["recorded"], 1)
+    min_s = manifest["dataset"].get("min_sequence_seconds", 3.0)
+    clip_s = int(manifest["dataset"].get("clip_frames", 240)) / fps
+
+    def row(label: str, frames: int) -> str:
+        return (f"<tr><th>{e(label)}</th><td class='num'>{minutes(frames, fps):.2f}</td>"
+                f"<td class='num'>{100 * frames / rec:.1f} %</td></tr>")
+
+    parts = [
+        "<h2 id='yield'>Yield: where the recorded minutes went</h2>",
+        "<table class='yield'><tr><th></th><th>minutes</th><th>of recorded</th></tr>",
+        row(f"Recorded ({len(songs)} songs)", t["recorded"]),
+        row("In portrait segments (a face followed with a fixed crop)", t["segments"]),
+        row(f"In dataset sequences (segments of at least {min_s:g} s)", t["sequences"]),
+        row(f"In {clip_s:g} s clips", t["clips"]),
+        "</table>",
+        "<h3>Lost frames</h3><table class='losses'><tr><th>why</th><th>minutes</th><th>of recorded</th></tr>",
+    ]
+    words = {"segments under the minimum sequence length": f"segments under {min_s:g} s",
+             "remainders shorter than a clip": f"remainders under {clip_s:g} s (sequence ends in no clip)",
+             "in clips": f"in {clip_s:g} s clips"}
+    for c in CATEGORIES[1:]:
+        if t["lost"][c]:
+            parts.append(row(words.get(c, c), t["lost"][c]))
+    parts.append("</table>")
+    parts.append("<figure>" + _img(figure_png(yield_figure(songs, fps, words)), "yield per song") +
+                 "<figcaption>Each song's recorded minutes by where they went.</figcaption></figure>")
+    counts = cut_reason_counts(songs)
+    parts.append("<h3>Why segments ended</h3><table class='cuts'><tr><th>cut reason</th><th>segments</th>"
+                 "<th>meaning</th></tr>")
+    meaning = {
+        "edge landmark": "a face landmark came too close to the portrait's border",
+        "forehead out": "the forehead above the brows left the portrait",
+        "lost face": "the face the segment followed was no longer found in its portrait",
+        "repeat gap": "the recorder dropped more frames than can be repeated over",
+        "end of video": "the recording ended",
+        "not recorded": "segments.json written before cut reasons were recorded",
+    }
+    for reason, n in counts.items():
+        parts.append(f"<tr><th>{e(reason)}</th><td class='num'>{n}</td>"
+                     f"<td>{e(meaning.get(reason, ''))}</td></tr>")
+    parts.append("</table>")
+    for k in range(0, len(songs), SONGS_PER_TIMELINE):
+        chunk = songs[k:k + SONGS_PER_TIMELINE]
+        more = f" (songs {k + 1}-{k + len(chunk)} of {len(songs)})" if len(songs) > SONGS_PER_TIMELINE else ""
+        parts.append("<figure>" + _img(figure_png(timeline_figure(chunk, fps)), f"segment timeline{more}") +
+                     f"<figcaption>Segments over time{e(more)}: a marker at each segment's end says why it "
+                     "ended; thin bars are dropped frames.</figcaption></figure>")
+    return "\n".join(parts)
 
 
 def empty_splits(root: Path, manifest: dict) -> list[tuple[str, str]]:
@@ -339,6 +463,62 @@ def render_fit_section(
     return "\n".join(parts)
 
 
+def _duration(minutes: float) -> str:
+    """Minutes in the unit that reads best: seconds under 2 min, hours from 2 h."""
+    if minutes < 2:
+        return f"{60 * minutes:.0f} s"
+    return f"{minutes:.1f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+
+
+COUNT_WORDS = {
+    "subjects": "Subjects",
+    "sequences_kept": "Sequences (face-stable segments of at least {min_s:g} s)",
+    "sequences_dropped_short": "Segments left out for being shorter than {min_s:g} s",
+    "sequence_frames": "Frames in sequences",
+    "clips": "Clips ({clip_frames} frames = {clip_s:g} s each)",
+    "clip_frames_dropped": "Frames of sequences in no clip (remainders under {clip_s:g} s)",
+}
+
+
+def render_counts(manifest: dict) -> str:
+    """The counts and splits tables, in words (manifest.json's `counts` and `splits`)."""
+    e = html.escape
+    counts, splits, ds = manifest.get("counts", {}), manifest.get("splits", {}), manifest.get("dataset", {})
+    fps = float(ds.get("fps", 30.0))
+    clip_frames = int(ds.get("clip_frames", 240))
+    fmt = {"min_s": float(ds.get("min_sequence_seconds", 3.0)), "clip_frames": clip_frames,
+           "clip_s": clip_frames / fps}
+    parts = ["<h2>Counts</h2><table class='counts'>"]
+    for k in [k for k in COUNT_WORDS if k in counts] + [k for k in counts if k not in COUNT_WORDS]:
+        v = counts[k]
+        if k == "clips_per_split":
+            continue   # in the splits table
+        label = COUNT_WORDS.get(k, k.replace("_", " ").capitalize()).format(**fmt)
+        value = f"{v:,}" if isinstance(v, int) else e(str(v))
+        if k.endswith("frames") or k == "clip_frames_dropped":
+            value += f" ({v / fps / 60:.1f} min)" if isinstance(v, int) else ""
+        parts.append(f"<tr><th>{e(label)}</th><td class='num'>{value}</td></tr>")
+    parts.append("</table>")
+    target, achieved = splits.get("target") or {}, splits.get("achieved") or {}
+    per_split = counts.get("clips_per_split") or {}
+    names = [s for s in ("train", "val", "test") if s in target or s in per_split] or sorted(target)
+    parts.append("<h2>Splits</h2><table class='splits'><tr><th>split</th><th>clips</th>"
+                 "<th>share of clips</th><th>target share</th></tr>")
+    for sp in names:
+        a = achieved.get(sp)
+        tg = target.get(sp)
+        parts.append(f"<tr><th>{e(sp)}</th><td class='num'>{per_split.get(sp, '-')}</td>"
+                     f"<td class='num'>{'-' if a is None else f'{100 * float(a):.1f} %'}</td>"
+                     f"<td class='num'>{'-' if tg is None else f'{100 * float(tg):.1f} %'}</td></tr>")
+    parts.append("</table>")
+    by_song = splits.get("by_song")
+    if by_song is not None:
+        parts.append("<p>" + ("Each song of a subject goes whole into one split, so no song is in two splits."
+                              if by_song else "Clips are split one by one: a song's clips may be in several "
+                              "splits.") + "</p>")
+    return "\n".join(parts)
+
+
 def render_html(
     manifest: dict,
     stats: dict,
@@ -347,21 +527,30 @@ def render_html(
     warnings: list[str] = (),
     fit_section: str = "",
     scans: Mapping[str, str] | None = None,
+    yield_section: str = "",
 ) -> str:
     e = html.escape
-    counts = manifest.get("counts", {})
-    splits = manifest.get("splits", {})
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>SingingHead dataset report</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
-        ".warn{background:#fee;border:1px solid #c33;padding:.6em}img{max-width:100%}"
+        "<style>body{font-family:sans-serif;font-size:16px;line-height:1.4;max-width:1100px;margin:2em auto;"
+        "padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:3px 8px;"
+        "text-align:left;vertical-align:top}td.num{text-align:right;font-variant-numeric:tabular-nums}"
+        ".warn{background:#fee;border:1px solid #c33;padding:.6em}"
+        "img{max-width:100%;height:auto;display:block}"
+        "figure{margin:.5em 0 1.5em}figcaption{color:#555;font-size:14px}"
         "td.still img{max-width:260px}</style></head><body>",
         "<h1>SingingHead dataset report</h1>",
         f"<p>Tool version {e(str(manifest.get('tool', {}).get('version', '?')))}; "
         f"{stats['sequences']} sequences ({stats['hours']} h), {stats['clips']} clips of "
         f"{manifest.get('dataset', {}).get('clip_frames', 240)} frames.</p>",
     ]
+    if "yield" in stats:
+        m = stats["yield"]["minutes"]
+        share = 100 * m["clips"] / m["recorded"] if m["recorded"] else 0.0
+        parts.append(f"<p class='summary'><b>{_duration(m['clips'])} of {_duration(m['recorded'])} recorded "
+                     f"({share:.0f} %) ended in clips</b>; {_duration(m['sequences'])} are in sequences. "
+                     "<a href='#yield'>Where the rest went</a>.</p>")
     if manifest.get("stand_ins"):
         parts.append(
             "<p class='warn'><b>Built with stand-in models</b> (not the real models; results test the "
@@ -369,16 +558,11 @@ def render_html(
         )
     for w in warnings:
         parts.append(f"<p class='warn empty-split'><b>Warning:</b> {e(w)}</p>")
-    parts.append("<h2>Counts and splits</h2><table>")
-    for k, v in counts.items():
-        parts.append(f"<tr><th>{e(k)}</th><td>{e(json.dumps(v))}</td></tr>")
-    parts.append(f"<tr><th>split target</th><td>{e(json.dumps(splits.get('target')))}</td></tr>")
-    parts.append(f"<tr><th>split achieved</th><td>{e(json.dumps(splits.get('achieved')))}</td></tr>")
-    parts.append(
-        f"<tr><th>grouped by (subject, song)</th><td>{e(str(splits.get('by_song')))}</td></tr></table>"
-    )
+    parts.append(render_counts(manifest))
+    if yield_section:
+        parts.append(yield_section)
     for key, (caption, png) in figs.items():
-        parts.append(f"<h2>{e(caption)}</h2>" + _img(png, key))
+        parts.append(f"<h2>{e(caption)}</h2><figure>" + _img(png, key) + "</figure>")
     if fit_section:
         parts.append(fit_section)
     if scans:
