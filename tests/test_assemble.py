@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import pickle
+import re
 import shutil
 
 import av
@@ -218,7 +219,12 @@ def test_per_clip_split_exact_counts():
 def test_report_is_self_contained_with_figures(built, layout):
     stats = build_report(layout.dataset_root(), layout.report_dir(), layout)
     page = (layout.report_dir() / "index.html").read_text()
-    assert page.count("data:image/png;base64,") == 7  # shares, f0, tempo, chroma, mouth, durations, qc
+    embedded = re.findall(r"<img alt='([^']*)' src='data:image/png;base64,", page)
+    assert page.count("data:image/png;base64,") == len(embedded)
+    # the figures by name: statistics, refinement QC, then the yield and the per-song timeline (one
+    # figure for up to 30 songs); each exactly once
+    assert sorted(embedded) == sorted(["shares", "f0", "tempo", "chroma", "mouth", "durations", "qc",
+                                       "yield per song", "segment timeline"])
     assert "stand-in" in page and "src='http" not in page
     assert stats["dominant_f0_hz"]["voiced"] == 5
     assert 200 < stats["dominant_f0_hz"]["median"] < 280  # the fixture vocals are 220 and 260 Hz sines
