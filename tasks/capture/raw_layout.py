@@ -4,8 +4,9 @@ Plain functions of explicit folders; `tasks.layout.Layout` builds on them for th
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from tasks.common.bounded import read_json_bounded
 
 SUBJECT_FILE = "subject.json"
 SONG_FILE = "song.json"
@@ -66,5 +67,8 @@ def find_scan(subject_dir: Path) -> Path | None:
 
 
 def read_json(path: Path) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """A JSON file read bounded (regular file, size capped), refusing keys given twice; a missing
+    file is FileNotFoundError (callers treat it as absent), anything else PipelineInputError."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    return read_json_bounded(path)

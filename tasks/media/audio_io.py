@@ -16,6 +16,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from tasks.common.atomic import atomic_path
+from tasks.common.bounded import MAX_MEDIA_BYTES, check_regular_file
 from tasks.common.errors import PipelineInputError
 
 # libsndfile's SFC_SET_ADD_PEAK_CHUNK (sndfile.h); soundfile does not wrap it.
@@ -33,6 +34,10 @@ def audio_info(path: str | Path) -> tuple[int, int, int]:
     return int(info.frames), int(info.samplerate), int(info.channels)
 
 
+NONFINITE_FIX = ("re-export the recording as 16/24-bit PCM WAV or FLAC (a float file with NaN or "
+                 "infinite samples comes from a broken export or effect chain)")
+
+
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Read any libsndfile format (WAV, FLAC, OGG, MP3) -> ((T, C) float32, sample_rate).
 
@@ -41,6 +46,7 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     path = Path(path)
     if not path.is_file():
         raise PipelineInputError(path, "audio file is missing", "put the recording at this path")
+    check_regular_file(path, MAX_MEDIA_BYTES, "the audio file")
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:
@@ -48,6 +54,9 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
                                  "re-export the file as WAV/FLAC (or MP3) that libsndfile can open") from e
     if data.shape[0] == 0:
         raise PipelineInputError(path, "audio file holds no samples", "re-export the recording")
+    if not np.isfinite(data).all():
+        raise PipelineInputError(path, f"audio holds {int((~np.isfinite(data)).sum())} NaN or infinite "
+                                 "sample(s)", NONFINITE_FIX)
     return np.ascontiguousarray(data), int(sr)
 
 
