@@ -18,7 +18,6 @@ import pytest
 import soundfile as sf
 
 from tasks.capture import checks
-from tasks.common.bounded import read_bounded
 from tasks.common.errors import PipelineInputError
 from tasks.media.audio_io import read_audio
 from tasks.scans.scan_io import load_scan
@@ -75,6 +74,7 @@ def test_a_fifo_in_the_scan_folder_is_refused_without_blocking(tmp_path, fifo):
 
 
 def test_a_link_to_a_device_is_refused_by_what_it_is_not_by_its_size(tmp_path):
+    from tasks.common.bounded import read_bounded
     link = tmp_path / "landmarks.json"
     link.symlink_to("/dev/zero")
     with pytest.raises(PipelineInputError, match="character device.*not a regular file"):
@@ -99,17 +99,18 @@ def _run_limited(imports: str, code: str, tmp_path: Path) -> subprocess.Complete
 
 
 def test_landmarks_linked_to_dev_zero_is_refused_within_bounded_memory(tmp_path):
-    subject = tmp_path / "S001"
-    textured_tetra(subject / "scan")
-    (subject / "scan" / "landmarks.json").symlink_to("/dev/zero")
-    r = _run_limited("from tasks.capture import checks\n", textwrap.dedent(f"""
-        from pathlib import Path
-        problems = []
-        checks.check_scan(Path({str(subject)!r}), problems)
-        print("PROBLEMS", [p["problem"] for p in problems])
+    """The scan fit's landmark reader (also validate's) on a landmarks.json linked to /dev/zero:
+    refused for what it is, in a child that may not grow past 2 GiB (it grew to 22 GB)."""
+    lm = tmp_path / "landmarks.json"
+    lm.symlink_to("/dev/zero")
+    r = _run_limited("from tasks.scans.scan_io import load_scan_landmarks\n", textwrap.dedent(f"""
+        from tasks.common.errors import PipelineInputError
+        try:
+            load_scan_landmarks({str(lm)!r})
+        except PipelineInputError as e:
+            print("REFUSED", e)
     """), tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "character device" in r.stdout
+    assert "REFUSED" in r.stdout and "character device" in r.stdout, r.stdout + r.stderr[-1500:]
 
 
 # ----------------------------------------------------------------------------- item 9
@@ -172,3 +173,125 @@ def test_a_key_given_twice_in_song_json_is_refused(tmp_path):
     from tasks.capture.raw_layout import read_json
     with pytest.raises(PipelineInputError, match="given twice"):
         read_json(song)
+
+
+# ----------------------------------------------------------------------------- item 8
+def _bomb_zip(path: Path, member: str, inflated: int) -> None:
+    import zipfile
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        info = zipfile.ZipInfo(member)
+        info.external_attr, info.compress_type = 0o100644 << 16, zipfile.ZIP_DEFLATED
+        with zf.open(info, "w", force_zip64=True) as f:
+            block = b"\0" * (1 << 20)
+            for _ in range(inflated >> 20):
+                f.write(block)
+
+
+def _release_folder(folder: Path, manifest: dict) -> None:
+    """SHA256SUMS over the folder's files plus a release_manifest.json (verify-release's entry)."""
+    import hashlib
+    (folder / "release_manifest.json").write_text(json.dumps(manifest))
+    (folder / "SHA256SUMS").write_text("".join(
+        f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n"
+        for p in sorted(folder.iterdir()) if p.name != "SHA256SUMS"))
+
+
+def test_a_zip_bomb_is_refused_by_its_declared_size_before_inflating(tmp_path, monkeypatch):
+    import tracemalloc
+    from tasks.dataset import loader, verify
+    # the bound lowered so a small bomb stands for a 4 MB zip inflating to 4 GB
+    monkeypatch.setattr(loader, "MAX_CLIP_FILE_BYTES", 1 << 20)
+    monkeypatch.setattr(verify, "MAX_CLIP_FILE_BYTES", 1 << 20)
+    _bomb_zip(tmp_path / "flame_seqs.zip", "id0_1_0_0.pkl", 24 << 20)
+    for s in ("train", "val", "test"):
+        (tmp_path / f"{s}.txt").write_text("id0_1_0_0\n" if s == "train" else "")
+    assert (tmp_path / "flame_seqs.zip").stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        ds = loader.SingingHeadDataset(tmp_path, split="train")
+        with pytest.raises(PipelineInputError, match=r"inflates to 25165824 bytes.*at most 1048576"):
+            ds.flame("id0_1_0_0")
+        _release_folder(tmp_path, {"name": "SingingHead", "shards": []})
+        problems = verify.verify_release(tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert any("flame_seqs.zip:id0_1_0_0.pkl: declares 25165824 bytes" in p for p in problems), problems
+    assert peak < 8 << 20, f"peak {peak} bytes"
+
+
+def test_a_pickle_of_shared_lists_is_refused_quickly(tmp_path):
+    import pickle
+    rows = [0.0] * 50
+    for _ in range(4):
+        rows = [rows] * 200          # 1.6e9 floats when expanded, a few kB pickled
+    bomb = tmp_path / "id0_1_0_0.pkl"
+    bomb.write_bytes(pickle.dumps({"shapecode": [[0.0] * 100], "expcodes": rows, "posecodes": [[0.0] * 9]},
+                                  protocol=3))
+    r = _run_limited("from tasks.dataset.flame_pickle import load_flame_pickle\n", textwrap.dedent(f"""
+        import time
+        t = time.time()
+        try:
+            load_flame_pickle({str(bomb)!r})
+        except Exception as e:
+            print("REFUSED", type(e).__name__, e)
+        print("SECONDS", time.time() - t)
+    """), tmp_path)
+    assert "REFUSED FlamePickleError" in r.stdout and "expand to more than" in r.stdout, r.stdout + r.stderr[-1500:]
+    assert float(r.stdout.split("SECONDS")[1]) < 5
+
+
+def test_a_prediction_linked_to_dev_zero_is_refused(tmp_path):
+    from tasks.dataset.flame_pickle import FlamePickleError, load_pickle_dict
+    link = tmp_path / "id0_1_0_0.pkl"
+    link.symlink_to("/dev/zero")
+    with no_hang(), pytest.raises(FlamePickleError, match="character device"):
+        load_pickle_dict(link)
+
+
+# ----------------------------------------------------------------------------- item 14
+def _tar(path: Path, members: list[tuple[str, bytes]]) -> None:
+    import io
+    import tarfile
+    with tarfile.open(path, "w") as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+
+
+def test_the_loader_refuses_a_member_twice_as_verify_release_does(tmp_path):
+    from tasks.dataset.loader import SingingHeadDataset
+    from tasks.dataset.verify import verify_release
+    _tar(tmp_path / "singinghead-000.tar", [("SingingHead/train.txt", b"id0_1_0_0\n"),
+                                            ("SingingHead/train.txt", b"id9_9_9_9\n")])
+    with pytest.raises(PipelineInputError, match="SingingHead/train.txt.*appears twice"):
+        SingingHeadDataset(tmp_path, split="train")
+    _release_folder(tmp_path, {"name": "SingingHead", "shards": []})
+    assert any("singinghead-000.tar:SingingHead/train.txt: appears twice" in p for p in verify_release(tmp_path))
+
+
+@pytest.mark.parametrize("manifest", [
+    {"name": "SingingHead", "shards": "all"},
+    {"name": "SingingHead", "shards": [5, {"file": 3, "files": []}]},
+    {"name": 7, "shards": [{"file": "singinghead-000.tar", "files": [{"path": "x", "sha256": 1, "size": "9"}]}]},
+    {"name": "SingingHead", "shards": [], "dataset": {"clip_frames": "240", "fps": [30]}},
+])
+def test_verify_release_reports_a_manifest_of_wrong_types_in_one_line(tmp_path, capsys, manifest):
+    from pipeline.cli import main
+    _tar(tmp_path / "singinghead-000.tar", [("SingingHead/train.txt", b"")])
+    _release_folder(tmp_path, manifest)
+    assert main(["verify-release", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "release_manifest.json" in out or "manifest: dataset." in out
+    assert "fingerprint" in out
+
+
+def test_verify_release_prints_the_release_fingerprint(tmp_path, capsys):
+    import hashlib
+    from pipeline.cli import main
+    _tar(tmp_path / "singinghead-000.tar", [("SingingHead/train.txt", b"")])
+    _release_folder(tmp_path, {"name": "SingingHead", "shards": []})
+    main(["verify-release", str(tmp_path)])
+    want = hashlib.sha256((tmp_path / "SHA256SUMS").read_bytes()).hexdigest()
+    assert f"fingerprint {want}" in capsys.readouterr().out

@@ -22,6 +22,9 @@ MAX_PIPELINE_JSON_BYTES = 64 * MiB  # JSON records a stage wrote (segments.json,
 MAX_SIDECAR_BYTES = 1 * GiB       # a scan's mesh, .mtl and texture images
 MAX_PICKLE_BYTES = 256 * MiB      # predictions, flame_seqs clips, FLAME_masks.pkl
 MAX_MEDIA_BYTES = 256 * GiB       # videos and audio handed by path to PyAV / soundfile
+MAX_CLIP_FILE_BYTES = 512 * MiB   # one release clip file (mp4, wav, pkl) or split list, held in memory
+MAX_RELEASE_MEMBER_BYTES = 64 * GiB  # any release member, hashed as a stream (never held)
+MAX_RELEASE_JSON_BYTES = 256 * MiB   # release_manifest.json / manifest.json / SHA256SUMS
 FIX = "replace it with the regular file it should be (not a link to a device, a FIFO or a folder)"
 
 
@@ -47,7 +50,7 @@ def check_regular_file(path: str | Path, limit: int, what: str = "file", fix: st
     try:
         st = os.stat(path)
     except OSError as e:
-        raise PipelineInputError(path, f"{what} cannot be read ({e.strerror or e})", fix) from e
+        raise PipelineInputError(path, f"cannot read {what} ({e.strerror or e})", fix) from e
     if not stat.S_ISREG(st.st_mode):
         raise _refuse_kind(path, st.st_mode, fix)
     if st.st_size > limit:
@@ -67,7 +70,7 @@ def read_bounded(path: str | Path, limit: int, what: str = "file", fix: str = FI
     try:
         fd = os.open(path, flags)
     except OSError as e:
-        raise PipelineInputError(path, f"{what} cannot be read ({e.strerror or e})", fix) from e
+        raise PipelineInputError(path, f"cannot read {what} ({e.strerror or e})", fix) from e
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -86,7 +89,7 @@ def read_bounded(path: str | Path, limit: int, what: str = "file", fix: str = FI
             raise PipelineInputError(path, f"{what} holds more than {limit} bytes (it grew while read)", fix)
         return b"".join(parts)
     except OSError as e:
-        raise PipelineInputError(path, f"{what} cannot be read ({e.strerror or e})", fix) from e
+        raise PipelineInputError(path, f"cannot read {what} ({e.strerror or e})", fix) from e
     finally:
         os.close(fd)
 
