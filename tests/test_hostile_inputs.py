@@ -295,3 +295,80 @@ def test_verify_release_prints_the_release_fingerprint(tmp_path, capsys):
     main(["verify-release", str(tmp_path)])
     want = hashlib.sha256((tmp_path / "SHA256SUMS").read_bytes()).hexdigest()
     assert f"fingerprint {want}" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- item 13
+from test_evaluate import T as EVAL_T, TEST_IDS, _write_preds, model, release  # noqa: E402,F401 (fixtures)
+
+
+@pytest.mark.parametrize("size", ["7", "0", "-4"])
+def test_preview_refuses_a_panel_size_in_one_line(size, capsys):
+    from pipeline.cli import main
+    assert main(["preview", "S001", "001_a", "0", "--size", size]) == 2
+    err = capsys.readouterr().err
+    assert f"--size {size}" in err and "even number of pixels" in err and "Traceback" not in err
+
+
+def test_evaluate_refuses_bad_arguments_before_any_work(tmp_path, release, capsys, monkeypatch):
+    from pipeline.cli import main
+    from pipeline.commands import evaluate as cmd
+    root, gt = release
+    preds = _write_preds(tmp_path / "p", gt, lambda m: m[None])
+    monkeypatch.setattr(cmd, "verify_release", lambda *_: pytest.fail("verified before the arguments"))
+    (tmp_path / "outdir").mkdir()
+    base = ["evaluate", str(preds), "--release", str(root)]
+    assert main(base + ["--out", str(tmp_path / "outdir")]) == 2
+    assert "outdir: is a folder" in capsys.readouterr().err
+    assert main(base + ["--device", "gpu0", "--out", str(tmp_path / "r.json")]) == 2
+    assert "device 'gpu0': is not a torch device name" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_string_and_overflowing_predictions(tmp_path, release, model):
+    from tasks.evaluation.evaluate import evaluate, result_json
+    root, gt = release
+    strings = _write_preds(tmp_path / "s", gt, lambda m: m[None])
+    import pickle
+    (strings / f"{TEST_IDS[0]}.pkl").write_bytes(pickle.dumps({"motion": np.full((1, EVAL_T, 59), "a")}))
+    with pytest.raises(PipelineInputError, match=r"'motion' holds <U1 values, not numbers"):
+        evaluate(strings, root, "test", head_model=model)
+    huge = _write_preds(tmp_path / "h", gt, lambda m: np.full((1,) + m.shape, 3e38, np.float32))
+    with pytest.raises(PipelineInputError, match=r"values up to 3e\+38"):
+        evaluate(huge, root, "test", head_model=model)
+    with pytest.raises(ValueError):
+        result_json({"metrics": {"lve_mean": float("nan")}})
+
+
+def test_evaluate_keeps_the_stand_in_head_model_in_the_user_cache(tmp_path, release, monkeypatch, capsys):
+    from pipeline.cli import main
+    from pipeline.commands import evaluate as cmd
+    root, gt = release
+    preds = _write_preds(tmp_path / "p", gt, lambda m: m[None])
+    monkeypatch.setattr(cmd, "verify_release", lambda *_: [])      # the fixture is a tree without videos
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr("tasks.head_model.write_procedural_head_model",
+                        lambda d, seed: __import__("flame_fit.procedural", fromlist=["x"])
+                        .write_procedural_head_model(d, seed=seed, n_vertices=2000))
+    assert main(["evaluate", str(preds), "--release", str(root), "--device", "cpu", "--out", "r.json"]) == 0
+    assert sorted(p.name for p in work.iterdir()) == ["r.json"]
+    assert list((tmp_path / "cache" / "singinghead" / "_models").glob("procedural_head_*/*"))
+
+
+def test_a_failed_write_names_the_final_path(tmp_path):
+    import errno
+    from tasks.common.atomic import atomic_dir, write_bytes_atomic
+    from tasks.common.errors import OutputWriteError
+    final = tmp_path / "processed" / "S001" / "validation.json"
+    with pytest.raises(OutputWriteError, match=f"{final}: cannot be written.*No space left"):
+        with __import__("tasks.common.atomic", fromlist=["x"]).atomic_path(final) as tmp:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert not final.exists() and list(final.parent.iterdir()) == []
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OutputWriteError, match=f"{blocker / 'x.json'}: cannot be written"):
+        write_bytes_atomic(blocker / "x.json", b"{}")
+    with pytest.raises(OutputWriteError, match=f"{tmp_path / 'd'}: cannot be written"):
+        with atomic_dir(tmp_path / "d") as tmp:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp / "a"))

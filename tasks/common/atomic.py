@@ -18,6 +18,8 @@ from typing import Iterator
 
 import numpy as np
 
+from tasks.common.errors import OutputWriteError
+
 # A fixed zip timestamp keeps .npz bytes identical across reruns (np.savez stamps the wall clock).
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -34,13 +36,14 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     On an exception the temporary file is removed and `final` is left as it was.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_sibling(final)
     try:
-        yield tmp
-        if not tmp.exists():
-            raise RuntimeError(f"writer produced no file at {tmp} for {final}")
-        os.replace(tmp, final)
+        with _naming(final, tmp):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            yield tmp
+            if not tmp.exists():
+                raise RuntimeError(f"writer produced no file at {tmp} for {final}")
+            os.replace(tmp, final)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -50,11 +53,13 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
 def atomic_dir(final: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside `final`; on success it replaces `final` as a whole."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
+    with _naming(final, tmp):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
     try:
-        yield tmp
+        with _naming(final, tmp):
+            yield tmp
         if final.exists():
             old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
             os.replace(final, old)
@@ -65,6 +70,20 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _naming(final: Path, tmp: Path) -> Iterator[None]:
+    """An OSError while writing `final` (through `tmp`), such as a read-only folder or a full disk,
+    becomes an OutputWriteError naming `final`; errors about other files pass unchanged."""
+    try:
+        yield
+    except OSError as e:
+        names = {str(final), str(tmp), str(final.parent)}
+        if e.filename is not None and str(e.filename) not in names and not str(e.filename).startswith(str(tmp)):
+            raise
+        raise OutputWriteError(final, f"cannot be written ({e.strerror or e})",
+                               f"free disk space or make {final.parent} writable, then run again") from e
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
