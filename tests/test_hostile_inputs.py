@@ -372,3 +372,44 @@ def test_a_failed_write_names_the_final_path(tmp_path):
     with pytest.raises(OutputWriteError, match=f"{tmp_path / 'd'}: cannot be written"):
         with atomic_dir(tmp_path / "d") as tmp:
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp / "a"))
+
+
+# ----------------------------------------------------------------------------- item 11
+def test_a_scan_fit_that_misses_its_scan_stops_the_subject_or_ships_flagged(luigi_paths, monkeypatch, tmp_path):
+    import dataclasses
+    from flame_fit.flame import load_flame
+    from flame_fit.procedural import write_procedural_head_model
+    from flame_fit.scan_fit import neutral_mesh
+    from pipeline.build import config_overrides
+    from test_scan_fit import SMALL
+    from tasks.dataset.assembly import _scan_fit_flags
+    from tasks.layout import Layout
+    from tasks.scan_fit import FitScanShape
+    raw, _ = luigi_paths
+    files = write_procedural_head_model(tmp_path / "head", seed=0, n_vertices=2000)
+    model = load_flame(files["model"], files["landmark_embedding"])
+    verts, lmk = neutral_mesh(model, np.zeros(100, np.float32))
+    # the scan: the model's own neutral head in mm; its landmarks those of another face (scrambled),
+    # so no alignment and no shape brings them onto the scan
+    scan = raw / "S1" / "scan" / "head.obj"
+    scan.parent.mkdir(parents=True)
+    (raw / "S1" / "songs").mkdir()
+    scan.write_text("".join(f"v {x:.5f} {y:.5f} {z:.5f}\n" for x, y, z in verts * 1000)
+                    + "".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in model.faces.numpy()))
+    (scan.parent / "scan.json").write_text('{"units": "mm"}')
+    (scan.parent / "landmarks.json").write_text(json.dumps(
+        {"landmarks": (lmk[[(7 * i) % 68 for i in range(68)]] * 1000).tolist()}))
+    layout = Layout.from_config()
+    layout.monocular_shape_npz("S1").parent.mkdir(parents=True, exist_ok=True)
+    np.savez(layout.monocular_shape_npz("S1"), shape=np.zeros(100, np.float32))
+    monkeypatch.setattr(FitScanShape, "fit_config", dataclasses.replace(
+        SMALL, max_iters=20, min_iters=5, probe_iters=5, scale_starts=(1.0,), icp_iters=0, max_points=300))
+    with config_overrides(flame={"procedural_model_dir": tmp_path / "head"}):
+        with pytest.raises(PipelineInputError, match="did not fit this scan: the fitted landmarks stay") as e:
+            FitScanShape(subject="S1").run()
+        assert e.value.path == str(scan) and not layout.scan_shape_npy("S1").exists()
+        with config_overrides(scan_fit={"on_bad_fit": "flag"}):
+            FitScanShape(subject="S1").run()
+    report = json.loads((layout.shape_dir("S1") / "report.json").read_text())
+    assert report["flagged"] and "mm from the scan's" in report["flagged"][0]
+    assert _scan_fit_flags(layout.shape_dir("S1") / "report.json") == report["flagged"]
