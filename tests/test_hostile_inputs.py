@@ -413,3 +413,38 @@ def test_a_scan_fit_that_misses_its_scan_stops_the_subject_or_ships_flagged(luig
     report = json.loads((layout.shape_dir("S1") / "report.json").read_text())
     assert report["flagged"] and "mm from the scan's" in report["flagged"][0]
     assert _scan_fit_flags(layout.shape_dir("S1") / "report.json") == report["flagged"]
+
+
+# ----------------------------------------------------------------------------- item 12
+def _video(path: Path, frames: list[np.ndarray], fps: int = 30) -> Path:
+    import av
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.height, s.width = frames[0].shape[:2]
+        s.pix_fmt, s.options = "yuv420p", {"preset": "ultrafast", "crf": "10"}
+        for img in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+@pytest.mark.parametrize("face_px", [0, 13])
+def test_a_video_without_a_usable_face_names_the_video(tmp_path, face_px):
+    import cv2
+    from demo.scan import default_face_photo
+    from tasks.common.settings import CropSettings
+    from tasks.faces.portrait_video import crop_video
+    rng = np.random.default_rng(0)
+    frame = rng.integers(90, 110, (360, 640, 3), np.uint8)
+    if face_px:          # a real face photo, 13 px high: below what the detector finds
+        photo = default_face_photo()
+        w = max(1, round(face_px * photo.shape[1] / photo.shape[0]))
+        frame[100:100 + face_px, 300:300 + w] = cv2.resize(photo, (w, face_px), interpolation=cv2.INTER_AREA)
+    video = _video(tmp_path / "color.mp4", [frame] * 8)
+    with pytest.raises(PipelineInputError, match=r"no face was found in any of its 8 frames \(faces smaller "
+                                                 r"than about 20 px high") as e:
+        crop_video(video, tmp_path / "portrait", CropSettings(output_size=64, landmark_every=2))
+    assert e.value.path == str(video) and "at least 20 px high" in e.value.fix
+    assert not (tmp_path / "portrait" / "segments.json").exists()
