@@ -448,3 +448,34 @@ def test_a_video_without_a_usable_face_names_the_video(tmp_path, face_px):
         crop_video(video, tmp_path / "portrait", CropSettings(output_size=64, landmark_every=2))
     assert e.value.path == str(video) and "at least 20 px high" in e.value.fix
     assert not (tmp_path / "portrait" / "segments.json").exists()
+
+
+# ----------------------------------------------------------------------------- item 14 / 11: the manifest
+def test_links_outside_raw_and_flagged_fits_are_recorded_in_manifest_and_report(luigi_paths, tmp_path):
+    from dataset_helpers import make_subject_outputs
+    from tasks.assemble import AssembleDataset
+    from tasks.layout import Layout
+    from tasks.reporting.page import build_report
+    raw, processed = luigi_paths
+    make_subject_outputs(raw, processed, {"S005": {"001_art_x": [240]}})
+    song = raw / "S005" / "songs" / "001_art_x"
+    elsewhere = tmp_path / "other_disk" / "001_art_x"
+    elsewhere.parent.mkdir()
+    song.rename(elsewhere)
+    song.symlink_to(elsewhere, target_is_directory=True)
+    # validate says so, naming the link and where it goes (a warning: labs link on purpose)
+    from tasks.capture.raw_layout import links_outside
+    assert links_outside(raw, "S005") == [("S005/songs/001_art_x", elsewhere.resolve())]
+    problems, _ = checks.validate_subject(raw / "S005", 30, 1.0)
+    warn = [p for p in problems if p["path"] == str(song)]
+    assert warn and warn[0]["level"] == "warning" and str(elsewhere) in warn[0]["problem"]
+    layout = Layout.from_config()
+    report = layout.shape_dir("S005") / "report.json"
+    report.write_text(json.dumps({"flagged": ["the fitted landmarks stay 16.7 mm from the scan's"]}))
+    manifest = AssembleDataset().assemble()
+    assert manifest["flags"] == {"links_outside_raw": {"S005": ["S005/songs/001_art_x"]},
+                                 "scan_fit": {"S005": ["the fitted landmarks stay 16.7 mm from the scan's"]}}
+    assert str(tmp_path) not in json.dumps(manifest["flags"])
+    stats = build_report(layout.dataset_root(), tmp_path / "report", layout, portrait_size=64)
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert stats["flags"] == manifest["flags"] and "FLAGGED scan_fit of S005" in html

@@ -458,6 +458,11 @@ def validate_subject(subject_dir: Path, fps: int, tolerance_s: float) -> tuple[l
         problems.append(_problem(subject_dir / R.SUBJECT_FILE,
                                  f"subject_id {_short(subj['subject_id'])} differs from the folder name "
                                  f"'{subject_dir.name}'", "rename the folder or fix subject_id", WARNING))
+    for rel, target in R.links_outside(subject_dir.parent, subject_dir.name):
+        problems.append(_problem(subject_dir.parent / rel, f"links outside the capture folder, to {target}: read "
+                                 "like the others and recorded in the dataset manifest (links_outside_raw)",
+                                 "nothing to do if the link is meant (e.g. a capture on another disk); "
+                                 "else replace the link by the folder itself", WARNING))
     scans = check_scan(subject_dir, problems)
     if scans:
         facts["scan"] = scans

@@ -26,7 +26,7 @@ import numpy as np
 
 from tasks.common.atomic import atomic_dir, npy_bytes, write_bytes_atomic, write_json_atomic
 from tasks.common.errors import PipelineInputError
-from tasks.capture.raw_layout import read_json
+from tasks.capture.raw_layout import links_outside, read_json
 from tasks.common.progress import Progress
 from tasks.common.settings import AudioSettings, DatasetSettings
 from tasks.dataset.manifest import collect_provenance, config_parameters, gather_records, tool_version
@@ -87,6 +87,9 @@ def assemble_dataset(
         flagged = _scan_fit_flags(shape_path.parent / "report.json")
         if flagged:
             flags.setdefault("scan_fit", {})[subject] = flagged
+        linked = links_outside(paths.raw_subject_dir(subject).parent, subject)
+        if linked:      # names inside raw/ only: the manifest ships, the machine's paths do not
+            flags.setdefault("links_outside_raw", {})[subject] = [rel for rel, _ in linked]
         records += gather_records(paths.subject_out(subject), paths.subject_done(subject), stage_outputs)
     check_unique_ids(plans)
 
