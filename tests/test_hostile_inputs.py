@@ -479,3 +479,4 @@ def test_links_outside_raw_and_flagged_fits_are_recorded_in_manifest_and_report(
     stats = build_report(layout.dataset_root(), tmp_path / "report", layout, portrait_size=64)
     html = (tmp_path / "report" / "index.html").read_text()
     assert stats["flags"] == manifest["flags"] and "FLAGGED scan_fit of S005" in html
+

@@ -21,6 +21,7 @@ MAX_JSON_BYTES = 1 * MiB          # subject.json / song.json / landmarks.json / 
 MAX_PIPELINE_JSON_BYTES = 64 * MiB  # JSON records a stage wrote (segments.json, ...), re-read
 MAX_SIDECAR_BYTES = 1 * GiB       # a scan's mesh, .mtl and texture images
 MAX_PICKLE_BYTES = 256 * MiB      # predictions, flame_seqs clips, FLAME_masks.pkl
+MAX_MODEL_BYTES = 16 * GiB        # model checkpoints handed by path to torch.load
 MAX_MEDIA_BYTES = 256 * GiB       # videos and audio handed by path to PyAV / soundfile
 MAX_CLIP_FILE_BYTES = 512 * MiB   # one release clip file (mp4, wav, pkl) or split list, held in memory
 MAX_RELEASE_MEMBER_BYTES = 64 * GiB  # any release member, hashed as a stream (never held)
