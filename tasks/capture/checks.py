@@ -5,14 +5,17 @@ fault and what to do:
 - names: subject and song folders must be plain names the dataset ids can use (a subject number
   in the subject folder's name, no two subjects or two songs of a subject on one number);
 - JSON: well formed, of bounded size, nesting and numbers, with the required keys and types;
-- the scan (when present) loads as a triangle mesh with finite vertices (the scan fit's loader),
-  and its landmarks.json (when present) holds 68 finite points;
+- files are read bounded (tasks.common.bounded): a FIFO, a device or a folder is refused by what
+  it is, never waited on; subject, scan and song folders linked outside raw/ are a warning;
+- the scan (when present) loads as a triangle mesh with finite vertices and some area (the scan
+  fit's loader, .mtl and texture included), its scan.json parses as the fit parses it, its
+  landmarks.json (when present) holds 68 finite points, and an uncoloured scan has one;
 - the video: readable, a colour track of the right rate (size recorded; not 3840x2160 is a
   warning), no rotation or flip to apply on display (refused), first and last frames decode, its
   packets reach the duration in its header, and its timestamps (read by demuxing only) neither
   jump nor leave frames out unnoticed (missing or duplicated frames are a warning with the count
   the crop stage will repair, also in the facts);
-- audio readable, and the vocal (and original/accompaniment) lasting as long as the video at
+- audio readable, without NaN or infinite samples, and the vocal (and original/accompaniment) lasting as long as the video at
   `audio_offset_s`, within `[audio] duration_tolerance_s`;
 - the model files set in `[flame]`, `[emoca]`, `[bgm]`, loaded as their stages load them
   (`tasks.capture.model_checks`).

@@ -26,6 +26,7 @@ _SFC_SET_ADD_PEAK_CHUNK = 0x1050
 def audio_info(path: str | Path) -> tuple[int, int, int]:
     """(frames, sample_rate, channels) of an audio file, without reading its samples."""
     path = Path(path)
+    check_regular_file(path, MAX_MEDIA_BYTES, "the audio file")
     try:
         info = sf.info(str(path))
     except Exception as e:  # soundfile raises LibsndfileError/RuntimeError for unreadable files
