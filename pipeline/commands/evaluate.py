@@ -65,7 +65,8 @@ def evaluate(args) -> int:
         result["release_fingerprint"] = fingerprint
     if not all(math.isfinite(v) for v in result["metrics"].values()):
         raise PipelineInputError(preds, "the metrics came out NaN or infinite (nothing written)",
-                                 "check the predictions' values: expression coefficients and angles in radians")
+                                 "check the predictions' values: expression coefficients and angles in "
+                                 "radians")
     print(main_table(result), end="")
     if fingerprint:
         print(f"release fingerprint {fingerprint} (sha256 of SHA256SUMS; compare with the published one)")

@@ -17,6 +17,7 @@ def verify(args) -> int:
     print(f"verify-release {args.dir}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
     fingerprint = release_fingerprint(folder)
     if fingerprint:
-        print(f"release fingerprint {fingerprint} (sha256 of SHA256SUMS): compare it with the one the release's "
-              "publisher announced; an edited release with regenerated sums verifies but has another")
+        print(f"release fingerprint {fingerprint} (sha256 of SHA256SUMS): compare it with the one the "
+              "release's publisher announced; an edited release with regenerated sums verifies but has "
+              "another")
     return 0 if not problems else 1

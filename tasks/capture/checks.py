@@ -15,8 +15,8 @@ fault and what to do:
   packets reach the duration in its header, and its timestamps (read by demuxing only) neither
   jump nor leave frames out unnoticed (missing or duplicated frames are a warning with the count
   the crop stage will repair, also in the facts);
-- audio readable, without NaN or infinite samples, and the vocal (and original/accompaniment) lasting as long as the video at
-  `audio_offset_s`, within `[audio] duration_tolerance_s`;
+- audio readable, without NaN or infinite samples, and the vocal (and original/accompaniment)
+  lasting as long as the video at `audio_offset_s`, within `[audio] duration_tolerance_s`;
 - the model files set in `[flame]`, `[emoca]`, `[bgm]`, loaded as their stages load them
   (`tasks.capture.model_checks`).
 
@@ -462,8 +462,9 @@ def validate_subject(subject_dir: Path, fps: int, tolerance_s: float) -> tuple[l
                                  f"subject_id {_short(subj['subject_id'])} differs from the folder name "
                                  f"'{subject_dir.name}'", "rename the folder or fix subject_id", WARNING))
     for rel, target in R.links_outside(subject_dir.parent, subject_dir.name):
-        problems.append(_problem(subject_dir.parent / rel, f"links outside the capture folder, to {target}: read "
-                                 "like the others and recorded in the dataset manifest (links_outside_raw)",
+        problems.append(_problem(subject_dir.parent / rel, f"links outside the capture folder, to {target}: "
+                                 "read like the others and recorded in the dataset manifest "
+                                 "(links_outside_raw)",
                                  "nothing to do if the link is meant (e.g. a capture on another disk); "
                                  "else replace the link by the folder itself", WARNING))
     scans = check_scan(subject_dir, problems)

@@ -72,7 +72,8 @@ def links_outside(raw: Path, subject: str) -> list[tuple[str, Path]]:
     read like the others; validation warns and the dataset manifest records them."""
     root = Path(raw).resolve()
     subject_dir = Path(raw) / subject
-    folders = [subject_dir, subject_dir / "scan"] + [subject_dir / "songs" / s for s in list_songs(subject_dir)]
+    folders = [subject_dir, subject_dir / "scan"]
+    folders += [subject_dir / "songs" / s for s in list_songs(subject_dir)]
     out = []
     for p in folders:
         if p.exists() and not p.resolve().is_relative_to(root):

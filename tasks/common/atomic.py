@@ -80,7 +80,8 @@ def _naming(final: Path, tmp: Path) -> Iterator[None]:
         yield
     except OSError as e:
         names = {str(final), str(tmp), str(final.parent)}
-        if e.filename is not None and str(e.filename) not in names and not str(e.filename).startswith(str(tmp)):
+        name = None if e.filename is None else str(e.filename)
+        if name is not None and name not in names and not name.startswith(str(tmp)):
             raise
         raise OutputWriteError(final, f"cannot be written ({e.strerror or e})",
                                f"free disk space or make {final.parent} writable, then run again") from e

@@ -130,7 +130,8 @@ def _read(data_or_path) -> tuple[bytes, str]:
     try:
         return read_bounded(path, MAX_PICKLE_BYTES, "the pickle"), str(path)
     except PipelineInputError as exc:
-        raise FlamePickleError(path, exc.problem, "check the path; re-download or re-extract the release") from exc
+        raise FlamePickleError(path, exc.problem,
+                               "check the path; re-download or re-extract the release") from exc
 
 
 def _expanded_items(obj, cap: int) -> int:

@@ -137,8 +137,8 @@ class ReleaseStore:
         if rel in self.tar_index:
             shard, off, size = self.tar_index[rel]
             if size > MAX_CLIP_FILE_BYTES:
-                raise PipelineInputError(shard, f"SingingHead/{rel} is {size} bytes, more than a release file "
-                                         f"holds (at most {MAX_CLIP_FILE_BYTES})", _FIX)
+                raise PipelineInputError(shard, f"SingingHead/{rel} is {size} bytes, more than a release "
+                                         f"file holds (at most {MAX_CLIP_FILE_BYTES})", _FIX)
             f = self._handle(("tar", shard), lambda: open(shard, "rb"))
             f.seek(off)
             data = f.read(size)
@@ -149,15 +149,16 @@ class ReleaseStore:
         if mod in self.zips and name in self._zip_names(mod):
             info = self._zip_names(mod)[name]
             if info.file_size > MAX_CLIP_FILE_BYTES:         # declared size, before inflating anything
-                raise PipelineInputError(self.zips[mod], f"{name} inflates to {info.file_size} bytes, more than "
-                                         f"a release file holds (at most {MAX_CLIP_FILE_BYTES})", _FIX)
+                raise PipelineInputError(self.zips[mod], f"{name} inflates to {info.file_size} bytes, more "
+                                         f"than a release file holds (at most {MAX_CLIP_FILE_BYTES})", _FIX)
             try:
                 with self._zip(mod).open(info) as f:          # zipfile stops at the declared size
                     return f.read(MAX_CLIP_FILE_BYTES + 1), f"{self.zips[mod]}:{name}"
             except (zipfile.BadZipFile, OSError) as exc:     # CRC errors are BadZipFile
                 raise PipelineInputError(self.zips[mod], f"cannot read {name} ({exc})", _FIX) from exc
         if "/" not in rel and (self.root / rel).is_file():    # txt files next to the zips
-            return read_bounded(self.root / rel, MAX_CLIP_FILE_BYTES, "a release file", _FIX), str(self.root / rel)
+            p = self.root / rel
+            return read_bounded(p, MAX_CLIP_FILE_BYTES, "a release file", _FIX), str(p)
         raise PipelineInputError(self.tree / rel, "is missing from the release (looked in the extracted "
                                  f"tree, {len(set(v[0] for v in self.tar_index.values()))} tar shard(s) "
                                  f"and the zips {sorted(p.name for p in self.zips.values())})", _FIX)

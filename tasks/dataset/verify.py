@@ -392,13 +392,14 @@ def _recorded_members(rel_manifest: dict | None, problems: list[str]) -> dict[st
         return recorded
     for k, shard in enumerate(shards):
         files = shard.get("files", []) if isinstance(shard, dict) else None
-        if not isinstance(shard, dict) or not isinstance(shard.get("file"), str) or not isinstance(files, list):
+        if not (isinstance(shard, dict) and isinstance(shard.get("file"), str) and isinstance(files, list)):
             problems.append(f"{RELEASE_MANIFEST}: shards[{k}] is not {{'file': name, 'files': [...]}}")
             continue
         entries = recorded.setdefault(shard["file"], {})
         for f in files:
+            size = f.get("size") if isinstance(f, dict) else None
             if (isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("sha256"), str)
-                    and (f.get("size") is None or (isinstance(f["size"], int) and not isinstance(f["size"], bool)))):
+                    and (size is None or (isinstance(size, int) and not isinstance(size, bool)))):
                 entries[f["path"]] = f
             else:
                 problems.append(f"{RELEASE_MANIFEST}: shards[{k}] ({shard['file'][:60]}) records "
@@ -500,8 +501,8 @@ def _verify_release_folder(folder: Path) -> list[str]:
         except (ValueError, UnicodeDecodeError, RecursionError) as e:
             problems.append(f"{RELEASE_MANIFEST}: unreadable ({str(e)[:200]})")
             rel_manifest = None
-    params = _dataset_params(rm_bytes if rel_manifest is not None else _small(folder / "manifest.json", problems),
-                             problems)
+    manifest_bytes = rm_bytes if rel_manifest is not None else _small(folder / "manifest.json", problems)
+    params = _dataset_params(manifest_bytes, problems)
     seen = Seen()
     for s in SPLIT_FILES:  # zips and WebDataset keep the split lists at the top
         if (folder / s).is_file() and not (folder / s).is_symlink():

@@ -235,11 +235,13 @@ def _no_face(video, checks: FaceChecks, frame_count: int, cfg: CropSettings) -> 
         problem = (f"no face was found in any of its {frame_count} frames (faces smaller than about {px} px "
                    f"high are not found in this {checks.w}x{checks.h} video)")
     else:
-        problem = (f"a face was found in {checks.faces_found} of {checks.detections} detection attempts but "
-                   f"never stayed whole in the portrait long enough to start a segment ({frame_count} frames)")
-    raise PipelineInputError(video, problem, f"check that this is the take's colour video and the singer faces "
-                             f"the camera, the face at least {px} px high (move the camera closer or record at "
-                             f"2160p; [crop] detect_width {int(cfg.detect_width)} sets the detector's resolution)")
+        problem = (f"a face was found in {checks.faces_found} of {checks.detections} detection attempts "
+                   f"but never stayed whole in the portrait long enough to start a segment "
+                   f"({frame_count} frames)")
+    raise PipelineInputError(video, problem, "check that this is the take's colour video and the singer "
+                             f"faces the camera, the face at least {px} px high (move the camera closer or "
+                             f"record at 2160p; [crop] detect_width {int(cfg.detect_width)} sets the "
+                             "detector's resolution)")
 
 
 def crop_video(video: str | Path, out_dir: str | Path, cfg: CropSettings,
