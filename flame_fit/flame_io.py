@@ -18,7 +18,9 @@ unpickler.  The procedural head model is written in the same format and read by 
 from __future__ import annotations
 
 import io
+import os
 import pickle
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -152,8 +154,13 @@ class _GuardedUnpickler(pickle.Unpickler):
 def _guarded_load(path: Path, what: str, allow_torch: bool = False):
     """The object in a pickle file or in an object-dtype .npy file, through `_GuardedUnpickler`.
 
-    Plain (non-object) .npy files are read without any unpickling.
+    Plain (non-object) .npy files are read without any unpickling. Only a regular file is opened
+    (a FIFO would block the open, a link to a device never end).
     """
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise FlameFileError(path, f"{what} is not a regular file (a FIFO, device or folder)",
+                             "point the setting at the model file itself")
     with open(path, "rb") as f:
         if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
             f.seek(0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from tasks import config
+from tasks.common.errors import PipelineInputError
 from tasks.common.settings import DeviceSettings
 
 DeviceLike = DeviceSettings | str | torch.device
@@ -22,7 +23,12 @@ def torch_device(device: DeviceLike | None = None) -> torch.device:
     name = device.torch_device if isinstance(device, DeviceSettings) else device
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError) as e:
+        raise PipelineInputError(f"device {name!r}", "is not a torch device name",
+                                 "use auto, cpu, cuda or cuda:N (--device, or [device] torch_device)") from e
+    return dev
 
 
 def gpu_resources(uses_gpu: bool = True, device: DeviceLike | None = None) -> dict:

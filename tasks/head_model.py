@@ -11,6 +11,7 @@ files, so both paths exercise the same code.  Its model record and log lines nam
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -43,6 +44,13 @@ def procedural_model_files(folder: str | Path, seed: int = PROCEDURAL_SEED) -> t
         with atomic_dir(folder) as tmp:
             write_procedural_head_model(tmp, seed=seed)
     return model, emb
+
+
+def user_models_dir() -> Path:
+    """Where a command run outside a build (evaluate) keeps the procedural model: the user's cache,
+    $XDG_CACHE_HOME/singinghead/_models (default ~/.cache/singinghead/_models)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "singinghead" / "_models"
 
 
 def default_procedural_dir(models_dir: str | Path, seed: int = PROCEDURAL_SEED) -> Path:

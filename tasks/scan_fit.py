@@ -12,12 +12,14 @@ import logging
 import luigi
 
 from flame_fit.scan_fit import ScanFitConfig
+from tasks import config
 from tasks.base import SubjectTask
 from tasks.common.errors import PipelineInputError
+from tasks.common.settings import ScanFitSettings
 from tasks.devices import gpu_resources, torch_device
 from tasks.estimate import SubjectShape
 from tasks.head_model import head_model_for_task
-from tasks.scans.fit import fit_subject_scan, read_monocular_shape, write_shape_dir
+from tasks.scans.fit import bad_fit_reasons, fit_subject_scan, read_monocular_shape, write_shape_dir
 
 log = logging.getLogger("singinghead")
 
@@ -57,4 +59,14 @@ class FitScanShape(SubjectTask):
         model, rec = head_model_for_task(self.layout, device)
         files, png = fit_subject_scan(scan_path, model, rec, init, device, self.fit_config, task=self)
         files["report"]["source"] = "scan fit"
+        settings = config.read(ScanFitSettings)
+        reasons = bad_fit_reasons(files["report"], files["shape"], settings)
+        if reasons and settings.on_bad_fit != "flag":
+            raise PipelineInputError(scan_path, "the scan fit did not fit this scan: " + "; ".join(reasons),
+                                     "check the scan (a whole, non-degenerate head mesh), its landmarks.json "
+                                     "(68 iBUG points on this scan) and scan.json's units; or set [scan_fit] "
+                                     "on_bad_fit = flag to ship the shape flagged")
+        if reasons:
+            log.warning("FitScanShape %s: FLAGGED: %s", scan_path, "; ".join(reasons))
+            files["report"]["flagged"] = reasons
         write_shape_dir(out_dir, files["shape"], files["report"], files["alignment"], png)

@@ -28,5 +28,12 @@ def default_paths_outside_the_checkout(tmp_path_factory):
     """A test that forgets its own [paths] writes into a temp folder, never into the checkout's
     raw/ or processed/ (Luigi's PROCESSING_TIME handler writes processed/_timings.jsonl)."""
     root = tmp_path_factory.mktemp("default_paths")
+    # `evaluate` keeps the procedural head model in the user's cache: a session folder here
+    cache = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(root / "cache")
     with config_overrides(paths={"raw_dir": root / "raw", "processed_dir": root / "processed"}):
         yield
+    if cache is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = cache

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks.common.errors import PipelineInputError
-from tasks.dataset.verify import verify_release
+from tasks.dataset.verify import release_fingerprint, verify_release
 
 
 def verify(args) -> int:
@@ -15,4 +15,9 @@ def verify(args) -> int:
     for p in problems:
         print(f"FAIL {p}")
     print(f"verify-release {args.dir}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+    fingerprint = release_fingerprint(folder)
+    if fingerprint:
+        print(f"release fingerprint {fingerprint} (sha256 of SHA256SUMS): compare it with the one the "
+              "release's publisher announced; an edited release with regenerated sums verifies but has "
+              "another")
     return 0 if not problems else 1

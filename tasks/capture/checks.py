@@ -5,15 +5,18 @@ fault and what to do:
 - names: subject and song folders must be plain names the dataset ids can use (a subject number
   in the subject folder's name, no two subjects or two songs of a subject on one number);
 - JSON: well formed, of bounded size, nesting and numbers, with the required keys and types;
-- the scan (when present) loads as a triangle mesh with finite vertices (the scan fit's loader),
-  and its landmarks.json (when present) holds 68 finite points;
+- files are read bounded (tasks.common.bounded): a FIFO, a device or a folder is refused by what
+  it is, never waited on; subject, scan and song folders linked outside raw/ are a warning;
+- the scan (when present) loads as a triangle mesh with finite vertices and some area (the scan
+  fit's loader, .mtl and texture included), its scan.json parses as the fit parses it, its
+  landmarks.json (when present) holds 68 finite points, and an uncoloured scan has one;
 - the video: readable, a colour track of the right rate (size recorded; not 3840x2160 is a
   warning), no rotation or flip to apply on display (refused), first and last frames decode, its
   packets reach the duration in its header, and its timestamps (read by demuxing only) neither
   jump nor leave frames out unnoticed (missing or duplicated frames are a warning with the count
   the crop stage will repair, also in the facts);
-- audio readable, and the vocal (and original/accompaniment) lasting as long as the video at
-  `audio_offset_s`, within `[audio] duration_tolerance_s`;
+- audio readable, without NaN or infinite samples, and the vocal (and original/accompaniment)
+  lasting as long as the video at `audio_offset_s`, within `[audio] duration_tolerance_s`;
 - the model files set in `[flame]`, `[emoca]`, `[bgm]`, loaded as their stages load them
   (`tasks.capture.model_checks`).
 
@@ -28,17 +31,21 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 import soundfile as sf
 
 from tasks.capture import raw_layout as R
 from tasks.capture.model_checks import check_model_files
+from tasks.common.bounded import (DuplicateKey, MAX_JSON_BYTES, MAX_MEDIA_BYTES, check_regular_file,
+                                  no_duplicate_keys, read_bounded)
 from tasks.common.errors import PipelineInputError
 from tasks.common.names import check_name
 from tasks.common.settings import AudioSettings, BgmSettings, DatasetSettings, EmocaSettings, FlameSettings
 from tasks.dataset.plan import song_number, subject_number
+from tasks.media.audio_io import NONFINITE_FIX
 from tasks.media.video_io import (display_transform, find_color_stream, frame_timing, open_video, packet_times,
                                   probe_video, stream_fps)
-from tasks.scans.scan_io import load_scan, load_scan_landmarks
+from tasks.scans.scan_io import LANDMARK_FIX, SCAN_FIX, declared_scale, load_scan, load_scan_landmarks
 
 GENRES = ("art", "country", "hip-hop", "rock", "folk", "rnb", "theater", "march")
 SUBJECT_KEYS = {"subject_id": str, "gender": str, "professional": bool}
@@ -50,7 +57,6 @@ TRUNCATION_TOLERANCE_S = 0.5  # packets may stop this much short of the header's
 # Consecutive colour packets further apart than this are broken timestamps, not dropped frames:
 # a recorder under load drops single frames or a few, never seconds of them at once.
 MAX_TIMESTAMP_STEP_S = 5.0
-MAX_JSON_BYTES = 1 << 20      # subject.json / song.json / landmarks.json are a few hundred bytes
 MAX_JSON_NUMBER = 1e15        # larger numbers in these files are typing accidents
 MAX_OFFSET_S = 3600.0         # |audio_offset_s| beyond an hour is not an offset between two recorders
 ERROR, WARNING = "error", "warning"
@@ -92,12 +98,13 @@ def read_json_checked(path: Path) -> tuple[object, str | None]:
     """(data, None), or (None, what is wrong) for a file that is not small, well-formed JSON with
     finite numbers of sane size. Never raises for the file's content."""
     try:
-        size = path.stat().st_size
-        if size > MAX_JSON_BYTES:
-            return None, f"is {size} bytes, not a small JSON file (at most {MAX_JSON_BYTES})"
-        text = path.read_bytes().decode("utf-8")
+        text = read_bounded(path, MAX_JSON_BYTES, "a small JSON file").decode("utf-8")
         return json.loads(text, parse_int=_parse_int, parse_float=_parse_float,
-                          parse_constant=_parse_constant), None
+                          parse_constant=_parse_constant, object_pairs_hook=no_duplicate_keys), None
+    except PipelineInputError as e:
+        return None, e.problem
+    except DuplicateKey as e:
+        return None, f"not usable JSON: {e} (which one is meant?)"
     except _BadNumber as e:
         return None, f"not usable JSON: {e}"
     except RecursionError:
@@ -235,18 +242,24 @@ def check_scan(subject_dir: Path, problems: list) -> list[str]:
         problems.append(_problem(scan_dir, "scan/ holds neither head.obj nor head.ply; the subject's "
                                  "shape will be the monocular estimate",
                                  "export the light-stage mesh as scan/head.obj or head.ply", WARNING))
-    for s in scans:
+    lm = scan_dir / R.SCAN_LANDMARKS
+    for k, s in enumerate(scans):
         if s.stat().st_size == 0:
             problems.append(_problem(s, "scan file is empty", "re-export the mesh from Metashape"))
             continue
         try:
-            load_scan(s)
+            scan = load_scan(s)
+            if k == 0:      # the scan the fit uses (tasks.capture.raw_layout.find_scan)
+                declared_scale(s)
+                if not scan.has_color and not lm.exists() and not lm.is_symlink():
+                    problems.append(_problem(lm, f"is missing, and {s.name} has neither a texture nor vertex "
+                                             "colours: the scan fit cannot place its landmarks automatically",
+                                             f"{LANDMARK_FIX}; or {SCAN_FIX}"))
         except PipelineInputError as e:
             problems.append(_from_error(e))
         except Exception as e:  # noqa: BLE001 - a damaged mesh can break the reader in many ways
             problems.append(_problem(s, f"cannot read the scan ({type(e).__name__}: {e})",
                                      "re-export the mesh from Metashape as OBJ or PLY"))
-    lm = scan_dir / R.SCAN_LANDMARKS
     if lm.exists():
         _, bad = read_json_checked(lm)
         if bad:
@@ -387,8 +400,13 @@ def check_timing(path: Path, problems: list, facts: dict) -> bool:
 
 # ----------------------------------------------------------------------------- audio
 def check_audio(path: Path, problems: list, what: str) -> dict | None:
-    if not path.is_file():
+    if not path.exists():
         problems.append(_problem(path, f"{what} is missing", f"put the {what} at this path"))
+        return None
+    try:
+        check_regular_file(path, MAX_MEDIA_BYTES, f"the {what}")
+    except PipelineInputError as e:
+        problems.append(_from_error(e))
         return None
     try:
         info = sf.info(str(path))
@@ -399,8 +417,23 @@ def check_audio(path: Path, problems: list, what: str) -> dict | None:
     if info.frames <= 0 or info.samplerate <= 0:
         problems.append(_problem(path, f"{what} holds no samples", "re-export the recording"))
         return None
+    bad = _nonfinite_samples(path, info)
+    if bad:
+        problems.append(_problem(path, f"{what} holds {bad} NaN or infinite sample(s)", NONFINITE_FIX))
+        return None
     return {"path": str(path), "sample_rate": int(info.samplerate), "channels": int(info.channels),
             "duration_s": info.frames / info.samplerate}
+
+
+def _nonfinite_samples(path: Path, info) -> int:
+    """How many samples of a float-coded file are NaN or infinite (integer PCM and decoded formats
+    cannot hold any: only FLOAT/DOUBLE subtypes are read), streamed in blocks."""
+    if info.subtype not in ("FLOAT", "DOUBLE"):
+        return 0
+    n = 0
+    for block in sf.blocks(str(path), blocksize=1 << 16, dtype="float32", always_2d=True):
+        n += int(block.size - np.isfinite(block).sum())
+    return n
 
 
 def check_durations(video: dict, audio: dict, offset: float, problems: list, tol: float,
@@ -449,6 +482,12 @@ def validate_subject(subject_dir: Path, fps: int, tolerance_s: float,
         problems.append(_problem(subject_dir / R.SUBJECT_FILE,
                                  f"subject_id {_short(subj['subject_id'])} differs from the folder name "
                                  f"'{subject_dir.name}'", "rename the folder or fix subject_id", WARNING))
+    for rel, target in R.links_outside(subject_dir.parent, subject_dir.name):
+        problems.append(_problem(subject_dir.parent / rel, f"links outside the capture folder, to {target}: "
+                                 "read like the others and recorded in the dataset manifest "
+                                 "(links_outside_raw)",
+                                 "nothing to do if the link is meant (e.g. a capture on another disk); "
+                                 "else replace the link by the folder itself", WARNING))
     scans = check_scan(subject_dir, problems)
     if scans:
         facts["scan"] = scans

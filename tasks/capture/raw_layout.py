@@ -4,8 +4,9 @@ Plain functions of explicit folders; `tasks.layout.Layout` builds on them for th
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from tasks.common.bounded import read_json_bounded
 
 SUBJECT_FILE = "subject.json"
 SONG_FILE = "song.json"
@@ -65,6 +66,24 @@ def find_scan(subject_dir: Path) -> Path | None:
     return None
 
 
+def links_outside(raw: Path, subject: str) -> list[tuple[str, Path]]:
+    """Subject, scan and song folders of `subject` that resolve outside `raw` (links a lab may set on
+    purpose, e.g. to another disk): (path relative to raw, where it resolves), sorted. They are
+    read like the others; validation warns and the dataset manifest records them."""
+    root = Path(raw).resolve()
+    subject_dir = Path(raw) / subject
+    folders = [subject_dir, subject_dir / "scan"]
+    folders += [subject_dir / "songs" / s for s in list_songs(subject_dir)]
+    out = []
+    for p in folders:
+        if p.exists() and not p.resolve().is_relative_to(root):
+            out.append((p.relative_to(raw).as_posix(), p.resolve()))
+    return out
+
+
 def read_json(path: Path) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """A JSON file read bounded (regular file, size capped), refusing keys given twice; a missing
+    file is FileNotFoundError (callers treat it as absent), anything else PipelineInputError."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    return read_json_bounded(path)

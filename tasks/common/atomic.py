@@ -25,6 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
+from tasks.common.errors import OutputWriteError
 from tasks.common.names import check_write_path
 
 # A fixed zip timestamp keeps .npz bytes identical across reruns (np.savez stamps the wall clock).
@@ -95,13 +96,14 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     On an exception the temporary file is removed and `final` is left as it was.
     """
     final = check_write_path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_sibling(final)
     try:
-        yield tmp
-        if not tmp.exists():
-            raise RuntimeError(f"writer produced no file at {tmp} for {final}")
-        os.replace(tmp, final)
+        with _naming(final, tmp):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            yield tmp
+            if not tmp.exists():
+                raise RuntimeError(f"writer produced no file at {tmp} for {final}")
+            os.replace(tmp, final)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -113,12 +115,14 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
 
     Temporary folders of `final` that a killed writer left behind are removed first."""
     final = check_write_path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_siblings(final)
     tmp = final.with_name(f".{final.name}.tmp-{_writer_tag()}")
-    tmp.mkdir()
+    with _naming(final, tmp):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_siblings(final)
+        tmp.mkdir()
     try:
-        yield tmp
+        with _naming(final, tmp):
+            yield tmp
         if final.exists():
             old = final.with_name(f".{final.name}.old-{_writer_tag()}")
             os.replace(final, old)
@@ -129,6 +133,21 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _naming(final: Path, tmp: Path) -> Iterator[None]:
+    """An OSError while writing `final` (through `tmp`), such as a read-only folder or a full disk,
+    becomes an OutputWriteError naming `final`; errors about other files pass unchanged."""
+    try:
+        yield
+    except OSError as e:
+        names = {str(final), str(tmp), str(final.parent)}
+        name = None if e.filename is None else str(e.filename)
+        if name is not None and name not in names and not name.startswith(str(tmp)):
+            raise
+        raise OutputWriteError(final, f"cannot be written ({e.strerror or e})",
+                               f"free disk space or make {final.parent} writable, then run again") from e
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

@@ -28,5 +28,10 @@ class CaptureInvalid(RuntimeError):
         super().__init__("\n".join(lines))
 
 
+class OutputWriteError(PipelineInputError):
+    """An output could not be written (read-only folder, full disk): names the final path, not
+    only the hidden temporary beside it."""
+
+
 class ModelFileError(PipelineInputError):
     """A configured model file or folder is missing, unreadable or of the wrong layout."""

@@ -105,6 +105,19 @@ class RefineSettings:
 
 
 @dataclass(frozen=True)
+class ScanFitSettings:
+    SECTION: ClassVar[str] = "scan_fit"
+    # A fit whose landmarks stay further than this from the scan's (mean, mm at model scale), or whose
+    # shape has a coefficient beyond this many prior standard deviations (beta ~ N(0, 1)), did not
+    # fit the scan (a degenerate mesh, landmarks of another scan, wrong units): it stops the subject.
+    max_landmark_residual_mm: float = 10.0
+    max_abs_shape_coefficient: float = 6.0
+    # error: such a fit stops the subject; flag: its shape ships, flagged in shape/report.json, the
+    # dataset manifest ("flags") and the dataset report
+    on_bad_fit: Literal["error", "flag"] = "error"
+
+
+@dataclass(frozen=True)
 class DatasetSettings:
     SECTION: ClassVar[str] = "dataset"
     fps: int = 30
@@ -133,7 +146,7 @@ class ReleaseSettings:
 
 
 ALL_SETTINGS = (PathSettings, DeviceSettings, CropSettings, BgmSettings, AudioSettings, FlameSettings,
-                EmocaSettings, RefineSettings, DatasetSettings, ReleaseSettings)
+                EmocaSettings, RefineSettings, DatasetSettings, ReleaseSettings, ScanFitSettings)
 
 
 def recorded_params(*settings) -> dict:

@@ -16,6 +16,7 @@ Ids and numbering: `tasks.dataset.plan`.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ import numpy as np
 
 from tasks.common.atomic import atomic_dir, npy_bytes, write_bytes_atomic, write_json_atomic
 from tasks.common.errors import PipelineInputError
+from tasks.capture.raw_layout import links_outside, read_json
 from tasks.common.progress import Progress
 from tasks.common.settings import AudioSettings, DatasetSettings
 from tasks.dataset.manifest import collect_provenance, config_parameters, gather_records, tool_version
@@ -35,6 +37,14 @@ from tasks.dataset.splits import SPLITS, achieved_ratios, split_clips, split_lis
 from tasks.media.clips import ClipEncoding
 
 log = logging.getLogger("singinghead")
+
+
+def _scan_fit_flags(report_path: Path) -> list[str]:
+    """What the scan fit flagged in shape/report.json (a fit let through by [scan_fit] on_bad_fit = flag)."""
+    if not report_path.is_file():
+        return []
+    flagged = read_json(report_path).get("flagged") or []
+    return [str(f) for f in flagged] if isinstance(flagged, list) else [str(flagged)]
 
 
 def assemble_dataset(
@@ -60,7 +70,7 @@ def assemble_dataset(
     cfg = dataset
     fps, clip_frames, sr = float(cfg.fps), int(cfg.clip_frames), int(audio.sample_rate)
     fractions = (cfg.train_fraction, cfg.val_fraction, round(1.0 - cfg.train_fraction - cfg.val_fraction, 10))
-    plans, dropped, shapes, records = [], 0, {}, []
+    plans, dropped, shapes, records, flags = [], 0, {}, [], {}
     for subject in subjects:
         kept, n_drop = plan_subject(paths, subject, fps, cfg.min_sequence_seconds, clip_frames)
         plans += kept
@@ -74,6 +84,12 @@ def assemble_dataset(
                 shape_path, f"has shape {shape.shape}, expected (100,)", "rerun FitScanShape"
             )
         shapes[subject] = shape
+        flagged = _scan_fit_flags(shape_path.parent / "report.json")
+        if flagged:
+            flags.setdefault("scan_fit", {})[subject] = flagged
+        linked = links_outside(paths.raw_subject_dir(subject).parent, subject)
+        if linked:      # names inside raw/ only: the manifest ships, the machine's paths do not
+            flags.setdefault("links_outside_raw", {})[subject] = [rel for rel, _ in linked]
         records += gather_records(paths.subject_out(subject), paths.subject_done(subject), stage_outputs)
     check_unique_ids(plans)
 
@@ -144,6 +160,9 @@ def assemble_dataset(
             },
             "clip_cutting": {"stream_copy": len(clip_records) - len(re_encoded), "re_encoded": re_encoded},
         }
+        if flags:   # what the build let through flagged (e.g. [scan_fit] on_bad_fit = flag)
+            manifest["flags"] = flags
+            log.warning("the dataset holds FLAGGED results: %s (see manifest.json)", json.dumps(flags))
         if prov["stand_ins"]:
             log.warning(
                 "the dataset was built with STAND-IN models: %s (see manifest.json)",

@@ -23,9 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks.common.bounded import MAX_PICKLE_BYTES, read_bounded
 from tasks.common.errors import PipelineInputError
 
 PROTOCOL = 3
+# A pickle's dict, lists and object arrays, walked as a tree, may hold at most this many items
+# (numpy arrays count one each; their bytes are bounded by MAX_PICKLE_BYTES): the arrays of a
+# clip or a prediction written as nested lists (S*T rows) stay far below it.
+MAX_PICKLE_ITEMS = 1_000_000
 KEYS = ("shapecode", "expcodes", "posecodes")
 N_SHAPE, N_EXP, N_POSE = 100, 50, 9
 
@@ -116,13 +121,36 @@ class _AllowListUnpickler(pickle.Unpickler):
 
 def _read(data_or_path) -> tuple[bytes, str]:
     if isinstance(data_or_path, (bytes, bytearray, memoryview)):
-        return bytes(data_or_path), "<bytes>"
+        data = bytes(data_or_path)
+        if len(data) > MAX_PICKLE_BYTES:
+            raise FlamePickleError("<bytes>", f"is {len(data)} bytes, more than a pickle of this kind holds "
+                                   f"(at most {MAX_PICKLE_BYTES})", "re-download or re-extract the release")
+        return data, "<bytes>"
     path = Path(data_or_path)
     try:
-        return path.read_bytes(), str(path)
-    except OSError as exc:
-        raise FlamePickleError(path, f"cannot read ({exc.strerror or exc})",
+        return read_bounded(path, MAX_PICKLE_BYTES, "the pickle"), str(path)
+    except PipelineInputError as exc:
+        raise FlamePickleError(path, exc.problem,
                                "check the path; re-download or re-extract the release") from exc
+
+
+def _expanded_items(obj, cap: int) -> int:
+    """How many containers, items and array elements of an object array `obj` expands to when
+    walked as a tree (a list shared n times counts n times, as np.asarray would copy it), up to
+    `cap` + 1: a few-MB pickle of lists referring to lists can otherwise expand to billions."""
+    n, stack = 0, [obj]
+    while stack and n <= cap:
+        o = stack.pop()
+        n += 1
+        if isinstance(o, dict):
+            stack.extend(o.values())
+            stack.extend(o.keys())
+        elif isinstance(o, (list, tuple)):
+            n += len(o)         # items counted here; only containers among them are walked on
+            stack.extend(x for x in o if isinstance(x, (list, tuple, dict, np.ndarray)))
+        elif isinstance(o, np.ndarray) and o.dtype.hasobject:
+            stack.extend(o.ravel().tolist()[:cap + 1 - n])
+    return n
 
 
 def load_pickle_dict(data_or_path, name: str | None = None, encoding: str = "ASCII") -> dict:
@@ -146,6 +174,9 @@ def load_pickle_dict(data_or_path, name: str | None = None, encoding: str = "ASC
     if not isinstance(obj, dict):
         raise FlamePickleError(name, f"holds a {type(obj).__name__}, expected a dict",
                                "use a flame_seqs-style pickle")
+    if _expanded_items(obj, MAX_PICKLE_ITEMS) > MAX_PICKLE_ITEMS:
+        raise FlamePickleError(name, f"its nested lists expand to more than {MAX_PICKLE_ITEMS} items (lists "
+                               "referring to lists many times over)", "store the values as numpy arrays")
     return obj
 
 

@@ -44,8 +44,10 @@ import soundfile as sf
 import torch
 from scipy.signal import resample_poly
 
-from tasks.dataset.flame_pickle import load_flame_pickle, motion59
+from tasks.common.bounded import MAX_CLIP_FILE_BYTES, read_bounded
 from tasks.common.errors import PipelineInputError
+from tasks.dataset.flame_pickle import load_flame_pickle, motion59
+from tasks.dataset.verify import tar_member_problem
 
 SPLITS = ("train", "val", "test")
 MODALITIES = ("video_seqs", "flame_seqs", "audio_seqs", "bgm_seqs")
@@ -81,9 +83,11 @@ class ReleaseStore:
     def _index_tar(self, shard: Path) -> None:
         try:
             with tarfile.open(shard, mode="r:") as tf:     # plain tar only: members are read in place
+                seen: set[str] = set()
                 for m in tf:
-                    if not m.isfile():
-                        continue
+                    why = tar_member_problem(m, seen)     # what verify-release refuses, refused here
+                    if why:
+                        raise PipelineInputError(shard, f"member {m.name[:200]!r}: {why}", _FIX)
                     name = m.name[2:] if m.name.startswith("./") else m.name
                     if name.startswith("SingingHead/"):
                         name = name[len("SingingHead/"):]
@@ -108,8 +112,15 @@ class ReleaseStore:
     def _zip_names(self, modality: str) -> dict[str, zipfile.ZipInfo]:
         if modality not in self._zip_index:
             # files sit at the zip's root; tolerate a top folder some zip tools add
-            self._zip_index[modality] = {Path(i.filename).name: i for i in self._zip(modality).infolist()
-                                         if not i.is_dir()}
+            index: dict[str, zipfile.ZipInfo] = {}
+            for i in self._zip(modality).infolist():
+                if i.is_dir():
+                    continue
+                name = Path(i.filename).name
+                if name in index:
+                    raise PipelineInputError(self.zips[modality], f"holds {name!r} twice", _FIX)
+                index[name] = i
+            self._zip_index[modality] = index
         return self._zip_index[modality]
 
     def where(self, rel: str) -> str | None:
@@ -129,9 +140,12 @@ class ReleaseStore:
         """(bytes, location) of a release file; a clear error when no form of the release has it."""
         p = self.tree / rel
         if p.is_file():
-            return p.read_bytes(), str(p)
+            return read_bounded(p, MAX_CLIP_FILE_BYTES, "a release file", _FIX), str(p)
         if rel in self.tar_index:
             shard, off, size = self.tar_index[rel]
+            if size > MAX_CLIP_FILE_BYTES:
+                raise PipelineInputError(shard, f"SingingHead/{rel} is {size} bytes, more than a release "
+                                         f"file holds (at most {MAX_CLIP_FILE_BYTES})", _FIX)
             f = self._handle(("tar", shard), lambda: open(shard, "rb"))
             f.seek(off)
             data = f.read(size)
@@ -140,12 +154,18 @@ class ReleaseStore:
             return data, f"{shard}:SingingHead/{rel}"
         mod, _, name = rel.partition("/")
         if mod in self.zips and name in self._zip_names(mod):
+            info = self._zip_names(mod)[name]
+            if info.file_size > MAX_CLIP_FILE_BYTES:         # declared size, before inflating anything
+                raise PipelineInputError(self.zips[mod], f"{name} inflates to {info.file_size} bytes, more "
+                                         f"than a release file holds (at most {MAX_CLIP_FILE_BYTES})", _FIX)
             try:
-                return self._zip(mod).read(self._zip_names(mod)[name]), f"{self.zips[mod]}:{name}"
+                with self._zip(mod).open(info) as f:          # zipfile stops at the declared size
+                    return f.read(MAX_CLIP_FILE_BYTES + 1), f"{self.zips[mod]}:{name}"
             except (zipfile.BadZipFile, OSError) as exc:     # CRC errors are BadZipFile
                 raise PipelineInputError(self.zips[mod], f"cannot read {name} ({exc})", _FIX) from exc
         if "/" not in rel and (self.root / rel).is_file():    # txt files next to the zips
-            return (self.root / rel).read_bytes(), str(self.root / rel)
+            p = self.root / rel
+            return read_bounded(p, MAX_CLIP_FILE_BYTES, "a release file", _FIX), str(p)
         raise PipelineInputError(self.tree / rel, "is missing from the release (looked in the extracted "
                                  f"tree, {len(set(v[0] for v in self.tar_index.values()))} tar shard(s) "
                                  f"and the zips {sorted(p.name for p in self.zips.values())})", _FIX)

@@ -33,6 +33,9 @@ from typing import Iterator
 import numpy as np
 import soundfile as sf
 
+from tasks.common.bounded import (MAX_CLIP_FILE_BYTES, MAX_RELEASE_JSON_BYTES, MAX_RELEASE_MEMBER_BYTES,
+                                  read_bounded)
+from tasks.common.errors import PipelineInputError
 from tasks.dataset.packing import (CLIP_FOLDERS, EXTRAS_ZIP, RELEASE_MANIFEST, SPLIT_FILES, SUMS, WDS_JSON,
                                    WDS_SUFFIX, clip_files)
 from tasks.media import clips as C
@@ -112,14 +115,26 @@ def _check_wds_json(where: str, key: str, data: bytes, frames: int) -> str | Non
     return None
 
 
-def _dataset_params(manifest_bytes: bytes | None) -> Params:
-    """Clip frames, sample rate and fps from a dataset or release manifest, else the published defaults."""
+def _dataset_params(manifest_bytes: bytes | None, problems: list[str] | None = None) -> Params:
+    """Clip frames, sample rate and fps from a dataset or release manifest, else the published
+    defaults; values of the wrong type are a problem (when `problems` is given) and the default."""
     try:
         ds = json.loads(manifest_bytes).get("dataset", {}) if manifest_bytes else {}
     except (ValueError, AttributeError):
         ds = {}
     ds = ds if isinstance(ds, dict) else {}
-    return Params(int(ds.get("clip_frames") or 240), ds.get("sample_rate"), float(ds.get("fps") or 30.0))
+    out = Params()
+    for key, attr, ok in (("clip_frames", "frames", lambda v: isinstance(v, int) and 0 < v <= 10**7),
+                          ("sample_rate", "sr", lambda v: isinstance(v, int) and 0 < v <= 10**7),
+                          ("fps", "fps", lambda v: isinstance(v, (int, float)) and 0 < v <= 10**4)):
+        v = ds.get(key)
+        if v is None:
+            continue
+        if ok(v) and not isinstance(v, bool):
+            setattr(out, attr, float(v) if attr == "fps" else v)
+        elif problems is not None:
+            problems.append(f"manifest: dataset.{key} is {str(v)[:40]!r}, not a positive number")
+    return out
 
 
 def _clip_of(rel: str) -> str | None:
@@ -188,6 +203,19 @@ def unsafe_name(name: str) -> str | None:
     return None
 
 
+def tar_member_problem(m: tarfile.TarInfo, seen: set[str]) -> str | None:
+    """Why a tar member is refused, or None (then its name joins `seen`): an unsafe name, not a
+    regular file, or a name already in `seen` (`tar xf` would keep the last copy, a reader the
+    first). verify-release and the loader (tasks.dataset.loader) refuse the same members."""
+    why = unsafe_name(m.name) or _member_kind_problem(m)
+    if why:
+        return f"{why} (a release holds regular files with relative names only)"
+    if m.name in seen:
+        return "appears twice in the archive"
+    seen.add(m.name)
+    return None
+
+
 def _member_kind_problem(m: tarfile.TarInfo) -> str | None:
     if m.issym() or m.islnk():
         return f"a {'symbolic' if m.issym() else 'hard'} link to {m.linkname!r}"
@@ -205,11 +233,11 @@ def _tar_members(path: Path, problems: list[str]) -> Iterator[tuple[str, int, ob
     """(name, size, file object) of each safe regular member; unsafe ones become problems."""
     try:
         with tarfile.open(path, "r:") as tar:  # uncompressed only: the loader reads members in place
+            seen: set[str] = set()
             for m in tar:
-                why = unsafe_name(m.name) or _member_kind_problem(m)
+                why = tar_member_problem(m, seen)
                 if why:
-                    problems.append(f"{path.name}:{m.name}: {why} (a release holds regular files with "
-                                    "relative names only)")
+                    problems.append(f"{path.name}:{m.name}: {why}")
                     continue
                 yield m.name, m.size, tar.extractfile(m)
     except (tarfile.TarError, OSError, EOFError, zipfile.BadZipFile) as e:
@@ -263,12 +291,21 @@ def _logical(archive: str, member: str, name: str) -> tuple[str | None, str | No
     return None, None, f"{archive}:{member}: outside {name}/"
 
 
+class _TooLarge(Exception):
+    pass
+
+
 def _read_member(f, size: int, keep: bool) -> tuple[str, bytes | None, int]:
-    """(sha256, bytes if `keep`, bytes read) of a member, read in chunks."""
+    """(sha256, bytes if `keep`, bytes read) of a member, read in chunks: the hash streams, and
+    reading stops (_TooLarge) past MAX_CLIP_FILE_BYTES when kept, MAX_RELEASE_MEMBER_BYTES else,
+    whatever the archive declared."""
+    limit = MAX_CLIP_FILE_BYTES if keep else MAX_RELEASE_MEMBER_BYTES
     h, parts, n = hashlib.sha256(), [], 0
     while b := f.read(_CHUNK):
         h.update(b)
         n += len(b)
+        if n > limit:
+            raise _TooLarge(f"holds more than {limit} bytes (at most {limit} are read)")
         if keep:
             parts.append(b)
     return h.hexdigest(), b"".join(parts) if keep else None, n
@@ -276,11 +313,11 @@ def _read_member(f, size: int, keep: bool) -> tuple[str, bytes | None, int]:
 
 def _check_archives(folder: Path, archives: list[Path], rel_manifest: dict | None, params: Params,
                     seen: Seen, problems: list[str]) -> None:
-    name = str((rel_manifest or {}).get("name") or "SingingHead")
-    recorded: dict[str, dict[str, dict]] = {}
-    for shard in (rel_manifest or {}).get("shards", []):
-        recorded[str(shard.get("file"))] = {str(f.get("path")): f for f in shard.get("files", [])
-                                            if isinstance(f, dict)}
+    name = (rel_manifest or {}).get("name") or "SingingHead"
+    if not isinstance(name, str):
+        problems.append(f"{RELEASE_MANIFEST}: 'name' is {str(name)[:40]!r}, not a folder name")
+        name = "SingingHead"
+    recorded = _recorded_members(rel_manifest, problems)
     for path in archives:
         members = _zip_members(path, problems) if path.suffix == ".zip" else _tar_members(path, problems)
         listed = recorded.get(path.name)
@@ -296,8 +333,16 @@ def _check_archives(folder: Path, archives: list[Path], rel_manifest: dict | Non
                 problems.append(why)
             keep = suffix == WDS_JSON or (rel is not None and (rel in SPLIT_FILES or
                                                                rel.split("/")[0] in CLIP_FOLDERS))
+            limit = MAX_CLIP_FILE_BYTES if keep else MAX_RELEASE_MEMBER_BYTES
+            if size > limit:     # the declared size, checked before anything is inflated
+                problems.append(f"{where}: declares {size} bytes, more than a release file of its kind holds "
+                                f"(at most {limit}); not read")
+                continue
             try:
                 sha, data, n = _read_member(f, size, keep)
+            except _TooLarge as e:
+                problems.append(f"{where}: {e}")
+                continue
             except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as e:
                 problems.append(f"{where}: unreadable ({e})")
                 if path.suffix == ".tar":
@@ -337,6 +382,40 @@ def _check_archives(folder: Path, archives: list[Path], rel_manifest: dict | Non
         problems += [f"{a}: recorded in {RELEASE_MANIFEST} but missing" for a in sorted(set(recorded) - have)]
 
 
+def _recorded_members(rel_manifest: dict | None, problems: list[str]) -> dict[str, dict[str, dict]]:
+    """{archive: {member: {'sha256', 'size'}}} from release_manifest.json's 'shards'; entries of the
+    wrong type are problems (and left out, so their archives' members show up as not recorded)."""
+    recorded: dict[str, dict[str, dict]] = {}
+    shards = (rel_manifest or {}).get("shards", [])
+    if not isinstance(shards, list):
+        problems.append(f"{RELEASE_MANIFEST}: 'shards' is a {type(shards).__name__}, not a list")
+        return recorded
+    for k, shard in enumerate(shards):
+        files = shard.get("files", []) if isinstance(shard, dict) else None
+        if not (isinstance(shard, dict) and isinstance(shard.get("file"), str) and isinstance(files, list)):
+            problems.append(f"{RELEASE_MANIFEST}: shards[{k}] is not {{'file': name, 'files': [...]}}")
+            continue
+        entries = recorded.setdefault(shard["file"], {})
+        for f in files:
+            size = f.get("size") if isinstance(f, dict) else None
+            if (isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("sha256"), str)
+                    and (size is None or (isinstance(size, int) and not isinstance(size, bool)))):
+                entries[f["path"]] = f
+            else:
+                problems.append(f"{RELEASE_MANIFEST}: shards[{k}] ({shard['file'][:60]}) records "
+                                f"{str(f)[:60]!r}, not {{'path', 'sha256', 'size'}}")
+    return recorded
+
+
+def release_fingerprint(folder: Path) -> str | None:
+    """sha256 of the release's SHA256SUMS, which pins every file of it: the value to compare with
+    the one its publisher announced (a release edited with regenerated sums has another)."""
+    try:
+        return hashlib.sha256(read_bounded(Path(folder) / SUMS, MAX_RELEASE_JSON_BYTES, SUMS)).hexdigest()
+    except PipelineInputError:
+        return None
+
+
 # ----------------------------------------------------------------------------- SHA256SUMS
 def _read_sums(folder: Path, problems: list[str]) -> dict[str, str] | None:
     """{file name: sha256} of SHA256SUMS, or None (with the problem) when it cannot be trusted."""
@@ -346,8 +425,11 @@ def _read_sums(folder: Path, problems: list[str]) -> dict[str, str] | None:
                         f"{folder} (a release lists every file in it; re-download it or rebuild the release)")
         return None
     try:
-        text = p.read_bytes().decode("utf-8")
-    except (UnicodeDecodeError, OSError) as e:
+        text = read_bounded(p, MAX_RELEASE_JSON_BYTES, SUMS).decode("utf-8")
+    except PipelineInputError as e:
+        problems.append(f"{SUMS}: {e.problem}")
+        return None
+    except UnicodeDecodeError as e:
         problems.append(f"{SUMS}: unreadable ({type(e).__name__})")
         return None
     sums: dict[str, str] = {}
@@ -403,29 +485,43 @@ def _verify_release_folder(folder: Path) -> list[str]:
                 problems.append(f"{fname}: listed in {SUMS} but missing")
         elif _file_sha256(p) != h:
             problems.append(f"{fname}: checksum mismatch (corrupted or changed)")
-    rel_manifest = None
+    rel_manifest, rm_bytes = None, None
     rm = folder / RELEASE_MANIFEST
     if not rm.is_file():
         problems.append(f"{RELEASE_MANIFEST}: missing (it records every archive member's checksum)")
     else:
         try:
-            rel_manifest = json.loads(rm.read_bytes())
+            rm_bytes = read_bounded(rm, MAX_RELEASE_JSON_BYTES, RELEASE_MANIFEST)
+            rel_manifest = json.loads(rm_bytes)
             if not isinstance(rel_manifest, dict):
                 raise ValueError("not a JSON object")
-        except (ValueError, UnicodeDecodeError) as e:
-            problems.append(f"{RELEASE_MANIFEST}: unreadable ({e})")
+        except PipelineInputError as e:
+            problems.append(f"{RELEASE_MANIFEST}: {e.problem}")
             rel_manifest = None
-    params = _dataset_params(rm.read_bytes() if rel_manifest is not None else
-                             (folder / "manifest.json").read_bytes() if (folder / "manifest.json").is_file()
-                             else None)
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            problems.append(f"{RELEASE_MANIFEST}: unreadable ({str(e)[:200]})")
+            rel_manifest = None
+    manifest_bytes = rm_bytes if rel_manifest is not None else _small(folder / "manifest.json", problems)
+    params = _dataset_params(manifest_bytes, problems)
     seen = Seen()
     for s in SPLIT_FILES:  # zips and WebDataset keep the split lists at the top
         if (folder / s).is_file() and not (folder / s).is_symlink():
-            seen.where[s], seen.small[s] = s, (folder / s).read_bytes()
+            seen.where[s], seen.small[s] = s, _small(folder / s, problems) or b""
     archives = [p for p in entries if p.is_file() and not p.is_symlink() and _is_archive(p)]
     _check_archives(folder, archives, rel_manifest, params, seen, problems)
     _check_contents(seen, params.frames, problems, str(folder))
     return problems
+
+
+def _small(path: Path, problems: list[str], limit: int = MAX_RELEASE_JSON_BYTES) -> bytes | None:
+    """A small file of the release read bounded, or None (missing, or a problem recorded)."""
+    if not path.exists():
+        return None
+    try:
+        return read_bounded(path, limit, path.name)
+    except PipelineInputError as e:
+        problems.append(f"{path}: {e.problem}")
+        return None
 
 
 def _file_sha256(path: Path) -> str:
@@ -443,8 +539,7 @@ def _tree_root(folder: Path) -> Path | None:
 
 def _verify_tree(root: Path) -> list[str]:
     problems: list[str] = []
-    manifest = (root / "manifest.json").read_bytes() if (root / "manifest.json").is_file() else None
-    params = _dataset_params(manifest)
+    params = _dataset_params(_small(root / "manifest.json", problems), problems)
     seen = Seen()
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
@@ -454,11 +549,12 @@ def _verify_tree(root: Path) -> list[str]:
         if not p.is_file():
             continue
         if rel in SPLIT_FILES:
-            seen.where[rel], seen.small[rel] = rel, p.read_bytes()
+            seen.where[rel], seen.small[rel] = rel, _small(p, problems) or b""
         elif rel.split("/")[0] in CLIP_FOLDERS:
             seen.where[rel] = rel
-            if _clip_of(rel):
-                why = check_clip_file(rel, p.read_bytes(), params.frames, (params.sr, params.fps))
+            data = _small(p, problems, MAX_CLIP_FILE_BYTES) if _clip_of(rel) else None
+            if data is not None:
+                why = check_clip_file(rel, data, params.frames, (params.sr, params.fps))
                 if why:
                     problems.append(f"{rel}: {why}")
     _check_contents(seen, params.frames, problems, str(root))

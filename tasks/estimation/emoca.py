@@ -25,7 +25,8 @@ import torch.nn as nn
 import torchvision
 import yaml
 
-from tasks.common.errors import ModelFileError
+from tasks.common.bounded import MAX_JSON_BYTES, MAX_MODEL_BYTES, check_regular_file, read_bounded
+from tasks.common.errors import ModelFileError, PipelineInputError
 from tasks.common.provenance import model_record
 
 log = logging.getLogger("singinghead")
@@ -192,8 +193,10 @@ def read_model_config(model_dir: str | Path) -> dict:
         raise ModelFileError(path, "EMOCA cfg.yaml is missing (it says which pose E_expression predicts)",
                              FIX_DOWNLOAD)
     try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
+        cfg = yaml.safe_load(read_bounded(path, MAX_JSON_BYTES, "cfg.yaml", FIX_DOWNLOAD).decode("utf-8"))
+    except PipelineInputError as e:
+        raise ModelFileError(e.path, e.problem, e.fix) from e
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ModelFileError(path, f"cfg.yaml is not valid YAML ({e})", FIX_DOWNLOAD) from e
     for stage in ("detail", "coarse"):
         model = (cfg or {}).get(stage, {}) or {}
@@ -326,6 +329,10 @@ def _load_checkpoint(path: Path):
     """torch.load(weights_only=True); when the checkpoint also names configuration classes or inert
     value types (see `_stand_in`) they are allow-listed as such and the load is repeated.
     Never weights_only=False: any other global is refused with a ModelFileError naming it."""
+    try:
+        check_regular_file(path, MAX_MODEL_BYTES, "the checkpoint", FIX_DOWNLOAD)
+    except PipelineInputError as e:
+        raise ModelFileError(e.path, e.problem, e.fix) from e
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as first:

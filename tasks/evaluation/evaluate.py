@@ -36,6 +36,9 @@ from tasks.common.errors import PipelineInputError
 from tasks.evaluation import metrics as M
 
 AUDIO_SR = 16000           # calc_ba_score's sr, the official evaluation's audio rate
+# |value| above this in a prediction is no expression coefficient or angle in radians (they stay
+# within a few units); such values (3e38) would overflow the float32 meshes into inf/NaN metrics.
+MAX_PREDICTION_ABS = 1e3
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 # (key, label, unit) in table order; keys as in the official metric_dict where it names them.
@@ -76,6 +79,16 @@ def _err(path, problem, fix="write one <clip id>.pkl per clip of the split with 
 def load_prediction(path: Path, frames: int) -> np.ndarray:
     """A prediction pickle -> motion (S,T,59) float32; errors name the file and the expected shape."""
     d = load_pickle_dict(path)
+    try:
+        return _prediction_motion(path, d, frames)
+    except (ValueError, TypeError, OverflowError) as e:     # strings, objects, ragged lists
+        raise _err(path, f"does not hold numeric arrays ({type(e).__name__}: {str(e)[:120]})") from e
+
+
+def _prediction_motion(path: Path, d: dict, frames: int) -> np.ndarray:
+    for k in ("motion", "expcodes", "posecodes"):
+        if k in d and np.asarray(d[k]).dtype.kind not in "fiu":
+            raise _err(path, f"'{k}' holds {np.asarray(d[k]).dtype} values, not numbers")
     if "motion" in d:
         m = np.asarray(d["motion"], dtype=np.float32)
         if m.ndim == 2:
@@ -97,6 +110,9 @@ def load_prediction(path: Path, frames: int) -> np.ndarray:
         raise _err(path, "holds no sample")
     if not np.isfinite(m).all():
         raise _err(path, "holds NaN or infinite values")
+    if np.abs(m).max() > MAX_PREDICTION_ABS:
+        raise _err(path, f"holds values up to {float(np.abs(m).max()):.3g}, far outside any expression "
+                   f"coefficient or pose angle (at most {MAX_PREDICTION_ABS:g} accepted)")
     return m
 
 
@@ -227,8 +243,9 @@ def evaluate(pred_dir: str | Path, release_root: str | Path, split: str = "test"
 
 
 def result_json(result: dict) -> str:
-    """The result as JSON text, keys sorted (same result -> same bytes)."""
-    return json.dumps(result, indent=2, sort_keys=True) + "\n"
+    """The result as JSON text, keys sorted (same result -> same bytes); a NaN or infinite value
+    is a ValueError (JSON has none: the file would not load elsewhere)."""
+    return json.dumps(result, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
 def main_table(result: dict) -> str:

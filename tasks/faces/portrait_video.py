@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from tasks.common.atomic import remove_stale_temps, write_json_atomic
+from tasks.common.errors import PipelineInputError
 from tasks.common.names import check_write_path
 from tasks.common.progress import Progress
 from tasks.common.settings import CropSettings, recorded_params
@@ -32,6 +33,7 @@ from tasks.media.video_io import (PortraitWriter, frame_planes, is_full_range, i
 log = logging.getLogger("singinghead")
 
 QUEUE_FRAMES = 8         # encoder queue depth (8 x 1.5 MB at 1024^2)
+DETECT_MIN_FACE = 20     # px at the detection scale: detect_faces' (MTCNN's) default min_face_size
 
 
 def segment_video_name(index: int) -> str:
@@ -95,6 +97,7 @@ class FaceChecks:
     def __init__(self, cfg: CropSettings, frame_w: int, frame_h: int, device=None):
         self.cfg, self.w, self.h, self.device = cfg, frame_w, frame_h, device
         self.detections = 0
+        self.faces_found = 0
         self.checks = 0
 
     def detect(self, frame):
@@ -103,11 +106,17 @@ class FaceChecks:
         dw = min(int(self.cfg.detect_width), self.w)
         dh = int(round(self.h * dw / self.w / 2)) * 2
         rgb = frame.to_ndarray(width=dw, height=dh, format="rgb24")
-        boxes, probs = detect_faces(rgb, device=self.device)
+        boxes, probs = detect_faces(rgb, device=self.device, min_face_size=DETECT_MIN_FACE)
         face = best_face(boxes, probs)
         if face is None:
             return None
+        self.faces_found += 1
         return square_box(face * (self.w / dw), float(self.cfg.margin), self.w, self.h)
+
+    def smallest_face_px(self) -> int:
+        """The smallest face height (video pixels) `detect` finds: MTCNN's default 20 px minimum at
+        the [crop] detect_width scale."""
+        return int(np.ceil(DETECT_MIN_FACE * self.w / min(int(self.cfg.detect_width), self.w)))
 
     def prepare(self, frame, box) -> np.ndarray:
         return crop_to_i420(frame, box, int(self.cfg.output_size))
@@ -220,6 +229,22 @@ def _progress_frames(frames: Iterator, progress) -> Iterator:
         yield idx, frame
 
 
+def _no_face(video, checks: FaceChecks, frame_count: int, cfg: CropSettings) -> None:
+    """The error of a video in which no portrait segment starts: no face, or never a steady one."""
+    px = checks.smallest_face_px()
+    if checks.faces_found == 0:
+        problem = (f"no face was found in any of its {frame_count} frames (faces smaller than about {px} px "
+                   f"high are not found in this {checks.w}x{checks.h} video)")
+    else:
+        problem = (f"a face was found in {checks.faces_found} of {checks.detections} detection attempts "
+                   f"but never stayed whole in the portrait long enough to start a segment "
+                   f"({frame_count} frames)")
+    raise PipelineInputError(video, problem, "check that this is the take's colour video and the singer "
+                             f"faces the camera, the face at least {px} px high (move the camera closer or "
+                             f"record at 2160p; [crop] detect_width {int(cfg.detect_width)} sets the "
+                             "detector's resolution)")
+
+
 def crop_video(video: str | Path, out_dir: str | Path, cfg: CropSettings,
                task=None, device=None) -> dict:
     """Cut one capture video into portrait segments under out_dir; returns (and writes last)
@@ -256,6 +281,8 @@ def crop_video(video: str | Path, out_dir: str | Path, cfg: CropSettings,
         progress.close()
     if encoder.error is not None:
         raise encoder.error
+    if not sink.rows:
+        _no_face(video, checks, frame_count, cfg)
     for row in sink.rows:
         n = encoder.frames_written.get(str(out_dir / row["video"]))
         if n != row["end_frame"] - row["start_frame"]:

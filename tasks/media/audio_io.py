@@ -16,6 +16,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from tasks.common.atomic import atomic_path
+from tasks.common.bounded import MAX_MEDIA_BYTES, check_regular_file
 from tasks.common.errors import PipelineInputError
 
 # libsndfile's SFC_SET_ADD_PEAK_CHUNK (sndfile.h); soundfile does not wrap it.
@@ -25,12 +26,17 @@ _SFC_SET_ADD_PEAK_CHUNK = 0x1050
 def audio_info(path: str | Path) -> tuple[int, int, int]:
     """(frames, sample_rate, channels) of an audio file, without reading its samples."""
     path = Path(path)
+    check_regular_file(path, MAX_MEDIA_BYTES, "the audio file")
     try:
         info = sf.info(str(path))
     except Exception as e:  # soundfile raises LibsndfileError/RuntimeError for unreadable files
         raise PipelineInputError(path, f"cannot read audio header ({e})",
                                  "re-export the file as WAV/FLAC (or MP3) that libsndfile can open") from e
     return int(info.frames), int(info.samplerate), int(info.channels)
+
+
+NONFINITE_FIX = ("re-export the recording as 16/24-bit PCM WAV or FLAC (a float file with NaN or "
+                 "infinite samples comes from a broken export or effect chain)")
 
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
@@ -41,6 +47,7 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     path = Path(path)
     if not path.is_file():
         raise PipelineInputError(path, "audio file is missing", "put the recording at this path")
+    check_regular_file(path, MAX_MEDIA_BYTES, "the audio file")
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:
@@ -48,6 +55,9 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
                                  "re-export the file as WAV/FLAC (or MP3) that libsndfile can open") from e
     if data.shape[0] == 0:
         raise PipelineInputError(path, "audio file holds no samples", "re-export the recording")
+    if not np.isfinite(data).all():
+        raise PipelineInputError(path, f"audio holds {int((~np.isfinite(data)).sum())} NaN or infinite "
+                                 "sample(s)", NONFINITE_FIX)
     return np.ascontiguousarray(data), int(sr)
 
 

@@ -30,6 +30,7 @@ import av
 import numpy as np
 
 from tasks.common.atomic import atomic_path
+from tasks.common.bounded import MAX_MEDIA_BYTES, check_regular_file
 from tasks.common.errors import PipelineInputError
 
 log = logging.getLogger("singinghead")
@@ -79,6 +80,7 @@ def open_video(path: str | Path):
     if not path.is_file():
         raise PipelineInputError(path, "video file not found",
                                  "put the recording (color.mkv or any video ffmpeg reads) in the song folder")
+    check_regular_file(path, MAX_MEDIA_BYTES, "the video")
     try:
         return av.open(str(path), "r")
     except (av.error.FFmpegError, OSError, ValueError) as e:

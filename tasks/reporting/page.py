@@ -97,9 +97,14 @@ def build_report(
     figs: dict[str, tuple[str, bytes]] = {}
     notes: list[str] = []
     stats: dict = {"clips": len(clips), "sequences": len(seqs)}
+    if manifest.get("flags"):
+        stats["flags"] = manifest["flags"]
 
     empty = empty_splits(root, manifest)
     warnings = [f"The {s} split is empty: {why}." for s, why in empty]
+    for what, by_subject in sorted((manifest.get("flags") or {}).items()):
+        warnings += [f"FLAGGED {what} of {subject}: {'; '.join(map(str, reasons))}."
+                     for subject, reasons in sorted(by_subject.items())]
     for w in warnings:
         log.warning("dataset report: %s", w)
     stats["empty_splits"] = [s for s, _ in empty]

@@ -20,6 +20,7 @@ from tasks.capture.raw_layout import SCAN_LANDMARKS, SCAN_UNITS
 from tasks.common.atomic import atomic_dir, json_dumps, npy_bytes
 from tasks.common.errors import PipelineInputError
 from tasks.common.progress import Progress
+from tasks.common.settings import ScanFitSettings
 from tasks.scans.auto_landmarks import find_landmarks_auto
 from tasks.scans.figure import fit_picture
 from tasks.scans.scan_io import (LANDMARK_FIX, SCAN_FIX, declared_scale, load_scan, load_scan_landmarks,
@@ -111,6 +112,23 @@ def fit_subject_scan(scan_path: Path, model, model_rec: dict, init_shape: np.nda
              f"{flag}{stand_in}")
     png = fit_picture(scan, fit, verts, model.faces.cpu().numpy(), lmk, title, auto)
     return {"shape": fit.shape, "alignment": alignment, "report": report}, png
+
+
+def bad_fit_reasons(report: dict, shape: np.ndarray, settings: ScanFitSettings) -> list[str]:
+    """Why a scan fit did not fit its scan (empty: it did), from its report and shape (100,):
+    landmarks left further than `max_landmark_residual_mm` (mean), or a shape coefficient beyond
+    `max_abs_shape_coefficient` prior standard deviations."""
+    reasons = []
+    lmk = float(report["residuals_after_mm"]["landmark_mean"])
+    if not lmk <= settings.max_landmark_residual_mm:
+        reasons.append(f"the fitted landmarks stay {lmk:.1f} mm from the scan's on average (at most "
+                       f"{settings.max_landmark_residual_mm:g} accepted; "
+                       f"{'not ' if not report.get('converged') else ''}converged)")
+    top = float(np.max(np.abs(shape)))
+    if not top <= settings.max_abs_shape_coefficient:
+        reasons.append(f"shape coefficient {int(np.argmax(np.abs(shape)))} is {top:.1f} prior standard "
+                       f"deviations (at most {settings.max_abs_shape_coefficient:g} accepted)")
+    return reasons
 
 
 def write_shape_dir(out_dir: Path, shape: np.ndarray, report: dict, alignment: dict | None,

@@ -29,6 +29,7 @@ import yaml
 
 from tasks.capture import raw_layout as R
 from tasks.common.atomic import file_sha256, write_json_atomic
+from tasks.common.bounded import MAX_JSON_BYTES, MAX_MODEL_BYTES, check_regular_file, read_bounded
 from tasks.common.errors import ModelFileError, PipelineInputError
 from tasks.common.progress import Progress
 from tasks.common.provenance import model_record
@@ -200,7 +201,7 @@ def read_bag_file(bag: Path, name: str) -> tuple[list[str], list | None, float |
     """(signatures, weights, segment) of a demucs bag file `<name>.yaml`, as demucs.repo.BagOnlyRepo
     reads it (`models`, optional `weights` (models x sources), optional `segment`)."""
     try:
-        spec = yaml.safe_load(bag.read_text(encoding="utf-8")) or {}
+        spec = yaml.safe_load(read_bounded(bag, MAX_JSON_BYTES, "the bag file").decode("utf-8")) or {}
         sigs = spec["models"]
         if not isinstance(sigs, list) or not sigs:
             raise ValueError("'models' must be a non-empty list of signatures")
@@ -250,6 +251,10 @@ def _refused_globals(path: Path, err: Exception) -> str:
 def load_demucs_package(path: Path) -> dict:
     """torch.load of one release .th through an allow-list (weights_only=True): {klass, args, kwargs,
     state}. Anything else (a pickle that names another global, a foreign layout) is ModelFileError."""
+    try:
+        check_regular_file(path, MAX_MODEL_BYTES, "the model file")
+    except PipelineInputError as e:
+        raise ModelFileError(e.path, e.problem, e.fix) from e
     try:
         with torch.serialization.safe_globals(_demucs_safe_globals()):
             pkg = torch.load(path, map_location="cpu", weights_only=True)
