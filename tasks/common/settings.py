@@ -76,6 +76,16 @@ class EmocaSettings:
 
 
 @dataclass(frozen=True)
+class ScanFitSettings:
+    SECTION: ClassVar[str] = "scan_fit"
+    # a scan without scan/scan.json: "infer" takes the one unit (mm, cm, m, in) that makes the head
+    # a head (0.13-0.30 m front to back) and fixes the scale, refusing the scan when none or several
+    # do; "free" fits the scale (it trades against the shape's size directions: 1.2 mm, 1.3 % scale
+    # error on an exact scan where fixed units give 0.3 mm). Declared units always win.
+    units: Literal["infer", "free"] = "infer"
+
+
+@dataclass(frozen=True)
 class RefineSettings:
     SECTION: ClassVar[str] = "refine"
     outlier_scale: float = 1.5          # box-plot fence factor s
@@ -133,7 +143,7 @@ class ReleaseSettings:
 
 
 ALL_SETTINGS = (PathSettings, DeviceSettings, CropSettings, BgmSettings, AudioSettings, FlameSettings,
-                EmocaSettings, RefineSettings, DatasetSettings, ReleaseSettings)
+                EmocaSettings, ScanFitSettings, RefineSettings, DatasetSettings, ReleaseSettings)
 
 
 def recorded_params(*settings) -> dict:
