@@ -141,7 +141,7 @@ class FigureStrip:
         img = self.base.copy()
         x = int(self.column(t))
         cv2.line(img, (x, 0), (x, self.height - 1), (200, 200, 200), 1)
-        scale = max(0.28, self.row_h / 90)
+        scale = max(0.28, self.row_h / 120)
         for i, (name, unit, values, color) in enumerate(self.series):
             y_mid = i * self.row_h + self.row_h // 2
             cv2.putText(img, name, (3, y_mid - 2), _FONT, scale, color, 1, cv2.LINE_AA)
