@@ -126,8 +126,8 @@ def test_preview_overlays_the_mesh_where_it_projects(luigi_paths, head_dir, tmp_
     tr = seq.truth
     motion = {k: tr[k] for k in ("shape", "expression", "global_orient", "neck_pose", "jaw_pose")}
     verts = posed_vertices(model, motion, 0, len(frames))
-    px = ndc_to_pixels(orth_project(torch.as_tensor(verts), torch.as_tensor(tr["cam"][:len(frames)],
-                                                                             dtype=torch.float32)), panel).numpy()
+    cams = torch.as_tensor(tr["cam"][:len(frames)], dtype=torch.float32)
+    px = ndc_to_pixels(orth_project(torch.as_tensor(verts), cams), panel).numpy()
     x0, y0, x1, y1 = draw_legend(np.zeros((panel, panel, 3), np.uint8))
     outside_legend = np.ones((panel, panel), bool)
     outside_legend[y0:y1 + 2, x0:x1 + 2] = False
@@ -162,7 +162,8 @@ def test_figure_strip_draws_the_values():
     t = np.arange(40)
     yaw = 20 * np.sin(t / 6.0)
     jaw = np.clip(15 * np.sin(t / 4.0), 0, None)
-    strip = FigureStrip((("yaw", " deg", yaw, (255, 200, 60)), ("jaw", " deg", jaw, (230, 110, 230))), 300, 120)
+    strip = FigureStrip((("yaw", " deg", yaw, (255, 200, 60)), ("jaw", " deg", jaw, (230, 110, 230))),
+                        300, 120)
     for k in (0, 13, 39):
         img = strip.frame(k).astype(int)
         for i, (values, color) in enumerate(((yaw, (255, 200, 60)), (jaw, (230, 110, 230)))):

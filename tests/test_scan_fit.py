@@ -167,7 +167,8 @@ def test_fit_scan_shape_task(luigi_paths, head_model, demo, monkeypatch):
     np.testing.assert_array_equal(np.load(layout.scan_shape_npy("S2")), mono)
     assert "no scan" in json.loads(layout.scan_fit_report("S2").read_text())["source"]
     # the demo scan has no scan.json: its unit was inferred, and the report records the setting
-    assert report["scan_units"]["source"] == "inferred" and report["settings"] == {"scan_fit": {"units": "infer"}}
+    assert report["scan_units"]["source"] == "inferred"
+    assert report["settings"] == {"scan_fit": {"units": "infer"}}
 
 
 def test_fit_scan_shape_task_units_setting(luigi_paths, head_model, monkeypatch):
@@ -235,6 +236,10 @@ def _exact_scan(scan_dir, model, shape, per_metre: float, units: str | None = No
     return ply
 
 
+def _landmarks(scan_path) -> np.ndarray:
+    return np.asarray(json.loads((scan_path.parent / "landmarks.json").read_text())["landmarks"])
+
+
 @pytest.mark.parametrize("units", ["mm", "cm", "m"])
 def test_undeclared_units_inferred_and_fixed(tmp_path, head_model, units, caplog):
     """An exact scan of a known shape with exact landmarks and no scan.json: the unit comes from the
@@ -272,24 +277,23 @@ def test_undeclared_units_refused_or_free(tmp_path, head_model, monkeypatch):
     assert files["report"]["scan_units"]["source"] == "free" and "fitted" in files["report"]["scale"]
     assert files["alignment"]["scale"] == pytest.approx(1 / 7.5, rel=0.05)
     (chunk.parent / "scan.json").write_text(json.dumps({"units": "cm"}))    # a (wrong) declaration wins
-    vertices, lmk = load_scan(chunk).vertices, json.loads((chunk.parent / "landmarks.json").read_text())
-    assert scan_units(chunk, vertices, lmk["landmarks"], "free") == scan_io.ScanUnits("declared", "cm", 0.01)
+    assert scan_units(chunk, load_scan(chunk).vertices, _landmarks(chunk), "free") == scan_io.ScanUnits(
+        "declared", "cm", 0.01)
     (chunk.parent / "scan.json").unlink()
     # absurdly large: 200 m in mm, 20 km in m...
     big = _exact_scan(tmp_path / "big" / "scan", model, shape, 1e6)
     with pytest.raises(PipelineInputError, match="none of"):
-        scan_units(big, load_scan(big).vertices, json.loads((big.parent / "landmarks.json").read_text())["landmarks"])
+        scan_units(big, load_scan(big).vertices, _landmarks(big))
     # ambiguity cannot happen with the shipped range (2.3x wide, units 2.54x apart); a wider one shows it
     assert units_fitting(12.0) == [] and units_fitting(12.0, (0.1, 0.31)) == ["cm", "in"]
     monkeypatch.setattr(scan_io, "HEAD_LENGTH_RANGE_M", (0.05, 0.6))
     cm = _exact_scan(tmp_path / "cm" / "scan", model, shape, 100.0)
     with pytest.raises(PipelineInputError, match=r"more than one of \(cm, in\)") as e:
-        scan_units(cm, load_scan(cm).vertices, json.loads((cm.parent / "landmarks.json").read_text())["landmarks"])
+        scan_units(cm, load_scan(cm).vertices, _landmarks(cm))
     assert str(cm) in str(e.value)
     # without the eye and mouth landmarks the head cannot be measured: refused, not guessed
     monkeypatch.setattr(scan_io, "HEAD_LENGTH_RANGE_M", (0.13, 0.30))
     valid = np.ones(68, bool)
     valid[36] = False
     with pytest.raises(PipelineInputError, match="cannot be measured"):
-        scan_units(cm, load_scan(cm).vertices, json.loads((cm.parent / "landmarks.json").read_text())["landmarks"],
-                   valid=valid)
+        scan_units(cm, load_scan(cm).vertices, _landmarks(cm), valid=valid)

@@ -113,7 +113,8 @@ class FigureStrip:
             pad = max(0.1 * (hi - lo), 1.0)
             self.ranges.append((lo - pad, hi + pad))
             top = i * self.row_h
-            cv2.line(base, (self.label_w, top + self.row_h - 1), (width - 1, top + self.row_h - 1), (70, 70, 70), 1)
+            bottom = top + self.row_h - 1
+            cv2.line(base, (self.label_w, bottom), (width - 1, bottom), (70, 70, 70), 1)
             if self.ranges[i][0] < 0 < self.ranges[i][1]:
                 y0 = self.row(i, 0.0)
                 cv2.line(base, (self.label_w, y0), (width - 1, y0), (60, 60, 60), 1)
@@ -145,8 +146,8 @@ class FigureStrip:
         for i, (name, unit, values, color) in enumerate(self.series):
             y_mid = i * self.row_h + self.row_h // 2
             cv2.putText(img, name, (3, y_mid - 2), _FONT, scale, color, 1, cv2.LINE_AA)
-            cv2.putText(img, f"{float(values[t]):+.1f}{unit}", (3, y_mid + int(self.row_h * 0.3)), _FONT, scale,
-                        (230, 230, 230), 1, cv2.LINE_AA)
+            cv2.putText(img, f"{float(values[t]):+.1f}{unit}", (3, y_mid + int(self.row_h * 0.3)), _FONT,
+                        scale, (230, 230, 230), 1, cv2.LINE_AA)
             cv2.circle(img, (x, int(self.row(i, values[t]))), 2, color, -1, lineType=cv2.LINE_AA)
         return img
 
@@ -208,7 +209,8 @@ def write_preview(model, motion: dict, frames: dict, video: Path, out: Path, pan
                 if t % chunk == 0:
                     verts = posed_vertices(model, motion, t, min(t + chunk, T))
                 portrait = cv2.resize(rgb, (panel, panel), interpolation=cv2.INTER_AREA)
-                shaded, mask = render_mesh_mask(verts[t % chunk], faces, motion["cam"][t], panel, color=MESH_TINT)
+                shaded, mask = render_mesh_mask(verts[t % chunk], faces, motion["cam"][t], panel,
+                                                color=MESH_TINT)
                 top = overlay_mesh(portrait, shaded, mask)
                 draw_landmarks(top, smoothed[t] * scale, DETECTED, radius)
                 draw_landmarks(top, fitted[t] * scale, MODEL, radius)

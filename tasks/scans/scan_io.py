@@ -121,7 +121,8 @@ def declared_scale(scan_path: Path) -> tuple[float | None, str | None]:
     try:
         units = json.loads(path.read_text(encoding="utf-8"))["units"]
     except Exception as e:
-        raise PipelineInputError(path, f"cannot read the scan's units ({type(e).__name__}: {e})", UNITS_FIX) from e
+        raise PipelineInputError(path, f"cannot read the scan's units ({type(e).__name__}: {e})",
+                                 UNITS_FIX) from e
     if not isinstance(units, str) or units not in METRES_PER_UNIT:
         raise PipelineInputError(path, f"unknown units {units!r}", UNITS_FIX)
     return METRES_PER_UNIT[units], units
