@@ -6,6 +6,8 @@ fault and what to do:
   in the subject folder's name, no two subjects or two songs of a subject on one number);
 - JSON: well formed, of bounded size, nesting and numbers, with the required keys and types;
 - the scan (when present) loads as a triangle mesh with finite vertices (the scan fit's loader),
+  its scan.json names a known unit, and without one (with landmarks.json) a unit makes its head a
+  head (a warning otherwise: the scan fit refuses it unless [scan_fit] units = free),
   and its landmarks.json (when present) holds 68 finite points;
 - the video: readable, a colour track of the right rate (size recorded; not 3840x2160 is a
   warning), no rotation or flip to apply on display (refused), first and last frames decode, its
@@ -38,7 +40,7 @@ from tasks.common.settings import AudioSettings, BgmSettings, DatasetSettings, E
 from tasks.dataset.plan import song_number, subject_number
 from tasks.media.video_io import (display_transform, find_color_stream, frame_timing, open_video, packet_times,
                                   probe_video, stream_fps)
-from tasks.scans.scan_io import load_scan, load_scan_landmarks
+from tasks.scans.scan_io import declared_scale, load_scan, load_scan_landmarks, scan_units
 
 GENRES = ("art", "country", "hip-hop", "rock", "folk", "rnb", "theater", "march")
 SUBJECT_KEYS = {"subject_id": str, "gender": str, "professional": bool}
@@ -215,18 +217,20 @@ def check_scan(subject_dir: Path, problems: list) -> list[str]:
         problems.append(_problem(scan_dir, "scan/ holds neither head.obj nor head.ply; the subject's "
                                  "shape will be the monocular estimate",
                                  "export the light-stage mesh as scan/head.obj or head.ply", WARNING))
+    loaded = {}
     for s in scans:
         if s.stat().st_size == 0:
             problems.append(_problem(s, "scan file is empty", "re-export the mesh from Metashape"))
             continue
         try:
-            load_scan(s)
+            loaded[s] = load_scan(s)
         except PipelineInputError as e:
             problems.append(_from_error(e))
         except Exception as e:  # noqa: BLE001 - a damaged mesh can break the reader in many ways
             problems.append(_problem(s, f"cannot read the scan ({type(e).__name__}: {e})",
                                      "re-export the mesh from Metashape as OBJ or PLY"))
     lm = scan_dir / R.SCAN_LANDMARKS
+    landmarks = None
     if lm.exists():
         _, bad = read_json_checked(lm)
         if bad:
@@ -234,10 +238,35 @@ def check_scan(subject_dir: Path, problems: list) -> list[str]:
                                      "with 68 points"))
         else:
             try:
-                load_scan_landmarks(lm)
+                landmarks = load_scan_landmarks(lm)
             except PipelineInputError as e:
                 problems.append(_from_error(e))
+    if scans:
+        check_scan_units(scans[0], loaded.get(scans[0]), landmarks, problems)
     return [str(s) for s in scans]
+
+
+def check_scan_units(scan_path: Path, scan, landmarks, problems: list) -> None:
+    """scan.json readable with a known unit; without it, with hand-placed landmarks, a unit that makes
+    the head a head (a warning otherwise: the scan fit refuses it unless `[scan_fit] units = free`)."""
+    units_json = scan_path.parent / R.SCAN_UNITS
+    if units_json.exists():
+        _, bad = read_json_checked(units_json)
+        if bad:
+            problems.append(_problem(units_json, bad, 'write scan/scan.json as {"units": "mm"} (mm, cm, m or in)'))
+            return
+    try:
+        declared, _ = declared_scale(scan_path)
+    except PipelineInputError as e:
+        problems.append(_from_error(e))
+        return
+    if declared is not None or scan is None or landmarks is None:
+        return
+    try:
+        scan_units(scan_path, scan.vertices, landmarks, "infer")
+    except PipelineInputError as e:
+        problems.append(_problem(e.path, f"{e.problem}; the scan fit refuses it unless "
+                                 "[scan_fit] units = free", e.fix, WARNING))
 
 
 # ----------------------------------------------------------------------------- video
