@@ -20,11 +20,23 @@ with the truth, mapping each output frame to its source frame through metadata.c
 - av_offset_samples: largest |lag| (samples at the dataset rate) of the cross-correlation peak of
   each released vocal clip against the truth vocal of its span; the same for the BGM clip against
   the true accompaniment (printed per clip);
-- jitter_ratio: mean |second difference| of the output head rotation / the truth's.
+- jitter_ratio: mean |second difference| of the output head rotation / the truth's;
+- jitter_abs_deg: that mean |second difference| itself, degrees per frame^2 (the truth's printed
+  and in the BENCH line as jitter_abs_deg_truth): a ratio swings with how smooth the truth is.
 
-Usage: python bench/end_to_end.py [--seconds 12] [--width 1280 --height 720] [--keep DIR]
+Decomposition (skipped with --no-oracle): after the default run (c), the same capture runs twice
+more from the refinement on: (b) *oracle landmarks, fitted shape*: every segment's frames/*.npz is
+rewritten with the truth's projected 68 landmarks (mapped into the portrait by the crop box of
+segments.json) in place of the detector's, and the per-frame estimate refitted on them with the
+same weight-free fit, so the landmarks the per-frame estimate, the outlier replacement, the
+smoothing and Eq. 1 see are the truth's; (a) *oracle landmarks and true shape*: as (b) with the
+true shape written over shape/shape.npy. A table prints every figure for each; the detector's own
+error against the truth landmarks (portrait pixels) is printed per landmark group and per |yaw| bin.
+
+Usage: python bench/end_to_end.py [--seconds 12] [--width 1280 --height 720] [--keep DIR] [--no-oracle]
 Last line: BENCH end_to_end shape_mm=<f> scale_err=<f> head_rot_deg=<f> jaw_deg=<f> face_ve_mm=<f>
-lip_ve_mm=<f> rmse_ratio=<f> av_offset_samples=<int> jitter_ratio=<f>
+lip_ve_mm=<f> rmse_ratio=<f> av_offset_samples=<int> jitter_ratio=<f> jitter_abs_deg=<f>
+jitter_abs_deg_truth=<f> head_rot_deg_oracle=<f> jaw_deg_oracle=<f> lip_ve_mm_oracle=<f>
 """
 from __future__ import annotations
 
@@ -52,6 +64,11 @@ from demo.scan import read_truth  # noqa: E402
 from demo.synthetic_motion import compose, rotation_error_deg  # noqa: E402
 from demo.truth_capture import make_truth_capture, read_song_truth  # noqa: E402
 from flame_fit.geometry import vertex_normals  # noqa: E402
+from flame_fit.landmark_fit import fit_segment  # noqa: E402
+from scipy.spatial.transform import Rotation  # noqa: E402
+from tasks import config  # noqa: E402
+from tasks.common.atomic import npy_bytes, save_npz_atomic, write_bytes_atomic  # noqa: E402
+from tasks.common.settings import CropSettings  # noqa: E402
 from flame_fit.refine import jitter  # noqa: E402
 from flame_fit.scan_fit import neutral_mesh  # noqa: E402
 from pipeline.build import build, config_overrides  # noqa: E402
@@ -139,6 +156,84 @@ def rerun_from(processed: Path, subject: str, stage: str) -> None:
             p.unlink()
 
 
+GROUPS = {"contour": slice(0, 17), "brows": slice(17, 27), "nose": slice(27, 36), "eyes": slice(36, 48),
+          "outer lips": slice(48, 60), "inner lips": slice(60, 68)}
+YAW_BINS = ((0, 10), (10, 20), (20, 30), (30, 90))
+
+
+def head_yaw_deg(rotvec: np.ndarray) -> np.ndarray:
+    """Yaw (T,) degrees of head rotations (T,3): first angle of the intrinsic y-x-z decomposition."""
+    return np.degrees(Rotation.from_rotvec(rotvec).as_euler("YXZ")[:, 0])
+
+
+def oracle_landmarks(truth: dict, segment: dict, portrait_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The truth's projected landmarks of one crop segment in portrait pixels (T,68,2) and which frames
+    show the whole face (T,) bool; the crop box [x0, y0, x1, y1] of segments.json maps frame pixels."""
+    a, b = int(segment["start_frame"]), int(segment["end_frame"])
+    if segment.get("repeated_frames"):
+        raise SystemExit("the oracle maps portrait frame t to recording frame start + t; this segment has "
+                         "repeated frames")
+    x0, y0, x1, _ = (float(v) for v in segment["box"])
+    lmk = (truth["landmarks"][a:b].astype(np.float64) - [x0, y0]) * (portrait_size / (x1 - x0))
+    inside = np.isfinite(lmk).all(axis=(1, 2)) & ((lmk >= 0) & (lmk < portrait_size)).all(axis=(1, 2))
+    return lmk, inside & truth["face_visible"][a:b].astype(bool)
+
+
+def detector_errors(lay, subject: str, song: str, truth: dict, portrait_size: int) -> dict:
+    """Per-landmark distances (portrait px) of the detector's landmarks (frames/*.npz of the default
+    run) to the truth's: {'dist': (N,68), 'yaw': (N,) |true yaw| degrees} over frames both have."""
+    dist, yaw = [], []
+    head_true = compose(truth["global_orient"].astype(np.float64), truth["neck_pose"].astype(np.float64))
+    for seg in lay.load_segments(subject, song):
+        path = lay.frames_npz(subject, song, int(seg["index"]))
+        if not path.is_file():
+            continue
+        with np.load(path) as z:
+            det, ok = z["landmarks"].astype(np.float64), z["landmark_ok"].astype(bool)
+        lmk, inside = oracle_landmarks(truth, seg, portrait_size)
+        both = ok & inside
+        dist.append(np.linalg.norm(det[both] - lmk[both], axis=2))
+        a = int(seg["start_frame"])
+        yaw.append(np.abs(head_yaw_deg(head_true[a:a + len(ok)][both])))
+    return {"dist": np.concatenate(dist), "yaw": np.concatenate(yaw)}
+
+
+def print_detector_errors(err: dict) -> None:
+    d, yaw = err["dist"], err["yaw"]
+    print(f"detector landmarks vs truth (portrait px, mean per landmark, {len(d)} frames):")
+    groups = lambda x: "  ".join(f"{g} {x[:, sl].mean():.2f}" for g, sl in GROUPS.items())  # noqa: E731
+    print(f"  {groups(d)}  all {d.mean():.2f}")
+    for lo, hi in YAW_BINS:
+        m = (yaw >= lo) & (yaw < hi)
+        if m.any():
+            print(f"  |yaw| {lo:2d}-{hi:2d} deg ({m.sum():4d} frames): {groups(d[m])}  all {d[m].mean():.2f}")
+
+
+def write_oracle_frames(lay, model, subject: str, truth_root: Path, portrait_size: int) -> int:
+    """Rewrite every segment's frames/*.npz with the truth's landmarks and the weight-free per-frame fit
+    on them (the default estimator's fit, the same parameters); returns the number of segments."""
+    n = 0
+    for song in lay.list_songs(subject):
+        truth, _ = read_song_truth(truth_root / subject / song)
+        for seg in lay.load_segments(subject, song):
+            path = lay.frames_npz(subject, song, int(seg["index"]))
+            if not path.is_file():
+                continue
+            with np.load(path) as z:
+                arrays = {k: z[k] for k in z.files}
+            lmk, ok = oracle_landmarks(truth, seg, portrait_size)
+            lmk = np.where(ok[:, None, None], lmk, np.nan)
+            fit = fit_segment(model, lmk, ok, portrait_size, device="cpu")
+            arrays.update({"landmarks": lmk.astype(np.float32), "landmark_ok": ok,
+                           "shape": np.repeat(fit["shape"][None], len(ok), 0).astype(np.float32),
+                           "fit_rmse_px": fit["rmse_px"].astype(np.float32)})
+            arrays.update({k: fit[k].astype(np.float32)
+                           for k in ("expression", "global_orient", "jaw_pose", "cam")})
+            save_npz_atomic(path, arrays)
+            n += 1
+    return n
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=12.0)
@@ -150,6 +245,7 @@ def main(argv=None) -> int:
     ap.add_argument("--set", nargs="*", default=[], help="luigi overrides section.option=value")
     ap.add_argument("--rerun-from", choices=["estimate", "scan", "refine", "assemble"], default=None,
                     help="with --keep: delete the outputs of this stage and later ones first")
+    ap.add_argument("--no-oracle", action="store_true", help="only the default run, no decomposition")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="e2e_"))
@@ -179,6 +275,63 @@ def main(argv=None) -> int:
         return 1
     print(f"capture {t_capture:.0f} s, DAG {t_dag:.0f} s")
 
+    with config_overrides(overrides):
+        portrait_size = config.read(CropSettings).output_size
+    res = measure(model, rec, lay, work, raw, processed, truth_root, subject)
+    for song in lay.list_songs(subject):
+        truth, _ = read_song_truth(truth_root / subject / song)
+        print_detector_errors(detector_errors(lay, subject, song, truth, portrait_size))
+    print("targets (default stand-ins):")
+    for k, (op, target) in TARGETS.items():
+        v = res[k]
+        met = {"<": v < target, "<=": v <= target, "==": v == target}[op]
+        print(f"  {k:18s} {v:10.4f}  target {op} {target}: {'met' if met else 'NOT met'}")
+    runs = {"c default": res}
+    if not args.no_oracle:
+        n = write_oracle_frames(lay, model, subject, truth_root, portrait_size)
+        print(f"oracle: {n} segments' frames rewritten with the truth's landmarks")
+        rerun_from(processed, subject, "refine")
+        t0 = time.perf_counter()
+        if not build(AssembleDataset, workers=1, overrides=overrides, log_level="WARNING").ok:
+            print("the DAG failed on oracle landmarks", file=sys.stderr)
+            return 1
+        print(f"(b) oracle landmarks, fitted shape: DAG {time.perf_counter() - t0:.0f} s")
+        runs["b oracle lmk"] = measure(model, rec, lay, work, raw, processed, truth_root, subject,
+                                       auto=False)
+        true_shape = np.load(truth_root / subject / "subject_truth.npz")["shape"].astype(np.float32)
+        write_bytes_atomic(lay.scan_shape_npy(subject), npy_bytes(true_shape))
+        rerun_from(processed, subject, "refine")
+        t0 = time.perf_counter()
+        if not build(AssembleDataset, workers=1, overrides=overrides, log_level="WARNING").ok:
+            print("the DAG failed on oracle landmarks and the true shape", file=sys.stderr)
+            return 1
+        print(f"(a) oracle landmarks, true shape: DAG {time.perf_counter() - t0:.0f} s")
+        runs["a oracle+shape"] = measure(model, rec, lay, work, raw, processed, truth_root, subject,
+                                         auto=False)
+        keys = ["shape_mm", "scale_err", "head_rot_deg", "jaw_deg", "face_ve_mm", "lip_ve_mm", "rmse_ratio",
+                "jitter_ratio", "jitter_abs_deg", "jitter_abs_deg_truth", "av_offset_samples"]
+        print("decomposition:")
+        print(f"  {'':22s}" + "".join(f"{name:>16s}" for name in runs))
+        for k in keys:
+            print(f"  {k:22s}" + "".join(f"{r[k]:16.4f}" for r in runs.values()))
+    oracle = runs.get("a oracle+shape", {})
+    print(f"BENCH end_to_end shape_mm={res['shape_mm']:.4f} scale_err={res['scale_err']:.5f} "
+          f"head_rot_deg={res['head_rot_deg']:.3f} jaw_deg={res['jaw_deg']:.3f} face_ve_mm={res['face_ve_mm']:.3f} "
+          f"lip_ve_mm={res['lip_ve_mm']:.3f} rmse_ratio={res['rmse_ratio']:.3f} "
+          f"av_offset_samples={res['av_offset_samples']} jitter_ratio={res['jitter_ratio']:.3f} "
+          f"jitter_abs_deg={res['jitter_abs_deg']:.4f} "
+          f"jitter_abs_deg_truth={res['jitter_abs_deg_truth']:.4f} "
+          f"head_rot_deg_oracle={oracle.get('head_rot_deg', float('nan')):.3f} "
+          f"jaw_deg_oracle={oracle.get('jaw_deg', float('nan')):.3f} "
+          f"lip_ve_mm_oracle={oracle.get('lip_ve_mm', float('nan')):.3f}")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def measure(model, rec, lay, work: Path, raw: Path, processed: Path, truth_root: Path, subject: str,
+            auto: bool = True) -> dict:
+    """Every figure of the module docstring for the dataset now under `lay` (printed as it goes)."""
     droot = lay.dataset_root()
     rows = read_metadata(droot)
     res: dict[str, float] = {}
@@ -195,6 +348,27 @@ def main(argv=None) -> int:
     print(f"shape (landmarks given): vertex error mean {d.mean():.3f} mm, max {d.max():.3f} mm; "
           f"scale {float(align['scale']):.6g} vs true {1 / float(scan_truth['scale']):.6g} "
           f"(error {res['scale_err']:.5f})")
+    if auto:
+        auto_scan_fit(model, rec, lay, work, raw, subject, v_true, scan_truth, res)
+
+    # -- per frame: sequences (uncut) and clips
+    per_frame(model, rows, droot, raw, truth_root, subject, true_shape, res)
+
+    num = den = 0.0
+    for qc_path in sorted(processed.glob(f"{subject}/*/motion/segment_*_qc.json")):
+        qc = json.loads(qc_path.read_text())
+        r = qc["landmark_rmse_px"]
+        n = r["frames_measured"]
+        num += n * r["after"] ** 2
+        den += n * r["before"] ** 2
+        print(f"{qc_path.parent.parent.name}/{qc_path.name}: landmark RMSE {r['before']:.2f} -> {r['after']:.2f} px "
+              f"({n} frames)")
+    res["rmse_ratio"] = float(np.sqrt(num / den)) if den else float("nan")
+    return res
+
+
+def auto_scan_fit(model, rec, lay, work, raw, subject, v_true, scan_truth, res) -> None:
+    """The automatic-landmark fit of the same scan (shape_mm_auto)."""
     auto_dir = work / "auto_scan"
     if auto_dir.exists():
         shutil.rmtree(auto_dir)
@@ -210,10 +384,12 @@ def main(argv=None) -> int:
           f"{scale_auto:.5f}; monocular mean shape: {d_mono.mean():.3f} mm; zero shape: "
           f"{np.linalg.norm(neutral_mesh(model, np.zeros(100))[0] - v_true, axis=1).mean() * 1000:.3f} mm")
 
-    # -- per frame: sequences (uncut) and clips
+
+def per_frame(model, rows, droot, raw, truth_root, subject, true_shape, res) -> None:
+    """Head, jaw, face, lip errors and jitter of the sequences; A/V lags of the clips (into res)."""
     face, lips = regions(model, true_shape)
     per = {"head": [], "jaw": [], "face": [], "lip": []}
-    jit = []
+    jit, jit_abs, jit_abs_true = [], [], []
     songs = {}
     clip_checks = []
     for row in rows:
@@ -244,6 +420,8 @@ def main(argv=None) -> int:
             per["face"].append(e_face)
             per["lip"].append(e_lip)
             jit.append(jitter(head_out) / max(jitter(head_true), 1e-12))
+            jit_abs.append(np.degrees(jitter(head_out)))
+            jit_abs_true.append(np.degrees(jitter(head_true)))
             yaw_o, yaw_t = head_out[:, 1], head_true[:, 1]
             print(f"sequence {row['id']} frames [{a},{b}): head {np.median(e_head):.2f} deg, jaw "
                   f"{np.median(e_jaw):.2f} deg, face {np.median(e_face):.2f} mm, lip max {np.median(e_lip):.2f} mm, "
@@ -277,31 +455,9 @@ def main(argv=None) -> int:
     res["face_ve_mm"] = float(np.median(cat("face")))
     res["lip_ve_mm"] = float(np.median(cat("lip")))
     res["jitter_ratio"] = float(np.mean(jit)) if jit else float("nan")
+    res["jitter_abs_deg"] = float(np.mean(jit_abs)) if jit_abs else float("nan")
+    res["jitter_abs_deg_truth"] = float(np.mean(jit_abs_true)) if jit_abs_true else float("nan")
     res["av_offset_samples"] = int(max(abs(x) for x in lags)) if lags else -1
-
-    num = den = 0.0
-    for qc_path in sorted(processed.glob(f"{subject}/*/motion/segment_*_qc.json")):
-        qc = json.loads(qc_path.read_text())
-        r = qc["landmark_rmse_px"]
-        n = r["frames_measured"]
-        num += n * r["after"] ** 2
-        den += n * r["before"] ** 2
-        print(f"{qc_path.parent.parent.name}/{qc_path.name}: landmark RMSE {r['before']:.2f} -> {r['after']:.2f} px "
-              f"({n} frames)")
-    res["rmse_ratio"] = float(np.sqrt(num / den)) if den else float("nan")
-
-    print("targets (default stand-ins):")
-    for k, (op, target) in TARGETS.items():
-        v = res[k]
-        met = {"<": v < target, "<=": v <= target, "==": v == target}[op]
-        print(f"  {k:18s} {v:10.4f}  target {op} {target}: {'met' if met else 'NOT met'}")
-    print(f"BENCH end_to_end shape_mm={res['shape_mm']:.4f} scale_err={res['scale_err']:.5f} "
-          f"head_rot_deg={res['head_rot_deg']:.3f} jaw_deg={res['jaw_deg']:.3f} face_ve_mm={res['face_ve_mm']:.3f} "
-          f"lip_ve_mm={res['lip_ve_mm']:.3f} rmse_ratio={res['rmse_ratio']:.3f} "
-          f"av_offset_samples={res['av_offset_samples']} jitter_ratio={res['jitter_ratio']:.3f}")
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -691,7 +691,10 @@ def make_demo_capture(out: Path, truth: Path, width: int = 3840, height: int = 2
                     cache["bg"] = studio_background(width, height, seed * 1000 + variant)
                 return cache["asset"], cache["bg"]
             if with_scan:
-                stamp = {"generator_version": GENERATOR_VERSION, "seed": seed, "variant": subj["variant"]}
+                # metric in mm and declared, like a light-stage export with scale bars (undeclared
+                # arbitrary units are refused unless [scan_fit] units = free)
+                stamp = {"generator_version": GENERATOR_VERSION, "seed": seed, "variant": subj["variant"],
+                         "scan_units": "mm"}
                 stamp_path = truth / sid / "demo_subject.json"
                 current = (sdir / "scan").is_dir() and stamp_path.is_file() and \
                     json.loads(stamp_path.read_text()) == stamp
@@ -699,7 +702,7 @@ def make_demo_capture(out: Path, truth: Path, width: int = 3840, height: int = 2
                     log.info("writing demo scan for %s (demo.scan)", sid)
                     with atomic_dir(sdir / "scan") as scan_tmp:
                         write_demo_scan(scan_tmp, truth / sid, seed * 1000 + subj["variant"],
-                                        asset_and_background()[0].rgb)
+                                        asset_and_background()[0].rgb, units="mm")
                     write_json_atomic(stamp_path, stamp)
             songs = []
             for song in subj["songs"]:

@@ -39,6 +39,13 @@ def render_mesh(vertices: np.ndarray, faces: np.ndarray, cam: np.ndarray, size: 
 
     vertices (V,3) model space (posed), faces (F,3), cam (3,) = [s, tx, ty].
     """
+    return render_mesh_mask(vertices, faces, cam, size, color, background, light, ambient)[0]
+
+
+def render_mesh_mask(vertices: np.ndarray, faces: np.ndarray, cam: np.ndarray, size: int,
+                     color=(0.80, 0.72, 0.66), background=(0.12, 0.12, 0.14),
+                     light=(-0.4, 0.5, 1.0), ambient: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    """`render_mesh`'s image (size, size, 3) uint8 and the pixels the mesh covers (size, size) bool."""
     v = np.asarray(vertices, np.float32)
     f = np.asarray(faces, np.uint32)
     scene = o3d.t.geometry.RaycastingScene()
@@ -62,4 +69,4 @@ def render_mesh(vertices: np.ndarray, faces: np.ndarray, cam: np.ndarray, size: 
         lambert = np.clip(n @ ldir, 0.0, 1.0)
         shade = ambient + (1.0 - ambient) * lambert
         img[valid] = shade[:, None] * np.asarray(color)[None]
-    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8).reshape(size, size, 3)
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8).reshape(size, size, 3), valid.reshape(size, size)

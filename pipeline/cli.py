@@ -100,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(command_impl="evaluate:evaluate")
 
-    p = sub.add_parser("preview", help="side-by-side MP4 of a segment, a dataset sequence or one clip: "
-                                       "landmarks on the portrait and the fitted head mesh",
+    p = sub.add_parser("preview", help="MP4 of a segment, a dataset sequence or one clip: the fitted head "
+                                       "mesh and landmarks over the portrait, yaw and jaw opening under it",
                        description="Preview ID (a sequence or clip id of the assembled dataset, as listed in its "
                                    "metadata.csv; a clip previews only its own frames) or SUBJECT SONG SEGMENT.")
     p.add_argument("target", metavar="ID|SUBJECT",
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the crop stage's segment index (segments.json), after SUBJECT SONG")
     p.add_argument("--out", help="output .mp4 (default: beside the motion, motion/segment_NNN_preview.mp4 or "
                                  "motion/<id>_preview.mp4)")
-    p.add_argument("--size", type=int, default=512, help="height of each panel in pixels (even)")
+    p.add_argument("--size", type=int, default=512, help="size of the portrait in pixels (even); the figures add about a third")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     _common(p, paths=True)
     p.set_defaults(command_impl="preview:preview")

@@ -15,7 +15,7 @@ from flame_fit.scan_fit import ScanFitConfig
 from tasks import config
 from tasks.base import SubjectTask
 from tasks.common.errors import PipelineInputError
-from tasks.common.settings import ScanFitSettings
+from tasks.common.settings import ScanFitSettings, recorded_params
 from tasks.devices import gpu_resources, torch_device
 from tasks.estimate import SubjectShape
 from tasks.head_model import head_model_for_task
@@ -57,9 +57,11 @@ class FitScanShape(SubjectTask):
             return
         device = torch_device()
         model, rec = head_model_for_task(self.layout, device)
-        files, png = fit_subject_scan(scan_path, model, rec, init, device, self.fit_config, task=self)
-        files["report"]["source"] = "scan fit"
         settings = config.read(ScanFitSettings)
+        files, png = fit_subject_scan(scan_path, model, rec, init, device, self.fit_config, task=self,
+                                      units_mode=settings.units)
+        files["report"]["source"] = "scan fit"
+        files["report"]["settings"] = recorded_params(settings)
         reasons = bad_fit_reasons(files["report"], files["shape"], settings)
         if reasons and settings.on_bad_fit != "flag":
             raise PipelineInputError(scan_path, "the scan fit did not fit this scan: " + "; ".join(reasons),

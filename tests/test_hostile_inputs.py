@@ -121,7 +121,8 @@ def test_validate_refuses_what_the_scan_fit_refuses(tmp_path):
     units = obj.parent / "scan.json"
     units.write_text('{"units": ')
     bad = scan_problems(subject)
-    assert [p["path"] for p in bad] == [str(units)] and "units" in bad[0]["problem"]
+    assert [p["path"] for p in bad] == [str(units)] and "not valid JSON" in bad[0]["problem"]
+    assert '{"units": "mm"}' in bad[0]["fix"]
     units.write_text('{"units": "furlongs"}')
     assert "furlongs" in scan_problems(subject)[0]["problem"]
     units.write_text('{"units": "mm"}')

@@ -15,6 +15,10 @@ from pipeline.cli import main
 from tasks.common.errors import PipelineInputError
 from tasks.head_model import _CACHE
 from tasks.layout import Layout
+from tasks.reporting.preview import (FigureStrip, draw_legend, head_yaw_deg, jaw_opening_deg, posed_vertices,
+                                     preview_size)
+from flame_fit.camera import ndc_to_pixels, orth_project
+from scipy import ndimage
 
 SIZE = 256        # portrait size of the fixture (the crop stage's output_size)
 
@@ -92,23 +96,94 @@ def test_preview_command_writes_side_by_side_mp4(luigi_paths, head_dir, tmp_path
             with av.open(str(out)) as c:
                 frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
             assert len(frames) == 6
-            assert frames[0].shape == (128, 256, 3)
-            left, right = frames[0][:, :128].astype(int), frames[0][:, 128:].astype(int)
-            # green (detected) and red (model) dots on the grey portrait; a shaded head on the right
-            assert ((left[..., 1] > 150) & (left[..., 0] < 120)).sum() > 20
-            assert ((left[..., 0] > 150) & (left[..., 1] < 120)).sum() > 20
-            assert (np.abs(right - right[0, 0]).sum(-1) > 30).mean() > 0.1
+            assert frames[0].shape == (preview_size(128)[1], 128, 3)
+            top = frames[0][:128].astype(int)
+            # green (detected) and red (model) dots on the grey portrait
+            assert ((top[..., 1] > 150) & (top[..., 0] < 120)).sum() > 20
+            assert ((top[..., 0] > 150) & (top[..., 1] < 120)).sum() > 20
             with pytest.raises(PipelineInputError, match="no segment 3"):
                 _cli(["preview", "S001", "001_test", "3", "--out", str(out)])
         finally:
             _CACHE.clear()
 
 
+def test_preview_overlays_the_mesh_where_it_projects(luigi_paths, head_dir, tmp_path):
+    """On a plain grey portrait, the mesh tints exactly the pixels the fitted head's vertices project to
+    (the camera of ARCHITECTURE.md), nothing far from them; the figures under it mark each frame."""
+    panel = 128
+    with config_overrides(flame={"model_path": "", "procedural_model_dir": head_dir},
+                          crop={"output_size": SIZE}, dataset={"min_sequence_seconds": 0.1}):
+        _CACHE.clear()
+        try:
+            model = load_flame(head_dir / MODEL_FILE, head_dir / EMBEDDING_FILE)
+            seq = _write_segment(model)
+            out = tmp_path / "p.mp4"
+            assert _cli(["preview", "S001", "001_test", "0", "--out", str(out), "--size", str(panel)]) == 0
+            with av.open(str(out)) as c:
+                frames = [f.to_ndarray(format="rgb24").astype(int) for f in c.decode(video=0)]
+        finally:
+            _CACHE.clear()
+    tr = seq.truth
+    motion = {k: tr[k] for k in ("shape", "expression", "global_orient", "neck_pose", "jaw_pose")}
+    verts = posed_vertices(model, motion, 0, len(frames))
+    cams = torch.as_tensor(tr["cam"][:len(frames)], dtype=torch.float32)
+    px = ndc_to_pixels(orth_project(torch.as_tensor(verts), cams), panel).numpy()
+    x0, y0, x1, y1 = draw_legend(np.zeros((panel, panel, 3), np.uint8))
+    outside_legend = np.ones((panel, panel), bool)
+    outside_legend[y0:y1 + 2, x0:x1 + 2] = False
+    yaw = head_yaw_deg(tr["global_orient"], tr["neck_pose"])
+    strip = FigureStrip((("yaw", "", yaw, (255, 200, 60)), ("jaw", "", jaw_opening_deg(tr["jaw_pose"]),
+                                                            (230, 110, 230))),
+                        panel, preview_size(panel)[1] - panel)
+    for t, frame in enumerate(frames):
+        top = frame[:panel]
+        # the portrait is grey; the mesh's light blue, however shaded, leaves blue above red
+        tinted = top[..., 2] - top[..., 0] > 8
+        ij = np.round(px[t] - 0.5).astype(int)                     # pixel centres at +0.5
+        ij = ij[(ij >= 0).all(1) & (ij < panel).all(1)]
+        on_vertex = np.zeros((panel, panel), bool)
+        on_vertex[ij[:, 1], ij[:, 0]] = True
+        # the landmark dots (true and detected positions, within a few pixels of them) hide the mesh
+        dots = np.zeros((panel, panel), bool)
+        for lm in (tr["landmarks"][t], seq.frames["landmarks"][t]):
+            d = np.clip(np.round(lm * panel / SIZE - 0.5).astype(int), 0, panel - 1)
+            dots[d[:, 1], d[:, 0]] = True
+        free = outside_legend & ~ndimage.binary_dilation(dots, iterations=3)
+        assert tinted[on_vertex & free].mean() > 0.93
+        near = ndimage.binary_dilation(on_vertex, iterations=3)
+        assert tinted[~near & free].mean() < 0.01
+        assert tinted[free].mean() > 0.1                           # a head, not a few dots
+        # the figure strip: its brightest column (the cursor) is this frame's
+        cursor = np.argmax((frame[panel:].min(axis=2) > 150).sum(axis=0))
+        assert abs(cursor - int(strip.column(t))) <= 1
+
+
+def test_figure_strip_draws_the_values():
+    t = np.arange(40)
+    yaw = 20 * np.sin(t / 6.0)
+    jaw = np.clip(15 * np.sin(t / 4.0), 0, None)
+    strip = FigureStrip((("yaw", " deg", yaw, (255, 200, 60)), ("jaw", " deg", jaw, (230, 110, 230))),
+                        300, 120)
+    for k in (0, 13, 39):
+        img = strip.frame(k).astype(int)
+        for i, (values, color) in enumerate(((yaw, (255, 200, 60)), (jaw, (230, 110, 230)))):
+            x, y = int(strip.column(k)), int(strip.row(i, values[k]))
+            patch = img[y - 2:y + 3, x - 2:x + 3]
+            assert (np.abs(patch - color).sum(-1) < 60).any()        # the curve and marker pass there
+            assert i * 60 <= y < (i + 1) * 60                        # in its own row
+    # higher values higher up
+    assert strip.row(0, yaw.max()) < strip.row(0, 0.0) < strip.row(0, yaw.min())
+    # yaw of the whole head (global o neck), jaw opening about x
+    assert head_yaw_deg(np.array([[0, 0.2, 0]]), np.array([[0, 0.1, 0]]))[0] == pytest.approx(np.degrees(0.3))
+    assert jaw_opening_deg(np.array([[0.25, 0, 0]]))[0] == pytest.approx(np.degrees(0.25))
+
+
 # ----------------------------------------------------------------------------- by dataset id
 def _left_panels(path):
+    """The portraits (the square on top) of a preview's frames."""
     with av.open(str(path)) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    return [f[:, : f.shape[0]].astype(int) for f in frames]
+    return [f[: f.shape[1]].astype(int) for f in frames]
 
 
 def _white_row(img):

@@ -12,6 +12,7 @@ from scipy.spatial.transform import Rotation
 
 from pipeline.build import build, config_overrides
 from demo.scan import read_truth, write_demo_scan
+from demo.truth_capture import subject_shape
 from flame_fit.geometry import SurfaceIndex
 from flame_fit.scan_fit import (ScanFitConfig, apply_similarity, fit_scan, invert_similarity,
                                 landmark_weights, neutral_mesh, umeyama)
@@ -23,7 +24,8 @@ from tasks.layout import Layout
 from tasks.scan_fit import FitScanShape
 from tasks.scans.auto_landmarks import find_landmarks_auto
 from tasks.scans.fit import fit_subject_scan
-from tasks.scans.scan_io import declared_scale, load_scan
+from tasks.scans import scan_io
+from tasks.scans.scan_io import METRES_PER_UNIT, declared_scale, load_scan, scan_units, units_fitting
 
 SMALL = ScanFitConfig(max_iters=250, max_points=1000)
 
@@ -164,6 +166,27 @@ def test_fit_scan_shape_task(luigi_paths, head_model, demo, monkeypatch):
     # no scan: the monocular mean, said so in the report
     np.testing.assert_array_equal(np.load(layout.scan_shape_npy("S2")), mono)
     assert "no scan" in json.loads(layout.scan_fit_report("S2").read_text())["source"]
+    # the demo scan has no scan.json: its unit was inferred, and the report records the setting
+    assert report["scan_units"]["source"] == "inferred"
+    assert report["settings"]["scan_fit"]["units"] == "infer"
+
+
+def test_fit_scan_shape_task_units_setting(luigi_paths, head_model, monkeypatch):
+    """`[scan_fit] units = free` in luigi.cfg reaches the fit: a scan in arbitrary units is refused by
+    default (the task fails, nothing written) and fitted with a free scale under the setting."""
+    raw, _ = luigi_paths
+    layout = Layout.from_config()
+    _exact_scan(raw / "S3" / "scan", head_model[0], subject_shape(0), 7.5)
+    (raw / "S3" / "songs").mkdir()
+    layout.monocular_shape_npz("S3").parent.mkdir(parents=True, exist_ok=True)
+    np.savez(layout.monocular_shape_npz("S3"), shape=np.zeros(100, np.float32))
+    monkeypatch.setattr(FitScanShape, "fit_config", dataclasses.replace(SMALL, max_iters=30, min_iters=30,
+                                                                        probe_iters=10))
+    assert not build([FitScanShape(subject="S3")]).ok
+    assert not layout.shape_dir("S3").exists()
+    assert build(lambda: [FitScanShape(subject="S3")], overrides={"scan_fit": {"units": "free"}}).ok
+    report = json.loads(layout.scan_fit_report("S3").read_text())
+    assert report["scan_units"]["source"] == "free" and report["settings"]["scan_fit"]["units"] == "free"
 
 
 def test_vertex_coloured_ply_loads(tmp_path, demo):
@@ -195,3 +218,82 @@ def test_declared_units_fix_the_scale(tmp_path):
     (scan.parent / "scan.json").write_text(json.dumps({"units": "furlong"}))
     with pytest.raises(PipelineInputError):
         declared_scale(scan)
+
+
+def _exact_scan(scan_dir, model, shape, per_metre: float, units: str | None = None):
+    """The model's neutral mesh at `shape` as a scan: `per_metre` scan units per model unit (metre),
+    turned z-up and yawed, offset; its exact landmarks in landmarks.json, scan.json only for
+    `units`. Returns the PLY path."""
+    v, lmk = neutral_mesh(model, shape)
+    rot = Rotation.from_euler("xyz", [90, 30, 5], degrees=True).as_matrix()
+    to_scan = lambda p: per_metre * (p @ rot.T + [0.1, -0.3, 0.05])  # noqa: E731
+    scan_dir.mkdir(parents=True)
+    ply = scan_dir / "head.ply"
+    trimesh.Trimesh(to_scan(v), model.faces.numpy(), process=False).export(ply)
+    (scan_dir / "landmarks.json").write_text(json.dumps({"landmarks": to_scan(lmk).tolist()}))
+    if units is not None:
+        (scan_dir / "scan.json").write_text(json.dumps({"units": units}))
+    return ply
+
+
+def _landmarks(scan_path) -> np.ndarray:
+    return np.asarray(json.loads((scan_path.parent / "landmarks.json").read_text())["landmarks"])
+
+
+@pytest.mark.parametrize("units", ["mm", "cm", "m"])
+def test_undeclared_units_inferred_and_fixed(tmp_path, head_model, units, caplog):
+    """An exact scan of a known shape with exact landmarks and no scan.json: the unit comes from the
+    head's size, the scale is fixed to it, and the shape is as exact as with declared units (a
+    fitted scale gives 0.4-0.7 mm here: it trades against the head's size)."""
+    model, rec = head_model
+    shape = subject_shape(0)
+    ply = _exact_scan(tmp_path / "scan", model, shape, 1.0 / METRES_PER_UNIT[units])
+    with caplog.at_level("INFO", logger="singinghead"):
+        files, _ = fit_subject_scan(ply, model, rec, None, torch.device("cpu"), dataclasses.replace(SMALL,
+                                    max_iters=400, max_points=2000))
+    rec_units = files["report"]["scan_units"]
+    assert rec_units["source"] == "inferred" and rec_units["unit"] == units
+    assert rec_units["head_length_m"] == pytest.approx(0.2, abs=0.03)
+    assert f"inferred units ({units}" in files["report"]["scale"]
+    assert any(f"inferred units ({units}" in r.getMessage() for r in caplog.records)
+    assert files["alignment"]["scale"] == METRES_PER_UNIT[units]
+    err = np.linalg.norm(neutral_mesh(model, files["shape"])[0] - neutral_mesh(model, shape)[0], axis=1)
+    assert err.mean() < 0.0003, err.mean()                  # 0.3 mm at FLAME scale
+
+
+def test_undeclared_units_refused_or_free(tmp_path, head_model, monkeypatch):
+    """A head no unit makes a head of (arbitrary units, e.g. a Metashape chunk without scale bars)
+    is refused naming the scan and both fixes; `units = free` fits its scale; declared units win;
+    a head two units could make is refused as ambiguous."""
+    model, rec = head_model
+    shape = subject_shape(0)
+    chunk = _exact_scan(tmp_path / "chunk" / "scan", model, shape, 7.5)        # head 1.5 units long
+    with pytest.raises(PipelineInputError) as e:
+        fit_subject_scan(chunk, model, rec, None, torch.device("cpu"), SMALL)
+    msg = str(e.value)
+    assert str(chunk) in msg and "none of" in msg and "scan.json" in msg and "units = free" in msg
+    short = dataclasses.replace(SMALL, max_iters=30, min_iters=30, probe_iters=10)
+    files, _ = fit_subject_scan(chunk, model, rec, None, torch.device("cpu"), short, units_mode="free")
+    assert files["report"]["scan_units"]["source"] == "free" and "fitted" in files["report"]["scale"]
+    assert files["alignment"]["scale"] == pytest.approx(1 / 7.5, rel=0.05)
+    (chunk.parent / "scan.json").write_text(json.dumps({"units": "cm"}))    # a (wrong) declaration wins
+    assert scan_units(chunk, load_scan(chunk).vertices, _landmarks(chunk), "free") == scan_io.ScanUnits(
+        "declared", "cm", 0.01)
+    (chunk.parent / "scan.json").unlink()
+    # absurdly large: 200 m in mm, 20 km in m...
+    big = _exact_scan(tmp_path / "big" / "scan", model, shape, 1e6)
+    with pytest.raises(PipelineInputError, match="none of"):
+        scan_units(big, load_scan(big).vertices, _landmarks(big))
+    # ambiguity cannot happen with the shipped range (2.3x wide, units 2.54x apart); a wider one shows it
+    assert units_fitting(12.0) == [] and units_fitting(12.0, (0.1, 0.31)) == ["cm", "in"]
+    monkeypatch.setattr(scan_io, "HEAD_LENGTH_RANGE_M", (0.05, 0.6))
+    cm = _exact_scan(tmp_path / "cm" / "scan", model, shape, 100.0)
+    with pytest.raises(PipelineInputError, match=r"more than one of \(cm, in\)") as e:
+        scan_units(cm, load_scan(cm).vertices, _landmarks(cm))
+    assert str(cm) in str(e.value)
+    # without the eye and mouth landmarks the head cannot be measured: refused, not guessed
+    monkeypatch.setattr(scan_io, "HEAD_LENGTH_RANGE_M", (0.13, 0.30))
+    valid = np.ones(68, bool)
+    valid[36] = False
+    with pytest.raises(PipelineInputError, match="cannot be measured"):
+        scan_units(cm, load_scan(cm).vertices, _landmarks(cm), valid=valid)

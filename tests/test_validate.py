@@ -11,6 +11,8 @@ import pytest
 
 from pipeline.build import build, config_overrides
 import soundfile as sf
+import trimesh
+import trimesh.creation
 
 from tasks.capture import checks
 from tasks.capture.checks import errors_of, format_problems
@@ -245,6 +247,36 @@ def test_scan_must_load_as_a_finite_triangle_mesh(tmp_path):
     lm = scan.parent / "landmarks.json"
     lm.write_text(json.dumps({"landmarks": [[0, 0, 0]] * 60}))
     assert any("60 landmarks" in p["problem"] for p in problems_at(validate_capture(tmp_path), lm))
+
+
+def test_scan_units_checked_before_any_work(tmp_path):
+    """A bad scan.json is an error; undeclared units no unit makes a head of (with hand-placed
+    landmarks) a warning naming the scan and [scan_fit] units = free; a metric head passes."""
+    subj = tmp_path / "S001"
+    (subj / "songs").mkdir(parents=True)
+    scan = subj / "scan" / "head.ply"
+    scan.parent.mkdir()
+    head = trimesh.creation.icosphere(subdivisions=3)
+    lmk = np.zeros((68, 3))
+    lmk[:] = [0.0, 0.0, 0.09]
+    lmk[[36, 39, 42, 45]] = [[-0.045, 0.03, 0.09], [-0.015, 0.03, 0.095], [0.015, 0.03, 0.095],
+                             [0.045, 0.03, 0.09]]
+    lmk[[48, 54]] = [[-0.025, -0.05, 0.09], [0.025, -0.05, 0.09]]
+
+    def write(per_metre):
+        trimesh.Trimesh(head.vertices * [0.08, 0.11, 0.1] * per_metre, head.faces).export(scan)
+        (scan.parent / "landmarks.json").write_text(json.dumps({"landmarks": (lmk * per_metre).tolist()}))
+        return validate_capture(tmp_path)
+
+    assert all_at(write(1000.0), scan) == []                         # a 0.2 m head in mm
+    warned = all_at(write(7.5), scan, "warning")                       # 1.5 units: no unit fits
+    assert warned and "none of" in warned[0]["problem"] and "units = free" in warned[0]["problem"]
+    assert problems_at(write(7.5), scan) == []                         # a warning, not an error
+    (scan.parent / "scan.json").write_text(json.dumps({"units": "furlong"}))
+    bad = problems_at(validate_capture(tmp_path), scan.parent / "scan.json")
+    assert any("furlong" in p["problem"] for p in bad)
+    (scan.parent / "scan.json").write_text(json.dumps({"units": "cm"}))  # declared: no inference
+    assert all_at(validate_capture(tmp_path), scan) == []
 
 
 def test_video_much_shorter_than_its_audio_is_an_error_on_the_video(tmp_path):

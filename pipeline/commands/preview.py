@@ -1,4 +1,4 @@
-"""`singinghead preview`: find a segment's files and draw the side-by-side MP4 (tasks.reporting.preview).
+"""`singinghead preview`: find a segment's files and draw the preview MP4 (tasks.reporting.preview).
 
 What to preview is either SUBJECT SONG SEGMENT (the crop stage's segment index) or one id of the
 assembled dataset: a sequence id (the whole segment) or a clip id (only the clip's frames). Ids are
@@ -22,7 +22,7 @@ from tasks.common.settings import CropSettings, DatasetSettings, DeviceSettings,
 from tasks.dataset.metadata import read_metadata
 from tasks.head_model import get_head_model
 from tasks.layout import Layout
-from tasks.reporting.preview import load_npz, write_preview
+from tasks.reporting.preview import load_npz, preview_size, write_preview
 
 log = logging.getLogger("singinghead")
 
@@ -155,5 +155,5 @@ def preview(args) -> int:
     prog.close()
     what = (f"{target.kind} {target.dataset_id}: frames {target.start}-{target.stop} of "
             if target.dataset_id else "") + f"{subject}/{song} segment {segment}"
-    print(f"wrote {out} ({written} frames of {what}, {2 * args.size}x{args.size})")
+    print(f"wrote {out} ({written} frames of {what}, {'x'.join(map(str, preview_size(args.size)))})")
     return 0

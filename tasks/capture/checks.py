@@ -8,8 +8,10 @@ fault and what to do:
 - files are read bounded (tasks.common.bounded): a FIFO, a device or a folder is refused by what
   it is, never waited on; subject, scan and song folders linked outside raw/ are a warning;
 - the scan (when present) loads as a triangle mesh with finite vertices and some area (the scan
-  fit's loader, .mtl and texture included), its scan.json parses as the fit parses it, its
-  landmarks.json (when present) holds 68 finite points, and an uncoloured scan has one;
+  fit's loader, .mtl and texture included), its scan.json parses as the fit parses it and names a
+  known unit, and without one (with landmarks.json) a unit makes its head a head (a warning
+  otherwise: the scan fit refuses it unless [scan_fit] units = free); its landmarks.json (when
+  present) holds 68 finite points, and an uncoloured scan has one;
 - the video: readable, a colour track of the right rate (size recorded; not 3840x2160 is a
   warning), no rotation or flip to apply on display (refused), first and last frames decode, its
   packets reach the duration in its header, and its timestamps (read by demuxing only) neither
@@ -45,7 +47,8 @@ from tasks.dataset.plan import song_number, subject_number
 from tasks.media.audio_io import NONFINITE_FIX
 from tasks.media.video_io import (display_transform, find_color_stream, frame_timing, open_video, packet_times,
                                   probe_video, stream_fps)
-from tasks.scans.scan_io import LANDMARK_FIX, SCAN_FIX, declared_scale, load_scan, load_scan_landmarks
+from tasks.scans.scan_io import (LANDMARK_FIX, SCAN_FIX, declared_scale, load_scan, load_scan_landmarks,
+                                 scan_units)
 
 GENRES = ("art", "country", "hip-hop", "rock", "folk", "rnb", "theater", "march")
 SUBJECT_KEYS = {"subject_id": str, "gender": str, "professional": bool}
@@ -243,23 +246,24 @@ def check_scan(subject_dir: Path, problems: list) -> list[str]:
                                  "shape will be the monocular estimate",
                                  "export the light-stage mesh as scan/head.obj or head.ply", WARNING))
     lm = scan_dir / R.SCAN_LANDMARKS
+    loaded = {}
     for k, s in enumerate(scans):
         if s.stat().st_size == 0:
             problems.append(_problem(s, "scan file is empty", "re-export the mesh from Metashape"))
             continue
         try:
-            scan = load_scan(s)
-            if k == 0:      # the scan the fit uses (tasks.capture.raw_layout.find_scan)
-                declared_scale(s)
-                if not scan.has_color and not lm.exists() and not lm.is_symlink():
-                    problems.append(_problem(lm, f"is missing, and {s.name} has neither a texture nor vertex "
-                                             "colours: the scan fit cannot place its landmarks automatically",
-                                             f"{LANDMARK_FIX}; or {SCAN_FIX}"))
+            scan = loaded[s] = load_scan(s)
+            # the scan the fit uses (tasks.capture.raw_layout.find_scan); its units: check_scan_units
+            if k == 0 and not scan.has_color and not lm.exists() and not lm.is_symlink():
+                problems.append(_problem(lm, f"is missing, and {s.name} has neither a texture nor vertex "
+                                         "colours: the scan fit cannot place its landmarks automatically",
+                                         f"{LANDMARK_FIX}; or {SCAN_FIX}"))
         except PipelineInputError as e:
             problems.append(_from_error(e))
         except Exception as e:  # noqa: BLE001 - a damaged mesh can break the reader in many ways
             problems.append(_problem(s, f"cannot read the scan ({type(e).__name__}: {e})",
                                      "re-export the mesh from Metashape as OBJ or PLY"))
+    landmarks = None
     if lm.exists():
         _, bad = read_json_checked(lm)
         if bad:
@@ -267,10 +271,35 @@ def check_scan(subject_dir: Path, problems: list) -> list[str]:
                                      "with 68 points"))
         else:
             try:
-                load_scan_landmarks(lm)
+                landmarks = load_scan_landmarks(lm)
             except PipelineInputError as e:
                 problems.append(_from_error(e))
+    if scans:
+        check_scan_units(scans[0], loaded.get(scans[0]), landmarks, problems)
     return [str(s) for s in scans]
+
+
+def check_scan_units(scan_path: Path, scan, landmarks, problems: list) -> None:
+    """scan.json readable with a known unit; without it, with hand-placed landmarks, a unit that makes
+    the head a head (a warning otherwise: the scan fit refuses it unless `[scan_fit] units = free`)."""
+    units_json = scan_path.parent / R.SCAN_UNITS
+    if units_json.exists():
+        _, bad = read_json_checked(units_json)
+        if bad:
+            problems.append(_problem(units_json, bad, 'write scan/scan.json as {"units": "mm"} (mm, cm, m or in)'))
+            return
+    try:
+        declared, _ = declared_scale(scan_path)
+    except PipelineInputError as e:
+        problems.append(_from_error(e))
+        return
+    if declared is not None or scan is None or landmarks is None:
+        return
+    try:
+        scan_units(scan_path, scan.vertices, landmarks, "infer")
+    except PipelineInputError as e:
+        problems.append(_problem(e.path, f"{e.problem}; the scan fit refuses it unless "
+                                 "[scan_fit] units = free", e.fix, WARNING))
 
 
 # ----------------------------------------------------------------------------- video

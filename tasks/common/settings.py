@@ -115,6 +115,11 @@ class ScanFitSettings:
     # error: such a fit stops the subject; flag: its shape ships, flagged in shape/report.json, the
     # dataset manifest ("flags") and the dataset report
     on_bad_fit: Literal["error", "flag"] = "error"
+    # a scan without scan/scan.json: "infer" takes the one unit (mm, cm, m, in) that makes the head
+    # a head (0.13-0.30 m front to back) and fixes the scale, refusing the scan when none or several
+    # do; "free" fits the scale (it trades against the shape's size directions: 1.2 mm, 1.3 % scale
+    # error on an exact scan where fixed units give 0.3 mm). Declared units always win.
+    units: Literal["infer", "free"] = "infer"
 
 
 @dataclass(frozen=True)
@@ -146,7 +151,7 @@ class ReleaseSettings:
 
 
 ALL_SETTINGS = (PathSettings, DeviceSettings, CropSettings, BgmSettings, AudioSettings, FlameSettings,
-                EmocaSettings, RefineSettings, DatasetSettings, ReleaseSettings, ScanFitSettings)
+                EmocaSettings, ScanFitSettings, RefineSettings, DatasetSettings, ReleaseSettings)
 
 
 def recorded_params(*settings) -> dict:

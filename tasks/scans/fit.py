@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from flame_fit.scan_fit import ScanFitConfig, fit_scan, landmark_weights, neutral_mesh
-from tasks.capture.raw_layout import SCAN_LANDMARKS, SCAN_UNITS
+from tasks.capture.raw_layout import SCAN_LANDMARKS
 from tasks.common.atomic import atomic_dir, json_dumps, npy_bytes
 from tasks.common.errors import PipelineInputError
 from tasks.common.progress import Progress
@@ -24,7 +24,7 @@ from tasks.common.settings import ScanFitSettings
 from tasks.scans.auto_landmarks import find_landmarks_auto
 from tasks.scans.figure import fit_picture
 from tasks.scans.scan_io import (LANDMARK_FIX, SCAN_FIX, declared_scale, load_scan, load_scan_landmarks,
-                                 scan_landmarks_path)
+                                 scan_landmarks_path, scan_units)
 
 log = logging.getLogger("singinghead")
 
@@ -43,20 +43,20 @@ def read_monocular_shape(p: Path) -> np.ndarray | None:
 
 
 def fit_subject_scan(scan_path: Path, model, model_rec: dict, init_shape: np.ndarray | None,
-                     device: torch.device, config: ScanFitConfig = ScanFitConfig(), task=None
-                     ) -> tuple[dict, bytes]:
+                     device: torch.device, config: ScanFitConfig = ScanFitConfig(), task=None,
+                     units_mode: str = "infer") -> tuple[dict, bytes]:
     """Load the scan, read or find its landmarks, fit the model.
 
     Returns ({'shape': (100,) float32, 'alignment': dict, 'report': dict}, fit.png bytes).
     Raises PipelineInputError for an unreadable scan, a bad landmarks.json or scan.json, or an
-    uncoloured scan without landmarks.json. With declared units (scan.json) the scan -> model
-    scale is fixed, only rotation and translation are fitted.
+    uncoloured scan without landmarks.json, and for a scan without declared units that no unit
+    makes a head of (`units_mode` 'infer', the `[scan_fit] units` setting). With declared units (scan.json) or
+    inferred ones the scan -> model scale is fixed, only rotation and translation are fitted; with
+    `units_mode` 'free' an undeclared scan's scale is fitted.
     """
     t0 = time.perf_counter()
     scan = load_scan(scan_path)
-    fixed_scale, units = declared_scale(scan_path)
-    if fixed_scale is not None:
-        config = dataclasses.replace(config, fixed_scale=fixed_scale)
+    declared_scale(scan_path)          # a bad scan.json fails before the automatic landmarks' renders
     lmk_file = scan_landmarks_path(scan_path)
     given = load_scan_landmarks(lmk_file) if lmk_file.exists() else None
     if given is None and not scan.has_color:
@@ -68,6 +68,7 @@ def fit_subject_scan(scan_path: Path, model, model_rec: dict, init_shape: np.nda
         landmarks = given
         weights = landmark_weights(contour_weight=config.contour_weight)
         source = "given"
+        units = scan_units(scan_path, scan.vertices, landmarks, units_mode)
     else:
         _, ref = neutral_mesh(model, np.zeros(100, np.float32) if init_shape is None else init_shape, device)
         prog = Progress(task, 26, "scan landmarks: renders")
@@ -78,6 +79,11 @@ def fit_subject_scan(scan_path: Path, model, model_rec: dict, init_shape: np.nda
         weights = landmark_weights(contour_weight=0.0, valid=auto.valid)
         source = "auto"
         config = dataclasses.replace(config, sigma_landmark=max(config.sigma_landmark, AUTO_LANDMARK_SIGMA))
+        units = scan_units(scan_path, scan.vertices, auto.landmarks, units_mode, valid=auto.valid)
+    if units.scale is not None:
+        config = dataclasses.replace(config, fixed_scale=units.scale)
+    if units.source != "declared":
+        log.info("FitScanShape %s: scan scale %s", scan_path, units.describe())
     prog = Progress(task, config.max_iters + config.probe_iters * (len(config.scale_starts) + 1), "scan fit")
     fit = fit_scan(model, scan.vertices, landmarks, weights, init_shape, config, device, progress=prog)
     prog.close()
@@ -94,8 +100,7 @@ def fit_subject_scan(scan_path: Path, model, model_rec: dict, init_shape: np.nda
         "init": "monocular mean shape" if init_shape is not None else "zero shape",
         "warnings": list(fit.warnings), "model": model_rec, "config": dataclasses.asdict(config),
         "device": str(device), "scan_units_per_model_unit": 1.0 / fit.scale,
-        "scale": (f"fixed by the declared units ({units}, {SCAN_UNITS})" if units
-                  else "fitted (no declared units)"),
+        "scale": units.describe(), "scan_units": units.record(),
     }
     if auto is not None:
         report["auto_landmarks"] = {"probability": auto.probability, "valid": int(auto.valid.sum()),
