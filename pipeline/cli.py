@@ -17,6 +17,7 @@ from pathlib import Path
 
 import luigi.configuration
 
+from pipeline.build import config_overrides, split_config_args
 from tasks.common.errors import CaptureInvalid, PipelineInputError
 
 EXIT_BAD_INPUT = 2
@@ -38,7 +39,9 @@ def _common(p: argparse.ArgumentParser, paths: bool = False, workers: bool = Fal
 
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="singinghead", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="singinghead", description=__doc__.splitlines()[0],
+                                     epilog="Any luigi.cfg value can be given to any command the Luigi way, "
+                                            "e.g. --crop-landmark-every 4 or --paths-raw-dir DIR.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks instead of one-line errors")
@@ -184,6 +187,8 @@ def load_config_file(path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    # any luigi.cfg value, the Luigi way (`--crop-landmark-every 4`), as the `luigi` command takes it
+    argv, config_args = split_config_args(list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
@@ -191,7 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "config", None):
             load_config_file(args.config)
-        return int(command_function(args.command_impl)(args) or 0)
+        # Logging is configured once, above: Luigi's own handler would print every line twice.
+        cfg = luigi.configuration.get_config()
+        if not cfg.has_section("core"):
+            cfg.add_section("core")
+        cfg.set("core", "no_configure_logging", "true")
+        with config_overrides(cli_args=config_args):
+            return int(command_function(args.command_impl)(args) or 0)
     except Exception as exc:  # noqa: BLE001 - the project's own errors become one line; others re-raise
         if debug or not isinstance(exc, (PipelineInputError, CaptureInvalid)):
             raise

@@ -89,7 +89,7 @@ def test_dry_run_and_cli(luigi_paths, capsys):
     common = ["--raw-dir", str(raw), "--processed-dir", str(processed)]
     assert main(["rerun", "--subject", "S001", "--from", "shape", "--dry-run", *common]) == 0
     assert snapshot(processed) == before
-    assert "S001/shape/shape.npy" in capsys.readouterr().err
+    assert "S001/shape/shape.npy" in capsys.readouterr().out   # the plan: stdout
     assert main(["rerun", "--subject", "S001", "--from", "shape", "--no-build", *common]) == 0
     assert not lay.scan_shape_npy("S001").exists() and not lay.subject_done("S001").exists()
     assert lay.frames_npz("S001", "001_art_x", 0).exists()

@@ -13,16 +13,20 @@ from tasks.release import PackRelease
 
 
 def _build(roots, args) -> int:
+    """Build `roots()`. Logs (what is read, Luigi's lines, progress) go to stderr once; the plan and
+    the outcome go to stdout, so that a script can capture them."""
     description = describe_run(args)
     print(description, file=sys.stderr)
     with config_overrides(path_overrides(args)):
         pending = [t for t in task_graph(roots()) if not t.complete()]
-    print(f"{len(pending)} task(s) to run (more once the crop has counted the segments)", file=sys.stderr)
+    print(f"{len(pending)} task(s) to run (more once the crop has counted the segments)")
+    sys.stdout.flush()
     with BuildProgress(pending=pending):
         result = build(roots, workers=args.workers, overrides=path_overrides(args))
     warning = stand_in_warning(description)
     if warning:
         print(warning, file=sys.stderr)
+    print(f"build {'succeeded' if result.ok else 'FAILED'}: Luigi status {result.status}")
     return 0 if result.ok else 1
 
 
@@ -44,10 +48,9 @@ def rerun(args) -> int:
         paths = plan_rerun(args.subject, args.from_stage, lay)
     removed = remove_outputs(paths, lay, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
-    print(f"{verb} {len(removed)} output(s) of {', '.join(args.subject)} from stage {args.from_stage} on",
-          file=sys.stderr)
+    print(f"{verb} {len(removed)} output(s) of {', '.join(args.subject)} from stage {args.from_stage} on")
     for p in removed:
-        print(f"  {p}", file=sys.stderr)
+        print(f"  {p}")
     if args.dry_run or args.no_build:
         return 0
     return _build(lambda: pipeline.BuildSingingHead(), args)

@@ -105,13 +105,15 @@ def remove_demo_capture(raw: Path, truth: Path, args) -> int:
     with config_overrides(paths={"raw_dir": raw, "processed_dir": getattr(args, "processed_dir", None)}):
         lay = Layout.from_config()
         present = [s for s in subjects if (raw / s).is_dir() or lay.subject_out(s).is_dir()]
-        paths = plan_rerun(present, "validate", lay) if present else []
+        # the DAG is read off the capture: with no subject left in raw/, no shared output is theirs
+        paths = plan_rerun(present, "validate", lay) if present and lay.list_subjects() else []
     removed = remove_outputs(paths, lay)
     for s in present:
         removed += [p for p in (lay.subject_out(s), raw / s) if p.exists()]
-        remove_inside(lay.processed, lay.subject_out(s))
-        remove_inside(raw, raw / s)
-    remove_inside(truth.parent, truth)
+        # names relative to their root: `raw / s` with a relative raw would be joined twice
+        remove_inside(lay.processed, s)
+        remove_inside(raw, s)
+    remove_inside(truth.absolute().parent, truth.name)
     print(f"removed the demo capture ({', '.join(present) or 'no subjects left'}): {len(removed)} path(s) "
           f"and {truth}")
     return 0
