@@ -96,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", default=None, metavar="FLAME_masks.pkl",
                    help="FLAME's region masks (required with FLAME; without, landmark-based regions of "
                         "the stand-in)")
-    p.add_argument("--out", default="result.json",
-                   help="JSON result to write, atomically (default result.json)")
+    p.add_argument("--out", default=None,
+                   help="JSON result to write, atomically (default: PRED_DIR/result_<split>.json, beside the "
+                        "predictions it scores)")
     p.add_argument("--device", default=None,
                    help="torch device, e.g. cpu or cuda (default: [device] torch_device)")
     _common(p)
@@ -112,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("song", nargs="?", default=None, metavar="SONG", help="song id (folder name), after SUBJECT")
     p.add_argument("segment", nargs="?", type=int, default=None, metavar="SEGMENT",
                    help="the crop stage's segment index (segments.json), after SUBJECT SONG")
-    p.add_argument("--out", help="output .mp4 (default: beside the motion, motion/segment_NNN_preview.mp4 or "
-                                 "motion/<id>_preview.mp4)")
+    p.add_argument("--out", help="output .mp4 (default: in the processed folder's previews/, "
+                                 "<id>.mp4 or <subject>_<song>_segment_NNN.mp4)")
     p.add_argument("--size", type=int, default=512, help="height of each panel in pixels (even)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     _common(p, paths=True)

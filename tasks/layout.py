@@ -164,8 +164,17 @@ class Layout:
     def motion_qc(self, subject: str, song: str, segment: int) -> Path:
         return self.motion_dir(subject, song) / f"{segment_name(segment)}_qc.json"
 
+    def previews_dir(self) -> Path:
+        """`singinghead preview`'s own folder: no stage writes or deletes there (a rerun's guarded
+        delete of motion/ never meets a preview, nor a preview a stage output)."""
+        return self.processed / "previews"
+
     def motion_preview(self, subject: str, song: str, segment: int) -> Path:
-        return self.motion_dir(subject, song) / f"{segment_name(segment)}_preview.mp4"
+        return self.previews_dir() / f"{subject}_{song}_{segment_name(segment)}.mp4"
+
+    def dataset_preview(self, dataset_id: str) -> Path:
+        """The preview of a sequence or clip id of the dataset."""
+        return self.previews_dir() / f"{dataset_id}.mp4"
 
     def subject_done(self, subject: str) -> Path:
         return self.subject_out(subject) / "subject_done.json"

@@ -56,7 +56,8 @@ def evaluate(args) -> int:
                   for f in record.get("files", [])],
     }
     print(main_table(result), end="")
-    out = Path(args.out)
+    # beside the predictions it scores, never the working directory (one file per split)
+    out = Path(args.out) if args.out else preds / f"result_{args.split}.json"
     write_bytes_atomic(out, result_json(result).encode("utf-8"))
     print(f"wrote {out}")
     return 0

@@ -503,7 +503,8 @@ def validate_capture_details(raw_dir: str | Path, subjects: list[str] | None, da
     problems = check_model_files(flame, emoca, bgm)
     if not raw_dir.is_dir():
         return problems + [_problem(raw_dir, "capture folder does not exist",
-                                    "check [paths] raw_dir / --paths-raw-dir")], {}
+                                    "give the capture root: `singinghead validate DIR`, or [paths] raw_dir in "
+                                    "luigi.cfg")], {}
     names = subjects if subjects is not None else R.list_subjects(raw_dir)
     if not names:
         return problems + [_problem(raw_dir, "no subject folders (with subject.json or songs/)",
