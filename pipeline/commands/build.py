@@ -32,10 +32,13 @@ def _build(roots, args) -> int:
 
 def run(args) -> int:
     subject = args.subject
+    # before any work (also where Luigi hands back a root created earlier in this process)
+    layout_of(args).check_capture([subject] if subject else None)
     return _build(lambda: pipeline.BuildSubject(subject=subject) if subject else pipeline.BuildSingingHead(), args)
 
 
 def release(args) -> int:
+    layout_of(args).check_capture()   # a missing or empty capture: one line, before any work
     code = _build(lambda: PackRelease(), args)
     if code == 0:
         print(f"release: {layout_of(args).release}")

@@ -34,7 +34,8 @@ def release_format(release: Path) -> str | None:
 def evaluate(args) -> int:
     release, preds = Path(args.release), Path(args.pred_dir)
     if not release.is_dir():
-        raise PipelineInputError(release, "is not a folder", "give the release folder (--release DIR)")
+        raise PipelineInputError(release, "is not a folder",
+                                 "give the release folder (singinghead evaluate PRED_DIR --release DIR)")
     problems = verify_release(release)
     if problems:
         raise PipelineInputError(
