@@ -84,7 +84,8 @@ def remove_inside(root: str | Path, path: str | Path) -> bool:
     the tree.  (A folder swapped for a link by another process between the check and the delete
     is not guarded against.)
     """
-    path = Path(root) / path
+    root = Path(root).absolute()   # a relative root would be joined twice below (raw/raw/S001)
+    path = root / path
     if not os.path.lexists(path):
         return False
     parent = resolve_inside(root, path.parent)
