@@ -138,16 +138,20 @@ def test_readme_commands_run_as_written(checkout):
     root, env = checkout
     commands = readme_commands((REPO / "README.md").read_text())
     assert len(commands) >= 10 and any("rerun" in c for c in commands)
-    ran, parsed_only = [], []
+    ran, parsed_only, seen = [], [], set()
     before = None
     for cmd in commands:
         argv = shlex.split(cmd)
         argv = [song_of(root) if t == "SONG" else t for t in argv]     # the one placeholder the demo fills
         parse_command(argv)                                            # every command parses as written
-        if any(_placeholder(t) for t in argv):
+        sub = argv[1] if Path(argv[0]).name == "singinghead" else None
+        # each command (singinghead subcommand or --from stage, luigi task class) runs once: a
+        # second `run` on the complete DAG would only pay the start-up again (it is parsed above)
+        key = (sub, argv[argv.index("--from") + 1] if "--from" in argv else None) if sub else argv[3]
+        if any(_placeholder(t) for t in argv) or key in seen:
             parsed_only.append(cmd)
             continue
-        sub = argv[1] if Path(argv[0]).name == "singinghead" else None
+        seen.add(key)
         extra = ""
         if sub == "rerun" and "--from" not in argv:
             # the whole subject again: the build above already measured that; here the plan
@@ -244,10 +248,7 @@ def test_every_task_class_runs_from_module_pipeline(built):
     r = subprocess.run([sys.executable, "-c", code, *families], cwd=root, env=env, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "[] True", r.stdout + r.stderr[-2000:]
-    # a plain `import pipeline` stays light (singinghead --help's import)
-    r = subprocess.run([sys.executable, "-c", "import sys, pipeline; print('torch' in sys.modules)"],
-                       cwd=root, env=env, capture_output=True, text=True, timeout=120)
-    assert r.stdout.strip() == "False", r.stderr[-2000:]
+    # (a plain `import pipeline` stays light: test_plumbing.test_help_imports_nothing_heavy)
 
 
 # ----------------------------------------------------------------------------- bad capture paths
