@@ -665,7 +665,7 @@ def make_demo_capture(out: Path, truth: Path, width: int = 3840, height: int = 2
                                  "(4:2:2 chroma halves the width)", "pick e.g. 640x360 or 3840x2160")
     if seconds < 4.0:
         raise PipelineInputError(f"{seconds}s", "demo songs need at least 4 s for the excursion and the "
-                                 "face-less span", "use --seconds 6 or more")
+                                 "face-less span", "give 6 s or more (singinghead demo-capture --seconds 6)")
     workers = workers or min(2, os.cpu_count() or 1)
     subjects = plan_capture(n_subjects, n_songs, seed)
     n_frames = int(round(seconds * fps))

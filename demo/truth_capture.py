@@ -251,7 +251,7 @@ def make_truth_capture(out: Path, truth: Path, width: int = 3840, height: int = 
                                  "pick e.g. 1280x720 or 3840x2160")
     if seconds < 4.0:
         raise PipelineInputError(f"{seconds}s", "demo songs need at least 4 s for the excursion and the "
-                                 "off-frame span", "use --seconds 6 or more")
+                                 "off-frame span", "give 6 s or more (singinghead demo-capture --seconds 6)")
     if model is None:
         model = procedural_head_model()
     workers = workers or min(2, os.cpu_count() or 1)

@@ -3,13 +3,19 @@
     luigi --module pipeline BuildSingingHead --local-scheduler
     luigi --module pipeline BuildSubject --subject S001 --local-scheduler
 
-This module stays light on purpose: importing it registers the roots and every `luigi.cfg`
-section (so `--paths-raw-dir`, `--crop-landmark-every`, ... parse), but not the stages, which
-pull in torch, open3d and demucs. Each root imports its stages when Luigi first asks for them,
-so `singinghead --help` and `luigi --module pipeline --help` answer at once.
+    luigi --module pipeline CropPortraits --subject S001 --song 001_art_x --local-scheduler
+
+Every task class of the DAG runs from this module. Importing it from Python (and so from the
+`singinghead` command, which lives in this package) stays light: it registers the roots and every
+`luigi.cfg` section (so `--paths-raw-dir`, `--crop-landmark-every`, ... parse), but not the
+stages, which pull in torch, open3d and demucs; each root imports its stages when Luigi first
+asks for them, so `singinghead --help` answers at once. When Luigi's command line loads it
+(`luigi --module pipeline X`), it imports every stage (`stage_modules`), so that any task class
+of the DAG can be named, and a bad input is logged as one line instead of a traceback.
 """
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
@@ -20,25 +26,41 @@ import tasks.config  # noqa: F401 - registers the luigi.cfg sections for Luigi's
 from pipeline.timings import read_stage_timings
 from tasks.base import StageTask, SubjectTask
 from tasks.common.atomic import write_json_atomic
+from tasks.common.errors import CaptureInvalid, PipelineInputError
 
-__all__ = ["BuildSingingHead", "BuildSubject"]
+__all__ = ["BuildSingingHead", "BuildSubject", "stage_modules"]
+
+
+def stage_modules() -> tuple:
+    """Import the stages (every task class the roots reach: the modules of the roots' direct
+    requirements import the rest) and return the modules of the roots' requirements."""
+    import tasks.release  # deferred: torch, open3d, demucs (see the module docstring)
+    import tasks.report
+    import tasks.subject
+    return tasks.release, tasks.report, tasks.subject
 
 
 class BuildSubject(SubjectTask, luigi.WrapperTask):
     """Every per-subject stage for one subject (crop, BGM, audio, per-frame, scan fit, refinement)."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.layout.check_capture([self.subject])   # an unknown subject: one line, before any work
+
     def requires(self):
-        from tasks.subject import SubjectOutputs  # deferred: see the module docstring
-        return SubjectOutputs(subject=self.subject)
+        return stage_modules()[2].SubjectOutputs(subject=self.subject)
 
 
 class BuildSingingHead(StageTask):
     """raw/ -> every subject -> assembled dataset -> statistics report -> release tarballs."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.layout.check_capture()   # a missing or empty capture: one line, before any work
+
     def requires(self):
-        from tasks.release import PackRelease  # deferred: see the module docstring
-        from tasks.report import DatasetReport
-        return {"release": PackRelease(), "report": DatasetReport()}
+        release, report, _ = stage_modules()
+        return {"release": release.PackRelease(), "report": report.DatasetReport()}
 
     def output(self):
         return luigi.LocalTarget(str(self.layout.build_summary_json()))
@@ -60,7 +82,7 @@ class BuildSingingHead(StageTask):
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         write_json_atomic(self.output().path, summary)
-        print(format_summary(summary), file=sys.stderr)
+        print(format_summary(summary))   # the build's result: stdout, the logs go to stderr
 
 
 def format_summary(summary: dict) -> str:
@@ -72,3 +94,33 @@ def format_summary(summary: dict) -> str:
     for stage, sec in sorted(summary["stage_seconds"].items(), key=lambda kv: -kv[1]):
         lines.append(f"    {stage:<20s} {sec:9.1f}")
     return "\n".join(lines)
+
+
+def _loaded_by_luigi_command_line() -> bool:
+    """Whether Luigi's command-line parser is importing this module (`luigi --module pipeline`,
+    also `python -m luigi` and `luigi.run([...])`): its `_attempt_load_module` is on the stack.
+    Luigi has no hook for this; the frame is the one place that tells it from `import pipeline`."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if (frame.f_code.co_name == "_attempt_load_module"
+                and frame.f_globals.get("__name__") == "luigi.cmdline_parser"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+class _OneLineInputErrors(logging.Filter):
+    """For the `luigi` command: the project's input errors, raised where a root task is created
+    (before any work) and logged by Luigi as "Uncaught exception" with a traceback, become one line
+    with the fix, as `singinghead` prints them; every other exception keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, (PipelineInputError, CaptureInvalid)):
+            record.msg, record.args, record.exc_info, record.exc_text = str(exc), None, None, None
+        return True
+
+
+if _loaded_by_luigi_command_line():
+    stage_modules()
+    logging.getLogger("luigi-interface").addFilter(_OneLineInputErrors())

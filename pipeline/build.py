@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import luigi
 from luigi.cmdline_parser import CmdlineParser
+from luigi.task_register import Register
 
 from tasks.common.atomic import remove_stale_siblings, sweep_stale_temps
 from tasks.common.build_lock import build_lock
@@ -39,11 +40,52 @@ def override_args(overrides: dict[str, dict[str, object]] | None) -> list[str]:
     return args
 
 
+def config_flags() -> dict[str, str]:
+    """Every `--section-key` flag of a luigi.cfg section (ours and Luigi's own, e.g. `--worker-...`)
+    -> how it takes its value: 'one', 'optional' (an explicit bool) or 'none' (a switch)."""
+    flags = {}
+    for family, without_section, name, param in Register.get_all_params():
+        if without_section or not issubclass(Register.get_task_cls(family), luigi.Config):
+            continue
+        kwargs = param._parser_kwargs(name, family)   # what Luigi's own parser is given
+        flags[f"--{family}-{name}".replace("_", "-")] = (
+            "none" if kwargs.get("action") == "store_true" else "optional" if kwargs.get("nargs") == "?"
+            else "one")
+    return flags
+
+
+def split_config_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(argv without its luigi.cfg overrides, the overrides): `--crop-landmark-every 4` and
+    `--crop-landmark-every=4` as the `luigi` command takes them, for `config_overrides(cli_args=...)`."""
+    flags = config_flags()
+    rest, config = [], []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        how = flags.get(token.split("=", 1)[0]) if token.startswith("--") else None
+        if how is None:
+            rest.append(token)
+        elif "=" in token or how == "none":
+            config.append(token)
+        elif how == "one" and i + 1 < len(argv):
+            config += [token, argv[i + 1]]
+            i += 1
+        elif how == "optional" and i + 1 < len(argv) and argv[i + 1].lower() in ("true", "false"):
+            config += [token, argv[i + 1]]
+            i += 1
+        else:
+            config.append(token)
+        i += 1
+    return rest, config
+
+
 @contextmanager
-def config_overrides(overrides: dict[str, dict[str, object]] | None = None, **sections):
-    """Make `overrides` (and `section={key: value}` keywords) visible to every luigi.Config read
-    inside the block, the Luigi way; blocks nest, the inner one wins."""
-    args = _ACTIVE + override_args({**(overrides or {}), **sections})
+def config_overrides(overrides: dict[str, dict[str, object]] | None = None, cli_args: list[str] | None = None,
+                     **sections):
+    """Make `overrides` (and `section={key: value}` keywords, and `cli_args`, Luigi-style
+    `--section-key value` flags) visible to every luigi.Config read inside the block, the Luigi way;
+    blocks nest, the inner one wins (within a block, `overrides` win over `cli_args`)."""
+    args = _ACTIVE + list(cli_args or []) + override_args({**(overrides or {}), **sections})
     if args == _ACTIVE:
         yield
         return

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import luigi.configuration
 
+from pipeline.build import config_overrides, split_config_args
 from tasks.common.errors import CaptureInvalid, PipelineInputError
 
 EXIT_BAD_INPUT = 2
@@ -38,7 +39,9 @@ def _common(p: argparse.ArgumentParser, paths: bool = False, workers: bool = Fal
 
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="singinghead", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="singinghead", description=__doc__.splitlines()[0],
+                                     epilog="Any luigi.cfg value can be given to any command the Luigi way, "
+                                            "e.g. --crop-landmark-every 4 or --paths-raw-dir DIR.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks instead of one-line errors")
@@ -93,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", default=None, metavar="FLAME_masks.pkl",
                    help="FLAME's region masks (required with FLAME; without, landmark-based regions of "
                         "the stand-in)")
-    p.add_argument("--out", default="result.json",
-                   help="JSON result to write, atomically (default result.json)")
+    p.add_argument("--out", default=None,
+                   help="JSON result to write, atomically (default: PRED_DIR/result_<split>.json, beside the "
+                        "predictions it scores)")
     p.add_argument("--device", default=None,
                    help="torch device, e.g. cpu or cuda (default: [device] torch_device)")
     _common(p)
@@ -109,9 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("song", nargs="?", default=None, metavar="SONG", help="song id (folder name), after SUBJECT")
     p.add_argument("segment", nargs="?", type=int, default=None, metavar="SEGMENT",
                    help="the crop stage's segment index (segments.json), after SUBJECT SONG")
-    p.add_argument("--out", help="output .mp4 (default: beside the motion, motion/segment_NNN_preview.mp4 or "
-                                 "motion/<id>_preview.mp4)")
-    p.add_argument("--size", type=int, default=512, help="size of the portrait in pixels (even); the figures add about a third")
+    p.add_argument("--out", help="output .mp4 (default: in the processed folder's previews/, "
+                                 "<id>.mp4 or <subject>_<song>_segment_NNN.mp4)")
+    p.add_argument("--size", type=int, default=512,
+                   help="size of the portrait in pixels (even, 64-4096); the figures add about a third")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     _common(p, paths=True)
     p.set_defaults(command_impl="preview:preview")
@@ -184,6 +189,8 @@ def load_config_file(path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    # any luigi.cfg value, the Luigi way (`--crop-landmark-every 4`), as the `luigi` command takes it
+    argv, config_args = split_config_args(list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
@@ -191,7 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "config", None):
             load_config_file(args.config)
-        return int(command_function(args.command_impl)(args) or 0)
+        # Logging is configured once, above: Luigi's own handler would print every line twice.
+        cfg = luigi.configuration.get_config()
+        if not cfg.has_section("core"):
+            cfg.add_section("core")
+        cfg.set("core", "no_configure_logging", "true")
+        with config_overrides(cli_args=config_args):
+            return int(command_function(args.command_impl)(args) or 0)
     except Exception as exc:  # noqa: BLE001 - the project's own errors become one line; others re-raise
         if debug or not isinstance(exc, (PipelineInputError, CaptureInvalid)):
             raise

@@ -10,6 +10,7 @@ again: Luigi reruns exactly the missing work. Which tasks those are is read off 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import luigi
@@ -61,8 +62,10 @@ def remove_outputs(paths: list[Path], lay: Layout, dry_run: bool = False) -> lis
         if not (p.exists() or p.is_symlink()):
             continue
         removed.append(p)
-        if not dry_run:
-            remove_inside(root, p)
+        # "removed" is only ever said of what is gone: a delete that names another file than the
+        # output (a relative root joined twice did, issue 17) must fail, not report success.
+        if not dry_run and not (remove_inside(root, p) and not os.path.lexists(p)):
+            raise RuntimeError(f"{p}: the guarded delete under {root} did not remove it")
     return removed
 
 

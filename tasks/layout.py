@@ -29,8 +29,12 @@ class Layout:
 
     @classmethod
     def from_settings(cls, s: PathSettings) -> "Layout":
-        processed = Path(s.processed_dir)
-        return cls(Path(s.raw_dir), processed, Path(s.release_dir) if s.release_dir else processed / "release")
+        """Relative `[paths]` (the shipped luigi.cfg's `raw`, `processed`) are taken from the working
+        directory now, once: every output path, target and guarded delete then names the same file
+        however it is compared or joined (a relative root joined twice named nothing, issue 17)."""
+        processed = Path(s.processed_dir).absolute()
+        release = Path(s.release_dir).absolute() if s.release_dir else processed / "release"
+        return cls(Path(s.raw_dir).absolute(), processed, release)
 
     @classmethod
     def from_config(cls) -> "Layout":
@@ -55,6 +59,28 @@ class Layout:
 
     def list_subjects(self) -> list[str]:
         return R.list_subjects(self.raw)
+
+    def check_capture(self, subjects: list[str] | None = None) -> list[str]:
+        """The capture's subjects; PipelineInputError (one line: what, and the fix) when the capture
+        root is missing, holds no subject, or lacks one of `subjects`. Called before any work, so a
+        wrong path never builds (and ships) an empty dataset."""
+        give_root = ("give the capture root: [paths] raw_dir in luigi.cfg, `singinghead run --raw-dir DIR` "
+                     "or `luigi --module pipeline BuildSingingHead --paths-raw-dir DIR`")
+        if not self.raw.is_dir():
+            raise PipelineInputError(self.raw, "the capture folder does not exist", give_root)
+        known = self.list_subjects()
+        if not known:
+            raise PipelineInputError(self.raw, "the capture folder holds no subject "
+                                     "(<subject>/subject.json and <subject>/songs/, see raw/README.md)",
+                                     f"copy the capture into it, or {give_root}; the demo capture: "
+                                     "`singinghead demo-capture --out DIR`")
+        for s in subjects or ():
+            if s not in known:
+                shown = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "")
+                raise PipelineInputError(self.raw / s, f"no such subject in the capture (subjects: {shown})",
+                                         "give one of those subject ids (its folder name), or the capture "
+                                         "root that holds it")
+        return known
 
     def list_songs(self, subject: str) -> list[str]:
         return R.list_songs(self.raw_subject_dir(subject))
@@ -140,8 +166,17 @@ class Layout:
     def motion_qc(self, subject: str, song: str, segment: int) -> Path:
         return self.motion_dir(subject, song) / f"{segment_name(segment)}_qc.json"
 
+    def previews_dir(self) -> Path:
+        """`singinghead preview`'s own folder: no stage writes or deletes there (a rerun's guarded
+        delete of motion/ never meets a preview, nor a preview a stage output)."""
+        return self.processed / "previews"
+
     def motion_preview(self, subject: str, song: str, segment: int) -> Path:
-        return self.motion_dir(subject, song) / f"{segment_name(segment)}_preview.mp4"
+        return self.previews_dir() / f"{subject}_{song}_{segment_name(segment)}.mp4"
+
+    def dataset_preview(self, dataset_id: str) -> Path:
+        """The preview of a sequence or clip id of the dataset."""
+        return self.previews_dir() / f"{dataset_id}.mp4"
 
     def subject_done(self, subject: str) -> Path:
         return self.subject_out(subject) / "subject_done.json"

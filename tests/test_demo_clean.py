@@ -47,3 +47,20 @@ def test_a_hostile_record_cannot_reach_outside(tmp_path):
     (truth / "demo_capture.json").write_text(json.dumps({"subjects": ["../victim"]}))
     assert main(["demo-capture", "--remove", "--out", str(raw), "--truth", str(truth)]) == 2
     assert (tmp_path / "victim").is_dir()
+
+
+def test_remove_with_relative_folders_as_make_clean_demo_gives_them(tmp_path, monkeypatch):
+    """`make clean-demo` passes `--out raw --truth demo_truth`: relative to the checkout. The guarded
+    delete once joined the relative root twice (raw/raw/S001) and removed nothing."""
+    monkeypatch.chdir(tmp_path)
+    for subject in ("S001", "S100"):
+        (tmp_path / "raw" / subject / "songs" / "001_art_a").mkdir(parents=True)
+        (tmp_path / "raw" / subject / "subject.json").write_text("{}")
+        (tmp_path / "processed" / subject).mkdir(parents=True)
+    (tmp_path / "demo_truth").mkdir()
+    (tmp_path / "demo_truth" / "demo_capture.json").write_text(json.dumps({"subjects": ["S001"]}))
+    assert main(["demo-capture", "--remove", "--out", "raw", "--truth", "demo_truth",
+                 "--processed-dir", "processed"]) == 0
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["S100"]
+    assert sorted(p.name for p in (tmp_path / "processed").iterdir()) == ["S100"]
+    assert not (tmp_path / "demo_truth").exists()

@@ -226,10 +226,12 @@ def test_preview_by_clip_or_sequence_id_from_metadata(luigi_paths, head_dir, tmp
             assert _cli(["preview", seq["subject"], seq["song"], seq["source_segment"], "--out", str(out3),
                          "--size", str(PORTRAIT), "--max-frames", "2"]) == 0
             assert out3.read_bytes() == out.read_bytes()
-            # default output beside the motion, named after the id
+            # default output in previews/ (never into a stage's motion/), named after the id
             assert _cli(["preview", clip["id"], "--size", str(PORTRAIT), "--max-frames", "1"]) == 0
             lay = Layout.from_config()
-            assert (lay.motion_dir(clip["subject"], clip["song"]) / f"{clip['id']}_preview.mp4").is_file()
+            assert lay.dataset_preview(clip["id"]).is_file()
+            assert lay.dataset_preview(clip["id"]).parent == lay.processed / "previews"
+            assert not list(lay.motion_dir(clip["subject"], clip["song"]).glob("*.mp4"))
 
             # errors: one line naming the file and the fix, exit 2
             capsys.readouterr()

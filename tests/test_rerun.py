@@ -9,7 +9,7 @@ import pytest
 
 import pipeline
 from dataset_helpers import make_subject_outputs
-from pipeline.build import build
+from pipeline.build import build, config_overrides
 from pipeline.cli import main
 from pipeline.registry import task_graph
 from pipeline.rerun import plan_rerun, remove_outputs, rerun_tasks
@@ -89,7 +89,7 @@ def test_dry_run_and_cli(luigi_paths, capsys):
     common = ["--raw-dir", str(raw), "--processed-dir", str(processed)]
     assert main(["rerun", "--subject", "S001", "--from", "shape", "--dry-run", *common]) == 0
     assert snapshot(processed) == before
-    assert "S001/shape/shape.npy" in capsys.readouterr().err
+    assert "S001/shape/shape.npy" in capsys.readouterr().out   # the plan: stdout
     assert main(["rerun", "--subject", "S001", "--from", "shape", "--no-build", *common]) == 0
     assert not lay.scan_shape_npy("S001").exists() and not lay.subject_done("S001").exists()
     assert lay.frames_npz("S001", "001_art_x", 0).exists()
@@ -99,3 +99,24 @@ def test_dry_run_and_cli(luigi_paths, capsys):
         assert "Traceback" not in err and "fix:" in err
     with pytest.raises(Exception):
         main(["rerun", "--subject", "../victim", "--no-build", "--debug", *common])
+
+
+def test_rerun_with_the_shipped_relative_paths_really_deletes(tmp_path, monkeypatch, capsys):
+    """luigi.cfg ships `raw_dir = raw`, `processed_dir = processed`: relative to the working
+    directory. The rerun's guarded delete once joined the relative root twice and removed nothing
+    while saying it had (issue 17)."""
+    monkeypatch.chdir(tmp_path)
+    make_subject_outputs(tmp_path / "raw", tmp_path / "processed", {"S001": {"001_art_x": [240]}})
+    with config_overrides(paths={"raw_dir": "raw", "processed_dir": "processed", "release_dir": ""}):
+        lay = Layout.from_config()
+        motion = lay.motion_npz("S001", "001_art_x", 0)
+        frames = lay.frames_npz("S001", "001_art_x", 0)
+        assert motion.is_file() and frames.is_file()
+        removed = remove_outputs(plan_rerun(["S001"], "refine", lay), lay)
+    assert motion in removed and not motion.exists() and frames.is_file()
+    assert (tmp_path / "processed" / "S001" / "001_art_x" / "frames").is_dir()
+    assert not (tmp_path / "processed" / "processed").exists()
+    # the command, as a user types it in the checkout
+    assert main(["rerun", "--subject", "S001", "--from", "estimate", "--no-build",
+                 "--raw-dir", "raw", "--processed-dir", "processed"]) == 0
+    assert not frames.exists() and "segment_000.npz" in capsys.readouterr().out

@@ -15,25 +15,32 @@ from tasks.release import PackRelease
 
 
 def _build(roots, args) -> int:
+    """Build `roots()`. Logs (what is read, Luigi's lines, progress) go to stderr once; the plan and
+    the outcome go to stdout, so that a script can capture them."""
     description = describe_run(args)
     print(description, file=sys.stderr)
     with config_overrides(path_overrides(args)):
         pending = [t for t in task_graph(roots()) if not t.complete()]
-    print(f"{len(pending)} task(s) to run (more once the crop has counted the segments)", file=sys.stderr)
+    print(f"{len(pending)} task(s) to run (more once the crop has counted the segments)")
+    sys.stdout.flush()
     with BuildProgress(pending=pending):
         result = build(roots, workers=args.workers, overrides=path_overrides(args))
     warning = stand_in_warning(description)
     if warning:
         print(warning, file=sys.stderr)
+    print(f"build {'succeeded' if result.ok else 'FAILED'}: Luigi status {result.status}")
     return 0 if result.ok else 1
 
 
 def run(args) -> int:
     subject = args.subject
+    # before any work (also where Luigi hands back a root created earlier in this process)
+    layout_of(args).check_capture([subject] if subject else None)
     return _build(lambda: pipeline.BuildSubject(subject=subject) if subject else pipeline.BuildSingingHead(), args)
 
 
 def release(args) -> int:
+    layout_of(args).check_capture()   # a missing or empty capture: one line, before any work
     code = _build(lambda: PackRelease(), args)
     if code == 0:
         print(f"release: {layout_of(args).release}")
@@ -51,7 +58,7 @@ def rerun(args) -> int:
         print(f"{verb} {len(removed)} output(s) of {', '.join(args.subject)} from stage {args.from_stage} on",
               file=sys.stderr)
         for p in removed:
-            print(f"  {p}", file=sys.stderr)
+            print(f"  {p}")
         if args.dry_run or args.no_build:
             return 0
         return _build(lambda: pipeline.BuildSingingHead(), args)

@@ -33,9 +33,12 @@ def release_format(release: Path) -> str | None:
 
 
 def evaluate(args) -> int:
-    release, preds, out = Path(args.release), Path(args.pred_dir), Path(args.out)
+    release, preds = Path(args.release), Path(args.pred_dir)
+    # beside the predictions it scores, never the working directory (one file per split)
+    out = Path(args.out) if args.out else preds / f"result_{args.split}.json"
     if not release.is_dir():
-        raise PipelineInputError(release, "is not a folder", "give the release folder (--release DIR)")
+        raise PipelineInputError(release, "is not a folder",
+                                 "give the release folder (singinghead evaluate PRED_DIR --release DIR)")
     if out.is_dir() or (out.parent.exists() and not out.parent.is_dir()):   # before any work
         raise PipelineInputError(out, "is a folder" if out.is_dir() else f"{out.parent} is not a folder",
                                  "give --out the path of the JSON file to write, e.g. --out result.json")
@@ -63,7 +66,7 @@ def evaluate(args) -> int:
     fingerprint = release_fingerprint(release)
     if fingerprint:
         result["release_fingerprint"] = fingerprint
-    if not all(math.isfinite(v) for v in result["metrics"].values()):
+    if not all(v is None or math.isfinite(v) for v in result["metrics"].values()):  # None: no librosa
         raise PipelineInputError(preds, "the metrics came out NaN or infinite (nothing written)",
                                  "check the predictions' values: expression coefficients and angles in "
                                  "radians")

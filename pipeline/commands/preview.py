@@ -144,7 +144,7 @@ def preview(args) -> int:
     if args.out:
         out = Path(args.out)
     elif target.dataset_id:
-        out = lay.motion_dir(subject, song) / f"{target.dataset_id}_preview.mp4"
+        out = lay.dataset_preview(target.dataset_id)
     else:
         out = lay.motion_preview(subject, song, segment)
     n = len(motion["expression"]) if not args.max_frames else min(args.max_frames, len(motion["expression"]))

@@ -325,7 +325,8 @@ def check_video(path: Path, problems: list, want_fps: int) -> dict | None:
     if (info.width, info.height) != EXPECTED_SIZE:
         problems.append(_problem(path, f"colour track is {info.width}x{info.height}, not "
                                  f"{EXPECTED_SIZE[0]}x{EXPECTED_SIZE[1]} (accepted; faces may be small)",
-                                 "record with --color-mode 2160p for full-quality portraits", WARNING))
+                                 "record with k4arecorder --color-mode 2160p for full-quality portraits",
+                                 WARNING))
     try:
         jumps = check_timing(path, problems, facts)
         with open_video(path) as c:
@@ -594,7 +595,8 @@ def validate_capture_details(raw_dir: str | Path, subjects: list[str] | None, da
     problems = check_model_files(flame, emoca, bgm)
     if not raw_dir.is_dir():
         return problems + [_problem(raw_dir, "capture folder does not exist",
-                                    "check [paths] raw_dir / --paths-raw-dir")], {}
+                                    "give the capture root: `singinghead validate DIR`, or [paths] "
+                                    "raw_dir in luigi.cfg")], {}
     names = subjects if subjects is not None else R.list_subjects(raw_dir)
     if not names:
         return problems + [_problem(raw_dir, "no subject folders (with subject.json or songs/)",

@@ -86,10 +86,13 @@ def remove_inside(root: str | Path, path: str | Path) -> bool:
     the tree.  (A folder swapped for a link by another process between the check and the delete
     is not guarded against.)
     """
+    root_given = Path(root)
+    root = root_given.absolute()   # a relative root would otherwise be joined twice (raw/raw/S001)
     path = Path(path)
-    if not path.is_absolute() and not path.is_relative_to(root):   # given relative to the root
-        path = Path(root) / path
-    path = path.absolute()       # so that resolve_inside does not take it under `root` once more
+    if not path.is_absolute():
+        # given relative to the working directory with the root in front, or relative to the root
+        path = path.absolute() if path.is_relative_to(root_given) and not root_given.is_absolute() \
+            else root / path
     if not os.path.lexists(path):
         return False
     parent = resolve_inside(root, path.parent)

@@ -10,8 +10,8 @@ LOADER_EXAMPLE = """\
 from torch.utils.data import DataLoader
 from tasks.dataset.loader import SingingHeadDataset
 
-ds = SingingHeadDataset("SingingHead", split="train", sample_rate=16000)  # tree, .tar shards or official zips
-item = ds.by_id("id0_10_0_0")          # or ds[0]
+ds = SingingHeadDataset("processed/release", split="train", sample_rate=16000)  # release folder (make demo's)
+item = ds.by_id(ds.ids[0])             # ds.ids: train.txt's clip ids, e.g. id1_1_0_0; or ds[0]
 item["motion"]                         # (240,59) float32: exp 50 | global 3 | neck 3 | jaw 3
 item["shape"], item["vocal"]           # (100,) FLAME shape; (128000,) float32 singing at 16 kHz
 item["bgm"]                            # (128000,) float32 background music at 16 kHz
@@ -116,7 +116,8 @@ def data_card(manifest: dict, fmt: str, name: str) -> str:
         "## Uses",
         "Training and evaluating singing-to-face models (the paper's 3D metrics: "
         "`singinghead evaluate PRED_DIR --release DIR`). Not for identifying people, nor for "
-        "biometric or surveillance uses. Loading (see docs/loading.md):",
+        "biometric or surveillance uses. Loading: give the folder that holds this README.md "
+        "(`processed/release` where the toolkit builds it):",
         "",
         "```python",
         LOADER_EXAMPLE.rstrip("\n"),

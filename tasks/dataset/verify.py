@@ -70,6 +70,7 @@ class Seen:
     small: dict[str, bytes] = field(default_factory=dict)    # split lists
     wds_keys: dict[str, set[str]] = field(default_factory=dict)  # WebDataset key -> suffixes
     wds_split: dict[str, str] = field(default_factory=dict)  # WebDataset key -> split of its shard
+    clips: int = 0                                            # clip ids listed in the split files
 
 
 # ----------------------------------------------------------------------------- content
@@ -175,6 +176,10 @@ def _check_contents(seen: Seen, frames: int, problems: list[str], label: str) ->
                 problems.append(f"{cid}{WDS_JSON}: missing from the WebDataset shards (id {cid} in {s})")
             if cid in seen.wds_split and seen.wds_split[cid] != split:
                 problems.append(f"{cid}: in a {seen.wds_split[cid]} shard but listed in {s}")
+    seen.clips = len(split_of)
+    if not split_of:
+        problems.append(f"{label}: no clips (the split lists are empty): a release without data never "
+                        "verifies; check the capture and the build's log")
     for rel in sorted(seen.where):
         if rel.split("/")[0] in CLIP_FOLDERS:
             cid = _clip_of(rel)
@@ -460,7 +465,7 @@ def _is_archive(p: Path) -> bool:
     return p.suffix in (".tar", ".zip")
 
 
-def _verify_release_folder(folder: Path) -> list[str]:
+def _verify_release_folder(folder: Path, seen: Seen) -> list[str]:
     problems: list[str] = []
     sums = _read_sums(folder, problems)
     if sums is None:
@@ -503,7 +508,6 @@ def _verify_release_folder(folder: Path) -> list[str]:
             rel_manifest = None
     manifest_bytes = rm_bytes if rel_manifest is not None else _small(folder / "manifest.json", problems)
     params = _dataset_params(manifest_bytes, problems)
-    seen = Seen()
     for s in SPLIT_FILES:  # zips and WebDataset keep the split lists at the top
         if (folder / s).is_file() and not (folder / s).is_symlink():
             seen.where[s], seen.small[s] = s, _small(folder / s, problems) or b""
@@ -537,10 +541,9 @@ def _tree_root(folder: Path) -> Path | None:
     return None
 
 
-def _verify_tree(root: Path) -> list[str]:
+def _verify_tree(root: Path, seen: Seen) -> list[str]:
     problems: list[str] = []
     params = _dataset_params(_small(root / "manifest.json", problems), problems)
-    seen = Seen()
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
         if p.is_symlink():
@@ -561,20 +564,29 @@ def _verify_tree(root: Path) -> list[str]:
     return problems
 
 
-def verify_release(folder: Path) -> list[str]:
+def verify_release(folder: Path, stats: dict | None = None) -> list[str]:
     """Every problem found in a release folder (any format) or an extracted/assembled dataset folder.
 
     A folder with SHA256SUMS or archives is a release; one with train.txt (or a subfolder with it),
-    an extracted or assembled dataset.
+    an extracted or assembled dataset. A dataset without clips is a problem. `stats`, when given,
+    receives {"clips": the clip ids the split lists hold}.
     """
+    seen = Seen()
+    problems = _verify_release_or_tree(Path(folder), seen)
+    if stats is not None:
+        stats["clips"] = seen.clips
+    return problems
+
+
+def _verify_release_or_tree(folder: Path, seen: Seen) -> list[str]:
     folder = Path(folder)
     if not folder.is_dir():
         return [f"{folder}: not a folder"]
     has_archives = any(p.is_file() and _is_archive(p) for p in folder.iterdir())
     if (folder / SUMS).exists() or (folder / SUMS).is_symlink() or has_archives:
-        return _verify_release_folder(folder)
+        return _verify_release_folder(folder, seen)
     root = _tree_root(folder)
     if root is None:
         return [f"{SUMS}: missing in {folder}: neither a release (SHA256SUMS beside its archives) nor an "
                 "extracted dataset (train.txt)"]
-    return _verify_tree(root)
+    return _verify_tree(root, seen)
