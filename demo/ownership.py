@@ -87,8 +87,8 @@ def claim_targets(out: Path, truth: Path, targets: dict[str, list[str]]) -> None
             if os.path.lexists(p) and not _owned(p, paths.get(rel)):
                 raise PipelineInputError(p, f"subject {sid} in {out} holds files the demo generator did not "
                                          "write (a lab's capture?); it would overwrite them",
-                                         "pass a different --out (a folder of the demo's own) or move that "
-                                         "subject folder out of it")
+                                         "pass singinghead demo-capture a different --out (a folder of the "
+                                         "demo's own) or move that subject folder out of it")
     for sid, rels in targets.items():
         paths = record.setdefault(sid, {})
         for rel in rels:

@@ -27,7 +27,8 @@ def torch_device(device: DeviceLike | None = None) -> torch.device:
         dev = torch.device(name)
     except (RuntimeError, TypeError) as e:
         raise PipelineInputError(f"device {name!r}", "is not a torch device name",
-                                 "use auto, cpu, cuda or cuda:N (--device, or [device] torch_device)") from e
+                                 "use auto, cpu, cuda or cuda:N (singinghead evaluate --device, or [device] "
+                                 "torch_device in luigi.cfg)") from e
     return dev
 
 

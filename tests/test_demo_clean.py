@@ -58,9 +58,13 @@ def test_remove_with_relative_folders_as_make_clean_demo_gives_them(tmp_path, mo
         (tmp_path / "raw" / subject / "subject.json").write_text("{}")
         (tmp_path / "processed" / subject).mkdir(parents=True)
     (tmp_path / "demo_truth").mkdir()
-    (tmp_path / "demo_truth" / "demo_capture.json").write_text(json.dumps({"subjects": ["S001"]}))
+    # recorded as the generator records what it wrote: each path with its fingerprint
+    s001 = tmp_path / "raw" / "S001"
+    ownership.write_record(tmp_path / "demo_truth", {"S001": {
+        rel: ownership.tree_fingerprint(s001 / rel) for rel in ("subject.json", "songs/001_art_a")}})
     assert main(["demo-capture", "--remove", "--out", "raw", "--truth", "demo_truth",
                  "--processed-dir", "processed"]) == 0
     assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["S100"]
-    assert sorted(p.name for p in (tmp_path / "processed").iterdir()) == ["S100"]
+    # the build lock file stays (it is how a running build is known); nothing else of S001 does
+    assert sorted(p.name for p in (tmp_path / "processed").iterdir()) == [".singinghead.lock", "S100"]
     assert not (tmp_path / "demo_truth").exists()

@@ -313,7 +313,8 @@ def test_preview_refuses_a_panel_size_in_one_line(size, capsys):
     from pipeline.cli import main
     assert main(["preview", "S001", "001_a", "0", "--size", size]) == 2
     err = capsys.readouterr().err
-    assert f"--size {size}" in err and "even number of pixels" in err and "Traceback" not in err
+    assert f"preview size {size}" in err and "singinghead preview --size" in err
+    assert "even number of pixels" in err and "Traceback" not in err
 
 
 def test_evaluate_refuses_bad_arguments_before_any_work(tmp_path, release, capsys, monkeypatch):

@@ -176,8 +176,8 @@ def test_readme_commands_run_as_written(checkout):
             check_rerun_rebuilt(root, argv[argv.index("--from") + 1], before, r.stdout)
         if sub == "verify-release":
             sums = hashlib.sha256((root / "processed" / "release" / "SHA256SUMS").read_bytes()).hexdigest()
-            assert re.search(r": OK: [1-9]\d* clip\(s\), \d+ file\(s\), \d+ bytes, fingerprint sha256\(SHA256SUMS\) "
-                             + sums, r.stdout), r.stdout
+            assert re.search(r": OK: [1-9]\d* clip\(s\), \d+ file\(s\), \d+ bytes\nrelease fingerprint "
+                             + sums + r" \(sha256 of SHA256SUMS\)", r.stdout), r.stdout
         if sub == "preview":
             assert (root / "processed" / "previews" / f"{argv[2]}.mp4").is_file()
             assert not list((root / "processed").glob(f"{SUBJECT}/*/motion/*.mp4"))

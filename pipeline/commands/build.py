@@ -55,8 +55,7 @@ def rerun(args) -> int:
     with build_lock(lay.processed) if not args.dry_run else contextlib.nullcontext():
         removed = remove_outputs(paths, lay, dry_run=args.dry_run)
         verb = "would remove" if args.dry_run else "removed"
-        print(f"{verb} {len(removed)} output(s) of {', '.join(args.subject)} from stage {args.from_stage} on",
-              file=sys.stderr)
+        print(f"{verb} {len(removed)} output(s) of {', '.join(args.subject)} from stage {args.from_stage} on")
         for p in removed:
             print(f"  {p}")
         if args.dry_run or args.no_build:

@@ -41,7 +41,8 @@ def evaluate(args) -> int:
                                  "give the release folder (singinghead evaluate PRED_DIR --release DIR)")
     if out.is_dir() or (out.parent.exists() and not out.parent.is_dir()):   # before any work
         raise PipelineInputError(out, "is a folder" if out.is_dir() else f"{out.parent} is not a folder",
-                                 "give --out the path of the JSON file to write, e.g. --out result.json")
+                                 "give singinghead evaluate --out the path of the JSON file to write, "
+                                 "e.g. --out result.json")
     device = torch_device(args.device or config.read(DeviceSettings))
     problems = verify_release(release)
     if problems:

@@ -90,9 +90,9 @@ MIN_PANEL, MAX_PANEL = 64, 4096
 
 def preview(args) -> int:
     if not (MIN_PANEL <= args.size <= MAX_PANEL and args.size % 2 == 0):
-        raise PipelineInputError(f"--size {args.size}", "is not a usable panel height",
-                                 f"give an even number of pixels from {MIN_PANEL} to {MAX_PANEL} "
-                                 "(default 512)")
+        raise PipelineInputError(f"preview size {args.size}", "is not a usable panel height",
+                                 f"give singinghead preview --size an even number of pixels from {MIN_PANEL} "
+                                 f"to {MAX_PANEL} (default 512)")
     with config_overrides({"paths": {"raw_dir": args.raw_dir, "processed_dir": args.processed_dir}}):
         lay = Layout.from_config()
         crop, refine, dataset = config.read(CropSettings), config.read(RefineSettings), config.read(DatasetSettings)

@@ -47,7 +47,7 @@ from scipy.signal import resample_poly
 from tasks.common.bounded import MAX_CLIP_FILE_BYTES, read_bounded
 from tasks.common.errors import PipelineInputError
 from tasks.dataset.flame_pickle import load_flame_pickle, motion59
-from tasks.dataset.verify import tar_member_problem
+from tasks.dataset.members import tar_member_problem
 
 SPLITS = ("train", "val", "test")
 MODALITIES = ("video_seqs", "flame_seqs", "audio_seqs", "bgm_seqs")
