@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,19 +161,34 @@ def frame_cameras(landmarks3d: np.ndarray, center: np.ndarray, face_px: np.ndarr
 
 
 class TruthRenderer:
-    """Frame t (H,W,3) uint8 BGR for demo.capture.write_kinect_mkv (thread-safe)."""
+    """Frame t (H,W,3) uint8 BGR for demo.capture.write_kinect_mkv (thread-safe).
+
+    Only the head's box changes between frames: each thread keeps one working frame and restores
+    the box it drew last from the cached background, so a frame costs its head region (compiled
+    rasterizer, demo.truth_render.render_head) instead of a full 4K copy.
+    """
 
     def __init__(self, background: np.ndarray, vertices: np.ndarray, faces: np.ndarray, head: TexturedHead,
                  cams: np.ndarray, path: HeadPath):
-        self.bg, self.vertices, self.faces, self.cams = background, vertices, faces, cams
-        self.head = TexturedHead(corner_uv=head.corner_uv, texture=np.ascontiguousarray(head.texture[..., ::-1]),
+        self.bg, self.vertices, self.cams = background, vertices, cams
+        self.faces = np.ascontiguousarray(faces, np.int64)
+        self.head = TexturedHead(corner_uv=np.ascontiguousarray(head.corner_uv, np.float64),
+                                 texture=np.ascontiguousarray(head.texture[..., ::-1]),
                                  tex_landmarks=head.tex_landmarks)
         self.path = path                 # for the depth track
         self.focal = float(np.median(cams[:, 0]))   # recorded in the calibration attachment
+        self._local = threading.local()
 
     def render(self, t: int) -> np.ndarray:
-        frame = self.bg.copy()
-        render_head(frame, self.vertices[t], self.faces, self.head, self.cams[t])
+        """Frame t; valid until this thread's next call."""
+        local = self._local
+        if not hasattr(local, "frame"):
+            local.frame, local.dirty = self.bg.copy(), None
+        frame = local.frame
+        if local.dirty is not None:
+            y0, y1, x0, x1 = local.dirty
+            frame[y0:y1, x0:x1] = self.bg[y0:y1, x0:x1]
+        local.dirty = render_head(frame, self.vertices[t], self.faces, self.head, self.cams[t])
         return frame
 
 
