@@ -63,9 +63,11 @@ DEMO_RECORD = "demo_capture.json"
 def demo_capture(args) -> int:
     if args.remove:
         return remove_demo_capture(Path(args.out), Path(args.truth), args)
-    common = dict(width=args.width, height=args.height, seconds=args.seconds, n_subjects=args.subjects,
+    common = dict(width=args.width, height=args.height, n_subjects=args.subjects,
                   n_songs=args.songs, seed=args.seed, fps=args.fps, workers=args.workers or None,
                   force=args.force, with_scan=not args.no_scan)
+    if args.seconds is not None:      # else each generator's own default length
+        common["seconds"] = args.seconds
     if args.photo_only:
         summary = make_demo_capture(Path(args.out), Path(args.truth), **common)
         kind = "demo capture"
