@@ -192,12 +192,16 @@ def _rasterize(px, depth, faces, x0, y0, prim, bary, zbuf):  # pragma: no cover 
         j0 = max(int(np.ceil(min(ay, by, cy) - 0.5)) - y0, 0)
         j1 = min(int(np.floor(max(ay, by, cy) - 0.5)) - y0, h - 1)
         za, zb, zc = depth[a], depth[b], depth[c]
+        inv = 1.0 / area
+        # u, v are affine in the pixel centre (qx, qy): u = u_x qx + u_y qy + u_0, same for v
+        ux, uy = (cy - ay) * inv, -(cx - ax) * inv
+        vx, vy = -(by - ay) * inv, (bx - ax) * inv
         for j in range(j0, j1 + 1):
-            qy = y0 + j + 0.5
+            qy = y0 + j + 0.5 - ay
             for i in range(i0, i1 + 1):
-                qx = x0 + i + 0.5
-                u = ((qx - ax) * (cy - ay) - (qy - ay) * (cx - ax)) / area
-                v = ((bx - ax) * (qy - ay) - (by - ay) * (qx - ax)) / area
+                qx = x0 + i + 0.5 - ax
+                u = qx * ux + qy * uy
+                v = qx * vx + qy * vy
                 if u < 0.0 or v < 0.0 or u + v > 1.0:
                     continue
                 z = (1.0 - u - v) * za + u * zb + v * zc
@@ -267,7 +271,7 @@ def render_head(frame: np.ndarray, vertices: np.ndarray, faces: np.ndarray, head
     verts = np.asarray(vertices, np.float64)
     px = project(verts, cam)
     prim = np.full((y1 - y0, x1 - x0), -1, np.int32)
-    bary = np.zeros((y1 - y0, x1 - x0, 2), np.float64)
+    bary = np.empty((y1 - y0, x1 - x0, 2), np.float64)   # read only where prim >= 0
     zbuf = np.full((y1 - y0, x1 - x0), -np.inf)
     faces = np.ascontiguousarray(faces, np.int64)
     _rasterize(np.ascontiguousarray(px), np.ascontiguousarray(verts[:, 2]), faces, x0, y0, prim, bary, zbuf)

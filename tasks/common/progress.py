@@ -29,15 +29,18 @@ class Progress:
         self._lines = bool(lines) and self._bar is None
         self._line_interval = line_interval
         self._t0 = self._last_line = time.monotonic()
+        self._first = None                    # (time, done) at the first update
         if self._lines:
             self._print_line()
 
     def line(self) -> str:
-        """'truth frames: 120/2520 (4 %), 14.2/s, ~2m49s left' (no rate before the first update)."""
-        el = time.monotonic() - self._t0
+        """'truth frames: 120/2520 (4 %), 14.2/s, ~2m49s left': the rate since the first update (set-up
+        time before the first unit does not count), none before the second one."""
+        now = time.monotonic()
+        el = now - self._t0
         text = f"{self.label}: {self.done}/{self.total} ({100 * self.done // self.total} %)"
-        if self.done > 0 and el > 0:
-            rate = self.done / el
+        if self._first is not None and self.done > self._first[1] and now > self._first[0]:
+            rate = (self.done - self._first[1]) / (now - self._first[0])
             text += f", {rate:.1f}/s"
             if self.done < self.total:
                 m, s = divmod(int(round((self.total - self.done) / rate)), 60)
@@ -50,6 +53,8 @@ class Progress:
         print(self.line(), file=self._stream, flush=True)
 
     def update(self, n: int = 1, message: str | None = None) -> None:
+        if self._first is None:
+            self._first = (time.monotonic(), self.done + n)
         self.done += n
         if self._bar is not None:
             self._bar.update(n)
