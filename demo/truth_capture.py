@@ -47,6 +47,7 @@ log = logging.getLogger("singinghead.demo")
 TRUTH_VERSION = 1
 SCAN_UNITS = "mm"
 YAW_MAX_DEG = 30.0
+DEMO_YAW_MAX_DEG = 18.0    # in the demo timeline (event_times), see plan_motion
 NECK_SHARE = 0.3         # the part of the head rotation the neck carries
 
 
@@ -119,12 +120,14 @@ def plan_motion(n_frames: int, fps: float, width: int, height: int, face_px: flo
     ph = rng.uniform(0, 2 * np.pi, 8)
     events = event_times(n_frames / fps)
     if events is None:
-        f_yaw, ph_yaw = 0.11, ph[0]
+        f_yaw, ph_yaw, yaw_max = 0.11, ph[0], YAW_MAX_DEG
     else:
         # the slow turn crosses 0 where the crop stage's segments start (the song's start, the end of
-        # the excursion), so a segment sees +-YAW_MAX_DEG about where it began, not the whole swing
-        f_yaw, ph_yaw = 1.0 / (events[0] + 1.5), 0.0
-    yaw = np.radians(YAW_MAX_DEG) * np.clip(0.85 * np.sin(2 * np.pi * f_yaw * t + ph_yaw)
+        # the excursion), so a segment sees +-yaw_max about where it began, not the whole swing; beyond
+        # about 20 degrees Dlib's landmarks on this head wander enough for the crop stage to cut (a
+        # measured 4K demo run cut at 21-30 degrees), which would leave songs without a clip
+        f_yaw, ph_yaw, yaw_max = 1.0 / (events[0] + 1.5), 0.0, DEMO_YAW_MAX_DEG
+    yaw = np.radians(yaw_max) * np.clip(0.85 * np.sin(2 * np.pi * f_yaw * t + ph_yaw)
                                             + 0.15 * np.sin(2 * np.pi * 0.53 * t + ph[1]), -1, 1)
     # nods: slow and on the beat
     pitch = np.radians(6.0) * np.sin(2 * np.pi * 0.17 * t + ph[2]) + np.radians(3.0) * np.sin(
