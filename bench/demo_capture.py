@@ -76,7 +76,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, renderer in (("before", slow), ("after", fast)):
             t0 = time.perf_counter()
-            write_kinect_mkv(Path(tmp) / f"{name}.mkv", renderer, n, FPS, W, H, song["seed"], workers=args.workers)
+            write_kinect_mkv(Path(tmp) / f"{name}.mkv", renderer, n, FPS, W, H, song["seed"],
+                             workers=args.workers)
             rates[name] = n / (time.perf_counter() - t0)
             print(f"{name}: {rates[name]:.2f} frames/s", flush=True)
     img = fast.render(n // 2).copy()

@@ -224,8 +224,8 @@ class TruthRenderer:
 
 
 # ----------------------------------------------------------------------------- one song
-def song_geometry(model, shape: np.ndarray, face_height: float, loudness: np.ndarray, seed: int, n_frames: int,
-                  fps: int, width: int, height: int) -> tuple:
+def song_geometry(model, shape: np.ndarray, face_height: float, loudness: np.ndarray, seed: int,
+                  n_frames: int, fps: int, width: int, height: int) -> tuple:
     """A song's motion (plan_motion), posed vertices (T,V,3), cameras (T,3), projected landmarks
     (T,68,2) frame px and face_visible (T,) (all landmarks inside the frame); no pixels rendered."""
     face_px = FACE_HEIGHT_4K * height / 2160.0

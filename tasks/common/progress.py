@@ -25,7 +25,8 @@ class Progress:
         self._min_interval = min_interval
         self._stream = stream or sys.stderr
         show = self._stream.isatty() if bar is None else bar
-        self._bar = tqdm(total=self.total, desc=label, unit="f", leave=False, file=self._stream) if show else None
+        self._bar = (tqdm(total=self.total, desc=label, unit="f", leave=False, file=self._stream)
+                     if show else None)
         self._lines = bool(lines) and self._bar is None
         self._line_interval = line_interval
         self._t0 = self._last_line = time.monotonic()
