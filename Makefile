@@ -1,4 +1,5 @@
-# `make demo`: set up .venv and run the whole pipeline on the generated demo capture.
+# `make demo`: set up .venv and run the whole pipeline on the generated demo capture (`singinghead run`:
+# the configuration header, overall progress and time left, the stand-in warning at the end).
 # `make test`: set up .venv and run the test suite.
 PY ?= python3
 VENV := .venv
@@ -22,7 +23,7 @@ $(STAMP): setup.cfg pyproject.toml
 
 demo: setup
 	@test -n "$$(ls raw 2>/dev/null | grep -v README)" || $(BIN)/singinghead demo-capture --out raw --truth demo_truth
-	$(BIN)/luigi --module pipeline BuildSingingHead --local-scheduler
+	$(BIN)/singinghead run
 
 # The report's test opens the page in a real headless browser: Debian's chromium.
 browser:

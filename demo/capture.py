@@ -239,8 +239,10 @@ class HeadPath:
     faceless: tuple[int, int]    # [start, end) frames where the face is covered
 
 
-def head_path(n_frames: int, fps: float, width: int, height: int, face_px: float, seed: int) -> HeadPath:
-    """A smooth singing head path with one fast excursion (~40 %) and a covered span (~70 %).
+def head_path(n_frames: int, fps: float, width: int, height: int, face_px: float, seed: int,
+              events_s: tuple[float, float] | None = None) -> HeadPath:
+    """A smooth singing head path with one fast excursion (~40 %) and a covered span (~70 %), or
+    starting at `events_s` = (excursion, covered span) seconds when given.
 
     Sway stays within about +-0.2 face heights so ordinary motion does not force re-segmentation;
     the excursion moves the head sideways by about 1.3 face heights within 0.3 s and back, holding
@@ -253,7 +255,10 @@ def head_path(n_frames: int, fps: float, width: int, height: int, face_px: float
     def wave(i, mult=1.0):
         return np.sin(2 * np.pi * fr[i] * mult * t + ph[i])
 
-    cx = width * 0.5 + face_px * (0.13 * wave(0) + 0.05 * wave(1, 2.3))
+    # the truth capture's head also turns (+-30 degrees), which moves its landmarks sideways as much
+    # as the sway: with fixed event times its sway is halved so that a segment can last 8 s
+    sway = 1.0 if events_s is None else 0.5
+    cx = width * 0.5 + sway * face_px * (0.13 * wave(0) + 0.05 * wave(1, 2.3))
     cy = height * 0.47 + face_px * (0.06 * wave(2) + 0.03 * wave(3, 1.7))
     scale = face_px * (1.0 + 0.05 * np.sin(2 * np.pi * fr[4] * 0.6 * t + ph[4]))
     yaw = 0.28 * np.sin(2 * np.pi * fr[5] * t + ph[5]) + 0.05 * np.sin(2 * np.pi * 0.9 * t + ph[6])
@@ -261,8 +266,11 @@ def head_path(n_frames: int, fps: float, width: int, height: int, face_px: float
     roll = 0.07 * np.sin(2 * np.pi * fr[7] * 1.1 * t + ph[0] + 1.0)
 
     # Excursion: rise 0.3 s, hold 0.8 s, return 0.4 s.
-    e0 = int(round(0.4 * n_frames))
-    rise, hold, back = (int(round(s * fps)) for s in (0.3, 0.8, 0.4))
+    e0 = int(round(0.4 * n_frames)) if events_s is None else int(round(events_s[0] * fps))
+    # with fixed event times (the truth capture's demo timeline) the return is a snap (1 frame): the
+    # crop stage's next box is then placed on a head at rest, not on one still moving back
+    timing = (0.3, 0.8, 0.4) if events_s is None else (0.3, 1.1, 0.034)
+    rise, hold, back = (int(round(s * fps)) for s in timing)
     e1 = min(n_frames, e0 + rise + hold + back)
     bump = np.zeros(n_frames)
     k = np.arange(n_frames) - e0
@@ -276,7 +284,8 @@ def head_path(n_frames: int, fps: float, width: int, height: int, face_px: float
     cx = cx + side * amp * bump
 
     h_len = int(round(1.5 * fps))
-    h0 = max(int(round(0.7 * n_frames)), e1 + int(round(0.5 * fps)))
+    h0 = max(int(round(0.7 * n_frames)) if events_s is None else int(round(events_s[1] * fps)),
+             e1 + int(round(0.5 * fps)))
     h0 = min(h0, n_frames - h_len - 1)
     h1 = h0 + h_len
     visible = np.ones(n_frames, bool)
@@ -670,7 +679,7 @@ def make_demo_capture(out: Path, truth: Path, width: int = 3840, height: int = 2
     subjects = plan_capture(n_subjects, n_songs, seed)
     n_frames = int(round(seconds * fps))
     total = n_frames * n_subjects * n_songs
-    progress = Progress(task, total, "demo frames")
+    progress = Progress(task, total, "demo frames", lines=task is None)
     summary = {"out": str(out), "truth": str(truth), "width": width, "height": height, "fps": fps,
                "seconds": seconds, "seed": seed, "subjects": []}
     try:
@@ -712,7 +721,7 @@ def make_demo_capture(out: Path, truth: Path, width: int = 3840, height: int = 2
                 truth_dir = truth / sid / song["song_id"]
                 if not force and _song_is_current(song_dir, truth_dir, params):
                     log.info("demo song %s/%s is up to date", sid, song["song_id"])
-                    progress.update(n_frames)
+                    progress.skip(n_frames)
                     songs.append({"song_id": song["song_id"], "genre": song["genre"], "skipped": True})
                     continue
                 log.info("writing demo song %s/%s (%dx%d, %.1f s)", sid, song["song_id"], width, height,

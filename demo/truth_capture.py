@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ log = logging.getLogger("singinghead.demo")
 TRUTH_VERSION = 1
 SCAN_UNITS = "mm"
 YAW_MAX_DEG = 30.0
+DEMO_YAW_MAX_DEG = 18.0    # in the demo timeline (event_times), see plan_motion
 NECK_SHARE = 0.3         # the part of the head rotation the neck carries
 
 
@@ -67,13 +69,18 @@ class Subject:
     face_height: float           # model units, brows to chin at neutral
 
 
-def make_subject(model, seed: int, variant: int, texture_size: int = 1024) -> Subject:
+def subject_geometry(model, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(shape (100,), neutral vertices (V,3), neutral landmarks (68,3), face height in model units)."""
     shape = subject_shape(seed, int(model.n_shape))
     verts, lmk = neutral_mesh(model, shape, next(model.buffers()).device)
+    return shape, verts, lmk, float(lmk[19:25, 1].mean() - lmk[8, 1])
+
+
+def make_subject(model, seed: int, variant: int, texture_size: int = 1024) -> Subject:
+    shape, verts, lmk, fh = subject_geometry(model, seed)
     photo = subject_photo(variant)
     head = textured_head(verts, model.faces.cpu().numpy().astype(np.int64), lmk, photo,
                          photo_landmarks(photo), texture_size)
-    fh = float(lmk[19:25, 1].mean() - lmk[8, 1])
     return Subject(shape=shape, head=head, neutral_landmarks=lmk, face_height=fh)
 
 
@@ -83,19 +90,44 @@ def _smoothstep(x):
     return x * x * (3 - 2 * x)
 
 
+# When the events happen in a song long enough for them (demo default 21 s): an 8 s clip fits before
+# the excursion (which forces the re-segmentation) and another one between the excursion and the
+# span off frame, with about 0.5 s to spare each side for where the crop stage cuts; what follows
+# the return into the frame is a short segment (the dataset drops segments under 3 s).
+CLIP_S = 8.0
+# (excursion, off frame) start, seconds; the excursion (demo.capture.head_path) lasts 1.5 s
+EVENTS_S = (CLIP_S + 0.8, CLIP_S + 0.8 + 1.5 + CLIP_S + 1.0)
+SONG_S = 21.0                    # the demo's default song length (EVENTS_S[1] + 1.5 s off frame + 0.2)
+
+
+def event_times(seconds: float) -> tuple[float, float] | None:
+    """(excursion, off-frame) start seconds for a song of `seconds`, or None (at 40 % and 70 %, as
+    in short test captures) when the song cannot hold an 8 s clip before and after the excursion."""
+    return EVENTS_S if seconds >= EVENTS_S[1] + 1.5 else None
+
+
 def plan_motion(n_frames: int, fps: float, width: int, height: int, face_px: float, loudness: np.ndarray,
                 seed: int, n_expr: int = 50) -> dict:
     """A singer's motion (T frames): head rotation, neck share, jaw and expression from the loudness,
-    the head path (frame position, face size) with its excursion, and a span off frame.
+    the head path (frame position, face size) with its excursion, and a span off frame (event_times).
 
     Returns {global_orient, neck_pose, jaw_pose (T,3), expression (T,50), center (T,2) frame px of
     the landmarks' mean, face_px (T,), excursion, offframe: (start, end) frames}.
     """
-    path = head_path(n_frames, fps, width, height, face_px, seed)
+    path = head_path(n_frames, fps, width, height, face_px, seed, event_times(n_frames / fps))
     rng = np.random.default_rng([seed, 777])
     t = np.arange(n_frames) / fps
     ph = rng.uniform(0, 2 * np.pi, 8)
-    yaw = np.radians(YAW_MAX_DEG) * np.clip(0.85 * np.sin(2 * np.pi * 0.11 * t + ph[0])
+    events = event_times(n_frames / fps)
+    if events is None:
+        f_yaw, ph_yaw, yaw_max = 0.11, ph[0], YAW_MAX_DEG
+    else:
+        # the slow turn crosses 0 where the crop stage's segments start (the song's start, the end of
+        # the excursion), so a segment sees +-yaw_max about where it began, not the whole swing; beyond
+        # about 20 degrees Dlib's landmarks on this head wander enough for the crop stage to cut (a
+        # measured 4K demo run cut at 21-30 degrees), which would leave songs without a clip
+        f_yaw, ph_yaw, yaw_max = 1.0 / (events[0] + 1.5), 0.0, DEMO_YAW_MAX_DEG
+    yaw = np.radians(yaw_max) * np.clip(0.85 * np.sin(2 * np.pi * f_yaw * t + ph_yaw)
                                             + 0.15 * np.sin(2 * np.pi * 0.53 * t + ph[1]), -1, 1)
     # nods: slow and on the beat
     pitch = np.radians(6.0) * np.sin(2 * np.pi * 0.17 * t + ph[2]) + np.radians(3.0) * np.sin(
@@ -160,23 +192,52 @@ def frame_cameras(landmarks3d: np.ndarray, center: np.ndarray, face_px: np.ndarr
 
 
 class TruthRenderer:
-    """Frame t (H,W,3) uint8 BGR for demo.capture.write_kinect_mkv (thread-safe)."""
+    """Frame t (H,W,3) uint8 BGR for demo.capture.write_kinect_mkv (thread-safe).
+
+    Only the head's box changes between frames: each thread keeps one working frame and restores
+    the box it drew last from the cached background, so a frame costs its head region (compiled
+    rasterizer, demo.truth_render.render_head) instead of a full 4K copy.
+    """
 
     def __init__(self, background: np.ndarray, vertices: np.ndarray, faces: np.ndarray, head: TexturedHead,
                  cams: np.ndarray, path: HeadPath):
-        self.bg, self.vertices, self.faces, self.cams = background, vertices, faces, cams
-        self.head = TexturedHead(corner_uv=head.corner_uv, texture=np.ascontiguousarray(head.texture[..., ::-1]),
+        self.bg, self.vertices, self.cams = background, vertices, cams
+        self.faces = np.ascontiguousarray(faces, np.int64)
+        self.head = TexturedHead(corner_uv=np.ascontiguousarray(head.corner_uv, np.float64),
+                                 texture=np.ascontiguousarray(head.texture[..., ::-1]),
                                  tex_landmarks=head.tex_landmarks)
         self.path = path                 # for the depth track
         self.focal = float(np.median(cams[:, 0]))   # recorded in the calibration attachment
+        self._local = threading.local()
 
     def render(self, t: int) -> np.ndarray:
-        frame = self.bg.copy()
-        render_head(frame, self.vertices[t], self.faces, self.head, self.cams[t])
+        """Frame t; valid until this thread's next call."""
+        local = self._local
+        if not hasattr(local, "frame"):
+            local.frame, local.dirty = self.bg.copy(), None
+        frame = local.frame
+        if local.dirty is not None:
+            y0, y1, x0, x1 = local.dirty
+            frame[y0:y1, x0:x1] = self.bg[y0:y1, x0:x1]
+        local.dirty = render_head(frame, self.vertices[t], self.faces, self.head, self.cams[t])
         return frame
 
 
 # ----------------------------------------------------------------------------- one song
+def song_geometry(model, shape: np.ndarray, face_height: float, loudness: np.ndarray, seed: int,
+                  n_frames: int, fps: int, width: int, height: int) -> tuple:
+    """A song's motion (plan_motion), posed vertices (T,V,3), cameras (T,3), projected landmarks
+    (T,68,2) frame px and face_visible (T,) (all landmarks inside the frame); no pixels rendered."""
+    face_px = FACE_HEIGHT_4K * height / 2160.0
+    motion = plan_motion(n_frames, fps, width, height, face_px, loudness, seed, int(model.n_expr))
+    verts, lmk3d = pose_model(model, shape, motion)
+    cams = frame_cameras(lmk3d, motion["center"], motion["face_px"], face_height)
+    landmarks = np.stack([project(lmk3d[t], cams[t]) for t in range(n_frames)])
+    inside = ((landmarks[..., 0] >= 0) & (landmarks[..., 0] < width) & (landmarks[..., 1] >= 0)
+              & (landmarks[..., 1] < height)).all(axis=1)
+    return motion, verts, cams, landmarks, inside
+
+
 def make_truth_song(song_dir: Path, truth_dir: Path, song: dict, model, subject: Subject,
                     background: np.ndarray, width: int, height: int, seconds: float, fps: int, workers: int,
                     params: dict, progress: Progress | None = None) -> dict:
@@ -185,13 +246,8 @@ def make_truth_song(song_dir: Path, truth_dir: Path, song: dict, model, subject:
     n_frames = int(round(seconds * fps))
     plan, vocal, mic_noise, original, vocal_part, acc_part, loud = song_audio(song, n_frames, fps)
 
-    face_px = FACE_HEIGHT_4K * height / 2160.0
-    motion = plan_motion(n_frames, fps, width, height, face_px, loud, seed, int(model.n_expr))
-    verts, lmk3d = pose_model(model, subject.shape, motion)
-    cams = frame_cameras(lmk3d, motion["center"], motion["face_px"], subject.face_height)
-    landmarks = np.stack([project(lmk3d[t], cams[t]) for t in range(n_frames)])
-    inside = ((landmarks[..., 0] >= 0) & (landmarks[..., 0] < width) & (landmarks[..., 1] >= 0)
-              & (landmarks[..., 1] < height)).all(axis=1)
+    motion, verts, cams, landmarks, inside = song_geometry(model, subject.shape, subject.face_height, loud,
+                                                           seed, n_frames, fps, width, height)
     path = motion["path"]
     depth_path = HeadPath(center=motion["center"], scale=path.scale, yaw=path.yaw, pitch=path.pitch,
                           roll=path.roll, face_visible=inside, excursion=path.excursion, faceless=path.faceless)
@@ -235,7 +291,7 @@ def make_truth_song(song_dir: Path, truth_dir: Path, song: dict, model, subject:
 
 
 # ----------------------------------------------------------------------------- the capture
-def make_truth_capture(out: Path, truth: Path, width: int = 3840, height: int = 2160, seconds: float = 20.0,
+def make_truth_capture(out: Path, truth: Path, width: int = 3840, height: int = 2160, seconds: float = SONG_S,
                        n_subjects: int = 2, n_songs: int = 2, seed: int = 0, fps: int = 30,
                        workers: int | None = None, force: bool = False, with_scan: bool = True,
                        scan_landmarks: bool = False, model=None, texture_size: int = 1024, task=None) -> dict:
@@ -257,7 +313,7 @@ def make_truth_capture(out: Path, truth: Path, width: int = 3840, height: int = 
     workers = workers or min(2, os.cpu_count() or 1)
     subjects = plan_capture(n_subjects, n_songs, seed)
     n_frames = int(round(seconds * fps))
-    progress = Progress(task, n_frames * n_subjects * n_songs, "truth frames")
+    progress = Progress(task, n_frames * n_subjects * n_songs, "truth frames", lines=task is None)
     summary = {"out": str(out), "truth": str(truth), "width": width, "height": height, "fps": fps,
                "seconds": seconds, "seed": seed, "kind": "truth capture", "subjects": []}
     try:
@@ -288,7 +344,7 @@ def make_truth_capture(out: Path, truth: Path, width: int = 3840, height: int = 
                 song_dir = sdir / "songs" / song["song_id"]
                 truth_dir = truth / sid / song["song_id"]
                 if not force and _song_is_current(song_dir, truth_dir, params):
-                    progress.update(n_frames)
+                    progress.skip(n_frames)
                     songs.append({"song_id": song["song_id"], "skipped": True})
                     continue
                 t0 = time.monotonic()

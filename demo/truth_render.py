@@ -11,15 +11,21 @@ box with corner (bx, by) and side S (source pixels) as
 (`portrait_camera`), so every frame is explained exactly by the model the pipeline fits; no
 perspective is left for an orthographic fit to absorb.
 
-Visibility is exact: one ray per pixel (open3d's Embree ray caster) along -z, the nearest hit's
-triangle and barycentric coordinates select the texture point (bilinear), and a soft Lambert
-term shades it. Only the pixels of the projected head's bounding box are cast.
+Visibility is exact: one sample per pixel centre along -z, the nearest triangle's barycentric
+coordinates select the texture point (bilinear), and a soft Lambert term on the interpolated normal
+shades it. Only the pixels of the projected head's bounding box are touched. `render_head` does this
+with a z-buffer rasterizer compiled by numba (hand-written because it is about 20x faster than casting
+one Embree ray per pixel and numpy's per-pixel gathers, and just as exact: for an orthographic
+camera the ray through a pixel centre hits the nearest triangle whose projection contains it, at the
+2D barycentric coordinates); `render_head_raycast` is the open3d ray caster it replaced, kept as the
+reference the tests and bench/demo_capture.py compare it with.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import cv2
+import numba
 import numpy as np
 import open3d as o3d
 
@@ -111,7 +117,7 @@ def project(points: np.ndarray, cam) -> np.ndarray:
     return np.stack([u0 + f * p[..., 0], v0 - f * p[..., 1]], axis=-1)
 
 
-def render_head(frame: np.ndarray, vertices: np.ndarray, faces: np.ndarray, head: TexturedHead,
+def render_head_raycast(frame: np.ndarray, vertices: np.ndarray, faces: np.ndarray, head: TexturedHead,
                 cam, light=(-0.3, 0.4, 1.0), ambient: float = 0.55) -> np.ndarray | None:
     """Draw the posed head into `frame` (H,W,3) uint8 RGB in place; returns the drawn mask region
     as (y0, y1, x0, x1) or None when the head is outside the frame.
@@ -162,3 +168,116 @@ def render_head(frame: np.ndarray, vertices: np.ndarray, faces: np.ndarray, head
     region[hit] = np.clip(col * shade[:, None], 0, 255).round().astype(np.uint8)
     frame[y0:y1, x0:x1] = region.reshape(y1 - y0, x1 - x0, 3)
     return (y0, y1, x0, x1)
+
+
+# ----------------------------------------------------------------------------- the fast renderer
+@numba.njit(cache=True, nogil=True)
+def _rasterize(px, depth, faces, x0, y0, prim, bary, zbuf):  # pragma: no cover - compiled
+    """Z-buffer of the triangles over the box whose top-left pixel is (x0, y0).
+
+    px (V,2) frame pixels, depth (V,) larger = nearer (the camera looks down -z), faces (F,3);
+    prim (h,w) int32 set to -1, bary (h,w,2) float64, zbuf (h,w) float64 set to -inf are filled:
+    the nearest triangle at each pixel centre and the (u, v) weights of its 2nd and 3rd corner.
+    """
+    h, w = prim.shape
+    for f in range(faces.shape[0]):
+        a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+        ax, ay, bx, by, cx, cy = px[a, 0], px[a, 1], px[b, 0], px[b, 1], px[c, 0], px[c, 1]
+        area = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+        if area == 0.0:
+            continue
+        # pixel centres x0 + i + 0.5 inside the triangle's box
+        i0 = max(int(np.ceil(min(ax, bx, cx) - 0.5)) - x0, 0)
+        i1 = min(int(np.floor(max(ax, bx, cx) - 0.5)) - x0, w - 1)
+        j0 = max(int(np.ceil(min(ay, by, cy) - 0.5)) - y0, 0)
+        j1 = min(int(np.floor(max(ay, by, cy) - 0.5)) - y0, h - 1)
+        za, zb, zc = depth[a], depth[b], depth[c]
+        inv = 1.0 / area
+        # u, v are affine in the pixel centre (qx, qy): u = u_x qx + u_y qy + u_0, same for v
+        ux, uy = (cy - ay) * inv, -(cx - ax) * inv
+        vx, vy = -(by - ay) * inv, (bx - ax) * inv
+        for j in range(j0, j1 + 1):
+            qy = y0 + j + 0.5 - ay
+            for i in range(i0, i1 + 1):
+                qx = x0 + i + 0.5 - ax
+                u = qx * ux + qy * uy
+                v = qx * vx + qy * vy
+                if u < 0.0 or v < 0.0 or u + v > 1.0:
+                    continue
+                z = (1.0 - u - v) * za + u * zb + v * zc
+                if z > zbuf[j, i]:
+                    zbuf[j, i] = z
+                    prim[j, i] = f
+                    bary[j, i, 0] = u
+                    bary[j, i, 1] = v
+
+
+@numba.njit(cache=True, nogil=True)
+def _shade(out, prim, bary, faces, corner_uv, texture, normals, light, ambient):  # pragma: no cover
+    """Paint the rasterized pixels of `out` (h,w,3) uint8: bilinear texture at the interpolated
+    uv times ambient + (1 - ambient) max(0, n.l) of the interpolated, normalised normal."""
+    h, w = prim.shape
+    th, tw = texture.shape[0], texture.shape[1]
+    for j in range(h):
+        for i in range(w):
+            f = prim[j, i]
+            if f < 0:
+                continue
+            b1, b2 = bary[j, i, 0], bary[j, i, 1]
+            b0 = 1.0 - b1 - b2
+            uu = b0 * corner_uv[f, 0, 0] + b1 * corner_uv[f, 1, 0] + b2 * corner_uv[f, 2, 0]
+            vv = b0 * corner_uv[f, 0, 1] + b1 * corner_uv[f, 1, 1] + b2 * corner_uv[f, 2, 1]
+            x = min(max(uu * tw - 0.5, 0.0), tw - 1.0)
+            y = min(max((1.0 - vv) * th - 0.5, 0.0), th - 1.0)
+            xi, yi = int(np.floor(x)), int(np.floor(y))
+            xj, yj = min(xi + 1, tw - 1), min(yi + 1, th - 1)
+            fx, fy = x - xi, y - yi
+            n0 = b0 * normals[faces[f, 0], 0] + b1 * normals[faces[f, 1], 0] + b2 * normals[faces[f, 2], 0]
+            n1 = b0 * normals[faces[f, 0], 1] + b1 * normals[faces[f, 1], 1] + b2 * normals[faces[f, 2], 1]
+            n2 = b0 * normals[faces[f, 0], 2] + b1 * normals[faces[f, 1], 2] + b2 * normals[faces[f, 2], 2]
+            norm = max(np.sqrt(n0 * n0 + n1 * n1 + n2 * n2), 1e-12)
+            lam = (n0 * light[0] + n1 * light[1] + n2 * light[2]) / norm
+            shade = ambient + (1.0 - ambient) * min(max(lam, 0.0), 1.0)
+            for k in range(3):
+                col = ((1.0 - fy) * ((1.0 - fx) * texture[yi, xi, k] + fx * texture[yi, xj, k])
+                       + fy * ((1.0 - fx) * texture[yj, xi, k] + fx * texture[yj, xj, k]))
+                out[j, i, k] = np.uint8(min(max(np.rint(col * shade), 0.0), 255.0))
+
+
+def head_box(vertices: np.ndarray, cam, width: int, height: int) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1) frame pixels the posed head (V,3) can cover under cam, or None if off frame."""
+    px = project(vertices, cam)
+    x0, y0 = np.floor(px.min(axis=0)).astype(int) - 1
+    x1, y1 = np.ceil(px.max(axis=0)).astype(int) + 1
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return int(y0), int(y1), int(x0), int(x1)
+
+
+def render_head(frame: np.ndarray, vertices: np.ndarray, faces: np.ndarray, head: TexturedHead,
+                cam, light=(-0.3, 0.4, 1.0), ambient: float = 0.55) -> tuple | None:
+    """Draw the posed head into `frame` (H,W,3) uint8 in place (the texture's channel order);
+    returns the touched region (y0, y1, x0, x1) or None when the head is outside the frame.
+
+    vertices (V,3) posed model points, faces (F,3) int64, cam [f, u0, v0] (module docstring).
+    Same samples and shading as `render_head_raycast`.
+    """
+    h, w = frame.shape[:2]
+    box = head_box(vertices, cam, w, h)
+    if box is None:
+        return None
+    y0, y1, x0, x1 = box
+    verts = np.asarray(vertices, np.float64)
+    px = project(verts, cam)
+    prim = np.full((y1 - y0, x1 - x0), -1, np.int32)
+    bary = np.empty((y1 - y0, x1 - x0, 2), np.float64)   # read only where prim >= 0
+    zbuf = np.full((y1 - y0, x1 - x0), -np.inf)
+    faces = np.ascontiguousarray(faces, np.int64)
+    _rasterize(np.ascontiguousarray(px), np.ascontiguousarray(verts[:, 2]), faces, x0, y0, prim, bary, zbuf)
+    if not (prim >= 0).any():
+        return None
+    ldir = np.asarray(light, np.float64) / np.linalg.norm(light)
+    _shade(frame[y0:y1, x0:x1], prim, bary, faces, np.ascontiguousarray(head.corner_uv, np.float64),
+           np.ascontiguousarray(head.texture), vertex_normals(verts, faces), ldir, float(ambient))
+    return box

@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", default="demo_truth", help="ground truth root, kept outside raw/ (default demo_truth/)")
     p.add_argument("--width", type=int, default=3840, help="video width (default 3840)")
     p.add_argument("--height", type=int, default=2160, help="video height (default 2160)")
-    p.add_argument("--seconds", type=float, default=20.0, help="length of each song (default 20)")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="length of each song (default 21; 20 with --photo-only)")
     p.add_argument("--subjects", type=int, default=2, help="number of subjects (default 2)")
     p.add_argument("--songs", type=int, default=2, help="songs per subject (default 2)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -22,7 +22,7 @@ from pipeline.build import config_overrides
 from tasks.assemble import AssembleDataset, stage_outputs
 from tasks.common.errors import PipelineInputError
 from tasks.dataset.plan import clip_id, song_number, subject_number
-from tasks.dataset.splits import achieved_ratios, split_clips
+from tasks.dataset.splits import SPLITS, achieved_ratios, split_clips, split_lists
 from tasks.layout import Layout
 from tasks.media import clips as C
 from tasks.reporting.figures import mouth_opening, qc_panels, qc_scalars
@@ -213,6 +213,29 @@ def test_per_clip_split_exact_counts():
     for c in clips:
         groups.setdefault(c["song"], set()).add(split[c["id"]])
     assert all(len(v) == 3 for v in groups.values())  # plain split mixes a song's clips
+
+
+def test_few_songs_still_fill_every_split_song_disjoint():
+    # the demo's shape: 4 songs of 2 clips; 80/5/15 by clip count alone would leave val empty
+    clips = _clips({(1, 1): 2, (1, 2): 2, (2, 3): 2, (2, 4): 2})
+    split = split_clips(clips, seed=0)
+    lists = split_lists(split)
+    assert [len(lists[s]) for s in SPLITS] == [4, 2, 2]
+    songs = [{c["song"] for c in clips if split[c["id"]] == s} for s in SPLITS]
+    assert not (songs[0] & songs[1] or songs[0] & songs[2] or songs[1] & songs[2])
+    assert split_clips(list(reversed(clips)), seed=0) == split
+    # the smallest song goes to the smallest split
+    split = split_clips(_clips({(1, 1): 5, (1, 2): 1, (2, 3): 2, (2, 4): 2}), seed=0)
+    assert [k for k, v in split.items() if v == "val"] == ["id1_2_1_0"]
+    # fewer songs than splits: nothing to fill with; a zero fraction stays empty
+    assert set(split_clips(_clips({(1, 1): 3, (1, 2): 1}), seed=0).values()) != set(SPLITS)
+    assert set(split_clips(clips, seed=0, fractions=(0.85, 0.0, 0.15)).values()) == {"train", "test"}
+
+
+def test_per_clip_split_fills_every_split_from_three_clips():
+    assert sorted(split_clips(_clips({(1, 1): 3}), by_song=False).values()) == ["test", "train", "val"]
+    r = split_lists(split_clips(_clips({(1, 1): 8}), by_song=False))
+    assert [len(r[s]) for s in SPLITS] == [6, 1, 1]
 
 
 # ----------------------------------------------------------------------------- report

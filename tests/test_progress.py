@@ -49,3 +49,26 @@ def test_total_known_up_front(luigi_paths):
         assert build(_Root()).ok
     lines = [ln for ln in out.getvalue().splitlines() if ln.startswith("progress:")]
     assert lines[0].startswith("progress: 1/2 tasks done, last _Leaf")
+
+
+# ----------------------------------------------------------------------------- long work without a terminal
+def test_work_progress_prints_lines_with_rate_and_time_left():
+    from tasks.common.progress import Progress
+    out = io.StringIO()
+    p = Progress(None, 10, "truth frames", lines=True, line_interval=0.0, stream=out)
+    first = out.getvalue().splitlines()
+    assert first == ["truth frames: 0/10 (0 %)"]       # printed before any work is done
+    p.skip(2)                                           # 2 found up to date: 8 left to do
+    for _ in range(8):
+        p.update(1)
+    p.close()
+    lines = out.getvalue().splitlines()
+    assert lines[2].startswith("truth frames: 2/8 (25 %), ") and "/s, ~" in lines[2]
+    assert lines[2].endswith("left")
+    assert lines[-1].startswith("truth frames: 8/8 (100 %), ") and "done in" in lines[-1]
+    # a terminal-less run that did not ask for lines stays quiet
+    quiet = io.StringIO()
+    q = Progress(None, 3, "x", stream=quiet)
+    q.update(3)
+    q.close()
+    assert quiet.getvalue() == ""

@@ -65,9 +65,11 @@ DEMO_RECORD = ownership.RECORD
 def demo_capture(args) -> int:
     if args.remove:
         return remove_demo_capture(Path(args.out), Path(args.truth), args)
-    common = dict(width=args.width, height=args.height, seconds=args.seconds, n_subjects=args.subjects,
+    common = dict(width=args.width, height=args.height, n_subjects=args.subjects,
                   n_songs=args.songs, seed=args.seed, fps=args.fps, workers=args.workers or None,
                   force=args.force, with_scan=not args.no_scan)
+    if args.seconds is not None:      # else each generator's own default length
+        common["seconds"] = args.seconds
     # Never over a lab's capture: every path about to be written must be absent or the generator's own.
     targets = ownership.target_paths(plan_capture(args.subjects, args.songs, args.seed), not args.no_scan)
     ownership.claim_targets(Path(args.out), Path(args.truth), targets)

@@ -4,7 +4,11 @@ By default clips are split by group, a group being one song of one subject: clip
 performance are near-duplicates of each other, so a group never spans two splits. Groups are
 assigned greedily (largest first, ties in a seeded order) to the split furthest below its target,
 then single-group moves that bring the clip counts closer to the targets are applied until none
-helps. With few groups the exact ratios are out of reach; the achieved ratios are reported.
+helps. With few groups the exact ratios are out of reach; the achieved ratios are reported. Every
+split with a non-zero fraction gets at least one group (one clip, split per clip) whenever there are
+at least as many groups as such splits: a small pilot dataset (the demo: 4 songs) then has a
+validation and a test split to run on, although their shares are far from 5 and 15 %. Splits that
+come out filled anyway are exactly what they were before this rule.
 `split_by_song=False` gives the plain per-clip split (a seeded shuffle cut at the targets).
 """
 
@@ -29,6 +33,12 @@ def split_per_clip(ids: list[str], seed: int, fractions: tuple[float, float, flo
     order = sorted(ids)
     random.Random(seed).shuffle(order)
     counts = target_counts(len(order), fractions)
+    wanted = [i for i in range(3) if fractions[i] > 0]
+    if len(order) >= len(wanted):
+        for i in wanted:   # an empty split takes a clip from the largest one
+            if counts[i] == 0:
+                counts[max(range(3), key=lambda j: (counts[j], -j))] -= 1
+                counts[i] = 1
     out, k = {}, 0
     for split, c in zip(SPLITS, counts):
         for cid in order[k : k + c]:
@@ -73,7 +83,58 @@ def assign_groups(group_sizes: dict, seed: int, fractions: tuple[float, float, f
                 sizes[best] += group_sizes[g]
                 assign[g] = best
                 improved = True
+    wanted = [k for k in range(3) if fractions[k] > 0]
+    if len(order) >= len(wanted) and any(k not in assign.values() for k in wanted):
+        fill_empty_splits(assign, group_sizes, targets, wanted, order)
     return {g: SPLITS[k] for g, k in assign.items()}
+
+
+def fill_empty_splits(assign: dict, group_sizes: dict, targets: list[float], wanted: list[int],
+                      order: list) -> None:
+    """Give each split in `wanted` at least one group (assign {group: split index}, changed in place):
+    an empty split takes the group whose move costs least, then single moves and pairwise swaps
+    that lower the error are applied while no wanted split loses its last group. Runs only for
+    few groups (some split came out empty), so its quadratic search costs nothing."""
+    def sizes():
+        out = [0, 0, 0]
+        for g, k in assign.items():
+            out[k] += group_sizes[g]
+        return out
+
+    def count(k):
+        return sum(1 for v in assign.values() if v == k)
+
+    def error_if(changes):
+        out = [0, 0, 0]
+        for g, k in {**assign, **changes}.items():
+            out[k] += group_sizes[g]
+        return _error(out, targets)
+
+    for k in wanted:
+        if count(k) == 0:
+            movable = [g for g in order if count(assign[g]) > 1]
+            assign[min(movable, key=lambda g: (error_if({g: k}), order.index(g)))] = k
+    improved = True
+    while improved:  # each accepted change strictly lowers the error, so this ends
+        improved = False
+        err = _error(sizes(), targets)
+        for a in order:
+            for b in order:
+                ka, kb = assign[a], assign[b]
+                if ka == kb:
+                    continue
+                # move a to b's split (if a's split keeps a group), or swap a and b
+                options = ([{a: kb}] if count(ka) > 1 or ka not in wanted else []) + [{a: kb, b: ka}]
+                for change in options:
+                    e = error_if(change)
+                    if e < err - 1e-9:
+                        assign.update(change)
+                        err, improved = e, True
+                        break
+                if improved:
+                    break
+            if improved:
+                break
 
 
 def split_clips(
