@@ -86,6 +86,7 @@ def test_assembly_layout_pkl_ids_and_metadata(built, layout):
     assert ids == ["id1_1_0_0", "id1_1_0_1", "id1_2_0_0", "id2_3_0_0", "id2_3_1_0"]
     assert manifest["counts"]["sequences_kept"] == 4 and manifest["counts"]["sequences_dropped_short"] == 1
     assert manifest["counts"]["clips"] == 5
+    assert manifest["splits"]["target"] == {"train": 0.80, "val": 0.05, "test": 0.15}  # the shipped targets
     for cid in ids:
         with open(root / "flame_seqs" / f"{cid}.pkl", "rb") as f:
             d = pickle.load(f)

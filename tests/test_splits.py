@@ -1,0 +1,64 @@
+"""Split rules (tasks.dataset.splits) stated as properties over many sizes: the shipped targets are
+80/5/15 train/val/test; per-clip splits hit the largest-remainder counts exactly; grouped splits never
+put one song of one subject into two splits and come within one clip of the targets when groups are
+single clips."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tasks import config
+from tasks.common.settings import DatasetSettings
+from tasks.dataset.splits import SPLITS, split_clips, target_counts
+
+SHIPPED = (0.80, 0.05, 0.15)
+
+
+def test_shipped_targets_are_80_5_15():
+    ds = config.read(DatasetSettings)  # luigi.cfg as shipped, plus the settings' defaults
+    assert (ds.train_fraction, ds.val_fraction) == (0.80, 0.05)
+    n = 200
+    split = split_clips([{"id": f"c{i}", "subject": i, "song": 0} for i in range(n)], seed=0)
+    assert Counter(split.values()) == {"train": 160, "val": 10, "test": 30}
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(0, 500))
+def test_target_counts_are_the_largest_remainder_rounding(n):
+    counts = target_counts(n, SHIPPED)
+    assert sum(counts) == n
+    raw = [n * f for f in SHIPPED]
+    assert all(int(r) <= c <= int(r) + 1 for r, c in zip(raw, counts))
+    # a split rounded up has a remainder at least as large as any split rounded down
+    up = [raw[i] - int(raw[i]) for i in range(3) if counts[i] > int(raw[i])]
+    down = [raw[i] - int(raw[i]) for i in range(3) if counts[i] == int(raw[i])]
+    assert not up or not down or min(up) >= max(down) - 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 300), seed=st.integers(0, 10**6))
+def test_per_clip_split_hits_the_target_counts(n, seed):
+    clips = [{"id": f"c{i:04d}", "subject": 0, "song": 0} for i in range(n)]
+    split = split_clips(clips, seed=seed, by_song=False)
+    c = Counter(split.values())
+    assert [c.get(s, 0) for s in SPLITS] == target_counts(n, SHIPPED)
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(1, 40), min_size=1, max_size=40), seed=st.integers(0, 10**6))
+def test_grouped_split_never_splits_a_song_and_singletons_hit_the_targets(sizes, seed):
+    clips = [{"id": f"g{g}_{k}", "subject": g // 3, "song": g % 3} for g, n in enumerate(sizes) for k in range(n)]
+    split = split_clips(clips, seed=seed)
+    assert set(split) == {c["id"] for c in clips}
+    per_group = {}
+    for c in clips:
+        per_group.setdefault((c["subject"], c["song"]), set()).add(split[c["id"]])
+    assert all(len(v) == 1 for v in per_group.values())
+    assert split_clips(list(reversed(clips)), seed=seed) == split
+    # with single-clip groups every count can reach its target to within one clip
+    ones = [{"id": f"s{i}", "subject": i, "song": 0} for i in range(len(sizes) * 3)]
+    c = Counter(split_clips(ones, seed=seed).values())
+    assert all(abs(c.get(s, 0) - len(ones) * f) < 1 for s, f in zip(SPLITS, SHIPPED))
