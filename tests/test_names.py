@@ -16,6 +16,13 @@ def test_plain_names_pass_unchanged(name):
     assert check_name(name, "song") == name
 
 
+def test_the_length_limit_is_128_characters():
+    """The documented limit, as a number (a test through MAX_NAME_LENGTH would follow any change of it)."""
+    assert check_name("x" * 128) == "x" * 128
+    with pytest.raises(PipelineInputError, match="is 129 characters long \\(at most 128\\)"):
+        check_name("x" * 129)
+
+
 @pytest.mark.parametrize("name, why", [
     ("", "empty"), (".", "'.'"), ("..", "'..'"), ("../bob", "separator"), ("a/b", "separator"),
     ("a\\b", "separator"), ("/etc", "separator"), (".hidden", "dot"), ("a\x00b", "U+0000"),
@@ -85,7 +92,10 @@ def test_remove_inside_refuses_outside_paths_and_the_root(tmp_path):
                 "../elsewhere/precious.wav"):
         with pytest.raises(PipelineInputError, match="outside"):
             remove_inside(root, bad)
-    for bad in (root, root / ".", "", root / "link" / ".."):
+    (root / "sub").mkdir()
+    (root / "sub" / "kept.npz").write_bytes(b"k")
+    for bad in (root, root / ".", "", root / "link" / "..", root / "sub" / "..", ".."):
         with pytest.raises(PipelineInputError):
             remove_inside(root, bad)
     assert root.is_dir() and (outside / "precious.wav").read_bytes() == b"keep"
+    assert (root / "sub" / "kept.npz").read_bytes() == b"k"  # '..' of a folder inside is the root: kept
