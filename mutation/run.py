@@ -61,7 +61,8 @@ def slug(path: str) -> str:
 def module_key(mod: dict) -> str:
     """What a session's results depend on: the module, its tests, the shared helpers, the settings."""
     h = hashlib.sha256(repr((EXCLUDE_OPERATORS, TIMEOUT_S)).encode())
-    for f in [mod["path"], *mod["tests"], *SHARED_TEST_FILES]:
+    test_files = sorted({t.split("::")[0] for t in mod["tests"]})  # an entry may name one test (file::name)
+    for f in [mod["path"], *test_files, *SHARED_TEST_FILES]:
         h.update(f.encode() + b"\0" + (REPO / f).read_bytes())
     return h.hexdigest()
 
