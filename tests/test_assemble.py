@@ -53,6 +53,7 @@ def test_stream_copy_cut_is_frame_exact(tmp_path):
     for (start, n), dst, rec in zip(spans, dsts, recs):
         got = C.frame_digests(dst)
         assert len(got) == n == C.index_video(dst).frames
+        assert rec["exact"] == (rec["method"] == "stream-copy")
         if rec["exact"]:
             assert got == digests[start : start + n]  # bit-identical: no second generation loss
     # the off-keyframe clip is re-encoded, but still starts at the frame it claims
