@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from dataset_helpers import write_portrait
 
-from tasks.common.settings import CropSettings
+from tasks import config
+from tasks.common.settings import CropSettings, DatasetSettings
 from tasks.media import clips as C
 
 
@@ -31,3 +32,5 @@ def test_the_fallback_encodes_like_the_portraits():
     enc = C.ClipEncoding.of_portraits(crop)
     assert (enc.crf, enc.preset, enc.keyint) == (crop.crf, crop.preset, crop.keyframe_interval)
     assert crop.keyframe_interval == 240  # one keyframe per 8 s clip at 30 fps: every clip stream-copies
+    shipped = config.read(CropSettings)  # luigi.cfg as shipped
+    assert (shipped.keyframe_interval, config.read(DatasetSettings).clip_frames) == (240, 240)

@@ -9,6 +9,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tasks import config
+from tasks.common.settings import CropSettings
 from tasks.faces.segmenter import MAX_REPEAT_GAP, MISSING, NOFACE, OK, SegmentSink, Segmenter
 
 
@@ -56,7 +58,9 @@ def test_checks_land_on_every_nth_frame_and_the_last(n, every):
 
 
 def test_the_shipped_rate_checks_frames_0_6_12():
-    _, _, checked, _ = _run(range(61))
+    every = config.read(CropSettings).landmark_every  # luigi.cfg as shipped
+    assert every == CropSettings().landmark_every == 6
+    _, _, checked, _ = _run(range(61), every=every)
     assert checked == list(range(0, 61, 6))
 
 
