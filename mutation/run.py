@@ -169,7 +169,10 @@ def report(mods: list[dict]) -> int:
             total[k] += c[k]
         tested = c["killed"] + c["survived"]
         score = f"{100 * c['killed'] / tested:6.1f}%" if tested else "    -"
-        print(f"{mod['path']:40s} {c['killed']:7d} {c['survived']:6d} {c['equivalent']:6d} {c['pending']:7d} {score}")
+        keyfile = session.with_suffix(".key")
+        stale = "" if keyfile.exists() and keyfile.read_text() == module_key(mod) else "  (stale: module or tests changed)"
+        print(f"{mod['path']:40s} {c['killed']:7d} {c['survived']:6d} {c['equivalent']:6d} {c['pending']:7d} {score}"
+              f"{stale}")
     tested = total["killed"] + total["survived"]
     score = f"{100 * total['killed'] / tested:6.1f}%" if tested else "    -"
     print(f"{'TOTAL':40s} {total['killed']:7d} {total['survived']:6d} {total['equivalent']:6d} "
