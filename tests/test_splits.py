@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -62,3 +63,37 @@ def test_grouped_split_never_splits_a_song_and_singletons_hit_the_targets(sizes,
     ones = [{"id": f"s{i}", "subject": i, "song": 0} for i in range(len(sizes) * 3)]
     c = Counter(split_clips(ones, seed=seed).values())
     assert all(abs(c.get(s, 0) - len(ones) * f) < 1 for s, f in zip(SPLITS, SHIPPED))
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(1, 30), min_size=1, max_size=12), seed=st.integers(0, 10**6))
+def test_grouped_split_is_a_local_optimum_no_single_group_move_helps(sizes, seed):
+    """The documented stopping rule: moves of one group are applied until none brings the clip counts
+    closer to the targets (sum of absolute differences)."""
+    n = sum(sizes)
+    clips = [{"id": f"g{g}_{k}", "subject": g, "song": 0} for g, m in enumerate(sizes) for k in range(m)]
+    split = split_clips(clips, seed=seed)
+    of_group = {g: split[f"g{g}_0"] for g in range(len(sizes))}
+    counts = Counter(of_group[g] for g, m in enumerate(sizes) for _ in range(m))
+    targets = {s: n * f for s, f in zip(SPLITS, SHIPPED)}
+
+    def error(c):
+        return sum(abs(c.get(s, 0) - targets[s]) for s in SPLITS)
+
+    for g, m in enumerate(sizes):
+        for other in SPLITS:
+            if other == of_group[g]:
+                continue
+            moved = Counter(counts)
+            moved[of_group[g]] -= m
+            moved[other] += m
+            assert error(moved) >= error(counts) - 1e-9, (g, other)
+
+
+def test_fractions_must_sum_to_one_and_may_be_zero():
+    clips = [{"id": f"c{i}", "subject": i, "song": 0} for i in range(20)]
+    for bad in ((0.8, 0.1, 0.15), (0.8, 0.05, 0.14), (1.1, -0.05, -0.05)):
+        with pytest.raises(ValueError, match="sum to 1"):
+            split_clips(clips, fractions=bad)
+    split = split_clips(clips, fractions=(0.9, 0.0, 0.1))  # no val split at all is allowed
+    assert Counter(split.values()) == {"train": 18, "test": 2}
