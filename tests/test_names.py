@@ -3,8 +3,12 @@ inside their root."""
 from __future__ import annotations
 
 import os
+import posixpath
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tasks.common.names import MAX_NAME_LENGTH, check_name, remove_inside, resolve_inside
 from tasks.common.errors import PipelineInputError
@@ -99,3 +103,18 @@ def test_remove_inside_refuses_outside_paths_and_the_root(tmp_path):
             remove_inside(root, bad)
     assert root.is_dir() and (outside / "precious.wav").read_bytes() == b"keep"
     assert (root / "sub" / "kept.npz").read_bytes() == b"k"  # '..' of a folder inside is the root: kept
+
+
+@settings(max_examples=150, deadline=None)
+@given(parts=st.lists(st.sampled_from(["a", "b", "..", ".", "c d"]), min_size=1, max_size=6))
+def test_resolve_inside_accepts_exactly_the_paths_that_stay_inside(tmp_path_factory, parts):
+    """Without links the rule is lexical: posixpath.normpath (an independent reference) decides."""
+    root = tmp_path_factory.getbasetemp() / "containment_root"
+    rel = "/".join(parts)
+    inside = posixpath.normpath(posixpath.join("r", rel)).split("/")[0] == "r"  # 'r' stands for the root
+    if inside:
+        got = resolve_inside(root, rel)
+        assert got == Path(posixpath.normpath(posixpath.join(str(root.resolve()), rel)))
+    else:
+        with pytest.raises(PipelineInputError, match="outside"):
+            resolve_inside(root, rel)
