@@ -80,9 +80,10 @@ def test_render_mesh_shades_only_where_the_head_is(head_dir):
 
 
 def test_preview_command_writes_side_by_side_mp4(luigi_paths, head_dir, tmp_path):
-    # the command previews only segments long enough to be refined: the 6-frame fixture must count
+    # the command previews only segments long enough to be refined: the 6-frame fixture is exactly the
+    # minimum (0.2 s at 30 fps), which counts
     with config_overrides(flame={"model_path": "", "procedural_model_dir": head_dir},
-                       crop={"output_size": SIZE}, dataset={"min_sequence_seconds": 0.1}):
+                       crop={"output_size": SIZE}, dataset={"min_sequence_seconds": 0.2}):
         _CACHE.clear()
         try:
             model = load_flame(head_dir / MODEL_FILE, head_dir / EMBEDDING_FILE)
