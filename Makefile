@@ -30,9 +30,10 @@ test: setup
 bench: setup
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
 
-# Mutation testing of the core modules (mutation/modules.toml): on demand, never in CI; cached per module
-# under mutation/.sessions, resumable; writes mutation/survivors.txt. `make mutation MODULES=tasks/common/names.py`
-# runs only the named modules. cosmic-ray is installed here only: `make test` does not need it.
+# Mutation testing of the core modules (mutation/modules.toml): on demand, never in CI; cached per
+# module under mutation/.sessions, resumable; writes mutation/survivors.txt.
+# `make mutation MODULES=tasks/common/names.py` runs only the named modules.
+# cosmic-ray is installed here only: `make test` does not need it.
 mutation: setup
 	$(BIN)/pip install -q 'cosmic-ray>=8.7,<9'
 	$(BIN)/python mutation/run.py $(MODULES)

@@ -136,8 +136,9 @@ def mutant_id(m) -> str:
 
 
 def diff_line(diff: str | None) -> str:
-    minus = [ln[1:].strip() for ln in (diff or "").splitlines() if ln.startswith("-") and not ln.startswith("---")]
-    plus = [ln[1:].strip() for ln in (diff or "").splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+    lines = (diff or "").splitlines()
+    minus = [ln[1:].strip() for ln in lines if ln.startswith("-") and not ln.startswith("---")]
+    plus = [ln[1:].strip() for ln in lines if ln.startswith("+") and not ln.startswith("+++")]
     return f"{' / '.join(minus)}  ->  {' / '.join(plus)}"
 
 
@@ -170,7 +171,8 @@ def report(mods: list[dict]) -> int:
         tested = c["killed"] + c["survived"]
         score = f"{100 * c['killed'] / tested:6.1f}%" if tested else "    -"
         keyfile = session.with_suffix(".key")
-        stale = "" if keyfile.exists() and keyfile.read_text() == module_key(mod) else "  (stale: module or tests changed)"
+        fresh = keyfile.exists() and keyfile.read_text() == module_key(mod)
+        stale = "" if fresh else "  (stale: module or tests changed)"
         print(f"{mod['path']:40s} {c['killed']:7d} {c['survived']:6d} {c['equivalent']:6d} {c['pending']:7d} {score}"
               f"{stale}")
     tested = total["killed"] + total["survived"]
