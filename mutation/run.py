@@ -47,11 +47,17 @@ EXCLUDE_OPERATORS = [
     r"core/VariableReplacer$",
     r"core/VariableInserter$",
 ]
-TIMEOUT_S = 300.0
+# A mutant that loops forever is stopped after this long (and counts as killed); a module whose tests take
+# longer sets its own `timeout` in modules.toml. It should be a few times the tests' run time.
+TIMEOUT_S = 120.0
 
 
 def load_modules() -> list[dict]:
     return tomllib.loads((HERE / "modules.toml").read_text())["module"]
+
+
+def timeout(mod: dict) -> float:
+    return float(mod.get("timeout", TIMEOUT_S))
 
 
 def slug(path: str) -> str:
@@ -60,7 +66,7 @@ def slug(path: str) -> str:
 
 def module_key(mod: dict) -> str:
     """What a session's results depend on: the module, its tests, the shared helpers, the settings."""
-    h = hashlib.sha256(repr((EXCLUDE_OPERATORS, TIMEOUT_S)).encode())
+    h = hashlib.sha256(repr((EXCLUDE_OPERATORS, timeout(mod))).encode())
     test_files = sorted({t.split("::")[0] for t in mod["tests"]})  # an entry may name one test (file::name)
     for f in [mod["path"], *test_files, *SHARED_TEST_FILES]:
         h.update(f.encode() + b"\0" + (REPO / f).read_bytes())
@@ -87,7 +93,7 @@ def write_config(mod: dict) -> Path:
     cfg.write_text(
         "[cosmic-ray]\n"
         f'module-path = "{mod["path"]}"\n'
-        f"timeout = {TIMEOUT_S}\n"
+        f"timeout = {timeout(mod)}\n"
         "excluded-modules = []\n"
         f'test-command = "{sys.executable} -m pytest -x -q -p no:cacheprovider {tests}"\n\n'
         "[cosmic-ray.distributor]\n"
