@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from tasks import config
 from tasks.common.settings import DatasetSettings
-from tasks.dataset.splits import SPLITS, split_clips, target_counts
+from tasks.dataset.splits import SPLITS, achieved_ratios, split_clips, target_counts
 
 SHIPPED = (0.80, 0.05, 0.15)
 
@@ -97,3 +97,9 @@ def test_fractions_must_sum_to_one_and_may_be_zero():
             split_clips(clips, fractions=bad)
     split = split_clips(clips, fractions=(0.9, 0.0, 0.1))  # no val split at all is allowed
     assert Counter(split.values()) == {"train": 18, "test": 2}
+
+
+def test_achieved_ratios_of_no_clips_are_zero():
+    assert achieved_ratios({}) == {"train": 0.0, "val": 0.0, "test": 0.0}
+    assert achieved_ratios({"a": "train", "b": "test", "c": "test", "d": "test"}) == \
+        {"train": 0.25, "val": 0.0, "test": 0.75}
