@@ -179,8 +179,8 @@ def report(mods: list[dict]) -> int:
         keyfile = session.with_suffix(".key")
         fresh = keyfile.exists() and keyfile.read_text() == module_key(mod)
         stale = "" if fresh else "  (stale: module or tests changed)"
-        print(f"{mod['path']:40s} {c['killed']:7d} {c['survived']:6d} {c['equivalent']:6d} {c['pending']:7d} {score}"
-              f"{stale}")
+        print(f"{mod['path']:40s} {c['killed']:7d} {c['survived']:6d} {c['equivalent']:6d} {c['pending']:7d} "
+              f"{score}{stale}")
     tested = total["killed"] + total["survived"]
     score = f"{100 * total['killed'] / tested:6.1f}%" if tested else "    -"
     print(f"{'TOTAL':40s} {total['killed']:7d} {total['survived']:6d} {total['equivalent']:6d} "

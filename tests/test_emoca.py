@@ -287,8 +287,8 @@ def test_runner_batches_in_frame_order():
     assert np.all(np.diff(means) > 0)  # frame order survives batching
     X = np.random.default_rng(6).normal(0, 0.1, (68, 3))  # known points: the portrait camera sees them where
     for i in range(5):                                     # the crop camera does (independent reference)
-        np.testing.assert_allclose(orthographic_pixels(X, out["cam"][i], 64),
-                                   crop_pixels_in_frame(X, out["crop_cam"][i], out["crop_boxes"][i]), atol=1e-3)
+        want = crop_pixels_in_frame(X, out["crop_cam"][i], out["crop_boxes"][i])
+        np.testing.assert_allclose(orthographic_pixels(X, out["cam"][i], 64), want, atol=1e-3)
 
 
 def test_torch_crop_equals_numpy_crop():

@@ -137,10 +137,10 @@ def test_emoca_estimate(tmp_path, head_model):
     # crops follow EMOCA's rule on the tracked landmarks, and the camera is the portrait-frame one
     boxes = E.crop_boxes_from_landmarks(arrays["landmarks"])
     np.testing.assert_allclose(arrays["crop_boxes"], boxes, atol=1e-3)
-    X = np.random.default_rng(2).normal(0, 0.1, (68, 3))  # known points, projected by an independent reference
+    X = np.random.default_rng(2).normal(0, 0.1, (68, 3))  # known points; an independent reference projects
     for i in range(len(arrays["cam"])):
-        np.testing.assert_allclose(orthographic_pixels(X, arrays["cam"][i], SIZE),
-                                   crop_pixels_in_frame(X, arrays["crop_cam"][i], arrays["crop_boxes"][i]), atol=1e-3)
+        want = crop_pixels_in_frame(X, arrays["crop_cam"][i], arrays["crop_boxes"][i])
+        np.testing.assert_allclose(orthographic_pixels(X, arrays["cam"][i], SIZE), want, atol=1e-3)
     # the random encoder sees different crops, so the codes differ per frame
     assert np.ptp(arrays["expression"], axis=0).max() > 0
 

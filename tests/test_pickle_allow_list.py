@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flame_fit.flame_io import FlameFileError, read_flame_pickle
-from tasks.dataset.flame_pickle import FlamePickleError, flame_pickle_bytes, load_flame_pickle, load_pickle_dict
+from tasks.dataset.flame_pickle import (FlamePickleError, flame_pickle_bytes, load_flame_pickle,
+                                        load_pickle_dict)
 
 RECONSTRUCTION = {(f"{core}.{mod}", name) for core in ("numpy.core", "numpy._core")
                   for mod, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"),

@@ -156,7 +156,8 @@ def test_preview_by_clip_or_sequence_id_from_metadata(luigi_paths, head_dir, tmp
             assert _cli(["preview", clip["id"], "--size", str(PORTRAIT), "--max-frames", "1"]) == 0
             lay = Layout.from_config()
             default = lay.motion_dir(clip["subject"], clip["song"]) / f"{clip['id']}_preview.mp4"
-            assert [_white_row(f) for f in _left_panels(default)] == [offset % PORTRAIT]  # the clip's first frame
+            # the clip's first frame
+            assert [_white_row(f) for f in _left_panels(default)] == [offset % PORTRAIT]
 
             # errors: one line naming the file and the fix, exit 2
             capsys.readouterr()

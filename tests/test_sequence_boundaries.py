@@ -28,7 +28,8 @@ def test_a_segment_of_exactly_3_seconds_is_kept_one_frame_less_is_not(tmp_path_f
     (root / "raw" / "S001" / "songs" / SONG).mkdir(parents=True)
     segs, start = [], 0
     for k, n in enumerate(lengths):
-        segs.append({"index": k, "start_frame": start, "end_frame": start + n, "video": f"segment_{k:03d}.mp4"})
+        segs.append({"index": k, "start_frame": start, "end_frame": start + n,
+                     "video": f"segment_{k:03d}.mp4"})
         start += n + 10
     write_json_atomic(lay.segments_json("S001", SONG), {"segments": segs})
     usable = [s["index"] for s in lay.usable_segments("S001", SONG, DatasetSettings().min_sequence_frames)]
