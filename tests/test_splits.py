@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from tasks import config
 from tasks.common.settings import DatasetSettings
-from tasks.dataset.splits import SPLITS, achieved_ratios, split_clips, target_counts
+from tasks.dataset.splits import SPLITS, achieved_ratios, split_clips, split_lists, target_counts
 
 SHIPPED = (0.80, 0.05, 0.15)
 
@@ -51,7 +51,8 @@ def test_per_clip_split_hits_the_target_counts(n, seed):
 @settings(max_examples=60, deadline=None)
 @given(sizes=st.lists(st.integers(1, 40), min_size=1, max_size=40), seed=st.integers(0, 10**6))
 def test_grouped_split_never_splits_a_song_and_singletons_hit_the_targets(sizes, seed):
-    clips = [{"id": f"g{g}_{k}", "subject": g // 3, "song": g % 3} for g, n in enumerate(sizes) for k in range(n)]
+    clips = [{"id": f"g{g}_{k}", "subject": g // 3, "song": g % 3}
+             for g, n in enumerate(sizes) for k in range(n)]
     split = split_clips(clips, seed=seed)
     assert set(split) == {c["id"] for c in clips}
     per_group = {}
@@ -104,3 +105,9 @@ def test_achieved_ratios_of_no_clips_are_zero():
     assert achieved_ratios({"a": "val"}) == {"train": 0.0, "val": 1.0, "test": 0.0}
     assert achieved_ratios({"a": "train", "b": "test", "c": "test", "d": "test"}) == \
         {"train": 0.25, "val": 0.0, "test": 0.75}
+
+
+def test_split_lists_are_sorted_per_split_and_complete():
+    split_of = {"c": "test", "a": "train", "b": "train", "d": "val"}
+    assert split_lists(split_of) == {"train": ["a", "b"], "val": ["d"], "test": ["c"]}
+    assert split_lists({}) == {"train": [], "val": [], "test": []}
