@@ -108,6 +108,6 @@ def test_achieved_ratios_of_no_clips_are_zero():
 
 
 def test_split_lists_are_sorted_per_split_and_complete():
-    split_of = {"c": "test", "a": "train", "b": "train", "d": "val"}
+    split_of = {"c": "test", "b": "train", "a": "train", "d": "val"}
     assert split_lists(split_of) == {"train": ["a", "b"], "val": ["d"], "test": ["c"]}
     assert split_lists({}) == {"train": [], "val": [], "test": []}
