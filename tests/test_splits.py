@@ -103,6 +103,8 @@ def test_fractions_must_sum_to_one_and_may_be_zero():
 def test_achieved_ratios_of_no_clips_are_zero():
     assert achieved_ratios({}) == {"train": 0.0, "val": 0.0, "test": 0.0}
     assert achieved_ratios({"a": "val"}) == {"train": 0.0, "val": 1.0, "test": 0.0}
+    sevenths = achieved_ratios({f"c{i}": "train" if i else "val" for i in range(7)})  # 6 decimals kept
+    assert sevenths == {"train": 0.857143, "val": 0.142857, "test": 0.0}
     assert achieved_ratios({"a": "train", "b": "test", "c": "test", "d": "test"}) == \
         {"train": 0.25, "val": 0.0, "test": 0.75}
 
