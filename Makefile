@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean-demo browser
+.PHONY: setup demo test bench mutation clean-demo browser
 
 setup: $(STAMP)
 
@@ -34,6 +34,14 @@ test: setup browser
 
 bench: setup
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+# Mutation testing of the core modules (mutation/modules.toml): on demand, never in CI; cached per
+# module under mutation/.sessions, resumable; writes mutation/survivors.txt.
+# `make mutation MODULES=tasks/common/names.py` runs only the named modules.
+# cosmic-ray is installed here only: `make test` does not need it.
+mutation: setup
+	$(BIN)/pip install -q 'cosmic-ray>=8.7,<9'
+	$(BIN)/python mutation/run.py $(MODULES)
 
 # Removes only what the demo generator wrote (the subjects it recorded in demo_truth/demo_capture.json),
 # their outputs and the shared dataset/report/release built from them; a lab's own captures stay.

@@ -54,6 +54,7 @@ def test_stream_copy_cut_is_frame_exact(tmp_path):
     for (start, n), dst, rec in zip(spans, dsts, recs):
         got = C.frame_digests(dst)
         assert len(got) == n == C.index_video(dst).frames
+        assert rec["exact"] == (rec["method"] == "stream-copy")
         if rec["exact"]:
             assert got == digests[start : start + n]  # bit-identical: no second generation loss
     # the off-keyframe clip is re-encoded, but still starts at the frame it claims
@@ -87,6 +88,7 @@ def test_assembly_layout_pkl_ids_and_metadata(built, layout):
     assert ids == ["id1_1_0_0", "id1_1_0_1", "id1_2_0_0", "id2_3_0_0", "id2_3_1_0"]
     assert manifest["counts"]["sequences_kept"] == 4 and manifest["counts"]["sequences_dropped_short"] == 1
     assert manifest["counts"]["clips"] == 5
+    assert manifest["splits"]["target"] == {"train": 0.80, "val": 0.05, "test": 0.15}  # the shipped targets
     for cid in ids:
         with open(root / "flame_seqs" / f"{cid}.pkl", "rb") as f:
             d = pickle.load(f)

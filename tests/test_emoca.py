@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import torchvision
 import yaml
 
+from camera_reference import crop_pixels_in_frame, orthographic_pixels
 from flame_fit.camera import ndc_to_pixels, orth_project
 from tasks.estimation import emoca as E
 from tasks.common.errors import ModelFileError
@@ -377,17 +378,26 @@ def test_crop_matches_skimage_warp():
 
 
 def test_crop_camera_converts_to_portrait_camera():
+    """Known 3D points seen by the crop camera land, in the portrait, where the portrait camera puts them
+    (reference: camera_reference, from DECA's projection and skimage's crop transform)."""
     rng = np.random.default_rng(3)
     N, W = 5, 1024
-    X = torch.tensor(rng.normal(0, 0.1, (N, 68, 3)), dtype=torch.float64)
+    X = rng.normal(0, 0.1, (N, 68, 3))
     crop_cam = np.c_[rng.uniform(5, 10, N), rng.normal(0, 0.02, (N, 2))]
     boxes = np.c_[rng.uniform(300, 700, (N, 2)), np.floor(rng.uniform(200, 600, N))]
-    crop_px = ndc_to_pixels(orth_project(X, torch.tensor(crop_cam)), 224).numpy()
-    affines = [E.crop_to_image_affine(b) for b in boxes]
-    want = np.stack([crop_px[i] @ A[:, :2].T + A[:, 2] for i, A in enumerate(affines)])
     cam = E.crop_cam_to_portrait(crop_cam, boxes, W)
-    got = ndc_to_pixels(orth_project(X, torch.tensor(cam)), W).numpy()
-    np.testing.assert_allclose(got, want, atol=1e-6)
+    for i in range(N):
+        want = crop_pixels_in_frame(X[i], crop_cam[i], boxes[i])
+        np.testing.assert_allclose(orthographic_pixels(X[i], cam[i], W), want, atol=1e-6)
+    # the project's own projection agrees with the reference too
+    got = ndc_to_pixels(orth_project(torch.tensor(X), torch.tensor(cam)), W).numpy()
+    np.testing.assert_allclose(got, np.stack([orthographic_pixels(X[i], cam[i], W) for i in range(N)]),
+                               atol=1e-6)
+    # a hand-checked case: a point at the origin seen by an untranslated crop camera is the box centre
+    c = E.crop_cam_to_portrait(np.array([[7.0, 0.0, 0.0]]), np.array([[400.0, 300.0, 224.0]]), W)[0]
+    centre = orthographic_pixels(np.zeros((1, 3)), c, W)[0]
+    np.testing.assert_allclose(centre, [400.0 - 112 + 112 * 224 / 223, 300.0 - 112 + 112 * 224 / 223],
+                               atol=1e-9)
 
 
 class _MeanEncoder(torch.nn.Module):
@@ -410,8 +420,10 @@ def test_runner_batches_in_frame_order():
     assert out["shape"].shape == (5, 100) and out["cam"].shape == (5, 3) and out["crop_boxes"].shape == (5, 3)
     means = out["expression"][:, 0]
     assert np.all(np.diff(means) > 0)  # frame order survives batching
-    np.testing.assert_allclose(out["cam"], E.crop_cam_to_portrait(out["crop_cam"], out["crop_boxes"], 64),
-                               rtol=1e-5, atol=1e-6)
+    X = np.random.default_rng(6).normal(0, 0.1, (68, 3))  # known points: the portrait camera sees them where
+    for i in range(5):                                     # the crop camera does (independent reference)
+        want = crop_pixels_in_frame(X, out["crop_cam"][i], out["crop_boxes"][i])
+        np.testing.assert_allclose(orthographic_pixels(X, out["cam"][i], 64), want, atol=1e-3)
 
 
 def test_torch_crop_equals_numpy_crop():

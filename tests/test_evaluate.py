@@ -101,6 +101,32 @@ def test_global_offset_moves_pose_metrics_only_and_jaw_moves_lips(tmp_path, rele
     assert r["lve_mean"] > r["ve_mean"]                 # the lips move most: max over lip vertices
 
 
+def test_split_metrics_are_means_over_clips_and_pose_distance_leaves_out_the_jaw(tmp_path, release, model):
+    """Clip A: global pose off by 0.05 rad; clip B: global off by 0.01 rad and the jaw opened by 0.3 rad.
+    The pose distance is on global+neck only (B's is 0.01, not ~0.3); the split's value of every metric is
+    the mean over clips, not the min or max."""
+    root, gt = release
+    a_id, b_id = TEST_IDS
+    preds = tmp_path / "ab"
+    preds.mkdir()
+    a, b = gt[a_id].copy(), gt[b_id].copy()
+    a[:, 50] += 0.05
+    b[:, 51] += 0.01
+    b[:, 56] += 0.3
+    for cid, m in ((a_id, a), (b_id, b)):
+        (preds / f"{cid}.pkl").write_bytes(pickle.dumps({"motion": m}))
+    r = evaluate(preds, root, "test", head_model=model)
+    assert r["per_clip"][a_id]["meandist_pose"] == pytest.approx(0.05, rel=1e-4)
+    assert r["per_clip"][b_id]["meandist_pose"] == pytest.approx(0.01, rel=1e-3)
+    assert r["per_clip"][b_id]["meandist"] == pytest.approx(math.hypot(0.01, 0.3), rel=1e-3)  # 59-d: jaw in
+    assert r["metrics"]["meandist_pose"] == pytest.approx(0.03, rel=1e-3)
+    assert r["metrics"]["meandist"] == pytest.approx((0.05 + math.hypot(0.01, 0.3)) / 2, rel=1e-3)
+    assert r["per_clip"][a_id]["lve_mean"] == pytest.approx(0.0, abs=1e-6)
+    assert r["per_clip"][b_id]["lve_mean"] > 1e-4  # so the mean below differs from the min and the max
+    for k, _, _ in METRICS:
+        assert r["metrics"][k] == pytest.approx((r["per_clip"][a_id][k] + r["per_clip"][b_id][k]) / 2), k
+
+
 def test_single_sample_predictions_and_motion_key(tmp_path, release, model):
     root, gt = release
     preds = tmp_path / "m"

@@ -391,8 +391,11 @@ def test_float64_inputs_and_wrong_shapes(flame):
         flame(**bad)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="NOT RUN: this machine has no CUDA device (torch.cuda.is_available() is False), "
+                           "so FLAME on the GPU is unverified here; it runs wherever a GPU is visible")
 def test_cuda_matches_cpu(flame):
+    """The GPU gives the CPU's vertices and landmarks (runs on any machine with a CUDA device)."""
     prm = _params(4, seed=9)
     cpu = flame(**prm)
     g = copy.deepcopy(flame).cuda()

@@ -3,8 +3,12 @@ inside their root."""
 from __future__ import annotations
 
 import os
+import posixpath
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tasks.common.names import MAX_NAME_LENGTH, check_name, remove_inside, resolve_inside
 from tasks.common.errors import PipelineInputError
@@ -14,6 +18,13 @@ from tasks.common.errors import PipelineInputError
                                   "x" * MAX_NAME_LENGTH])
 def test_plain_names_pass_unchanged(name):
     assert check_name(name, "song") == name
+
+
+def test_the_length_limit_is_128_characters():
+    """The documented limit, as a number (a test through MAX_NAME_LENGTH would follow any change of it)."""
+    assert check_name("x" * 128) == "x" * 128
+    with pytest.raises(PipelineInputError, match="is 129 characters long \\(at most 128\\)"):
+        check_name("x" * 129)
 
 
 @pytest.mark.parametrize("name, why", [
@@ -85,7 +96,25 @@ def test_remove_inside_refuses_outside_paths_and_the_root(tmp_path):
                 "../elsewhere/precious.wav"):
         with pytest.raises(PipelineInputError, match="outside"):
             remove_inside(root, bad)
-    for bad in (root, root / ".", "", root / "link" / ".."):
+    (root / "sub").mkdir()
+    (root / "sub" / "kept.npz").write_bytes(b"k")
+    for bad in (root, root / ".", "", root / "link" / "..", root / "sub" / "..", ".."):
         with pytest.raises(PipelineInputError):
             remove_inside(root, bad)
     assert root.is_dir() and (outside / "precious.wav").read_bytes() == b"keep"
+    assert (root / "sub" / "kept.npz").read_bytes() == b"k"  # '..' of a folder inside is the root: kept
+
+
+@settings(max_examples=150, deadline=None)
+@given(parts=st.lists(st.sampled_from(["a", "b", "..", ".", "c d"]), min_size=1, max_size=6))
+def test_resolve_inside_accepts_exactly_the_paths_that_stay_inside(tmp_path_factory, parts):
+    """Without links the rule is lexical: posixpath.normpath (an independent reference) decides."""
+    root = tmp_path_factory.getbasetemp() / "containment_root"
+    rel = "/".join(parts)
+    inside = posixpath.normpath(posixpath.join("r", rel)).split("/")[0] == "r"  # 'r' stands for the root
+    if inside:
+        got = resolve_inside(root, rel)
+        assert got == Path(posixpath.normpath(posixpath.join(str(root.resolve()), rel)))
+    else:
+        with pytest.raises(PipelineInputError, match="outside"):
+            resolve_inside(root, rel)

@@ -84,9 +84,10 @@ def test_render_mesh_shades_only_where_the_head_is(head_dir):
 
 
 def test_preview_command_writes_side_by_side_mp4(luigi_paths, head_dir, tmp_path):
-    # the command previews only segments long enough to be refined: the 6-frame fixture must count
+    # the command previews only segments long enough to be refined: the 6-frame fixture is exactly the
+    # minimum (0.2 s at 30 fps), which counts
     with config_overrides(flame={"model_path": "", "procedural_model_dir": head_dir},
-                       crop={"output_size": SIZE}, dataset={"min_sequence_seconds": 0.1}):
+                       crop={"output_size": SIZE}, dataset={"min_sequence_seconds": 0.2}):
         _CACHE.clear()
         try:
             model = load_flame(head_dir / MODEL_FILE, head_dir / EMBEDDING_FILE)
@@ -232,6 +233,8 @@ def test_preview_by_clip_or_sequence_id_from_metadata(luigi_paths, head_dir, tmp
             assert lay.dataset_preview(clip["id"]).is_file()
             assert lay.dataset_preview(clip["id"]).parent == lay.processed / "previews"
             assert not list(lay.motion_dir(clip["subject"], clip["song"]).glob("*.mp4"))
+            # the clip's first frame
+            assert [_white_row(f) for f in _left_panels(lay.dataset_preview(clip["id"]))] == [offset % PORTRAIT]
 
             # errors: one line naming the file and the fix, exit 2
             capsys.readouterr()

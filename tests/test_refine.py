@@ -71,9 +71,12 @@ def test_refinement_reduces_rotation_error_and_jitter(model, sequence):
     assert qc["converged"] and 0 < qc["iterations"] < params.max_iters
     assert qc["landmark_rmse_px"]["after"] < qc["landmark_rmse_px"]["before"]
     assert qc["jitter"]["global_orient_deg"]["after"] < qc["jitter"]["global_orient_deg"]["before"]
-    for group, mask in sequence.injected.items():
-        if group in qc["outlier_fraction"]:
-            assert qc["outlier_fraction"][group] >= 0.8 * mask.mean()
+    # every injected group is reported: failed detections apart, each other group as outliers
+    injected = dict(sequence.injected)
+    assert qc["landmark_detections_failed"] == pytest.approx(injected.pop("failed").mean())
+    assert set(injected) <= set(qc["outlier_fraction"])
+    for group, mask in injected.items():
+        assert qc["outlier_fraction"][group] >= 0.8 * mask.mean(), group
     # contract dtypes and shapes
     T = len(fr["expression"])
     want = {"expression": (T, 50), "global_orient": (T, 3), "neck_pose": (T, 3), "jaw_pose": (T, 3),

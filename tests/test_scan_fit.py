@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 
 import numpy as np
 import pytest
 import torch
 import trimesh
+from PIL import Image
 from scipy.spatial.transform import Rotation
 
 from pipeline.build import build, config_overrides
@@ -162,7 +164,13 @@ def test_fit_scan_shape_task(luigi_paths, head_model, demo, monkeypatch):
     align = json.loads((out / "alignment.json").read_text())
     assert np.asarray(align["R"]).shape == (3, 3)
     png = (out / "fit.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20000
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    assert img.shape == (380, 3 * 340, 3)  # three panels (landmarks given: no auto-landmark panel)
+    for k in range(3):  # each panel draws something: scan renders with the wireframe, the distance map
+        panel = img[40:340, k * 340 + 30:(k + 1) * 340 - 30]
+        assert (np.abs(panel - 255).sum(-1) > 60).mean() > 0.1, k
+        assert len(np.unique(panel.reshape(-1, 3), axis=0)) > 50, k
     # no scan: the monocular mean, said so in the report
     np.testing.assert_array_equal(np.load(layout.scan_shape_npy("S2")), mono)
     assert "no scan" in json.loads(layout.scan_fit_report("S2").read_text())["source"]

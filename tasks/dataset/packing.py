@@ -44,6 +44,7 @@ from tasks.dataset.metadata import read_metadata
 
 FIXED_MTIME = 1577836800  # 2020-01-01T00:00:00Z
 ZIP_DATE = (2020, 1, 1, 0, 0, 0)
+TAR_ENCODING = "utf-8"  # member names are written as UTF-8 whatever the machine's locale
 FORMATS = ("tarballs", "zips", "webdataset")
 SPLIT_FILES = ("train.txt", "val.txt", "test.txt")
 CLIP_FOLDERS = ("video_seqs", "flame_seqs", "audio_seqs", "bgm_seqs")
@@ -147,8 +148,17 @@ def _member_record(m: Member) -> dict:
         return {"path": m.name, "size": m.size, "sha256": _sha256_stream(f)}
 
 
-def tar_member_size(size: int) -> int:
-    return 512 + (size + 511) // 512 * 512
+def tar_member_size(size: int, name: str) -> int:
+    """Bytes a member takes in our tars: its header block(s) (a pax header too where the name needs one)
+    and its data padded to 512-byte blocks."""
+    header = len(tarinfo(name, size).tobuf(tarfile.PAX_FORMAT, TAR_ENCODING, "surrogateescape"))
+    return header + (size + 511) // 512 * 512
+
+
+def tar_file_size(members_bytes: int) -> int:
+    """Size of a tar whose members take `members_bytes`: tarfile ends the archive with two zero blocks and
+    pads it to a whole 10,240-byte record (tarfile.RECORDSIZE)."""
+    return -(-(members_bytes + 2 * tarfile.BLOCKSIZE) // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
 
 
 def tarinfo(name: str, size: int) -> tarfile.TarInfo:
@@ -163,7 +173,7 @@ def tarinfo(name: str, size: int) -> tarfile.TarInfo:
 def write_tar(path: Path, members: list[Member]) -> list[dict]:
     """One deterministic uncompressed tar of `members` in the given order; returns their records."""
     records = []
-    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT, encoding=TAR_ENCODING) as tar:
         for m in members:
             with m.open() as f:
                 tar.addfile(tarinfo(m.name, m.size), f)
@@ -188,13 +198,14 @@ def write_zip(path: Path, members: list[Member]) -> list[dict]:
 
 
 def plan_shards(units: list[list[Member]], shard_bytes: int) -> list[list[Member]]:
-    """Group units into shards whose tar size stays within `shard_bytes` where possible."""
-    shards, cur, cur_size = [], [], 1024  # a tar ends with two 512-byte zero blocks
+    """Group units (in order) into shards whose tar file stays within `shard_bytes`; a unit whose own tar
+    would exceed it gets a shard of its own. Sizes are exact: see tar_member_size and tar_file_size."""
+    shards, cur, cur_size = [], [], 0  # cur_size: bytes of the members, before the tar's end and padding
     for unit in units:
-        size = sum(tar_member_size(m.size) for m in unit)
-        if cur and cur_size + size > shard_bytes:
+        size = sum(tar_member_size(m.size, m.name) for m in unit)
+        if cur and tar_file_size(cur_size + size) > shard_bytes:
             shards.append(cur)
-            cur, cur_size = [], 1024
+            cur, cur_size = [], 0
         cur += unit
         cur_size += size
     if cur:

@@ -23,6 +23,7 @@ from pathlib import Path
 import av
 import numpy as np
 import soundfile as sf
+from av.video.frame import PictureType
 
 from tasks.common.atomic import atomic_path, write_bytes_atomic
 from tasks.common.errors import PipelineInputError
@@ -176,6 +177,9 @@ def reencode_cut(
                         break
                     frame = frame.reformat(format="yuv420p")
                     frame.pts, frame.time_base = n, Fraction(1) / Fraction(fps)
+                    # a decoded frame keeps the source's picture type, and libx264 turns every I
+                    # into a keyframe: clear it so keyframes fall every `keyint` from the clip's start
+                    frame.pict_type = PictureType.NONE
                     for pkt in os_.encode(frame):
                         out.mux(pkt)
                     n += 1

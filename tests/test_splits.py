@@ -1,0 +1,115 @@
+"""Split rules (tasks.dataset.splits) stated as properties over many sizes: the shipped targets are
+80/5/15 train/val/test; per-clip splits hit the largest-remainder counts exactly; grouped splits never
+put one song of one subject into two splits and come within one clip of the targets when groups are
+single clips."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tasks import config
+from tasks.common.settings import DatasetSettings
+from tasks.dataset.splits import SPLITS, achieved_ratios, split_clips, split_lists, target_counts
+
+SHIPPED = (0.80, 0.05, 0.15)
+
+
+def test_shipped_targets_are_80_5_15():
+    ds = config.read(DatasetSettings)  # luigi.cfg as shipped, plus the settings' defaults
+    assert (ds.train_fraction, ds.val_fraction) == (0.80, 0.05)
+    n = 200
+    split = split_clips([{"id": f"c{i}", "subject": i, "song": 0} for i in range(n)], seed=0)
+    assert Counter(split.values()) == {"train": 160, "val": 10, "test": 30}
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(0, 500))
+def test_target_counts_are_the_largest_remainder_rounding(n):
+    counts = target_counts(n, SHIPPED)
+    assert sum(counts) == n
+    raw = [n * f for f in SHIPPED]
+    assert all(int(r) <= c <= int(r) + 1 for r, c in zip(raw, counts))
+    # a split rounded up has a remainder at least as large as any split rounded down
+    up = [raw[i] - int(raw[i]) for i in range(3) if counts[i] > int(raw[i])]
+    down = [raw[i] - int(raw[i]) for i in range(3) if counts[i] == int(raw[i])]
+    assert not up or not down or min(up) >= max(down) - 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 300), seed=st.integers(0, 10**6))
+def test_per_clip_split_hits_the_target_counts(n, seed):
+    clips = [{"id": f"c{i:04d}", "subject": 0, "song": 0} for i in range(n)]
+    split = split_clips(clips, seed=seed, by_song=False)
+    c = Counter(split.values())
+    assert [c.get(s, 0) for s in SPLITS] == target_counts(n, SHIPPED)
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(1, 40), min_size=1, max_size=40), seed=st.integers(0, 10**6))
+def test_grouped_split_never_splits_a_song_and_singletons_hit_the_targets(sizes, seed):
+    clips = [{"id": f"g{g}_{k}", "subject": g // 3, "song": g % 3}
+             for g, n in enumerate(sizes) for k in range(n)]
+    split = split_clips(clips, seed=seed)
+    assert set(split) == {c["id"] for c in clips}
+    per_group = {}
+    for c in clips:
+        per_group.setdefault((c["subject"], c["song"]), set()).add(split[c["id"]])
+    assert all(len(v) == 1 for v in per_group.values())
+    assert split_clips(list(reversed(clips)), seed=seed) == split
+    # with single-clip groups every count can reach its target to within one clip
+    ones = [{"id": f"s{i}", "subject": i, "song": 0} for i in range(len(sizes) * 3)]
+    c = Counter(split_clips(ones, seed=seed).values())
+    assert all(abs(c.get(s, 0) - len(ones) * f) < 1 for s, f in zip(SPLITS, SHIPPED))
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(1, 30), min_size=1, max_size=12), seed=st.integers(0, 10**6))
+def test_grouped_split_is_a_local_optimum_no_single_group_move_helps(sizes, seed):
+    """The documented stopping rule: moves of one group are applied until none brings the clip counts
+    closer to the targets (sum of absolute differences)."""
+    n = sum(sizes)
+    clips = [{"id": f"g{g}_{k}", "subject": g, "song": 0} for g, m in enumerate(sizes) for k in range(m)]
+    split = split_clips(clips, seed=seed)
+    of_group = {g: split[f"g{g}_0"] for g in range(len(sizes))}
+    counts = Counter(of_group[g] for g, m in enumerate(sizes) for _ in range(m))
+    targets = {s: n * f for s, f in zip(SPLITS, SHIPPED)}
+
+    def error(c):
+        return sum(abs(c.get(s, 0) - targets[s]) for s in SPLITS)
+
+    for g, m in enumerate(sizes):
+        for other in SPLITS:
+            if other == of_group[g]:
+                continue
+            moved = Counter(counts)
+            moved[of_group[g]] -= m
+            moved[other] += m
+            assert error(moved) >= error(counts) - 1e-9, (g, other)
+
+
+def test_fractions_must_sum_to_one_and_may_be_zero():
+    clips = [{"id": f"c{i}", "subject": i, "song": 0} for i in range(20)]
+    for bad in ((0.8, 0.1, 0.15), (0.8, 0.05, 0.14), (1.1, -0.05, -0.05)):
+        with pytest.raises(ValueError, match="sum to 1"):
+            split_clips(clips, fractions=bad)
+    split = split_clips(clips, fractions=(0.9, 0.0, 0.1))  # no val split at all is allowed
+    assert Counter(split.values()) == {"train": 18, "test": 2}
+
+
+def test_achieved_ratios_of_no_clips_are_zero():
+    assert achieved_ratios({}) == {"train": 0.0, "val": 0.0, "test": 0.0}
+    assert achieved_ratios({"a": "val"}) == {"train": 0.0, "val": 1.0, "test": 0.0}
+    sevenths = achieved_ratios({f"c{i}": "train" if i else "val" for i in range(7)})  # 6 decimals kept
+    assert sevenths == {"train": 0.857143, "val": 0.142857, "test": 0.0}
+    assert achieved_ratios({"a": "train", "b": "test", "c": "test", "d": "test"}) == \
+        {"train": 0.25, "val": 0.0, "test": 0.75}
+
+
+def test_split_lists_are_sorted_per_split_and_complete():
+    split_of = {"c": "test", "b": "train", "a": "train", "d": "val"}
+    assert split_lists(split_of) == {"train": ["a", "b"], "val": ["d"], "test": ["c"]}
+    assert split_lists({}) == {"train": [], "val": [], "test": []}
