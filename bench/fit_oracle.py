@@ -93,6 +93,24 @@ def truth_motion(model, seconds: float, seed: int, fps: int = 30, width: int = 1
             **{k: np.asarray(motion[k], np.float64) for k in ("expression", "global_orient", "neck_pose", "jaw_pose")}}
 
 
+def capture_truth(work: Path, size: int = 1024) -> dict:
+    """The truth of a kept bench/end_to_end.py folder's first segment, its landmarks mapped into the
+    portrait by the segment's crop box (bench/end_to_end.py's oracle)."""
+    import json
+    song = sorted((work / "truth" / "S001").iterdir())[0]
+    with np.load(song / "truth.npz") as z:
+        tr = {k: z[k] for k in z.files}
+    seg = json.loads((work / "processed" / "S001" / song.name / "portrait" / "segments.json").read_text())
+    seg = seg["segments"][0]
+    a, b = int(seg["start_frame"]), int(seg["end_frame"])
+    x0, y0, x1, _ = (float(v) for v in seg["box"])
+    lmk = (tr["landmarks"][a:b].astype(np.float64) - [x0, y0]) * (size / (x1 - x0))
+    ok = ((lmk >= 0) & (lmk < size)).all(axis=(1, 2)) & tr["face_visible"][a:b].astype(bool)
+    return {"shape": tr["shape"].astype(np.float32), "landmarks": tr["landmarks"], "segments": [(a, b)],
+            "portrait_landmarks": lmk, "ok": ok,
+            **{k: tr[k].astype(np.float64) for k in ("expression", "global_orient", "neck_pose", "jaw_pose")}}
+
+
 def crop_landmarks(landmarks: np.ndarray, size: int, margin: float = 0.6) -> np.ndarray:
     """Frame-pixel landmarks (T,68,2) of one segment -> portrait pixels (T,68,2) of one square box
     around all of them (grown by `margin` per side, as the crop stage grows its box)."""
@@ -135,17 +153,27 @@ def main(argv=None) -> int:
     ap.add_argument("--fit", nargs="*", default=[], help="FitParams overrides key=value")
     ap.add_argument("--refine", nargs="*", default=[], help="RefineParams overrides key=value")
     ap.add_argument("--no-refine", action="store_true")
+    ap.add_argument("--capture", default="", help="a kept bench/end_to_end.py folder: its truth and first segment's "
+                    "crop box instead of the planned motion")
+    ap.add_argument("--detector", default="", help="with --capture: an npz (landmarks, ok) of the detector's "
+                    "landmarks on that segment's portrait video, fitted instead of the truth's")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     model = procedural_head_model()
-    truth = truth_motion(model, args.seconds, args.seed)
+    truth = capture_truth(Path(args.capture)) if args.capture else truth_motion(model, args.seconds, args.seed)
     fit_params = FitParams(**parse_sets(FitParams, args.fit))
     refine_params = RefineParams(**{**parse_sets(RefineParams, args.refine), "image_size": args.size})
     _, lips = regions(model, truth["shape"])
     est, ref, t_fit, n_fit, rmse = [], [], 0.0, 0, []
     for a, b in truth["segments"]:
-        lmk = crop_landmarks(truth["landmarks"][a:b], args.size)
-        ok = np.ones(b - a, bool)
+        if args.capture:
+            lmk, ok = truth["portrait_landmarks"], truth["ok"]
+            if args.detector:
+                with np.load(args.detector) as z:
+                    lmk, ok = z["landmarks"].astype(np.float64), z["ok"].astype(bool)
+        else:
+            lmk = crop_landmarks(truth["landmarks"][a:b], args.size)
+            ok = np.ones(b - a, bool)
         t0 = time.perf_counter()
         fit = fit_segment(model, lmk, ok, args.size, fit_params)
         t_fit += time.perf_counter() - t0
