@@ -141,7 +141,8 @@ def parse_sets(cls, items: list[str]):
         k, v = kv.split("=", 1)
         if k not in fields:
             raise SystemExit(f"{cls.__name__} has no field {k!r}")
-        kw[k] = v if fields[k] in ("str", str) else (int(v) if fields[k] in ("int", int) else float(v))
+        typ = str(getattr(fields[k], "__name__", fields[k]))
+        kw[k] = {"str": str, "int": int, "bool": lambda x: x.lower() in ("1", "true", "yes")}.get(typ, float)(v)
     return kw
 
 
@@ -186,7 +187,7 @@ def main(argv=None) -> int:
             motion, qc = refine_motion(model, frames, truth["shape"], refine_params)
             ref.append(errors(model, truth, a, b, motion, lips))
             print(f"segment [{a},{b}): landmark RMSE {qc['landmark_rmse_px']['before']:.2f} -> "
-                  f"{qc['landmark_rmse_px']['after']:.2f} px, outliers {qc['outlier_fraction']}")
+                  f"{qc['landmark_rmse_px']['after']:.2f} px, {qc['iterations']} iterations, {qc['seconds']['total']:.1f} s")
 
     def summary(rs):
         cat = lambda k: np.concatenate([r[k] for r in rs])  # noqa: E731
