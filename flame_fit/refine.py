@@ -23,6 +23,14 @@ After Eq. 1, `fit_expression` re-fits the expression with the subject's shape (j
 camera fixed), anchored to the per-frame values: the per-frame estimator fitted it with its own
 shape, so without the re-fit the refined motion explained the landmarks worse than the per-frame
 estimate did (`lambda_anchor` = 0 keeps the per-frame expression, as the paper does).
+
+Options off by default (bench/fit_oracle.py measures them; notes of issue 20 item 2): `refit_jaw`
+re-fits the jaw with the expression, `refit_rounds` alternates Eq. 1 and that re-fit, and
+`smooth_order = 2` penalises the acceleration instead of the speed of pose and camera. With exact
+landmarks and the true shape they bring the jaw from 3.2 to 0.3 degrees, the lip error from 4.4 to
+1.5 mm and the head from 1.5 to 0.4-0.9 degrees; with Dlib's landmarks on the truth capture the jaw
+and lips follow the detector's errors (jaw 1.1 -> 3.1-6.7 degrees), so the defaults keep the
+paper's Eq. 1 and the per-frame jaw until the landmarks are better.
 """
 from __future__ import annotations
 
