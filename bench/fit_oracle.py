@@ -13,6 +13,7 @@ frames of the largest lip-vertex error, mm, true shape, zero global and neck; ji
 (`est_*`) and the refined motion (the output, no prefix).
 
 Usage: python bench/fit_oracle.py [--seconds 6] [--seed 0] [--fit key=value ...] [--refine key=value ...]
+       [--exact-preset] [--capture KEPT_END_TO_END_FOLDER [--detector LANDMARKS.npz]]
 Last line: BENCH fit_oracle head_deg=<f> jaw_deg=<f> lip_mm=<f> jitter_abs_deg=<f> jitter_abs_deg_truth=<f>
 est_head_deg=<f> est_jaw_deg=<f> est_lip_mm=<f> est_rmse_px=<f> est_s_per_100=<f> frames=<int>
 """
@@ -39,6 +40,12 @@ from flame_fit.geometry import vertex_normals  # noqa: E402
 from flame_fit.landmark_fit import FitParams, fit_segment  # noqa: E402
 from flame_fit.refine import RefineParams, jitter, refine_motion  # noqa: E402
 from flame_fit.scan_fit import neutral_mesh  # noqa: E402
+
+
+# The refinement settings that close most of the fit's own error on exact landmarks (notes of issue 20
+# item 2); on Dlib's landmarks they make jaw and lips much worse, so they are not the defaults.
+EXACT_LANDMARK_REFINE = ["refit_jaw=true", "lambda_anchor=1e-7", "refit_rounds=2", "smooth_order=2",
+                         "lambda_smooth=10", "outlier_scale=100", "smooth_weight=0.01"]
 
 
 def regions(model, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -154,6 +161,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fit", nargs="*", default=[], help="FitParams overrides key=value")
     ap.add_argument("--refine", nargs="*", default=[], help="RefineParams overrides key=value")
     ap.add_argument("--no-refine", action="store_true")
+    ap.add_argument("--exact-preset", action="store_true", help="refine with EXACT_LANDMARK_REFINE (then --refine)")
     ap.add_argument("--capture", default="", help="a kept bench/end_to_end.py folder: its truth and first segment's "
                     "crop box instead of the planned motion")
     ap.add_argument("--detector", default="", help="with --capture: an npz (landmarks, ok) of the detector's "
@@ -163,7 +171,8 @@ def main(argv=None) -> int:
     model = procedural_head_model()
     truth = capture_truth(Path(args.capture)) if args.capture else truth_motion(model, args.seconds, args.seed)
     fit_params = FitParams(**parse_sets(FitParams, args.fit))
-    refine_params = RefineParams(**{**parse_sets(RefineParams, args.refine), "image_size": args.size})
+    sets = (EXACT_LANDMARK_REFINE if args.exact_preset else []) + args.refine
+    refine_params = RefineParams(**{**parse_sets(RefineParams, sets), "image_size": args.size})
     _, lips = regions(model, truth["shape"])
     est, ref, t_fit, n_fit, rmse = [], [], 0.0, 0, []
     for a, b in truth["segments"]:
