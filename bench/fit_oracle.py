@@ -55,7 +55,8 @@ def regions(model, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = vertex_normals(v, model.faces.cpu().numpy().astype(np.int64))
     face = (np.linalg.norm(v[:, None] - lmk[None, 17:], axis=2).min(axis=1) < eye) & (n[:, 2] > 0.1)
     mouth_w = float(np.linalg.norm(lmk[48] - lmk[54]))
-    lips = (np.linalg.norm(v[:, None] - lmk[None, 48:68], axis=2).min(axis=1) < 0.6 * mouth_w) & (n[:, 2] > 0.1)
+    d_lip = np.linalg.norm(v[:, None] - lmk[None, 48:68], axis=2).min(axis=1)
+    lips = (d_lip < 0.6 * mouth_w) & (n[:, 2] > 0.1)
     return face, lips
 
 
@@ -68,7 +69,8 @@ def head_vertices(model, shape: np.ndarray, expression: np.ndarray, jaw: np.ndar
     return out.vertices.numpy().astype(np.float64)
 
 
-def truth_motion(model, seconds: float, seed: int, fps: int = 30, width: int = 1280, height: int = 720) -> dict:
+def truth_motion(model, seconds: float, seed: int, fps: int = 30, width: int = 1280, height: int = 720
+                 ) -> dict:
     """The truth capture's subject S001 / first song, without rendering: shape (100,), expression (T,50),
     global_orient, neck_pose, jaw_pose (T,3), landmarks (T,68,2) frame px, segments [(a, b)] of frames
     that the crop stage would keep in one box (before the excursion / off-frame span)."""
@@ -97,7 +99,8 @@ def truth_motion(model, seconds: float, seed: int, fps: int = 30, width: int = 1
                 segs.append((a, t))
             a = None
     return {"shape": shape, "landmarks": landmarks, "segments": segs,
-            **{k: np.asarray(motion[k], np.float64) for k in ("expression", "global_orient", "neck_pose", "jaw_pose")}}
+            **{k: np.asarray(motion[k], np.float64)
+               for k in ("expression", "global_orient", "neck_pose", "jaw_pose")}}
 
 
 def capture_truth(work: Path, size: int = 1024) -> dict:
@@ -138,7 +141,8 @@ def errors(model, truth: dict, a: int, b: int, out: dict, lips: np.ndarray) -> d
             "jaw": rotation_error_deg(np.asarray(out["jaw_pose"], np.float64), truth["jaw_pose"][a:b]),
             "lip": (np.linalg.norm(v_out - v_tr, axis=2) * 1000)[:, lips].max(axis=1),
             "jit": np.degrees(jitter(head_out)), "jit_true": np.degrees(jitter(head_true)),
-            "jaw_bias": float(np.degrees(np.asarray(out["jaw_pose"])[:, 0] - truth["jaw_pose"][a:b, 0]).mean())}
+            "jaw_bias": float(np.degrees(np.asarray(out["jaw_pose"])[:, 0]
+                                         - truth["jaw_pose"][a:b, 0]).mean())}
 
 
 def parse_sets(cls, items: list[str]):
@@ -149,7 +153,8 @@ def parse_sets(cls, items: list[str]):
         if k not in fields:
             raise SystemExit(f"{cls.__name__} has no field {k!r}")
         typ = str(getattr(fields[k], "__name__", fields[k]))
-        kw[k] = {"str": str, "int": int, "bool": lambda x: x.lower() in ("1", "true", "yes")}.get(typ, float)(v)
+        as_bool = lambda x: x.lower() in ("1", "true", "yes")  # noqa: E731
+        kw[k] = {"str": str, "int": int, "bool": as_bool}.get(typ, float)(v)
     return kw
 
 
@@ -161,15 +166,20 @@ def main(argv=None) -> int:
     ap.add_argument("--fit", nargs="*", default=[], help="FitParams overrides key=value")
     ap.add_argument("--refine", nargs="*", default=[], help="RefineParams overrides key=value")
     ap.add_argument("--no-refine", action="store_true")
-    ap.add_argument("--exact-preset", action="store_true", help="refine with EXACT_LANDMARK_REFINE (then --refine)")
-    ap.add_argument("--capture", default="", help="a kept bench/end_to_end.py folder: its truth and first segment's "
+    ap.add_argument("--exact-preset", action="store_true",
+                    help="refine with EXACT_LANDMARK_REFINE (then --refine)")
+    ap.add_argument("--capture", default="",
+                    help="a kept bench/end_to_end.py folder: its truth and first segment's "
                     "crop box instead of the planned motion")
     ap.add_argument("--detector", default="", help="with --capture: an npz (landmarks, ok) of the detector's "
                     "landmarks on that segment's portrait video, fitted instead of the truth's")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     model = procedural_head_model()
-    truth = capture_truth(Path(args.capture)) if args.capture else truth_motion(model, args.seconds, args.seed)
+    if args.capture:
+        truth = capture_truth(Path(args.capture))
+    else:
+        truth = truth_motion(model, args.seconds, args.seed)
     fit_params = FitParams(**parse_sets(FitParams, args.fit))
     sets = (EXACT_LANDMARK_REFINE if args.exact_preset else []) + args.refine
     refine_params = RefineParams(**{**parse_sets(RefineParams, sets), "image_size": args.size})
@@ -196,7 +206,8 @@ def main(argv=None) -> int:
             motion, qc = refine_motion(model, frames, truth["shape"], refine_params)
             ref.append(errors(model, truth, a, b, motion, lips))
             print(f"segment [{a},{b}): landmark RMSE {qc['landmark_rmse_px']['before']:.2f} -> "
-                  f"{qc['landmark_rmse_px']['after']:.2f} px, {qc['iterations']} iterations, {qc['seconds']['total']:.1f} s")
+                  f"{qc['landmark_rmse_px']['after']:.2f} px, {qc['iterations']} iterations, "
+                  f"{qc['seconds']['total']:.1f} s")
 
     def summary(rs):
         cat = lambda k: np.concatenate([r[k] for r in rs])  # noqa: E731
@@ -212,12 +223,14 @@ def main(argv=None) -> int:
     print(f"fit params {fit_params.as_dict()}")
     print(f"{'':14s}{'head deg':>10s}{'jaw deg':>10s}{'jaw bias':>10s}{'lip mm':>10s}{'jitter':>10s}")
     for name, s in (("per-frame", e), ("refined", r)):
-        print(f"{name:14s}{s['head']:10.3f}{s['jaw']:10.3f}{s['jaw_bias']:10.3f}{s['lip']:10.3f}{s['jit']:10.4f}")
+        print(f"{name:14s}" + "".join(f"{s[k]:10.3f}" for k in ("head", "jaw", "jaw_bias", "lip"))
+              + f"{s['jit']:10.4f}")
     print(f"truth jitter {e['jit_true']:.4f} deg/frame^2; per-frame fit {per100:.2f} s per 100 frames, "
           f"landmark RMSE {np.mean(np.concatenate(rmse)):.3f} px")
     print(f"BENCH fit_oracle head_deg={r['head']:.3f} jaw_deg={r['jaw']:.3f} lip_mm={r['lip']:.3f} "
-          f"jitter_abs_deg={r['jit']:.4f} jitter_abs_deg_truth={e['jit_true']:.4f} est_head_deg={e['head']:.3f} "
-          f"est_jaw_deg={e['jaw']:.3f} est_lip_mm={e['lip']:.3f} est_rmse_px={np.mean(np.concatenate(rmse)):.3f} "
+          f"jitter_abs_deg={r['jit']:.4f} jitter_abs_deg_truth={e['jit_true']:.4f} "
+          f"est_head_deg={e['head']:.3f} est_jaw_deg={e['jaw']:.3f} est_lip_mm={e['lip']:.3f} "
+          f"est_rmse_px={np.mean(np.concatenate(rmse)):.3f} "
           f"est_s_per_100={per100:.2f} frames={n_fit}")
     return 0
 

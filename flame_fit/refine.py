@@ -321,8 +321,8 @@ def fit_expression(model, shape: np.ndarray, expression: np.ndarray, jaw_pose: n
     estimator's own term and the smoothed landmarks), and Eq. 1's lambda_s flattened real
     expression changes (landmark error 1.6 -> 6.7 px on a demo.synthetic_motion sequence).
     The jaw contour is left out: Dlib's contour follows the visible outline, not the model's contour
-    points, and fitting it bends the expression. The jaw is kept: re-fitted with it, it followed
-    the detector's lip gap (drawn smaller than the true one): jaw error 2.4 -> 4.7 degrees on the
+    points, and fitting it bends the expression. The jaw is kept (unless `refit_jaw`): re-fitted with
+    it, it followed the detector's lip gap (drawn smaller than the true one): jaw error 2.4 -> 4.7 degrees on the
     truth capture in a trial. The anchor keeps what the per-frame estimate saw: at 1e-2 the truth
     capture's face error rose 1.15 -> 1.24 mm and lip error fell 7.32 -> 7.25 mm; at 3e-3 the
     landmarks fit closer but face and lips got worse (1.35, 7.81 mm): the expression then follows
@@ -355,7 +355,8 @@ def fit_expression(model, shape: np.ndarray, expression: np.ndarray, jaw_pose: n
 
     # Pose, jaw and camera fixed, the energy is smooth and nearly quadratic in the offsets: L-BFGS
     # with a line search converges in tens of steps where Adam needs thousands.
-    opt = torch.optim.LBFGS([d_expr, d_jaw] if params.refit_jaw else [d_expr], lr=1.0, max_iter=params.refit_iters, history_size=20,
+    opt = torch.optim.LBFGS([d_expr, d_jaw] if params.refit_jaw else [d_expr], lr=1.0,
+                            max_iter=params.refit_iters, history_size=20,
                             tolerance_grad=1e-10, tolerance_change=params.tolerance * 1e-3,
                             line_search_fn="strong_wolfe")
 
@@ -369,7 +370,8 @@ def fit_expression(model, shape: np.ndarray, expression: np.ndarray, jaw_pose: n
     it = int(opt.state[d_expr].get("n_iter", 0))
     with torch.no_grad():
         _, expr = evaluate()
-    return {"expression": expr.cpu().double().numpy(), "jaw_pose": (jaw + d_jaw).detach().cpu().double().numpy(),
+    return {"expression": expr.cpu().double().numpy(),
+            "jaw_pose": (jaw + d_jaw).detach().cpu().double().numpy(),
             "iterations": it,
             "converged": it < params.refit_iters, "seconds": time.perf_counter() - t_start}
 
@@ -435,7 +437,8 @@ def refine_motion(model, frames: dict, shape: np.ndarray, params: RefineParams |
     glob0, cam0 = clean["global_orient"], clean["cam"]
     for _ in range(max(int(params.refit_rounds), 1)):
         # later rounds: Eq. 1 again with the re-fitted expression and jaw, from the last pose
-        fit = fit_pose_camera(model, shape, expression, jaw_pose, glob0, cam0, smoothed, params, device=device)
+        fit = fit_pose_camera(model, shape, expression, jaw_pose, glob0, cam0, smoothed, params,
+                              device=device)
         if params.lambda_anchor <= 0:
             break
         refit = fit_expression(model, shape, expression, jaw_pose, fit["global_orient"],

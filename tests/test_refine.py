@@ -201,7 +201,8 @@ def test_jaw_refit_with_the_true_shape_recovers_the_jaw_from_exact_landmarks(mod
     fr["jaw_pose"][:, 0] += np.radians(3.0)
     kept, _ = refine_motion(model, fr, tr["shape"], RefineParams())
     refit, qc = refine_motion(model, fr, tr["shape"], RefineParams(refit_jaw=True, lambda_anchor=1e-5))
-    err = lambda m: np.median(rotation_error_deg(m["jaw_pose"].astype(np.float64), tr["jaw_pose"]))  # noqa: E731
+    def err(m):
+        return np.median(rotation_error_deg(m["jaw_pose"].astype(np.float64), tr["jaw_pose"]))
     assert err(kept) > 2.5
     assert err(refit) < 0.5
     assert qc["landmark_rmse_px"]["after"] < qc["landmark_rmse_px"]["before"]
