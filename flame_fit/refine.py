@@ -323,8 +323,8 @@ def fit_expression(model, shape: np.ndarray, expression: np.ndarray, jaw_pose: n
     The jaw contour is left out: Dlib's contour follows the visible outline, not the model's contour
     points, and fitting it bends the expression. The jaw is kept (unless `refit_jaw`): re-fitted with
     it, it followed the detector's lip gap (drawn smaller than the true one): jaw error 2.4 -> 4.7
-    degrees on the truth capture in a trial. The anchor keeps what the per-frame estimate saw: at 1e-2 the truth
-    capture's face error rose 1.15 -> 1.24 mm and lip error fell 7.32 -> 7.25 mm; at 3e-3 the
+    degrees on the truth capture in a trial. The anchor keeps what the per-frame estimate saw: at 1e-2
+    the truth capture's face error rose 1.15 -> 1.24 mm and lip error fell 7.32 -> 7.25 mm; at 3e-3 the
     landmarks fit closer but face and lips got worse (1.35, 7.81 mm): the expression then follows
     the detector.
     shape (100,), the rest (T, .) as in fit_pose_camera; target_px (T,68,2) smoothed landmarks.
