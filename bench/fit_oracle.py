@@ -31,12 +31,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.end_to_end import head_vertices, regions  # noqa: E402 - the same face/lip regions and vertices
 from demo.capture import FACE_HEIGHT_4K, plan_capture, song_audio  # noqa: E402
 from demo.scan import procedural_head_model  # noqa: E402
 from demo.synthetic_motion import compose, rotation_error_deg  # noqa: E402
 from demo.truth_capture import frame_cameras, plan_motion, pose_model, subject_shape  # noqa: E402
 from demo.truth_render import project  # noqa: E402
-from flame_fit.geometry import vertex_normals  # noqa: E402
 from flame_fit.landmark_fit import FitParams, fit_segment  # noqa: E402
 from flame_fit.refine import RefineParams, jitter, refine_motion  # noqa: E402
 from flame_fit.scan_fit import neutral_mesh  # noqa: E402
@@ -46,27 +46,6 @@ from flame_fit.scan_fit import neutral_mesh  # noqa: E402
 # item 2); on Dlib's landmarks they make jaw and lips much worse, so they are not the defaults.
 EXACT_LANDMARK_REFINE = ["refit_jaw=true", "lambda_anchor=1e-7", "refit_rounds=2", "smooth_order=2",
                          "lambda_smooth=10", "outlier_scale=100", "smooth_weight=0.01"]
-
-
-def regions(model, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Face and lip vertex masks (V,) bool of the neutral head at `shape` (bench/end_to_end.py's)."""
-    v, lmk = neutral_mesh(model, shape)
-    eye = float(np.linalg.norm(lmk[36] - lmk[45]))
-    n = vertex_normals(v, model.faces.cpu().numpy().astype(np.int64))
-    face = (np.linalg.norm(v[:, None] - lmk[None, 17:], axis=2).min(axis=1) < eye) & (n[:, 2] > 0.1)
-    mouth_w = float(np.linalg.norm(lmk[48] - lmk[54]))
-    d_lip = np.linalg.norm(v[:, None] - lmk[None, 48:68], axis=2).min(axis=1)
-    lips = (d_lip < 0.6 * mouth_w) & (n[:, 2] > 0.1)
-    return face, lips
-
-
-@torch.no_grad()
-def head_vertices(model, shape: np.ndarray, expression: np.ndarray, jaw: np.ndarray) -> np.ndarray:
-    """Vertices (T,V,3) with zero global and neck pose."""
-    f = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
-    T = len(expression)
-    out = model(f(np.repeat(shape[None], T, 0)), f(expression), torch.zeros(T, 3), torch.zeros(T, 3), f(jaw))
-    return out.vertices.numpy().astype(np.float64)
 
 
 def truth_motion(model, seconds: float, seed: int, fps: int = 30, width: int = 1280, height: int = 720

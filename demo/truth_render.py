@@ -126,12 +126,10 @@ def render_head_raycast(frame: np.ndarray, vertices: np.ndarray, faces: np.ndarr
     """
     h, w = frame.shape[:2]
     f, u0, v0 = (float(c) for c in cam)
-    px = project(vertices, cam)
-    x0, y0 = np.floor(px.min(axis=0)).astype(int) - 1
-    x1, y1 = np.ceil(px.max(axis=0)).astype(int) + 1
-    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-    if x1 <= x0 or y1 <= y0:
+    box = head_box(vertices, cam, w, h)
+    if box is None:
         return None
+    y0, y1, x0, x1 = box
     uu, vv = np.meshgrid(np.arange(x0, x1) + 0.5, np.arange(y0, y1) + 0.5)
     n = uu.size
     rays = np.zeros((n, 6), np.float32)
