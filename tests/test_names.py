@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.common.names import MAX_NAME_LENGTH, check_name, remove_inside, resolve_inside
+from tasks.common.names import (MAX_NAME_LENGTH, active_write_roots, check_name, check_write_path, remove_inside,
+                                resolve_inside, write_roots)
 from tasks.common.errors import PipelineInputError
 
 
@@ -118,3 +119,55 @@ def test_resolve_inside_accepts_exactly_the_paths_that_stay_inside(tmp_path_fact
     else:
         with pytest.raises(PipelineInputError, match="outside"):
             resolve_inside(root, rel)
+
+
+def test_remove_inside_takes_relative_roots_and_each_path_form(tmp_path, monkeypatch):
+    """The shipped luigi.cfg gives relative roots (processed_dir = processed): a path relative to the
+    root, the same path with the root in front (relative to the working directory) and an absolute
+    one all name the same folder, never raw/raw/S001 or ./S001."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "S001").mkdir()                      # a decoy where a wrong join would land
+    for given in ("S001", "raw/S001", str(tmp_path / "raw" / "S001")):
+        (tmp_path / "raw" / "S001" / "x").mkdir(parents=True)
+        assert remove_inside("raw", given) is True, given
+        assert not (tmp_path / "raw" / "S001").exists() and (tmp_path / "S001").is_dir(), given
+    (tmp_path / "raw" / "S001").mkdir()
+    assert remove_inside(tmp_path / "raw", "S001") is True and not (tmp_path / "raw" / "S001").exists()
+    assert remove_inside("raw", "S001") is False     # nothing there any more: nothing removed
+
+
+def test_check_write_path_keeps_writes_inside_their_roots_and_off_links(tmp_path):
+    root, elsewhere = tmp_path / "processed", tmp_path / "elsewhere"
+    (root / "S001" / "song").mkdir(parents=True)
+    elsewhere.mkdir()
+    (root / "S001" / "song" / "portrait").symlink_to(elsewhere, target_is_directory=True)
+    inside = root / "S001" / "song" / "bgm.wav"
+    assert check_write_path(inside, [root]) == inside
+    assert check_write_path(root / "S001" / ".." / "S002" / "a.json", [root]) == root / "S002" / "a.json"
+    # a second root is looked at too, and a root that is itself a link is fine
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "release").symlink_to(tmp_path / "disk", target_is_directory=True)
+    assert check_write_path(tmp_path / "release" / "SHA256SUMS", [root, tmp_path / "release"]) == \
+        tmp_path / "release" / "SHA256SUMS"
+    # ... also when the path is given through the folder the root links to
+    assert check_write_path(tmp_path / "disk" / "SHA256SUMS", [root, tmp_path / "release"]) == \
+        tmp_path / "disk" / "SHA256SUMS"
+    with pytest.raises(PipelineInputError, match="symbolic link inside the output folder") as e:
+        check_write_path(root / "S001" / "song" / "portrait" / "segments.json", [root])
+    assert e.value.path == str(root / "S001" / "song" / "portrait")
+    with pytest.raises(PipelineInputError, match="symbolic link"):     # the file itself a link
+        (root / "S001" / "link.json").symlink_to(elsewhere / "x.json")
+        check_write_path(root / "S001" / "link.json", [root])
+    with pytest.raises(PipelineInputError, match=f"outside the output folders {root}, {tmp_path / 'disk'}"):
+        check_write_path(elsewhere / "a.json", [root, tmp_path / "disk"])
+    with pytest.raises(PipelineInputError, match="outside the output folders"):
+        check_write_path(root / ".." / "escape.json", [root])
+    # the active roots of a stage apply when none are given; with none active nothing is checked
+    assert active_write_roots() == []
+    assert check_write_path(elsewhere / "a.json") == elsewhere / "a.json"
+    with write_roots(root, None):
+        assert active_write_roots() == [root]
+        with pytest.raises(PipelineInputError, match="outside the output folders"):
+            check_write_path(elsewhere / "a.json")
+        assert check_write_path(inside) == inside
+    assert active_write_roots() == []
