@@ -237,3 +237,65 @@ def test_landmark_regions_on_procedural_model(tmp_path):
     assert (v[r.face, 2] > 0).all()                        # front of the head only
     eyeball = m.lbs_weights.numpy()[:, 3:5].sum(1) > 0.5
     assert not eyeball[r.face].any()
+
+
+def test_point_in_polygon_agrees_with_matplotlib_on_random_polygons():
+    """The fallback regions' even-odd test against matplotlib's Path.contains_points (independent),
+    on random star-shaped polygons in any orientation and points around them."""
+    from matplotlib.path import Path as MplPath
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        k = int(rng.integers(3, 12))
+        ang = np.sort(rng.uniform(0, 2 * np.pi, k)) * rng.choice([1, -1])
+        rad = rng.uniform(0.3, 1.0, k)
+        poly = np.stack([rad * np.cos(ang), rad * np.sin(ang)], 1) * rng.uniform(0.5, 3) + rng.normal(0, 2, 2)
+        pts = poly.mean(0) + rng.uniform(-1.5, 1.5, (300, 2)) * np.abs(poly - poly.mean(0)).max()
+        want = MplPath(poly).contains_points(pts)
+        # matplotlib's edge rule differs only on the boundary: keep points clear of every edge
+        a, b = poly, np.roll(poly, -1, 0)
+        t = np.clip(((pts[:, None] - a) * (b - a)).sum(-1) / ((b - a) ** 2).sum(-1), 0, 1)
+        d = np.linalg.norm(pts[:, None] - (a + t[..., None] * (b - a)), axis=-1).min(1)
+        clear = d > 1e-6
+        np.testing.assert_array_equal(M._inside(poly, pts)[clear], want[clear])
+        assert want[clear].any() and (~want[clear]).any()
+
+
+def test_landmark_regions_follow_their_rules_on_a_grid():
+    """A flat grid of vertices (z = 0 in front) with landmarks placed by hand: each region is what its
+    rule in the docstring says, computed here without the polygon code."""
+    xs, ys = np.meshgrid(np.linspace(-1, 1, 81), np.linspace(-1.5, 2.5, 161))
+    v = np.stack([xs.ravel(), ys.ravel(), np.zeros(xs.size)], 1)
+    v[v[:, 0] > 0.95, 2] = -1.0                      # a strip behind the face: never in a region
+    L = np.zeros((68, 3))
+    L[0:17, 0] = np.linspace(-0.8, 0.8, 17)          # jaw contour: a V from (-0.8, 0) down to (0, -1)
+    L[0:17, 1] = -1 + np.abs(L[0:17, 0]) * 1.25
+    L[17:27] = np.c_[np.linspace(-0.6, 0.6, 10), np.full(10, 0.8), np.zeros(10)]     # brows at y 0.8
+    L[36:48] = np.c_[np.linspace(-0.5, 0.5, 12), np.full(12, 0.5), np.zeros(12)]     # eyes at y 0.5
+    t = np.linspace(0, 2 * np.pi, 12, endpoint=False)                                  # lips: an ellipse
+    L[48:60] = np.c_[0.3 * np.cos(t), -0.5 + 0.1 * np.sin(t), np.zeros(12)]
+    weights = np.zeros((len(v), 5))
+    weights[:, 0] = 1
+    eye = (np.abs(v[:, 0] - 0.3) < 0.06) & (np.abs(v[:, 1] - 0.5) < 0.06)
+    weights[eye] = [0, 0, 0, 1, 0]                   # one eyeball, excluded everywhere
+    r = M.landmark_regions(v, L, weights)
+    x, y, front = v[:, 0], v[:, 1], v[:, 2] >= 0
+    y_top = 0.8 + 2 * (0.8 - 0.5)
+    def in_v(margin):                                # the contour closed at y_top, grown by margin
+        return (y > -1 + np.abs(x) * 1.25 - margin) & (np.abs(x) < 0.8 + margin) & (y < y_top + margin)
+
+    face = np.zeros(len(v), bool)
+    face[r.face] = True
+    # compared away from the borders, where grid points lie on an edge
+    assert (face[in_v(-0.02) & front & ~eye]).all() and not face[~in_v(0.02) | ~front | eye].any()
+    lip = np.zeros(len(v), bool)
+    lip[r.lip] = True
+    ell = (x / (0.3 * 1.15)) ** 2 + ((y + 0.5) / (0.1 * 1.15)) ** 2
+    assert lip[(ell < 0.9) & front].all() and not lip[ell > 1.1].any() and lip.sum() >= 10
+    upper = np.zeros(len(v), bool)
+    upper[r.upper_face] = True
+    forehead = face & (y > 0.8)
+    eye_region = face & (y <= 0.8) & (y >= 0.5 - 0.3) & (np.abs(x) <= 0.6)
+    assert (upper == (forehead | eye_region)).all()
+    n_forehead = int(forehead.sum())
+    np.testing.assert_array_equal(r.upper_face[:n_forehead], np.flatnonzero(forehead))  # forehead first
+    assert "not FLAME_masks.pkl" in r.source
