@@ -10,11 +10,11 @@ still matches, then the subject's songs/ and folder only when they are left empt
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
 from tasks.common.atomic import file_sha256, write_json_atomic
+from tasks.common.bounded import read_json_bounded
 from tasks.common.errors import PipelineInputError
 from tasks.common.names import check_name, remove_inside
 
@@ -56,9 +56,7 @@ def read_record(truth: Path) -> dict[str, dict[str, str]]:
     path = Path(truth) / RECORD
     if not path.is_file():
         return {}
-    if path.stat().st_size > _MAX_RECORD_BYTES:
-        raise PipelineInputError(path, "is too large to be a demo record", "delete it")
-    data = json.loads(path.read_text())
+    data = read_json_bounded(path, _MAX_RECORD_BYTES, "demo record")
     subjects = data.get("subjects", {})
     if isinstance(subjects, list):
         return {check_name(s): {} for s in subjects}

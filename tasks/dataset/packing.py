@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.common.atomic import atomic_dir, file_sha256, json_dumps, write_bytes_atomic, write_json_atomic
+from tasks.common.bounded import read_bounded
 from tasks.common.errors import PipelineInputError
 from tasks.dataset.card import data_card
 from tasks.dataset.metadata import read_metadata
@@ -90,11 +91,13 @@ def check_release_folder_is_ours(out: Path) -> None:
 
 
 def _read_small(path: Path) -> str | None:
-    """The text of a regular file of at most _MAX_OWN_FILE_BYTES; None otherwise."""
-    if path.is_symlink() or not path.is_file() or path.stat().st_size > _MAX_OWN_FILE_BYTES:
+    """The text of a regular file (not a link) of at most _MAX_OWN_FILE_BYTES; None otherwise."""
+    if path.is_symlink():
         return None
-    with open(path, "rb") as f:
-        return f.read(_MAX_OWN_FILE_BYTES + 1).decode("utf-8", "replace")
+    try:
+        return read_bounded(path, _MAX_OWN_FILE_BYTES, path.name).decode("utf-8", "replace")
+    except PipelineInputError:
+        return None
 
 
 EXTRAS_ZIP = "singinghead_extras.zip"
