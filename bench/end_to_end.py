@@ -290,24 +290,25 @@ def main(argv=None) -> int:
     if not args.no_oracle:
         n = write_oracle_frames(lay, model, subject, truth_root, portrait_size)
         print(f"oracle: {n} segments' frames rewritten with the truth's landmarks")
-        rerun_from(processed, subject, "refine")
-        t0 = time.perf_counter()
-        if not build(AssembleDataset, workers=1, overrides=overrides, log_level="WARNING").ok:
-            print("the DAG failed on oracle landmarks", file=sys.stderr)
+
+        def refine_again(label: str) -> dict | None:
+            """Rebuild from the refinement on what is now in processed/; the figures, or None."""
+            rerun_from(processed, subject, "refine")
+            t0 = time.perf_counter()
+            if not build(AssembleDataset, workers=1, overrides=overrides, log_level="WARNING").ok:
+                print(f"the DAG failed on {label}", file=sys.stderr)
+                return None
+            print(f"{label}: DAG {time.perf_counter() - t0:.0f} s")
+            return measure(model, rec, lay, work, raw, processed, truth_root, subject, auto=False)
+
+        runs["b oracle lmk"] = refine_again("(b) oracle landmarks, fitted shape")
+        if runs["b oracle lmk"] is None:
             return 1
-        print(f"(b) oracle landmarks, fitted shape: DAG {time.perf_counter() - t0:.0f} s")
-        runs["b oracle lmk"] = measure(model, rec, lay, work, raw, processed, truth_root, subject,
-                                       auto=False)
         true_shape = np.load(truth_root / subject / "subject_truth.npz")["shape"].astype(np.float32)
         write_bytes_atomic(lay.scan_shape_npy(subject), npy_bytes(true_shape))
-        rerun_from(processed, subject, "refine")
-        t0 = time.perf_counter()
-        if not build(AssembleDataset, workers=1, overrides=overrides, log_level="WARNING").ok:
-            print("the DAG failed on oracle landmarks and the true shape", file=sys.stderr)
+        runs["a oracle+shape"] = refine_again("(a) oracle landmarks, true shape")
+        if runs["a oracle+shape"] is None:
             return 1
-        print(f"(a) oracle landmarks, true shape: DAG {time.perf_counter() - t0:.0f} s")
-        runs["a oracle+shape"] = measure(model, rec, lay, work, raw, processed, truth_root, subject,
-                                         auto=False)
         keys = ["shape_mm", "scale_err", "head_rot_deg", "jaw_deg", "face_ve_mm", "lip_ve_mm", "rmse_ratio",
                 "jitter_ratio", "jitter_abs_deg", "jitter_abs_deg_truth", "av_offset_samples"]
         print("decomposition:")
