@@ -33,7 +33,8 @@ smoothing and Eq. 1 see are the truth's; (a) *oracle landmarks and true shape*: 
 true shape written over shape/shape.npy. A table prints every figure for each; the detector's own
 error against the truth landmarks (portrait pixels) is printed per landmark group and per |yaw| bin.
 
-Usage: python bench/end_to_end.py [--seconds 12] [--width 1280 --height 720] [--keep DIR] [--no-oracle]
+Usage: python bench/end_to_end.py [--seconds 12] [--width 1280 --height 720] [--seed 0] [--photo astronaut|hopper]
+[--keep DIR] [--no-oracle]
 Last line: BENCH end_to_end shape_mm=<f> scale_err=<f> head_rot_deg=<f> jaw_deg=<f> face_ve_mm=<f>
 lip_ve_mm=<f> rmse_ratio=<f> av_offset_samples=<int> jitter_ratio=<f> jitter_abs_deg=<f>
 jitter_abs_deg_truth=<f> head_rot_deg_oracle=<f> jaw_deg_oracle=<f> lip_ve_mm_oracle=<f>
@@ -60,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 import luigi.configuration  # noqa: E402
 import soundfile as sf  # noqa: E402
 
+from demo.capture import PHOTOS  # noqa: E402
 from demo.scan import read_truth  # noqa: E402
 from demo.synthetic_motion import compose, rotation_error_deg  # noqa: E402
 from demo.truth_capture import make_truth_capture, read_song_truth  # noqa: E402
@@ -241,6 +243,8 @@ def main(argv=None) -> int:
     ap.add_argument("--height", type=int, default=720)
     ap.add_argument("--clip-frames", type=int, default=90, help="[dataset] clip_frames for this small capture")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--photo", choices=sorted(PHOTOS), default="astronaut",
+                    help="the face photograph textured onto the truth capture's head (demo.capture.PHOTOS)")
     ap.add_argument("--keep", default="", help="work in this folder and keep it (default: a temp folder)")
     ap.add_argument("--set", nargs="*", default=[], help="luigi overrides section.option=value")
     ap.add_argument("--rerun-from", choices=["estimate", "scan", "refine", "assemble"], default=None,
@@ -262,7 +266,8 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     make_truth_capture(raw, truth_root, width=args.width, height=args.height, seconds=args.seconds,
-                       n_subjects=1, n_songs=1, seed=args.seed, scan_landmarks=True, model=model)
+                       n_subjects=1, n_songs=1, seed=args.seed, scan_landmarks=True, model=model,
+                       photo=args.photo)
     t_capture = time.perf_counter() - t0
     subject = "S001"
     if args.rerun_from:

@@ -31,6 +31,8 @@ import av
 import cv2
 import dlib
 import numpy as np
+from matplotlib import cbook
+from PIL import Image
 from scipy.signal import resample_poly
 from skimage import data
 
@@ -192,9 +194,28 @@ def _head_alpha(shape, lm: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(mask, (0, 0), 1.5)
 
 
-def subject_photo(variant: int) -> np.ndarray:
-    """The astronaut's face crop (H,W,3) uint8 RGB; odd variants mirrored, later ones re-tinted."""
-    photo = np.ascontiguousarray(data.astronaut()[_CROP])
+# The face photographs that ship inside installed packages (nothing is downloaded), by name:
+# (loader of the whole RGB image, crop (rows, cols) holding hair, face and some neck, credit).
+def _grace_hopper() -> np.ndarray:
+    # matplotlib's own sample data (mpl-data/sample_data), read through the package, not a path of ours
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        return np.asarray(Image.open(f).convert("RGB"))
+
+
+PHOTOS = {
+    "astronaut": (data.astronaut, _CROP, "scikit-image's astronaut photograph (NASA, public domain)"),
+    "hopper": (_grace_hopper, (slice(40, 420), slice(110, 420)),
+               "matplotlib's Grace Hopper photograph (U.S. Navy, public domain)"),
+}
+
+
+def subject_photo(variant: int, photo: str = "astronaut") -> np.ndarray:
+    """The face crop (H,W,3) uint8 RGB of a shipped photo (PHOTOS); odd variants mirrored, later ones
+    re-tinted."""
+    if photo not in PHOTOS:
+        raise PipelineInputError(photo, "unknown demo photo", f"pick one of {', '.join(PHOTOS)}")
+    load, crop, _ = PHOTOS[photo]
+    photo = np.ascontiguousarray(load()[crop])
     if variant % 2:
         photo = np.ascontiguousarray(photo[:, ::-1])
     if variant:
