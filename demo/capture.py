@@ -345,14 +345,17 @@ def _project(h: np.ndarray, pts: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- frames
-def studio_background(width: int, height: int, seed: int) -> np.ndarray:
-    """A textured backdrop (H,W,3) uint8 BGR: gradient, soft blotches and fine grain.
+def studio_background(width: int, height: int, seed: int, base_bgr=None) -> np.ndarray:
+    """A textured backdrop (H,W,3) uint8 BGR: gradient, soft blotches and fine grain around a base
+    colour (random unless `base_bgr` (3,) is given).
 
     The grain matters: flat generated frames decode 2-3x faster than real footage.
     """
     rng = np.random.default_rng([seed, 606])
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     base = np.array(rng.uniform(90, 170, 3), np.float32)
+    if base_bgr is not None:
+        base = np.asarray(base_bgr, np.float32).reshape(3)
     grad = (0.25 * xx / width - 0.2 * yy / height)[..., None] * np.array(rng.uniform(40, 90, 3), np.float32)
     small = rng.standard_normal((max(height // 64, 2), max(width // 64, 2), 3)).astype(np.float32)
     blot = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC) * 12.0

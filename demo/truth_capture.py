@@ -44,7 +44,7 @@ from tasks.media.audio_io import write_wav
 
 log = logging.getLogger("singinghead.demo")
 
-TRUTH_VERSION = 1
+TRUTH_VERSION = 2           # 2: skin continues past the face (no painted outline), cool backdrop
 SCAN_UNITS = "mm"
 YAW_MAX_DEG = 30.0
 DEMO_YAW_MAX_DEG = 18.0    # in the demo timeline (event_times), see plan_motion
@@ -83,6 +83,16 @@ def make_subject(model, seed: int, variant: int, texture_size: int = 1024, photo
     head = textured_head(verts, model.faces.cpu().numpy().astype(np.int64), lmk, photo,
                          photo_landmarks(photo), texture_size)
     return Subject(shape=shape, head=head, neutral_landmarks=lmk, face_height=fh)
+
+
+def backdrop(width: int, height: int, seed: int) -> np.ndarray:
+    """The studio backdrop (H,W,3) uint8 BGR in a cool blue-green (red 60-100, green 100-150, blue
+    120-170): a head's outline against it is a change of hue at any shading (skin is red over
+    blue), as with a real studio's chroma or grey-blue backdrop, never skin against skin-coloured
+    paint."""
+    rng = np.random.default_rng([seed, 616])
+    base_bgr = [rng.uniform(120, 170), rng.uniform(100, 150), rng.uniform(60, 100)]
+    return studio_background(width, height, seed, base_bgr=base_bgr)
 
 
 # ----------------------------------------------------------------------------- motion
@@ -338,7 +348,7 @@ def make_truth_capture(out: Path, truth: Path, width: int = 3840, height: int = 
                     write_demo_scan(scan_tmp, truth / sid, sub_seed, subject_photo(variant, photo),
                                     write_landmarks=scan_landmarks, model=model, shape=subject.shape,
                                     units=SCAN_UNITS)
-            background = studio_background(width, height, seed * 1000 + variant)
+            background = backdrop(width, height, seed * 1000 + variant)
             songs = []
             for song in subj["songs"]:
                 params = {"truth_version": TRUTH_VERSION, "width": width, "height": height, "seconds": seconds,
