@@ -79,7 +79,8 @@ def test_projected_truth_landmarks_agree_with_dlib(capture):
     for i, rgb in frames.items():
         lm = dlib_landmarks(rgb, upsample=1)
         assert lm is not None, f"Dlib found no face in frame {i}"
-        # static 51 (the jaw contour at yaw follows the painted outline, not the model's contour)
+        # static 51 (at yaw the model's 17 contour points slide round the jaw by 0.8 x the yaw (its dynamic
+        # contour rule), away from the jaw line Dlib marks: bench/end_to_end.py measures that)
         errs.append(np.linalg.norm(lm[17:] - arr["landmarks"][i, 17:], axis=1).mean())
     face_px = np.ptp(arr["landmarks"][list(frames)][:, :, 1], axis=1).mean()
     assert np.median(errs) < max(4.0, 0.06 * face_px), (errs, face_px)
