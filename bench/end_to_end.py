@@ -33,8 +33,8 @@ smoothing and Eq. 1 see are the truth's; (a) *oracle landmarks and true shape*: 
 true shape written over shape/shape.npy. A table prints every figure for each; the detector's own
 error against the truth landmarks (portrait pixels) is printed per landmark group and per |yaw| bin.
 
-Usage: python bench/end_to_end.py [--seconds 12] [--width 1280 --height 720] [--seed 0] [--photo astronaut|hopper]
-[--keep DIR] [--no-oracle]
+Usage: python bench/end_to_end.py [--seconds 12] [--width 1280 --height 720] [--seed 0]
+[--photo astronaut|hopper] [--keep DIR] [--no-oracle]
 Last line: BENCH end_to_end shape_mm=<f> scale_err=<f> head_rot_deg=<f> jaw_deg=<f> face_ve_mm=<f>
 lip_ve_mm=<f> rmse_ratio=<f> av_offset_samples=<int> jitter_ratio=<f> jitter_abs_deg=<f>
 jitter_abs_deg_truth=<f> head_rot_deg_oracle=<f> jaw_deg_oracle=<f> lip_ve_mm_oracle=<f>
@@ -200,10 +200,10 @@ def surface_contour(model, truth: dict, a: int, b: int) -> np.ndarray:
 
 def detector_errors(lay, subject: str, song: str, truth: dict, portrait_size: int, model=None) -> dict:
     """Per-landmark distances (portrait px) of the detector's landmarks (frames/*.npz of the default
-    run) to the truth's: {'dist': (N,68), 'yaw': (N,) |true yaw| degrees} over frames both have;
-    with `model`, also 'surface': (N,17) the detector's contour to the surface contour points
-    (surface_contour)."""
-    dist, yaw, surf = [], [], []
+    run) to the truth's: {'dist': (N,68), 'yaw': (N,) |true yaw| degrees, 'frame': (N,) recording
+    frames, 'detected', 'truth': (N,68,2) portrait px} over frames both have; with `model`, also
+    'surface': (N,17) the detector's contour to the surface contour points (surface_contour)."""
+    dist, yaw, surf, frames, detected, true = [], [], [], [], [], []
     head_true = compose(truth["global_orient"].astype(np.float64), truth["neck_pose"].astype(np.float64))
     for seg in lay.load_segments(subject, song):
         path = lay.frames_npz(subject, song, int(seg["index"]))
@@ -216,11 +216,15 @@ def detector_errors(lay, subject: str, song: str, truth: dict, portrait_size: in
         dist.append(np.linalg.norm(det[both] - lmk[both], axis=2))
         a = int(seg["start_frame"])
         yaw.append(np.abs(head_yaw_deg(head_true[a:a + len(ok)][both])))
+        frames.append(a + np.flatnonzero(both))
+        detected.append(det[both])
+        true.append(lmk[both])
         if model is not None:
             x0, y0, x1, _ = (float(v) for v in seg["box"])
             sc = (surface_contour(model, truth, a, a + len(ok)) - [x0, y0]) * (portrait_size / (x1 - x0))
             surf.append(np.linalg.norm(det[both, :17] - sc[both], axis=2))
-    out = {"dist": np.concatenate(dist), "yaw": np.concatenate(yaw)}
+    out = {"dist": np.concatenate(dist), "yaw": np.concatenate(yaw), "frame": np.concatenate(frames),
+           "detected": np.concatenate(detected), "truth": np.concatenate(true)}
     if model is not None:
         out["surface"] = np.concatenate(surf)
     return out
@@ -231,8 +235,10 @@ def print_detector_errors(err: dict) -> None:
     print(f"detector landmarks vs truth (portrait px, mean per landmark, {len(d)} frames; 'surface': the "
           "detector's contour vs the frontal contour points fixed on the surface):")
     surf = err.get("surface")
-    groups = lambda x, m: "  ".join(f"{g} {x[m][:, sl].mean():.2f}" for g, sl in GROUPS.items()) + (  # noqa: E731
-        f"  surface {surf[m].mean():.2f}" if surf is not None else "")
+
+    def groups(x, m):
+        out = "  ".join(f"{g} {x[m][:, sl].mean():.2f}" for g, sl in GROUPS.items())
+        return out + (f"  surface {surf[m].mean():.2f}" if surf is not None else "")
     everything = np.ones(len(d), bool)
     print(f"  {groups(d, everything)}  all {d.mean():.2f}")
     for lo, hi in YAW_BINS:
@@ -315,7 +321,10 @@ def main(argv=None) -> int:
     res = measure(model, rec, lay, work, raw, processed, truth_root, subject)
     for song in lay.list_songs(subject):
         truth, _ = read_song_truth(truth_root / subject / song)
-        print_detector_errors(detector_errors(lay, subject, song, truth, portrait_size, model))
+        err = detector_errors(lay, subject, song, truth, portrait_size, model)
+        print_detector_errors(err)
+        if args.keep:   # per frame, for a closer look (the oracle runs below overwrite frames/*.npz)
+            np.savez(work / f"detector_{song}.npz", **err)
     print("targets (default stand-ins):")
     for k, (op, target) in TARGETS.items():
         v = res[k]

@@ -32,8 +32,9 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from demo.capture import (FACE_HEIGHT_4K, ORIGINAL_SR, PHOTOS, VOCAL_SR, HeadPath, _song_is_current, head_path,
-                          plan_capture, song_audio, studio_background, subject_photo, write_song_folder)
+from demo.capture import (FACE_HEIGHT_4K, ORIGINAL_SR, PHOTOS, VOCAL_SR, HeadPath, _song_is_current,
+                          head_path, plan_capture, song_audio, studio_background, subject_photo,
+                          write_song_folder)
 from demo.scan import photo_landmarks, procedural_head_model, write_demo_scan
 from demo.truth_render import TexturedHead, project, render_head, textured_head
 from flame_fit.scan_fit import neutral_mesh
@@ -305,8 +306,8 @@ def make_truth_song(song_dir: Path, truth_dir: Path, song: dict, model, subject:
 def make_truth_capture(out: Path, truth: Path, width: int = 3840, height: int = 2160, seconds: float = SONG_S,
                        n_subjects: int = 2, n_songs: int = 2, seed: int = 0, fps: int = 30,
                        workers: int | None = None, force: bool = False, with_scan: bool = True,
-                       scan_landmarks: bool = False, model=None, texture_size: int = 1024, photo: str = "astronaut",
-                       task=None) -> dict:
+                       scan_landmarks: bool = False, model=None, texture_size: int = 1024,
+                       photo: str = "astronaut", task=None) -> dict:
     """Write a truth capture under `out` (raw/ layout) and its truth under `truth` (module doc).
 
     `model`: the head model (default: the procedural head model, demo.scan.procedural_head_model;

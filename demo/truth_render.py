@@ -130,7 +130,8 @@ def skin_texture(photo: np.ndarray, photo_lmk: np.ndarray, tex_lmk: np.ndarray, 
     # the photo's low frequencies over the face only (normalised convolution: no background leaks in)
     sigma = 0.08 * eye_px
     wsum = ndimage.gaussian_filter(face.astype(np.float64), sigma)
-    low = np.stack([ndimage.gaussian_filter(np.where(face, warped[..., k], 0.0), sigma) for k in range(3)], -1)
+    low = np.stack([ndimage.gaussian_filter(np.where(face, warped[..., k], 0.0), sigma)
+                    for k in range(3)], axis=-1)
     low /= np.maximum(wsum, 1e-6)[..., None]
     # the core: the face less a band along its edge, where the photo darkens towards its own
     # silhouette or catches hair; the band crossfades from the core's photo to the skin tone
@@ -168,7 +169,8 @@ def textured_head(vertices: np.ndarray, faces: np.ndarray, landmarks: np.ndarray
     uv = _uv_map(vertices, landmarks, eye)
     tex_lmk_uv = _uv_map(landmarks, landmarks, eye)
     tex_px = np.stack([tex_lmk_uv[:, 0] * size, (1 - tex_lmk_uv[:, 1]) * size], axis=1)
-    texture, skin = skin_texture(photo, photo_lmk, tex_px, size, eye_px=(FACE_UV[1] - FACE_UV[0]) * size / 3.0)
+    texture, skin = skin_texture(photo, photo_lmk, tex_px, size,
+                                 eye_px=(FACE_UV[1] - FACE_UV[0]) * size / 3.0)
     # mouth cavity between the inner lips, feathered by a pixel or two
     mask = np.zeros((size, size), np.float32)
     cv2.fillPoly(mask, [np.round(tex_px[60:68] * 4).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=2)
