@@ -1,9 +1,11 @@
 """The truth capture: a demo capture whose every number is known in 3D.
 
 Each subject is the head model (procedural by default; the CLI passes FLAME when `[flame]` is set) at
-a known identity shape, textured with scikit-image's astronaut photograph (NASA, public domain;
-the second subject mirrored and re-tinted) warped so that the photo's Dlib landmarks land on the
-model's own landmarks, with a dark mouth cavity between the inner lips (demo.truth_render). It is
+a known identity shape, textured with a shipped photograph (scikit-image's astronaut by default,
+or matplotlib's Grace Hopper; both public domain; the second subject mirrored and re-tinted)
+warped so that the photo's Dlib landmarks land on the model's own landmarks, the skin continuing
+past the face without a painted outline, with a dark mouth cavity between the inner lips
+(demo.truth_render), in front of a cool blue-green backdrop (`backdrop`). It is
 rendered exactly (ray casting, barycentric texture lookup, scaled orthographic camera; see
 demo.truth_render for the camera model) under known per-frame expression, jaw, neck, global
 orientation and camera, moving like a singer: the jaw and a few expression components follow the
@@ -319,6 +321,8 @@ def make_truth_capture(out: Path, truth: Path, width: int = 3840, height: int = 
     if width % 2 or height % 2 or width < 160 or height < 90:
         raise PipelineInputError(f"{width}x{height}", "demo frame size must be even and at least 160x90",
                                  "pick e.g. 1280x720 or 3840x2160")
+    if photo not in PHOTOS:
+        raise PipelineInputError(photo, "unknown demo photo", f"pick one of {', '.join(PHOTOS)}")
     if seconds < 4.0:
         raise PipelineInputError(f"{seconds}s", "demo songs need at least 4 s for the excursion and the "
                                  "off-frame span", "give 6 s or more (singinghead demo-capture --seconds 6)")
