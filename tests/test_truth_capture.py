@@ -235,6 +235,7 @@ def test_unknown_photo_is_refused_before_anything_is_written(tmp_path):
     from demo.capture import subject_photo
     from tasks.common.errors import PipelineInputError
     with pytest.raises(PipelineInputError, match="astronaut, hopper"):
-        make_truth_capture(tmp_path / "raw", tmp_path / "truth", width=320, height=180, seconds=4, photo="mona")
+        make_truth_capture(tmp_path / "raw", tmp_path / "truth", width=320, height=180, seconds=4,
+                           photo="mona")
     assert not (tmp_path / "raw").exists() and not (tmp_path / "truth").exists()
     assert subject_photo(0, "hopper").shape == (380, 310, 3)      # shipped with matplotlib, offline
