@@ -33,7 +33,8 @@ smoothing and Eq. 1 see are the truth's; (a) *oracle landmarks and true shape*: 
 true shape written over shape/shape.npy. A table prints every figure for each; the detector's own
 error against the truth landmarks (portrait pixels) is printed per landmark group and per |yaw| bin.
 
-Usage: python bench/end_to_end.py [--seconds 12] [--width 1280 --height 720] [--keep DIR] [--no-oracle]
+Usage: python bench/end_to_end.py [--seconds 12] [--width 1280 --height 720] [--seed 0]
+[--photo astronaut|hopper] [--keep DIR] [--no-oracle]
 Last line: BENCH end_to_end shape_mm=<f> scale_err=<f> head_rot_deg=<f> jaw_deg=<f> face_ve_mm=<f>
 lip_ve_mm=<f> rmse_ratio=<f> av_offset_samples=<int> jitter_ratio=<f> jitter_abs_deg=<f>
 jitter_abs_deg_truth=<f> head_rot_deg_oracle=<f> jaw_deg_oracle=<f> lip_ve_mm_oracle=<f>
@@ -60,9 +61,11 @@ sys.path.insert(0, str(ROOT))
 import luigi.configuration  # noqa: E402
 import soundfile as sf  # noqa: E402
 
+from demo.capture import PHOTOS  # noqa: E402
 from demo.scan import read_truth  # noqa: E402
 from demo.synthetic_motion import compose, rotation_error_deg  # noqa: E402
 from demo.truth_capture import make_truth_capture, read_song_truth  # noqa: E402
+from demo.truth_render import project  # noqa: E402
 from flame_fit.geometry import vertex_normals  # noqa: E402
 from flame_fit.landmark_fit import fit_segment  # noqa: E402
 from scipy.spatial.transform import Rotation  # noqa: E402
@@ -179,10 +182,28 @@ def oracle_landmarks(truth: dict, segment: dict, portrait_size: int) -> tuple[np
     return lmk, inside & truth["face_visible"][a:b].astype(bool)
 
 
-def detector_errors(lay, subject: str, song: str, truth: dict, portrait_size: int) -> dict:
+@torch.no_grad()
+def surface_contour(model, truth: dict, a: int, b: int) -> np.ndarray:
+    """The jaw contour as points fixed on the surface, frames [a, b) of the truth: (T,17,2) frame px.
+
+    The model's 17 contour landmarks slide over the jaw with the yaw (the dynamic contour, row
+    `yaw` of its table); these are row 0's points (where they sit on a frontal face) posed and
+    projected like the truth's, so the detector's contour can be told apart from the model's rule.
+    """
+    f = lambda k: torch.as_tensor(truth[k][a:b].astype(np.float32))  # noqa: E731
+    shape = torch.as_tensor(np.repeat(truth["shape"][None], b - a, 0).astype(np.float32))
+    verts = model(shape, f("expression"), f("global_orient"), f("neck_pose"), f("jaw_pose")).vertices.double()
+    tri = model.faces[model.dynamic_lmk_faces_idx[0]]                                   # (17,3)
+    pts = (verts[:, tri] * model.dynamic_lmk_bary[0].double()[None, :, :, None]).sum(dim=2).numpy()
+    return np.stack([project(pts[t], truth["camera"][a + t]) for t in range(b - a)])
+
+
+def detector_errors(lay, subject: str, song: str, truth: dict, portrait_size: int, model=None) -> dict:
     """Per-landmark distances (portrait px) of the detector's landmarks (frames/*.npz of the default
-    run) to the truth's: {'dist': (N,68), 'yaw': (N,) |true yaw| degrees} over frames both have."""
-    dist, yaw = [], []
+    run) to the truth's: {'dist': (N,68), 'yaw': (N,) |true yaw| degrees, 'frame': (N,) recording
+    frames, 'detected', 'truth': (N,68,2) portrait px} over frames both have; with `model`, also
+    'surface': (N,17) the detector's contour to the surface contour points (surface_contour)."""
+    dist, yaw, surf, frames, detected, true = [], [], [], [], [], []
     head_true = compose(truth["global_orient"].astype(np.float64), truth["neck_pose"].astype(np.float64))
     for seg in lay.load_segments(subject, song):
         path = lay.frames_npz(subject, song, int(seg["index"]))
@@ -195,18 +216,35 @@ def detector_errors(lay, subject: str, song: str, truth: dict, portrait_size: in
         dist.append(np.linalg.norm(det[both] - lmk[both], axis=2))
         a = int(seg["start_frame"])
         yaw.append(np.abs(head_yaw_deg(head_true[a:a + len(ok)][both])))
-    return {"dist": np.concatenate(dist), "yaw": np.concatenate(yaw)}
+        frames.append(a + np.flatnonzero(both))
+        detected.append(det[both])
+        true.append(lmk[both])
+        if model is not None:
+            x0, y0, x1, _ = (float(v) for v in seg["box"])
+            sc = (surface_contour(model, truth, a, a + len(ok)) - [x0, y0]) * (portrait_size / (x1 - x0))
+            surf.append(np.linalg.norm(det[both, :17] - sc[both], axis=2))
+    out = {"dist": np.concatenate(dist), "yaw": np.concatenate(yaw), "frame": np.concatenate(frames),
+           "detected": np.concatenate(detected), "truth": np.concatenate(true)}
+    if model is not None:
+        out["surface"] = np.concatenate(surf)
+    return out
 
 
 def print_detector_errors(err: dict) -> None:
     d, yaw = err["dist"], err["yaw"]
-    print(f"detector landmarks vs truth (portrait px, mean per landmark, {len(d)} frames):")
-    groups = lambda x: "  ".join(f"{g} {x[:, sl].mean():.2f}" for g, sl in GROUPS.items())  # noqa: E731
-    print(f"  {groups(d)}  all {d.mean():.2f}")
+    print(f"detector landmarks vs truth (portrait px, mean per landmark, {len(d)} frames; 'surface': the "
+          "detector's contour vs the frontal contour points fixed on the surface):")
+    surf = err.get("surface")
+
+    def groups(x, m):
+        out = "  ".join(f"{g} {x[m][:, sl].mean():.2f}" for g, sl in GROUPS.items())
+        return out + (f"  surface {surf[m].mean():.2f}" if surf is not None else "")
+    everything = np.ones(len(d), bool)
+    print(f"  {groups(d, everything)}  all {d.mean():.2f}")
     for lo, hi in YAW_BINS:
         m = (yaw >= lo) & (yaw < hi)
         if m.any():
-            print(f"  |yaw| {lo:2d}-{hi:2d} deg ({m.sum():4d} frames): {groups(d[m])}  all {d[m].mean():.2f}")
+            print(f"  |yaw| {lo:2d}-{hi:2d} deg ({m.sum():4d} frames): {groups(d, m)}  all {d[m].mean():.2f}")
 
 
 def write_oracle_frames(lay, model, subject: str, truth_root: Path, portrait_size: int) -> int:
@@ -241,6 +279,8 @@ def main(argv=None) -> int:
     ap.add_argument("--height", type=int, default=720)
     ap.add_argument("--clip-frames", type=int, default=90, help="[dataset] clip_frames for this small capture")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--photo", choices=sorted(PHOTOS), default="astronaut",
+                    help="the face photograph textured onto the truth capture's head (demo.capture.PHOTOS)")
     ap.add_argument("--keep", default="", help="work in this folder and keep it (default: a temp folder)")
     ap.add_argument("--set", nargs="*", default=[], help="luigi overrides section.option=value")
     ap.add_argument("--rerun-from", choices=["estimate", "scan", "refine", "assemble"], default=None,
@@ -262,7 +302,8 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     make_truth_capture(raw, truth_root, width=args.width, height=args.height, seconds=args.seconds,
-                       n_subjects=1, n_songs=1, seed=args.seed, scan_landmarks=True, model=model)
+                       n_subjects=1, n_songs=1, seed=args.seed, scan_landmarks=True, model=model,
+                       photo=args.photo)
     t_capture = time.perf_counter() - t0
     subject = "S001"
     if args.rerun_from:
@@ -280,7 +321,10 @@ def main(argv=None) -> int:
     res = measure(model, rec, lay, work, raw, processed, truth_root, subject)
     for song in lay.list_songs(subject):
         truth, _ = read_song_truth(truth_root / subject / song)
-        print_detector_errors(detector_errors(lay, subject, song, truth, portrait_size))
+        err = detector_errors(lay, subject, song, truth, portrait_size, model)
+        print_detector_errors(err)
+        if args.keep:   # per frame, for a closer look (the oracle runs below overwrite frames/*.npz)
+            np.savez(work / f"detector_{song}.npz", **err)
     print("targets (default stand-ins):")
     for k, (op, target) in TARGETS.items():
         v = res[k]

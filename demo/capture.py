@@ -31,6 +31,8 @@ import av
 import cv2
 import dlib
 import numpy as np
+from matplotlib import cbook
+from PIL import Image
 from scipy.signal import resample_poly
 from skimage import data
 
@@ -192,9 +194,28 @@ def _head_alpha(shape, lm: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(mask, (0, 0), 1.5)
 
 
-def subject_photo(variant: int) -> np.ndarray:
-    """The astronaut's face crop (H,W,3) uint8 RGB; odd variants mirrored, later ones re-tinted."""
-    photo = np.ascontiguousarray(data.astronaut()[_CROP])
+# The face photographs that ship inside installed packages (nothing is downloaded), by name:
+# (loader of the whole RGB image, crop (rows, cols) holding hair, face and some neck, credit).
+def _grace_hopper() -> np.ndarray:
+    # matplotlib's own sample data (mpl-data/sample_data), read through the package, not a path of ours
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        return np.asarray(Image.open(f).convert("RGB"))
+
+
+PHOTOS = {
+    "astronaut": (data.astronaut, _CROP, "scikit-image's astronaut photograph (NASA, public domain)"),
+    "hopper": (_grace_hopper, (slice(40, 420), slice(110, 420)),
+               "matplotlib's Grace Hopper photograph (U.S. Navy, public domain)"),
+}
+
+
+def subject_photo(variant: int, photo: str = "astronaut") -> np.ndarray:
+    """The face crop (H,W,3) uint8 RGB of a shipped photo (PHOTOS); odd variants mirrored, later ones
+    re-tinted."""
+    if photo not in PHOTOS:
+        raise PipelineInputError(photo, "unknown demo photo", f"pick one of {', '.join(PHOTOS)}")
+    load, crop, _ = PHOTOS[photo]
+    photo = np.ascontiguousarray(load()[crop])
     if variant % 2:
         photo = np.ascontiguousarray(photo[:, ::-1])
     if variant:
@@ -324,14 +345,17 @@ def _project(h: np.ndarray, pts: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- frames
-def studio_background(width: int, height: int, seed: int) -> np.ndarray:
-    """A textured backdrop (H,W,3) uint8 BGR: gradient, soft blotches and fine grain.
+def studio_background(width: int, height: int, seed: int, base_bgr=None) -> np.ndarray:
+    """A textured backdrop (H,W,3) uint8 BGR: gradient, soft blotches and fine grain around a base
+    colour (random unless `base_bgr` (3,) is given).
 
     The grain matters: flat generated frames decode 2-3x faster than real footage.
     """
     rng = np.random.default_rng([seed, 606])
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     base = np.array(rng.uniform(90, 170, 3), np.float32)
+    if base_bgr is not None:
+        base = np.asarray(base_bgr, np.float32).reshape(3)
     grad = (0.25 * xx / width - 0.2 * yy / height)[..., None] * np.array(rng.uniform(40, 90, 3), np.float32)
     small = rng.standard_normal((max(height // 64, 2), max(width // 64, 2), 3)).astype(np.float32)
     blot = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC) * 12.0

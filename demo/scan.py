@@ -81,14 +81,11 @@ def _estimate(cls, src: np.ndarray, dst: np.ndarray):
     return tf
 
 
-def face_texture(photo: np.ndarray, photo_lmk: np.ndarray, tex_lmk: np.ndarray, size: int,
-                 eye_px: float) -> np.ndarray:
-    """Warp the photo's face so its landmarks land on `tex_lmk`, over a skin-coloured texture.
-
-    photo (H, W, 3) uint8, photo_lmk / tex_lmk (68, 2) pixels (x, y), eye_px: outer eye-corner
-    distance in texture pixels. Returns (size, size, 3) uint8.
-    """
-
+def warp_face_photo(photo: np.ndarray, photo_lmk: np.ndarray, tex_lmk: np.ndarray, size: int,
+                    eye_px: float) -> np.ndarray:
+    """The photo warped so its landmarks land on `tex_lmk`: (size, size, 3) float64 in [0, 1], -1 where
+    the photo does not reach. photo (H, W, 3) uint8, photo_lmk / tex_lmk (68, 2) pixels (x, y),
+    eye_px: outer eye-corner distance in texture pixels."""
     # anchors around the face keep the piecewise warp smooth beyond the landmark hull
     sim = _estimate(SimilarityTransform, tex_lmk, photo_lmk)
     centre = tex_lmk[17:].mean(axis=0)
@@ -97,12 +94,28 @@ def face_texture(photo: np.ndarray, photo_lmk: np.ndarray, tex_lmk: np.ndarray, 
     src = np.concatenate([tex_lmk, ring])
     dst = np.concatenate([photo_lmk, sim(ring)])
     pwa = _estimate(PiecewiseAffineTransform, src, dst)
-    warped = warp(photo.astype(np.float64) / 255.0, pwa, output_shape=(size, size), order=1,
-                  mode="constant", cval=-1.0)
-    # the face mask: jaw contour plus the brows raised towards the forehead, feathered
+    return warp(photo.astype(np.float64) / 255.0, pwa, output_shape=(size, size), order=1,
+                mode="constant", cval=-1.0)
+
+
+def face_outline(tex_lmk: np.ndarray, eye_px: float, brow_raise: float = 0.35) -> np.ndarray:
+    """The face region's outline (27, 2) texture pixels: the jaw contour, closed over the brows
+    raised towards the forehead by `brow_raise` eye-corner distances."""
     brows = tex_lmk[17:27][::-1].copy()
-    brows[:, 1] -= 0.35 * eye_px
-    outline = np.concatenate([tex_lmk[0:17], brows])
+    brows[:, 1] -= brow_raise * eye_px
+    return np.concatenate([tex_lmk[0:17], brows])
+
+
+def face_texture(photo: np.ndarray, photo_lmk: np.ndarray, tex_lmk: np.ndarray, size: int,
+                 eye_px: float) -> np.ndarray:
+    """Warp the photo's face so its landmarks land on `tex_lmk`, over a skin-coloured texture.
+
+    photo (H, W, 3) uint8, photo_lmk / tex_lmk (68, 2) pixels (x, y), eye_px: outer eye-corner
+    distance in texture pixels. Returns (size, size, 3) uint8.
+    """
+    warped = warp_face_photo(photo, photo_lmk, tex_lmk, size, eye_px)
+    # the face mask: jaw contour plus the brows raised towards the forehead, feathered
+    outline = face_outline(tex_lmk, eye_px)
     mask = np.zeros((size, size), np.float64)
     rr, cc = polygon(outline[:, 1], outline[:, 0], shape=(size, size))
     mask[rr, cc] = 1.0

@@ -1,9 +1,11 @@
 """The truth capture: a demo capture whose every number is known in 3D.
 
 Each subject is the head model (procedural by default; the CLI passes FLAME when `[flame]` is set) at
-a known identity shape, textured with scikit-image's astronaut photograph (NASA, public domain;
-the second subject mirrored and re-tinted) warped so that the photo's Dlib landmarks land on the
-model's own landmarks, with a dark mouth cavity between the inner lips (demo.truth_render). It is
+a known identity shape, textured with a shipped photograph (scikit-image's astronaut by default,
+or matplotlib's Grace Hopper; both public domain; the second subject mirrored and re-tinted)
+warped so that the photo's Dlib landmarks land on the model's own landmarks, the skin continuing
+past the face without a painted outline, with a dark mouth cavity between the inner lips
+(demo.truth_render), in front of a cool blue-green backdrop (`backdrop`). It is
 rendered exactly (ray casting, barycentric texture lookup, scaled orthographic camera; see
 demo.truth_render for the camera model) under known per-frame expression, jaw, neck, global
 orientation and camera, moving like a singer: the jaw and a few expression components follow the
@@ -32,8 +34,9 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from demo.capture import (FACE_HEIGHT_4K, ORIGINAL_SR, VOCAL_SR, HeadPath, _song_is_current, head_path,
-                          plan_capture, song_audio, studio_background, subject_photo, write_song_folder)
+from demo.capture import (FACE_HEIGHT_4K, ORIGINAL_SR, PHOTOS, VOCAL_SR, HeadPath, _song_is_current,
+                          head_path, plan_capture, song_audio, studio_background, subject_photo,
+                          write_song_folder)
 from demo.scan import photo_landmarks, procedural_head_model, write_demo_scan
 from demo.truth_render import TexturedHead, project, render_head, textured_head
 from flame_fit.scan_fit import neutral_mesh
@@ -44,7 +47,7 @@ from tasks.media.audio_io import write_wav
 
 log = logging.getLogger("singinghead.demo")
 
-TRUTH_VERSION = 1
+TRUTH_VERSION = 2           # 2: skin continues past the face (no painted outline), cool backdrop
 SCAN_UNITS = "mm"
 YAW_MAX_DEG = 30.0
 DEMO_YAW_MAX_DEG = 18.0    # in the demo timeline (event_times), see plan_motion
@@ -76,12 +79,23 @@ def subject_geometry(model, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return shape, verts, lmk, float(lmk[19:25, 1].mean() - lmk[8, 1])
 
 
-def make_subject(model, seed: int, variant: int, texture_size: int = 1024) -> Subject:
+def make_subject(model, seed: int, variant: int, texture_size: int = 1024, photo_name: str = "astronaut"
+                 ) -> Subject:
     shape, verts, lmk, fh = subject_geometry(model, seed)
-    photo = subject_photo(variant)
+    photo = subject_photo(variant, photo_name)
     head = textured_head(verts, model.faces.cpu().numpy().astype(np.int64), lmk, photo,
                          photo_landmarks(photo), texture_size)
     return Subject(shape=shape, head=head, neutral_landmarks=lmk, face_height=fh)
+
+
+def backdrop(width: int, height: int, seed: int) -> np.ndarray:
+    """The studio backdrop (H,W,3) uint8 BGR in a cool blue-green (red 60-100, green 100-150, blue
+    120-170): a head's outline against it is a change of hue at any shading (skin is red over
+    blue), as with a real studio's chroma or grey-blue backdrop, never skin against skin-coloured
+    paint."""
+    rng = np.random.default_rng([seed, 616])
+    base_bgr = [rng.uniform(120, 170), rng.uniform(100, 150), rng.uniform(60, 100)]
+    return studio_background(width, height, seed, base_bgr=base_bgr)
 
 
 # ----------------------------------------------------------------------------- motion
@@ -294,17 +308,21 @@ def make_truth_song(song_dir: Path, truth_dir: Path, song: dict, model, subject:
 def make_truth_capture(out: Path, truth: Path, width: int = 3840, height: int = 2160, seconds: float = SONG_S,
                        n_subjects: int = 2, n_songs: int = 2, seed: int = 0, fps: int = 30,
                        workers: int | None = None, force: bool = False, with_scan: bool = True,
-                       scan_landmarks: bool = False, model=None, texture_size: int = 1024, task=None) -> dict:
+                       scan_landmarks: bool = False, model=None, texture_size: int = 1024,
+                       photo: str = "astronaut", task=None) -> dict:
     """Write a truth capture under `out` (raw/ layout) and its truth under `truth` (module doc).
 
     `model`: the head model (default: the procedural head model, demo.scan.procedural_head_model;
-    the CLI passes the `[flame]` model when one is configured). Deterministic
+    the CLI passes the `[flame]` model when one is configured); `photo`: the face photograph
+    (demo.capture.PHOTOS: "astronaut" or "hopper"). Deterministic
     for a seed; songs already written with the same parameters are kept unless `force`.
     """
     out, truth = Path(out), Path(truth)
     if width % 2 or height % 2 or width < 160 or height < 90:
         raise PipelineInputError(f"{width}x{height}", "demo frame size must be even and at least 160x90",
                                  "pick e.g. 1280x720 or 3840x2160")
+    if photo not in PHOTOS:
+        raise PipelineInputError(photo, "unknown demo photo", f"pick one of {', '.join(PHOTOS)}")
     if seconds < 4.0:
         raise PipelineInputError(f"{seconds}s", "demo songs need at least 4 s for the excursion and the "
                                  "off-frame span", "give 6 s or more (singinghead demo-capture --seconds 6)")
@@ -321,26 +339,27 @@ def make_truth_capture(out: Path, truth: Path, width: int = 3840, height: int = 
             sid, variant = subj["subject_id"], subj["variant"]
             sdir = out / sid
             notes = ("synthetic truth-capture subject: the " + str(getattr(model, "name", "head model"))
-                     + " at a known shape, textured with scikit-image's astronaut photograph (NASA, public domain)"
+                     + " at a known shape, textured with " + PHOTOS[photo][2]
                      + (", mirrored and re-tinted" if variant % 2 else ""))
             write_json_atomic(sdir / "subject.json", {"subject_id": sid, "gender": subj["gender"],
                                                       "professional": subj["professional"], "notes": notes})
             for folder in (sdir, sdir / "songs", truth / sid):
                 remove_stale_temps(folder)
             sub_seed = seed * 1000 + variant
-            subject = make_subject(model, sub_seed, variant, texture_size)
+            subject = make_subject(model, sub_seed, variant, texture_size, photo)
             save_npz_atomic(truth / sid / "subject_truth.npz", {"shape": subject.shape})
             if with_scan:
                 with atomic_dir(sdir / "scan") as scan_tmp:
-                    write_demo_scan(scan_tmp, truth / sid, sub_seed, subject_photo(variant),
+                    write_demo_scan(scan_tmp, truth / sid, sub_seed, subject_photo(variant, photo),
                                     write_landmarks=scan_landmarks, model=model, shape=subject.shape,
                                     units=SCAN_UNITS)
-            background = studio_background(width, height, seed * 1000 + variant)
+            background = backdrop(width, height, seed * 1000 + variant)
             songs = []
             for song in subj["songs"]:
                 params = {"truth_version": TRUTH_VERSION, "width": width, "height": height, "seconds": seconds,
                           "fps": fps, "seed": seed, "subject": sid, "song": song,
-                          "head_model": str(getattr(model, "name", "?")), "texture_size": texture_size}
+                          "head_model": str(getattr(model, "name", "?")), "texture_size": texture_size,
+                          "photo": photo}
                 song_dir = sdir / "songs" / song["song_id"]
                 truth_dir = truth / sid / song["song_id"]
                 if not force and _song_is_current(song_dir, truth_dir, params):

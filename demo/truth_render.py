@@ -28,11 +28,14 @@ import cv2
 import numba
 import numpy as np
 import open3d as o3d
+import scipy.sparse
+import scipy.sparse.linalg
+from scipy import ndimage
+from skimage.draw import polygon
 
-from demo.scan import face_texture
+from demo.scan import face_outline, warp_face_photo
 from flame_fit.geometry import vertex_normals
 
-SKIN = np.array([224, 172, 140], np.float64)
 HAIR = np.array([58, 40, 30], np.float64)
 CAVITY = np.array([60, 22, 25], np.float64)
 # texture layout (like demo.scan): the frontal projection fills uv [0.1, 0.9]; solid patches
@@ -56,6 +59,101 @@ def _uv_map(points: np.ndarray, lmk: np.ndarray, eye: float) -> np.ndarray:
     return a + (b - a) * (points[:, :2] - lo) / (3.0 * eye)
 
 
+def photo_skin_colour(low: np.ndarray, face: np.ndarray, tex_lmk: np.ndarray) -> np.ndarray:
+    """The skin tone (3,) in [0, 1] the head continues: the per-channel median of the photo's local mean
+    colour `low` (S,S,3) along the rim of the face mask (S,S) bool below the eyes (the cheeks and
+    the jaw, not the hair or a hat above the brows); tex_lmk (68,2) texture pixels. The face's own
+    edge, so the skin beyond it continues it, and the photo's shading inside stays as it was."""
+    rim = face & ~ndimage.binary_erosion(face, border_value=0)
+    rows = np.arange(face.shape[0])[:, None]
+    return np.median(low[rim & (rows > tex_lmk[36:48, 1].max())], axis=0)
+
+
+def harmonic_fill(values: np.ndarray, known: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Solve Laplace's equation for the pixels of `inside` (h,w) bool that are not `known` (h,w) bool,
+    with `values` (h,w,C) fixed where known (Dirichlet); returns (h,w,C), `values` elsewhere.
+
+    The smoothest field that takes the given values on the region's rim: the colour correction of
+    Poisson image blending (Perez et al. 2003). A sparse direct solve (scipy), exact and deterministic.
+    """
+    out = values.astype(np.float64).copy()
+    free = inside & ~known
+    idx = -np.ones(free.shape, np.int64)
+    idx[free] = np.arange(int(free.sum()))
+    n = int(free.sum())
+    if n == 0:
+        return out
+    ys, xs = np.nonzero(free)
+    rows, cols, data = [np.arange(n)], [np.arange(n)], [np.full(n, 4.0)]
+    rhs = np.zeros((n, values.shape[2]))
+    h, w = free.shape
+    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        yy, xx = np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)
+        nb = idx[yy, xx]
+        inner = nb >= 0
+        rows.append(np.flatnonzero(inner))
+        cols.append(nb[inner])
+        data.append(np.full(int(inner.sum()), -1.0))
+        # a neighbour outside the free set holds its fixed value (outside `inside`: Neumann, itself)
+        rim = ~inner & known[yy, xx]
+        rhs[rim] += out[yy[rim], xx[rim]]
+        self_ = ~inner & ~known[yy, xx]
+        data[0][self_] -= 1.0
+    a = scipy.sparse.csr_matrix((np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), (n, n))
+    out[free] = scipy.sparse.linalg.spsolve(a.tocsc(), rhs).reshape(n, -1)
+    return out
+
+
+def skin_texture(photo: np.ndarray, photo_lmk: np.ndarray, tex_lmk: np.ndarray, size: int, eye_px: float,
+                 step: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """The photo's face on skin that continues it without a seam: (texture (S,S,3) uint8, skin (3,) uint8).
+
+    The photo is warped so its landmarks land on `tex_lmk` (68,2 texture pixels); the face region
+    (demo.scan.face_outline, its contour pulled 5 % towards the face so that no background or hair
+    of the photo at its edge comes along) keeps the photo, and everything else is the skin tone of
+    the face's edge (photo_skin_colour). Poisson blending joins them: a smooth colour
+    correction, harmonic inside the region's core and cancelling the difference between the photo's
+    local mean colour and the skin tone on the core's rim, is added to the photo, which then fades
+    into the skin tone over a band along the region's edge (where the photo darkens towards its own
+    silhouette or catches hair). The texture has no painted outline for a detector to follow: a
+    face's outline comes from the geometry (silhouette and shading) alone. The correction is
+    smooth, so it is solved on a grid `step` times coarser and upsampled.
+    """
+    warped = warp_face_photo(photo, photo_lmk, tex_lmk, size, eye_px)
+    centre = tex_lmk[27:36].mean(axis=0)
+    outline = face_outline(tex_lmk, eye_px, brow_raise=0.3)
+    outline = centre + 0.95 * (outline - centre)
+    face = np.zeros((size, size), bool)
+    rr, cc = polygon(outline[:, 1], outline[:, 0], shape=(size, size))
+    face[rr, cc] = True
+    face &= ~np.any(warped < 0, axis=2)
+    # the photo's low frequencies over the face only (normalised convolution: no background leaks in)
+    sigma = 0.08 * eye_px
+    wsum = ndimage.gaussian_filter(face.astype(np.float64), sigma)
+    low = np.stack([ndimage.gaussian_filter(np.where(face, warped[..., k], 0.0), sigma)
+                    for k in range(3)], axis=-1)
+    low /= np.maximum(wsum, 1e-6)[..., None]
+    # the core: the face less a band along its edge, where the photo darkens towards its own
+    # silhouette or catches hair; the band crossfades from the core's photo to the skin tone
+    band = 0.12 * eye_px
+    depth = ndimage.distance_transform_edt(face)
+    core = depth > band
+    skin = photo_skin_colour(low, core, tex_lmk)
+    # coarse grid: the correction skin - low on the core's rim, harmonic inside
+    small = core[step // 2::step, step // 2::step]
+    rim = small & ~ndimage.binary_erosion(small, border_value=0)
+    corr = np.zeros(small.shape + (3,))
+    corr[rim] = skin - low[step // 2::step, step // 2::step][rim]
+    corr = harmonic_fill(corr, rim, small)
+    # the rim's values extended outwards (nearest), then upsampled
+    _, (iy, ix) = ndimage.distance_transform_edt(~small, return_indices=True)
+    corr = cv2.resize(corr[iy, ix], (size, size), interpolation=cv2.INTER_LINEAR)
+    x = np.clip(depth / band, 0, 1)
+    alpha = (x * x * (3 - 2 * x))[..., None]
+    tex = alpha * (np.clip(warped, 0, 1) + corr) + (1 - alpha) * skin
+    return (np.clip(tex, 0, 1) * 255 + 0.5).astype(np.uint8), (skin * 255 + 0.5).astype(np.uint8)
+
+
 def textured_head(vertices: np.ndarray, faces: np.ndarray, landmarks: np.ndarray, photo: np.ndarray,
                   photo_lmk: np.ndarray, size: int = 1024) -> TexturedHead:
     """Texture a neutral head: the photo warped so its Dlib landmarks land on the model's.
@@ -71,14 +169,14 @@ def textured_head(vertices: np.ndarray, faces: np.ndarray, landmarks: np.ndarray
     uv = _uv_map(vertices, landmarks, eye)
     tex_lmk_uv = _uv_map(landmarks, landmarks, eye)
     tex_px = np.stack([tex_lmk_uv[:, 0] * size, (1 - tex_lmk_uv[:, 1]) * size], axis=1)
-    texture = face_texture(photo, photo_lmk, tex_px, size, eye_px=eye / (3.0 * eye) * (FACE_UV[1] - FACE_UV[0])
-                           * size)
+    texture, skin = skin_texture(photo, photo_lmk, tex_px, size,
+                                 eye_px=(FACE_UV[1] - FACE_UV[0]) * size / 3.0)
     # mouth cavity between the inner lips, feathered by a pixel or two
     mask = np.zeros((size, size), np.float32)
     cv2.fillPoly(mask, [np.round(tex_px[60:68] * 4).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=2)
     mask = cv2.GaussianBlur(mask, (0, 0), max(size / 1024, 0.5))[..., None]
     texture = (texture * (1 - mask) + CAVITY * mask).round().astype(np.uint8)
-    for name, colour in (("skin", SKIN), ("hair", HAIR)):
+    for name, colour in (("skin", skin), ("hair", HAIR)):
         u, v = PATCH_UV[name]
         cx, cy, r = int(u * size), int((1 - v) * size), max(2, int(0.03 * size))
         texture[max(cy - r, 0):cy + r, max(cx - r, 0):cx + r] = colour.astype(np.uint8)

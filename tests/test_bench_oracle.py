@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.end_to_end import GROUPS, head_yaw_deg, oracle_landmarks  # noqa: E402
+from bench.end_to_end import GROUPS, head_yaw_deg, oracle_landmarks, surface_contour  # noqa: E402
 
 
 def test_oracle_landmarks_follow_the_crop_box():
@@ -36,3 +36,32 @@ def test_groups_cover_the_68_once_and_yaw_is_about_the_vertical():
     assert sorted(covered) == list(range(68))
     assert head_yaw_deg(np.array([[0.0, np.radians(25), 0.0]]))[0] == pytest.approx(25.0)
     assert head_yaw_deg(np.array([[np.radians(25), 0.0, 0.0]]))[0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_surface_contour_is_the_frontal_contour_carried_by_the_head():
+    # The model's 17 contour landmarks slide round the jaw with the yaw (its dynamic contour); the
+    # surface contour is where they sit on a frontal face, carried along by the head: the same
+    # points at yaw 0, a quarter of the face height away from the sliding ones at 30 degrees.
+    import torch
+    from demo.scan import procedural_head_model
+    from demo.truth_render import project
+    model = procedural_head_model()
+    T = 3
+    yaw = np.radians([0.0, 30.0, -30.0])
+    truth = {"shape": np.zeros(100, np.float32), "expression": np.zeros((T, 50), np.float32),
+             "jaw_pose": np.zeros((T, 3), np.float32), "neck_pose": np.zeros((T, 3), np.float32),
+             "global_orient": np.stack([np.zeros(T), yaw, np.zeros(T)], 1).astype(np.float32),
+             "camera": np.array([[2000.0, 320.0, 240.0]] * T, np.float32)}
+    with torch.no_grad():
+        out = model(torch.zeros(T, 100), torch.zeros(T, 50), torch.as_tensor(truth["global_orient"]),
+                    torch.zeros(T, 3), torch.zeros(T, 3))
+    lmk = np.stack([project(out.landmarks[t].double().numpy(), truth["camera"][t]) for t in range(T)])
+    face_h = np.ptp(lmk[0, :, 1])
+    sc = surface_contour(model, truth, 0, T)
+    assert sc.shape == (T, 17, 2)
+    np.testing.assert_allclose(sc[0], lmk[0, :17], atol=1e-3)
+    for t in (1, 2):
+        off = np.linalg.norm(sc[t] - lmk[t, :17], axis=1)
+        assert off.mean() > 0.15 * face_h, (t, off.mean(), face_h)
+        # and they are surface points: carried rigidly, the chin stays under the mouth
+        assert abs(sc[t, 8, 0] - lmk[t, 57, 0]) < abs(lmk[t, 8, 0] - lmk[t, 57, 0])
