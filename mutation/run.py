@@ -296,15 +296,18 @@ def plan_jobs(mod: dict, session: Path, cov: dict, results: queue.Queue) -> list
     return jobs
 
 
-def worker(index: int, jobs: queue.Queue, results: queue.Queue, stop: threading.Event) -> None:
+def worker(index: int, jobs: queue.Queue, results: queue.Queue, planned: threading.Event,
+           stop: threading.Event) -> None:
     sandbox = SANDBOXES / f"w{index}"
     server = ForkServer(sandbox)
     try:
         while not stop.is_set():
             try:
-                job = jobs.get_nowait()
+                job = jobs.get(timeout=0.5)
             except queue.Empty:
-                return
+                if planned.is_set():
+                    return
+                continue
             try:
                 results.put((job.session, job.job_id, test_one(server, sandbox, job)))
             except Exception as exc:  # noqa: BLE001 - reported and stops the run; the file is restored
@@ -316,31 +319,36 @@ def worker(index: int, jobs: queue.Queue, results: queue.Queue, stop: threading.
 
 
 def run(mods: list[dict], n_workers: int) -> None:
+    """Coverage maps are made module by module in the main thread while the workers already test the
+    mutants of the modules planned before."""
     SANDBOXES.mkdir(exist_ok=True)
     for i in range(n_workers):
         sync_sandbox(SANDBOXES / f"w{i}")
+    # The planning sandbox is never mutated: coverage maps and sessions are made from the pristine code.
+    plan_box = SANDBOXES / "plan"
+    sync_sandbox(plan_box)
     results: queue.Queue = queue.Queue()
     jobs: queue.Queue = queue.Queue()
-    sandbox0 = SANDBOXES / "w0"
-    total = 0
-    for mod in mods:
-        session = init_session(mod, sandbox0)
-        t0 = time.monotonic()
-        cov = coverage_map(mod, sandbox0)
-        planned = plan_jobs(mod, session, cov, results)
-        print(f"== {mod['path']}: {len(planned)} mutants to run, {results.qsize()} answered without a run "
-              f"(coverage {time.monotonic() - t0:.0f} s)", flush=True)
-        for job in planned:
-            jobs.put(job)
-        total += len(planned)
-        drain(results, None)
-    stop = threading.Event()
-    threads = [threading.Thread(target=worker, args=(i, jobs, results, stop), daemon=True)
+    planned, stop = threading.Event(), threading.Event()
+    threads = [threading.Thread(target=worker, args=(i, jobs, results, planned, stop), daemon=True)
                for i in range(n_workers)]
     for t in threads:
         t.start()
-    done, shown, t0 = 0, 0, time.monotonic()
+    total, done, shown, t0 = 0, 0, 0, time.monotonic()
     try:
+        for mod in mods:
+            session = init_session(mod, plan_box)
+            t1 = time.monotonic()
+            cov = coverage_map(mod, plan_box)
+            answered = results.qsize()
+            planned_jobs = plan_jobs(mod, session, cov, results)
+            print(f"\n== {mod['path']}: {len(planned_jobs)} mutants to run, {results.qsize() - answered} that no "
+                  f"test executes (coverage map {time.monotonic() - t1:.0f} s)", flush=True)
+            for job in planned_jobs:
+                jobs.put(job)
+            total += len(planned_jobs)
+            done += drain(results, None, count_not_run=False)
+        planned.set()
         while any(t.is_alive() for t in threads) or not results.empty():
             done += drain(results, 1.0)
             if done - shown >= 10 or (done == total and shown != done):
@@ -357,8 +365,9 @@ def run(mods: list[dict], n_workers: int) -> None:
     print(flush=True)
 
 
-def drain(results: queue.Queue, wait: float | None) -> int:
-    """Store the finished results (sqlite is written from this thread only); returns how many."""
+def drain(results: queue.Queue, wait: float | None, count_not_run: bool = True) -> int:
+    """Store the finished results (sqlite is written from this thread only); returns how many of them
+    were run (all of them with count_not_run)."""
     n = 0
     while True:
         try:
@@ -370,7 +379,7 @@ def drain(results: queue.Queue, wait: float | None) -> int:
         session, job_id, result = item
         with use_db(str(session), WorkDB.Mode.open) as db:
             db.set_result(job_id, result)
-        n += 1
+        n += count_not_run or result.output != NOT_RUN
 
 
 def load_equivalent() -> dict[str, str]:
