@@ -8,6 +8,9 @@ module's tests run against it; a mutant the tests do not notice survives.
     python mutation/run.py tasks/common/names.py one module
     python mutation/run.py -j 1 ...              one worker (default: one per CPU core)
     python mutation/run.py --report              scores from the stored sessions, runs nothing
+    python mutation/run.py --check 'tasks/x.py:12:8 core/NumberReplacer#3' tests/test_x.py
+                                                 one mutant (an id of survivors.txt) against the named
+                                                 tests, in a scratch copy: KILLED or SURVIVED
 
 cosmic-ray finds the mutants, applies them and keeps the results (one sqlite session per module under
 mutation/.sessions/). What runs the tests is ours, because cosmic-ray's local runner costs ~11 000 mutants
@@ -58,7 +61,8 @@ REPO = HERE.parent
 SANDBOXES = HERE / ".sandbox"
 SESSIONS = HERE / ".sessions"
 SHARED_TEST_FILES = ("tests/conftest.py", "tests/dataset_helpers.py", "setup.cfg")
-RUNNER_FILES = ("mutation/run.py", "mutation/forkserver.py", "mutation/coverage_map.py")
+# Bump when a change to this runner changes which outcome a mutant gets.
+RUNNER_VERSION = "forkserver+coverage-selection 1"
 # Operators whose mutants are mostly noise for this code base (bit shifts, ** and % in place of + or *,
 # `is` in place of ==): they would triple the run time and rarely describe a bug someone writes.
 EXCLUDE_OPERATORS = [
@@ -91,9 +95,10 @@ def slug(path: str) -> str:
 
 def module_key(mod: dict) -> str:
     """What a session's results depend on: the module, its tests, the shared helpers, the runner."""
-    h = hashlib.sha256(repr((EXCLUDE_OPERATORS, mod.get("timeout"), mod.get("exclude", []))).encode())
+    h = hashlib.sha256(repr((EXCLUDE_OPERATORS, mod.get("timeout"), mod.get("exclude", []),
+                             RUNNER_VERSION)).encode())
     test_files = sorted({t.split("::")[0] for t in mod["tests"]})  # an entry may name one test (file::name)
-    for f in [mod["path"], *test_files, *SHARED_TEST_FILES, *RUNNER_FILES]:
+    for f in [mod["path"], *test_files, *SHARED_TEST_FILES]:
         h.update(f.encode() + b"\0" + (REPO / f).read_bytes())
     return h.hexdigest()
 
@@ -452,12 +457,36 @@ def report(mods: list[dict]) -> int:
     return 0
 
 
+def check(ident: str, tests: list[str]) -> int:
+    """Plant one mutant (by its survivors.txt id) in a scratch copy of the checkout and run `tests`."""
+    where, _, op = ident.strip().partition(" ")
+    path = where.rsplit(":", 2)[0]
+    operator_name, _, occurrence = op.partition("#")
+    operator = cosmic_ray.plugins.get_operator(operator_name)()
+    source = (REPO / path).read_text()
+    mutated = mutate_code(source, operator, int(occurrence))
+    if mutated is None:
+        sys.exit(f"{ident}: no such mutant in the current {path} (did its line move? ids are path:line:col)")
+    print("\n".join(_make_diff(source, mutated, path)), flush=True)
+    with tempfile.TemporaryDirectory(prefix="mutant-") as tmp:
+        box = Path(tmp)
+        sync_sandbox(box)
+        (box / path).write_text(mutated)
+        rc = subprocess.run([sys.executable, "-m", "pytest", *PYTEST_ARGS, *tests], cwd=box,
+                            env=sandbox_env(box)).returncode
+    print("KILLED" if rc not in (0, 5) else "SURVIVED" if rc == 0 else "NO TESTS COLLECTED")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("modules", nargs="*", help="module paths as in mutation/modules.toml (default: all)")
     ap.add_argument("--report", action="store_true", help="only print scores from the stored sessions")
+    ap.add_argument("--check", metavar="MUTANT_ID", help="run one mutant against the tests given as modules")
     ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="workers (default: CPUs)")
     args = ap.parse_args(argv)
+    if args.check:
+        return check(args.check, args.modules)
     mods = load_modules()
     known = {m["path"] for m in mods}
     unknown = [m for m in args.modules if m not in known]
