@@ -25,9 +25,9 @@ x (2 s of Python and torch start-up + every test of the module) here, days on 2 
   imported already; each mutant gets a fresh forked child that imports the project itself;
 - N workers, each with its own scratch copy of the checkout (mutation/.sandbox/w<i>/), never the
   checkout itself.
-Cached and resumable: a session is keyed by a hash of the module, its test files, the shared test
-helpers and this runner; an interrupted run continues with the mutants not yet tested; an unchanged
-module costs nothing; a changed one starts over.
+Cached and resumable: an interrupted run continues with the mutants not yet tested; an unchanged module
+costs nothing; a changed module starts over; when only its tests changed, its survivors are tested
+again and its killed mutants stay killed (`--full` tests everything again).
 
 Writes mutation/survivors.txt (kept in the repository): every surviving mutant not listed in
 mutation/equivalent.txt, and prints per module and in total: killed / (tested - equivalent).
@@ -42,6 +42,7 @@ import json
 import os
 import queue
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -80,8 +81,8 @@ TIMEOUT_S = 20.0
 # Plugins are named, not auto-loaded: open3d's dependency dash registers a pytest plugin that takes 2 s to
 # import; pytest's unraisable/thread-exception hooks run gc.collect() at exit (1 s with torch loaded) and
 # only turn leaks into warnings.
-PYTEST_ARGS = ["-x", "-q", "--no-header", "-o", "addopts=", "-p", "no:cacheprovider", "-p", "_hypothesis_pytestplugin",
-               "-p", "no:unraisableexception", "-p", "no:threadexception"]
+PYTEST_ARGS = ["-x", "-q", "--no-header", "-o", "addopts=", "-p", "no:cacheprovider",
+               "-p", "_hypothesis_pytestplugin", "-p", "no:unraisableexception", "-p", "no:threadexception"]
 NOT_RUN = "not run: no listed test executes this statement"
 
 
@@ -93,14 +94,27 @@ def slug(path: str) -> str:
     return path.replace("/", "__").removesuffix(".py")
 
 
-def module_key(mod: dict) -> str:
-    """What a session's results depend on: the module, its tests, the shared helpers, the runner."""
-    h = hashlib.sha256(repr((EXCLUDE_OPERATORS, mod.get("timeout"), mod.get("exclude", []),
-                             RUNNER_VERSION)).encode())
+def session_keys(mod: dict) -> dict:
+    """What a session's results depend on. "module": the mutated module, the operators, the runner; when
+    it changes, every mutant is tested again. "tests": the module's tests and the shared test helpers;
+    when only they change, the survivors are tested again and the killed mutants stay killed (a changed
+    test that no longer kills is caught by `--full`)."""
+    def digest(head, files):
+        h = hashlib.sha256(repr(head).encode())
+        for f in files:
+            h.update(f.encode() + b"\0" + (REPO / f).read_bytes())
+        return h.hexdigest()
+
     test_files = sorted({t.split("::")[0] for t in mod["tests"]})  # an entry may name one test (file::name)
-    for f in [mod["path"], *test_files, *SHARED_TEST_FILES]:
-        h.update(f.encode() + b"\0" + (REPO / f).read_bytes())
-    return h.hexdigest()
+    return {"module": digest((EXCLUDE_OPERATORS, mod.get("exclude", []), RUNNER_VERSION), [mod["path"]]),
+            "tests": digest((mod["tests"], mod.get("timeout")), [*test_files, *SHARED_TEST_FILES])}
+
+
+def stored_keys(session: Path) -> dict:
+    try:
+        return json.loads(session.with_suffix(".key").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def sync_sandbox(sandbox: Path) -> None:
@@ -118,7 +132,8 @@ def sync_sandbox(sandbox: Path) -> None:
 
 def sandbox_env(sandbox: Path) -> dict:
     return dict(os.environ, PYTHONPATH=f"{sandbox}{os.pathsep}{sandbox / 'mutation'}",
-                PYTHONDONTWRITEBYTECODE="1", PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg")
+                PYTHONDONTWRITEBYTECODE="1", PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", OMP_NUM_THREADS="1",
+                MKL_NUM_THREADS="1", MPLBACKEND="Agg")
 
 
 def write_config(mod: dict) -> Path:
@@ -138,12 +153,18 @@ def write_config(mod: dict) -> Path:
     return cfg
 
 
-def init_session(mod: dict, sandbox: Path) -> Path:
-    """A fresh cosmic-ray session for the module unless the stored one is still valid."""
+def init_session(mod: dict, sandbox: Path, full: bool = False) -> Path:
+    """The module's cosmic-ray session: kept while the module is unchanged (survivors reset to pending
+    when its tests changed), made afresh otherwise or with `full`."""
     session = SESSIONS / f"{slug(mod['path'])}.sqlite"
     keyfile = session.with_suffix(".key")
-    key = module_key(mod)
-    if session.exists() and keyfile.exists() and keyfile.read_text() == key:
+    keys, stored = session_keys(mod), stored_keys(session)
+    if session.exists() and not full and stored.get("module") == keys["module"]:
+        if stored.get("tests") != keys["tests"]:
+            with sqlite3.connect(session) as db:
+                db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
+            session.with_suffix(".cov.json").unlink(missing_ok=True)
+            keyfile.write_text(json.dumps(keys))
         return session
     session.unlink(missing_ok=True)
     keyfile.unlink(missing_ok=True)
@@ -154,7 +175,7 @@ def init_session(mod: dict, sandbox: Path) -> Path:
         args = [str(cfg), str(session)] if cmd[0] == "cosmic-ray" else [str(session), str(cfg)]
         subprocess.run([str(bindir / cmd[0]), *cmd[1:], *args], cwd=sandbox, env=sandbox_env(sandbox),
                        check=True, capture_output=True)
-    keyfile.write_text(key)
+    keyfile.write_text(json.dumps(keys))
     return session
 
 
@@ -323,7 +344,7 @@ def worker(index: int, jobs: queue.Queue, results: queue.Queue, planned: threadi
         server.close()
 
 
-def run(mods: list[dict], n_workers: int) -> None:
+def run(mods: list[dict], n_workers: int, full: bool = False) -> None:
     """Coverage maps are made module by module in the main thread while the workers already test the
     mutants of the modules planned before."""
     SANDBOXES.mkdir(exist_ok=True)
@@ -342,12 +363,13 @@ def run(mods: list[dict], n_workers: int) -> None:
     total, done, shown, t0 = 0, 0, 0, time.monotonic()
     try:
         for mod in mods:
-            session = init_session(mod, plan_box)
+            session = init_session(mod, plan_box, full)
             t1 = time.monotonic()
             cov = coverage_map(mod, plan_box)
             answered = results.qsize()
             planned_jobs = plan_jobs(mod, session, cov, results)
-            print(f"\n== {mod['path']}: {len(planned_jobs)} mutants to run, {results.qsize() - answered} that no "
+            n_unrun = results.qsize() - answered
+            print(f"\n== {mod['path']}: {len(planned_jobs)} mutants to run, {n_unrun} that no "
                   f"test executes (coverage map {time.monotonic() - t1:.0f} s)", flush=True)
             for job in planned_jobs:
                 jobs.put(job)
@@ -359,8 +381,9 @@ def run(mods: list[dict], n_workers: int) -> None:
             if done - shown >= 10 or (done == total and shown != done):
                 shown = done
                 rate = done / max(time.monotonic() - t0, 1e-9)
-                print(f"\r  {done}/{total} mutants, {rate:.2f}/s, ~{(total - done) / max(rate, 1e-9) / 60:.0f} "
-                      "min left", end="", flush=True)
+                left_min = (total - done) / max(rate, 1e-9) / 60
+                print(f"\r  {done}/{total} mutants, {rate:.2f}/s, ~{left_min:.0f} min left", end="",
+                      flush=True)
     except KeyboardInterrupt:
         stop.set()
         print("\ninterrupted; finished mutants are kept, rerun to continue", flush=True)
@@ -433,16 +456,17 @@ def report(mods: list[dict]) -> int:
                         c["survived"] += 1
                         unrun = result.output == NOT_RUN
                         c["not_run"] += unrun
-                        lines.append(f"{ident}  {diff_line(result.diff)}" + ("  [no test runs it]" if unrun else ""))
+                        mark = "  [no test runs it]" if unrun else ""
+                        lines.append(f"{ident}  {diff_line(result.diff)}{mark}")
                 else:  # killed, timed out, or a mutant that does not even import (incompetent)
                     c["killed"] += 1
         for k in total:
             total[k] += c[k]
         tested = c["killed"] + c["survived"]
         score = f"{100 * c['killed'] / tested:6.1f}%" if tested else "    -"
-        keyfile = session.with_suffix(".key")
-        fresh = keyfile.exists() and keyfile.read_text() == module_key(mod)
-        stale = "" if fresh else "  (stale: module or tests changed)"
+        keys, stored = session_keys(mod), stored_keys(session)
+        stale = ("  (stale: module changed)" if stored.get("module") != keys["module"] else
+                 "  (tests changed: survivors not re-tested)" if stored.get("tests") != keys["tests"] else "")
         print(f"{mod['path']:40s} {c['killed']:7d} {c['survived']:6d} {c['not_run']:7d} {c['equivalent']:6d} "
               f"{c['pending']:7d} {score}{stale}")
     tested = total["killed"] + total["survived"]
@@ -451,8 +475,8 @@ def report(mods: list[dict]) -> int:
           f"{total['equivalent']:6d} {total['pending']:7d} {score}")
     header = ("# Surviving mutants of the last `make mutation` (mutation/run.py), one a line:\n"
               "# path:line:col operator#occurrence  original  ->  mutant   ([no test runs it]: no listed\n"
-              "# test executes that statement). Kill each with a test, or move it to mutation/equivalent.txt\n"
-              "# with a one-line reason.\n")
+              "# test executes that statement). Kill each with a test, or move it to\n"
+              "# mutation/equivalent.txt with a one-line reason.\n")
     (HERE / "survivors.txt").write_text(header + "".join(f"{ln}\n" for ln in sorted(lines)))
     return 0
 
@@ -483,6 +507,7 @@ def main(argv=None) -> int:
     ap.add_argument("modules", nargs="*", help="module paths as in mutation/modules.toml (default: all)")
     ap.add_argument("--report", action="store_true", help="only print scores from the stored sessions")
     ap.add_argument("--check", metavar="MUTANT_ID", help="run one mutant against the tests given as modules")
+    ap.add_argument("--full", action="store_true", help="test every mutant again, killed ones too")
     ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="workers (default: CPUs)")
     args = ap.parse_args(argv)
     if args.check:
@@ -495,7 +520,7 @@ def main(argv=None) -> int:
     chosen = [m for m in mods if not args.modules or m["path"] in args.modules]
     SESSIONS.mkdir(exist_ok=True)
     if not args.report:
-        run(chosen, max(1, args.jobs))
+        run(chosen, max(1, args.jobs), args.full)
     return report(mods)
 
 
