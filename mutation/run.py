@@ -277,10 +277,17 @@ def test_one(server: ForkServer, sandbox: Path, job: Job) -> WorkResult:
     m = job.mutation
     operator = cosmic_ray.plugins.get_operator(m.operator_name)(**(getattr(m, "operator_args", None) or {}))
     path = sandbox / m.module_path
-    with use_mutation(path, operator, m.occurrence) as (original, mutated):
+    try:
+        mutation = use_mutation(path, operator, m.occurrence)
+        original, mutated = mutation.__enter__()
+    except Exception as exc:  # noqa: BLE001 - cosmic-ray cannot make this mutant (see cannot_make)
+        return cannot_make(exc)
+    try:
         if mutated is None:
             return WorkResult(worker_outcome=WorkerOutcome.NO_TEST)
         reply = server.run([*PYTEST_ARGS, *job.tests], job.timeout)
+    finally:
+        mutation.__exit__(None, None, None)
     diff = "\n".join(_make_diff(original, mutated, m.module_path))
     if reply["rc"] == 5:  # "no tests collected": the selection is wrong, not the mutant caught
         raise RuntimeError(f"{m.module_path}: pytest collected none of {job.tests[:3]}...")
@@ -290,10 +297,19 @@ def test_one(server: ForkServer, sandbox: Path, job: Job) -> WorkResult:
                       output=note + reply["output"])
 
 
+def cannot_make(exc: Exception) -> WorkResult:
+    """A mutant cosmic-ray fails to write (its ExceptionReplacer on a dotted name such as
+    `except tarfile.TarError`): skipped, counted apart, not a kill."""
+    return WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output=f"cosmic-ray cannot make it: {exc!r}")
+
+
 def not_run_result(mutation, source: str) -> WorkResult:
     operator = cosmic_ray.plugins.get_operator(mutation.operator_name)(
         **(getattr(mutation, "operator_args", None) or {}))
-    mutated = mutate_code(source, operator, mutation.occurrence)
+    try:
+        mutated = mutate_code(source, operator, mutation.occurrence)
+    except Exception as exc:  # noqa: BLE001
+        return cannot_make(exc)
     if mutated is None:
         return WorkResult(worker_outcome=WorkerOutcome.NO_TEST)
     diff = "\n".join(_make_diff(source, mutated, mutation.module_path))
@@ -433,7 +449,7 @@ def diff_line(diff: str | None) -> str:
 
 def report(mods: list[dict]) -> int:
     equivalent = load_equivalent()
-    lines = []
+    lines, unmade = [], 0
     total = {"killed": 0, "survived": 0, "not_run": 0, "equivalent": 0, "pending": 0, "skipped": 0}
     print(f"{'module':40s} {'killed':>7s} {'surv.':>6s} {'(unrun)':>7s} {'equiv.':>6s} {'pending':>7s} "
           f"{'score':>7s}")
@@ -448,6 +464,7 @@ def report(mods: list[dict]) -> int:
             for item, result in db.completed_work_items:
                 if result.worker_outcome in (WorkerOutcome.SKIPPED, WorkerOutcome.NO_TEST):
                     c["skipped"] += 1
+                    unmade += (result.output or "").startswith("cosmic-ray cannot make")
                 elif result.test_outcome == TestOutcome.SURVIVED:
                     ident = mutant_id(item.mutations[0])
                     if ident in equivalent:
@@ -471,6 +488,8 @@ def report(mods: list[dict]) -> int:
               f"{c['pending']:7d} {score}{stale}")
     tested = total["killed"] + total["survived"]
     score = f"{100 * total['killed'] / tested:6.1f}%" if tested else "    -"
+    if unmade:
+        print(f"({unmade} mutants that cosmic-ray cannot write, e.g. on `except a.B`, are left out)")
     print(f"{'TOTAL':40s} {total['killed']:7d} {total['survived']:6d} {total['not_run']:7d} "
           f"{total['equivalent']:6d} {total['pending']:7d} {score}")
     header = ("# Surviving mutants of the last `make mutation` (mutation/run.py), one a line:\n"
