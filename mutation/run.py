@@ -16,7 +16,7 @@ cosmic-ray finds the mutants, applies them and keeps the results (one sqlite ses
 mutation/.sessions/). What runs the tests is ours, because cosmic-ray's local runner costs ~11 000 mutants
 x (2 s of Python and torch start-up + every test of the module) here, days on 2 cores:
 - once per module, the module's tests run under coverage.py with one context per test
-  (mutation/coverage_map.py), which says which tests execute each line;
+  (mutation/coverage_map.py), which says which tests execute each line (subprocesses included);
 - a mutant runs only the tests that execute its statement, fastest first, stopping at the first
   failure (what mutmut does too). A statement that runs at import time (a default argument, a class
   body) runs every test of the module. A statement no test executes cannot change any test's outcome:
@@ -62,6 +62,8 @@ REPO = HERE.parent
 SANDBOXES = HERE / ".sandbox"
 SESSIONS = HERE / ".sessions"
 SHARED_TEST_FILES = ("tests/conftest.py", "tests/dataset_helpers.py", "setup.cfg")
+# Bump when a change to how tests are chosen changes which survive (their survivors are re-tested).
+COVERAGE_VERSION = "subprocesses measured 1"
 # Bump when a change to this runner changes which outcome a mutant gets.
 RUNNER_VERSION = "forkserver+coverage-selection 1"
 # Operators whose mutants are mostly noise for this code base (bit shifts, ** and % in place of + or *,
@@ -107,7 +109,8 @@ def session_keys(mod: dict) -> dict:
 
     test_files = sorted({t.split("::")[0] for t in mod["tests"]})  # an entry may name one test (file::name)
     return {"module": digest((EXCLUDE_OPERATORS, mod.get("exclude", []), RUNNER_VERSION), [mod["path"]]),
-            "tests": digest((mod["tests"], mod.get("timeout")), [*test_files, *SHARED_TEST_FILES])}
+            "tests": digest((mod["tests"], mod.get("timeout"), COVERAGE_VERSION),
+                            [*test_files, *SHARED_TEST_FILES])}
 
 
 def stored_keys(session: Path) -> dict:
@@ -190,15 +193,21 @@ def coverage_map(mod: dict, sandbox: Path) -> dict:
     import coverage
 
     with tempfile.TemporaryDirectory() as tmp:
-        data_file, durations = Path(tmp) / "cov", Path(tmp) / "durations.json"
+        data_file, durations, rc = Path(tmp) / "cov", Path(tmp) / "durations.json", Path(tmp) / "rc"
+        # Tests that run the CLI in a subprocess execute the module too: coverage.py follows them
+        # (their lines get the empty context, so their mutants run every test of the module).
+        rc.write_text("[run]\npatch = subprocess\n")
         target = sandbox / mod["path"]
-        cmd = [sys.executable, "-m", "coverage", "run", f"--data-file={data_file}", f"--include={target}",
+        cov_args = [f"--rcfile={rc}", f"--data-file={data_file}"]
+        cmd = [sys.executable, "-m", "coverage", "run", *cov_args, f"--include={target}",
                "-m", "pytest", *PYTEST_ARGS, "-p", "coverage_map", *mod["tests"]]
         env = dict(sandbox_env(sandbox), MUTATION_DURATIONS=str(durations))
         proc = subprocess.run(cmd, cwd=sandbox, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"{mod['path']}: its tests fail before any mutation (fix them first):\n"
                              f"{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
+        subprocess.run([sys.executable, "-m", "coverage", "combine", "-q", *cov_args], cwd=sandbox,
+                       env=sandbox_env(sandbox), check=True, capture_output=True)
         data = coverage.CoverageData(basename=str(data_file))
         data.read()
         by_line = data.contexts_by_lineno(str(target)) if str(target) in data.measured_files() else {}
