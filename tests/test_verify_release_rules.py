@@ -1,0 +1,378 @@
+"""verify-release on tiny releases packed here (three clips of 6 frames, 32x32 video) in each format:
+a clean one verifies, and each kind of damage gives exactly the problem line that names it (tasks.dataset.
+verify). No pipeline run: the dataset folder is written directly, so each test takes a fraction of a second.
+The end-to-end releases of a built dataset are in test_release.py."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import pickle
+import shutil
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from dataset_helpers import write_portrait
+
+from tasks.dataset.packing import clip_files, pack_release
+from tasks.dataset.verify import verify_release
+
+FRAMES, SR, FPS, N = 6, 16000, 30, 3200  # N: the samples 6 frames at 30 fps span at 16 kHz
+IDS = {"train": ["id1_1_0_0", "id1_1_0_1"], "val": [], "test": ["id2_1_0_0"]}
+NAME = "SingingHead"
+
+
+def pkl_bytes(frames=FRAMES, bad=None) -> bytes:
+    d = {"shapecode": np.zeros((1, 100), np.float32), "expcodes": np.zeros((frames, 50), np.float32),
+         "posecodes": np.zeros((frames, 9), np.float32)}
+    if bad is not None:
+        d["expcodes"][0, 0] = bad
+    return pickle.dumps(d, protocol=3)
+
+
+def wav_bytes(n=N, sr=SR, subtype="PCM_16") -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, (0.2 * np.sin(np.arange(n) / 5.0)).astype(np.float32), sr, format="WAV", subtype=subtype)
+    return buf.getvalue()
+
+
+def make_dataset(root: Path) -> Path:
+    """An assembled dataset folder as AssembleDataset leaves it, for the clips of IDS."""
+    for s, ids in IDS.items():
+        (root / f"{s}.txt").parent.mkdir(parents=True, exist_ok=True)
+        (root / f"{s}.txt").write_text("".join(f"{i}\n" for i in ids))
+    for k, cid in enumerate(i for v in IDS.values() for i in v):
+        video, pkl, wav, bgm = (root / f for f in clip_files(cid))
+        write_portrait(video, FRAMES, size=32, seed=k)
+        pkl.parent.mkdir(parents=True, exist_ok=True)
+        pkl.write_bytes(pkl_bytes())
+        for w in (wav, bgm):
+            w.parent.mkdir(parents=True, exist_ok=True)
+            w.write_bytes(wav_bytes())
+    manifest = {"dataset": {"clip_frames": FRAMES, "sample_rate": SR, "fps": FPS, "audio": "16-bit PCM WAV"},
+                "counts": {"clips": 3}, "stand_ins": []}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with open(root / "metadata.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["id", "kind", "frames", "split"])
+        w.writeheader()
+        for s, ids in IDS.items():
+            for cid in ids:
+                w.writerow({"id": cid, "kind": "clip", "frames": FRAMES, "split": s})
+    (root / "shapes").mkdir()
+    np.save(root / "shapes" / "id1.npy", np.zeros(100, np.float32))
+    return root
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    """{format: release folder} of one tiny dataset; tests copy a release before damaging it."""
+    base = tmp_path_factory.mktemp("rel")
+    root = make_dataset(base / "dataset")
+    return root, {fmt: _pack(root, base / fmt, fmt) for fmt in ("tarballs", "zips", "webdataset")}
+
+
+def _pack(root, out, fmt, shard_bytes=10**9):
+    pack_release(root, out, NAME, shard_bytes=shard_bytes, include_sequences=False, fmt=fmt)
+    return out
+
+
+def test_each_clean_format_verifies_and_counts_its_clips(packed):
+    for fmt, rel in packed[1].items():
+        stats = {}
+        assert verify_release(rel, stats) == [], fmt
+        assert stats == {"clips": 3}, fmt
+
+
+# ----------------------------------------------------------------------------- damage helpers
+def _copy(packed, fmt, tmp_path) -> Path:
+    return Path(shutil.copytree(packed[1][fmt], tmp_path / fmt))
+
+
+def _resum(rel: Path) -> None:
+    """Rewrite SHA256SUMS over the folder's files as packing does (the damage then shows only where the
+    archives or their records are checked)."""
+    names = sorted(p.name for p in rel.iterdir() if p.is_file() and p.name != "SHA256SUMS")
+    (rel / "SHA256SUMS").write_text("".join(
+        f"{hashlib.sha256((rel / n).read_bytes()).hexdigest()}  {n}\n" for n in names))
+
+
+def _edit_manifest(rel: Path, edit) -> None:
+    m = json.loads((rel / "release_manifest.json").read_text())
+    edit(m)
+    (rel / "release_manifest.json").write_text(json.dumps(m))
+    _resum(rel)
+
+
+def _tar_contents(path: Path) -> dict[str, bytes]:
+    with tarfile.open(path) as t:
+        return {m.name: t.extractfile(m).read() for m in t.getmembers()}
+
+
+def _write_tar(path: Path, members: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in members.items():
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            t.addfile(ti, io.BytesIO(data))
+
+
+def _rewrite_tar(rel: Path, archive: str, edit, record: bool = True) -> None:
+    """Replace `archive` by the tar of edit({member: bytes}); with `record`, release_manifest.json records
+    the new members (so that only the content rules can object)."""
+    members = edit(_tar_contents(rel / archive))
+    _write_tar(rel / archive, members)
+    if record:
+        def fix(m):
+            for shard in m["shards"]:
+                if shard["file"] == archive:
+                    shard["files"] = [{"path": n, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
+                                      for n, d in members.items()]
+        _edit_manifest(rel, fix)
+    else:
+        _resum(rel)
+
+
+def _problems(rel) -> list[str]:
+    return verify_release(rel)
+
+
+TAR = "SingingHead-000.tar"
+
+
+# ----------------------------------------------------------------------------- SHA256SUMS and the folder
+def test_sha256sums_missing_or_not_a_regular_file(packed, tmp_path):
+    rel = _copy(packed, "tarballs", tmp_path)
+    sums = (rel / "SHA256SUMS").read_bytes()
+    (rel / "SHA256SUMS").unlink()
+    fix = "(a release lists every file in it; re-download it or rebuild the release)"
+    assert _problems(rel) == [f"SHA256SUMS: missing in {rel} {fix}"]
+    (tmp_path / "elsewhere").write_bytes(sums)
+    (rel / "SHA256SUMS").symlink_to(tmp_path / "elsewhere")
+    assert _problems(rel) == [f"SHA256SUMS: a link or folder in {rel} {fix}"]
+    (rel / "SHA256SUMS").unlink()
+    (rel / "SHA256SUMS").symlink_to(tmp_path / "nowhere")  # a dangling link is still a link
+    assert _problems(rel) == [f"SHA256SUMS: a link or folder in {rel} {fix}"]
+    (rel / "SHA256SUMS").unlink()
+    (rel / "SHA256SUMS").mkdir()
+    assert _problems(rel) == [f"SHA256SUMS: a link or folder in {rel} {fix}"]
+
+
+def test_sha256sums_lines_each_rule(packed, tmp_path):
+    rel = _copy(packed, "tarballs", tmp_path)
+    good = (rel / "SHA256SUMS").read_text().splitlines()
+    h = "0" * 64
+
+    def sums(*lines):
+        (rel / "SHA256SUMS").write_text("".join(ln + "\n" for ln in lines))
+        return _problems(rel)
+
+    # upper-case digits, the binary marker '*' and blank lines are sha256sum's format too
+    n = len(good) + 1  # the line added after the good ones
+    first_hash, first_name = good[0].split("  ")
+    assert sums("", f"{first_hash.upper()} *{first_name}", *good[1:], "   ") == []
+    assert sums(*good, "not a sums line") == [
+        f"SHA256SUMS line {n}: malformed (want '<64 hex digits>  <file name>', got 'not a sums line')"]
+    assert sums(*good, f"{h[:63]}  x") == [
+        f"SHA256SUMS line {n}: malformed (want '<64 hex digits>  <file name>', got '{h[:63]}  x')"]
+    for name in ("a/b", "a\\b", ".", "..", "SHA256SUMS"):
+        assert sums(*good, f"{h}  {name}") == [
+            f"SHA256SUMS line {n}: {name!r} is not a file of the release folder"], name
+    assert sums(*good, good[1]) == [f"SHA256SUMS line {n}: {good[1].split('  ')[1]} listed twice"]
+    # every bad line is reported, and nothing else is checked with sums that cannot be trusted
+    assert sums("x" * 100, *good, f"{h}  ..") == [
+        f"SHA256SUMS line 1: malformed (want '<64 hex digits>  <file name>', got '{'x' * 80}')",
+        f"SHA256SUMS line {n + 1}: '..' is not a file of the release folder"]
+    assert sums() == ["SHA256SUMS: empty (it must list every file of the release)"]
+    assert sums("", " ") == ["SHA256SUMS: empty (it must list every file of the release)"]
+    (rel / "SHA256SUMS").write_bytes(b"\xff\xfe\n")
+    assert _problems(rel) == ["SHA256SUMS: unreadable (UnicodeDecodeError)"]
+
+
+def test_folder_entries_stray_links_folders_missing_and_changed(packed, tmp_path):
+    rel = _copy(packed, "tarballs", tmp_path)
+    (rel / "notes.txt").write_text("mine")
+    (rel / "extra").mkdir()
+    (rel / "link.md").symlink_to(rel / "README.md")
+    assert _problems(rel) == [
+        "extra/: a folder (a release folder holds files only; not in SHA256SUMS)",
+        "link.md: a symbolic link (a release holds regular files only)",
+        "notes.txt: not listed in SHA256SUMS (a stray file: remove it or re-download the release)"]
+    for p in ("notes.txt", "link.md"):
+        (rel / p).unlink()
+    (rel / "extra").rmdir()
+    (rel / "README.md").write_text("changed")
+    assert _problems(rel) == ["README.md: checksum mismatch (corrupted or changed)"]
+    (rel / "README.md").unlink()
+    assert _problems(rel) == ["README.md: listed in SHA256SUMS but missing"]
+    # a listed name that is a link or a folder is reported once, as what it is, not also as missing
+    (rel / "README.md").symlink_to(rel / "manifest.json")
+    assert _problems(rel) == ["README.md: a symbolic link (a release holds regular files only)"]
+    (rel / "README.md").unlink()
+    (rel / "README.md").symlink_to(rel / "gone")
+    assert _problems(rel) == ["README.md: a symbolic link (a release holds regular files only)"]
+    (rel / "README.md").unlink()
+    (rel / "README.md").mkdir()
+    assert _problems(rel) == ["README.md/: a folder (a release folder holds files only; not in SHA256SUMS)"]
+
+
+def test_release_fingerprint_is_the_sha256_of_the_sums_file(packed, tmp_path):
+    from tasks.dataset.verify import release_fingerprint
+    rel = packed[1]["zips"]
+    assert release_fingerprint(rel) == hashlib.sha256((rel / "SHA256SUMS").read_bytes()).hexdigest()
+    assert release_fingerprint(tmp_path) is None
+
+
+def test_release_manifest_missing_or_unreadable(packed, tmp_path):
+    rel = _copy(packed, "tarballs", tmp_path)
+    (rel / "release_manifest.json").write_text("[1, 2]")
+    _resum(rel)
+    assert _problems(rel) == ["release_manifest.json: unreadable (not a JSON object)"]
+    (rel / "release_manifest.json").write_text("{")
+    _resum(rel)
+    assert _problems(rel) == ["release_manifest.json: unreadable (Expecting property name enclosed in double "
+                              "quotes: line 1 column 2 (char 1))"]
+    (rel / "release_manifest.json").unlink()
+    _resum(rel)
+    # without it the members are still read and their contents checked (with manifest.json's parameters)
+    assert _problems(rel) == ["release_manifest.json: missing (it records every archive member's checksum)"]
+    m = json.loads((rel / "manifest.json").read_text())
+    m["dataset"]["clip_frames"] = 7
+    (rel / "manifest.json").write_text(json.dumps(m))
+    _resum(rel)
+    assert len(_problems(rel)) == 1 + 3 * 4  # every clip file of the three clips: 7 frames expected
+
+
+# ----------------------------------------------------------------------------- archive members
+def test_tar_members_stray_changed_missing_and_outside_the_tree(packed, tmp_path):
+    rel = _copy(packed, "tarballs", tmp_path)
+    _rewrite_tar(rel, TAR, lambda m: {**m, "SingingHead/notes.txt": b"x"}, record=False)
+    assert _problems(rel) == [f"{TAR}:SingingHead/notes.txt: not recorded in release_manifest.json "
+                              "(a stray member)"]
+    rel = _copy(packed, "tarballs", tmp_path / "b")
+    _rewrite_tar(rel, TAR, lambda m: {**m, "SingingHead/README.md": b"changed"}, record=False)
+    assert _problems(rel) == [f"{TAR}:SingingHead/README.md: checksum mismatch (corrupted or changed)"]
+    rel = _copy(packed, "tarballs", tmp_path / "c")
+    _rewrite_tar(rel, TAR, lambda m: {k: v for k, v in m.items() if k != "SingingHead/README.md"},
+                 record=False)
+    assert _problems(rel) == [f"{TAR}:SingingHead/README.md: recorded in release_manifest.json but missing "
+                              "from the archive"]
+    rel = _copy(packed, "tarballs", tmp_path / "d")
+    _rewrite_tar(rel, TAR, lambda m: {**m, "Other/notes.txt": b"x"})
+    assert _problems(rel) == [f"{TAR}:Other/notes.txt: outside SingingHead/"]
+
+
+def test_recorded_size_must_match_and_may_be_left_out(packed, tmp_path):
+    rel = _copy(packed, "tarballs", tmp_path)
+
+    def size(value):
+        def edit(m):
+            m["shards"][0]["files"][0]["size"] = value
+        return edit
+    first = json.loads((rel / "release_manifest.json").read_text())["shards"][0]["files"][0]
+    _edit_manifest(rel, size(first["size"] + 1))
+    assert _problems(rel) == [f"{TAR}:{first['path']}: checksum mismatch (corrupted or changed)"]
+    _edit_manifest(rel, size(None))
+    assert _problems(rel) == []
+
+
+def test_an_archive_recorded_but_absent_and_a_name_in_two_archives(packed, tmp_path):
+    rel = _copy(packed, "tarballs", tmp_path)
+    _edit_manifest(rel, lambda m: m["shards"].append({"file": "SingingHead-009.tar", "files": []}))
+    assert _problems(rel) == ["SingingHead-009.tar: recorded in release_manifest.json but missing"]
+    rel = _copy(packed, "tarballs", tmp_path / "b")
+    readme = _tar_contents(rel / TAR)["SingingHead/README.md"]
+    _write_tar(rel / "SingingHead-001.tar", {"SingingHead/README.md": readme})
+    rec = {"path": "SingingHead/README.md", "size": len(readme), "sha256": hashlib.sha256(readme).hexdigest()}
+    _edit_manifest(rel, lambda m: m["shards"].append({"file": "SingingHead-001.tar", "files": [rec]}))
+    assert _problems(rel) == [f"README.md: in both {TAR}:SingingHead/README.md and "
+                              "SingingHead-001.tar:SingingHead/README.md"]
+
+
+def test_a_renamed_release_is_read_under_its_recorded_name(packed, tmp_path):
+    rel = _copy(packed, "tarballs", tmp_path)
+    _rewrite_tar(rel, TAR, lambda m: {k.replace("SingingHead/", "Other/", 1): v for k, v in m.items()})
+    assert len(_problems(rel)) > 10  # every member outside SingingHead/, no split list found
+    _edit_manifest(rel, lambda m: m.update(name="Other"))
+    assert _problems(rel) == []
+    _edit_manifest(rel, lambda m: m.update(name=["Other"]))
+    assert _problems(rel)[0] == "release_manifest.json: 'name' is \"['Other']\", not a folder name"
+
+
+def test_declared_sizes_past_the_limits_are_not_read(packed, tmp_path, monkeypatch):
+    import tasks.dataset.verify as V
+    rel = packed[1]["tarballs"]
+    files = {f["path"]: f["size"] for f in json.loads((rel / "release_manifest.json").read_text())
+             ["shards"][0]["files"]}
+    clip_like = {p for p in files if p.split("/")[1] in ("video_seqs", "flame_seqs", "audio_seqs", "bgm_seqs")
+                 or p.split("/")[1] in ("train.txt", "val.txt", "test.txt")}
+    # clip files and split lists are held in memory: their limit is the clip file limit
+    limit = max(files[p] for p in clip_like) - 1
+    monkeypatch.setattr(V, "MAX_CLIP_FILE_BYTES", limit)
+    monkeypatch.setattr(V, "MAX_RELEASE_MEMBER_BYTES", 10**9)
+    over = [p for p in files if p in clip_like and files[p] > limit]  # in archive order
+    got = [p for p in _problems(rel) if "declares" in p]
+    assert got == [f"{TAR}:{p}: declares {files[p]} bytes, more than a release file of its kind holds "
+                   f"(at most {limit}); not read" for p in over]
+    others = set(files) - clip_like
+    limit = max(files[p] for p in others) - 1
+    monkeypatch.setattr(V, "MAX_CLIP_FILE_BYTES", 10**9)
+    monkeypatch.setattr(V, "MAX_RELEASE_MEMBER_BYTES", limit)
+    got = [p for p in _problems(rel) if "declares" in p]
+    assert got == [f"{TAR}:{p}: declares {files[p]} bytes, more than a release file of its kind holds "
+                   f"(at most {limit}); not read" for p in files if p in others and files[p] > limit]
+    # exactly at the limit is within it
+    monkeypatch.setattr(V, "MAX_RELEASE_MEMBER_BYTES", limit + 1)
+    assert not [p for p in _problems(rel) if "declares" in p]
+
+
+def test_a_release_file_larger_than_the_member_limit_is_hashed_whole(packed, monkeypatch):
+    """Bug found by mutation testing: the files of the release folder were hashed through the member reader,
+    so a file past MAX_RELEASE_MEMBER_BYTES (a zips release's video_seqs.zip can pass 64 GiB) crashed
+    verify-release with an uncaught _TooLarge. Member limits are for members; a listed file is regular."""
+    import tasks.dataset.verify as V
+    rel = packed[1]["zips"]
+    recorded = json.loads((rel / "release_manifest.json").read_text())["shards"]
+    largest_member = max(f["size"] for s in recorded for f in s["files"])
+    largest_file = max(p.stat().st_size for p in rel.iterdir())
+    assert largest_file > largest_member
+    monkeypatch.setattr(V, "MAX_RELEASE_MEMBER_BYTES", largest_member)
+    assert verify_release(rel) == []
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_read_member_hashes_counts_and_stops_past_its_limit(monkeypatch, keep):
+    import tasks.dataset.verify as V
+    monkeypatch.setattr(V, "_CHUNK", 4)
+    monkeypatch.setattr(V, "MAX_CLIP_FILE_BYTES" if keep else "MAX_RELEASE_MEMBER_BYTES", 10)
+    data = bytes(range(10))
+    sha, kept, n = V._read_member(io.BytesIO(data), 0, keep)
+    assert (sha, kept, n) == (hashlib.sha256(data).hexdigest(), data if keep else None, 10)
+    with pytest.raises(V._TooLarge, match=r"^holds more than 10 bytes \(at most 10 are read\)$"):
+        V._read_member(io.BytesIO(data + b"x"), 0, keep)
+
+
+def test_a_truncated_tar_is_one_problem_and_its_unread_members_are_missing(packed, tmp_path):
+    rel = _copy(packed, "tarballs", tmp_path)
+    data = (rel / TAR).read_bytes()
+    with tarfile.open(rel / TAR) as t:
+        members = t.getmembers()
+    broken = members[3]  # README.md, after the three split lists
+    (rel / TAR).write_bytes(data[:broken.offset_data + 100])
+    _resum(rel)
+    got = _problems(rel)
+    assert got[0] == f"{TAR}:{broken.name}: unreadable (unexpected end of data)"
+    # reading stops there: no second line for the same tar, the members after it are missing
+    assert not [p for p in got[1:] if p.startswith(f"{TAR}:") and "unreadable" in p]
+    assert not [p for p in got if p.startswith(f"{TAR}: unreadable")]
+    assert [p for p in got if "but missing from the archive" in p] == [
+        f"{TAR}:{n}: recorded in release_manifest.json but missing from the archive"
+        for n in sorted(m.name for m in members[4:])]
+    (rel / TAR).write_bytes(b"not a tar" * 100)
+    _resum(rel)
+    assert _problems(rel)[0].startswith(f"{TAR}: unreadable tar (")
