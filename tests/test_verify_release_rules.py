@@ -376,3 +376,136 @@ def test_a_truncated_tar_is_one_problem_and_its_unread_members_are_missing(packe
     (rel / TAR).write_bytes(b"not a tar" * 100)
     _resum(rel)
     assert _problems(rel)[0].startswith(f"{TAR}: unreadable tar (")
+
+
+# ----------------------------------------------------------------------------- zips
+def _zi(name: str, mode: int = 0o100644) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.external_attr = mode << 16
+    return info
+
+
+def _rewrite_zip(rel: Path, archive: str, entries: list[tuple[zipfile.ZipInfo, bytes]],
+                 encrypt_last: bool = False) -> None:
+    with zipfile.ZipFile(rel / archive, "w") as zf:
+        for info, data in entries:
+            zf.writestr(info, data)
+    if encrypt_last:  # zipfile cannot write encrypted members: set the flag in the last central record
+        raw = bytearray((rel / archive).read_bytes())
+        at = raw.rindex(b"PK\x01\x02") + 8
+        raw[at] |= 0x1
+        (rel / archive).write_bytes(bytes(raw))
+    _resum(rel)
+
+
+def _zip_entries(path: Path) -> list[tuple[zipfile.ZipInfo, bytes]]:
+    with zipfile.ZipFile(path) as zf:
+        return [(i, zf.read(i)) for i in zf.infolist()]
+
+
+def test_zip_member_rules(packed, tmp_path):
+    rel = _copy(packed, "zips", tmp_path)
+    entries = _zip_entries(rel / "video_seqs.zip")
+    first = entries[0][0].filename
+    fix = "(a release holds regular files with relative names only)"
+
+    def with_extra(info, data=b"", encrypt=False):
+        _rewrite_zip(rel, "video_seqs.zip", entries + [(info, data)], encrypt)
+        return _problems(rel)
+
+    assert with_extra(_zi("sub/", 0o40755)) == [f"video_seqs.zip:sub/: a folder entry {fix}"]
+    assert with_extra(_zi("link.mp4", 0o120777), b"id1_1_0_0.mp4") == [f"video_seqs.zip:link.mp4: a symbolic link or special file {fix}"]
+    assert with_extra(_zi("fifo.mp4", 0o10644), b"") == [f"video_seqs.zip:fifo.mp4: a symbolic link or special file {fix}"]
+    assert with_extra(_zi("secret.mp4"), b"x", encrypt=True) == [f"video_seqs.zip:secret.mp4: an encrypted member {fix}"]
+    assert with_extra(_zi("../up.mp4"), b"x") == [f"video_seqs.zip:../up.mp4: '..' in its name {fix}"]
+    assert with_extra(_zi("/abs.mp4"), b"x") == [f"video_seqs.zip:/abs.mp4: an absolute name {fix}"]
+    # a member without unix mode bits (external attributes 0, as DOS tools write) is a regular file
+    _rewrite_zip(rel, "video_seqs.zip", entries)
+    raw = bytearray((rel / "video_seqs.zip").read_bytes())
+    at = raw.index(b"PK\x01\x02") + 38
+    raw[at:at + 4] = bytes(4)
+    (rel / "video_seqs.zip").write_bytes(bytes(raw))
+    _resum(rel)
+    with zipfile.ZipFile(rel / "video_seqs.zip") as zf:
+        assert zf.infolist()[0].external_attr == 0
+    assert _problems(rel) == []
+    with pytest.warns(UserWarning, match="Duplicate name"):
+        assert with_extra(_zi(first), entries[0][1]) == [
+            f"video_seqs.zip:{first}: appears twice in the archive"]
+    assert with_extra(_zi("deeper/x.mp4"), b"x") == [
+        "video_seqs.zip:deeper/x.mp4: not at the zip's root",
+        "video_seqs.zip:deeper/x.mp4: not recorded in release_manifest.json (a stray member)"]
+    (rel / "video_seqs.zip").write_bytes(b"PK not really" * 10)
+    _resum(rel)
+    assert _problems(rel)[0].startswith("video_seqs.zip: unreadable zip (")
+
+
+def test_a_zip_that_is_no_part_of_the_release(packed, tmp_path):
+    rel = _copy(packed, "zips", tmp_path)
+    _rewrite_zip(rel, "other.zip", [(_zi("a.txt"), b"x")])
+    assert _problems(rel) == ["other.zip: not a zip of this release",
+                              "other.zip:a.txt: not recorded in release_manifest.json (a stray member)"]
+
+
+# ----------------------------------------------------------------------------- WebDataset shards
+def _wds_edit(rel, shard, edit):
+    _rewrite_tar(rel, shard, edit)
+    return _problems(rel)
+
+
+def test_webdataset_json_rules(packed, tmp_path):
+    rel = _copy(packed, "webdataset", tmp_path)
+    key, where = "id1_1_0_0", "train-000000.tar:id1_1_0_0.json"
+
+    def json_is(data: bytes):
+        return _wds_edit(rel, "train-000000.tar", lambda m: {**m, f"{key}.json": data})
+
+    assert json_is(json.dumps({"id": key, "frames": FRAMES}).encode()) == []
+    assert json_is(json.dumps({"id": key}).encode()) == []  # frames may be left out
+    assert json_is(json.dumps({"id": "id9_1_0_0"}).encode()) == [
+        f"{where}: its 'id' is 'id9_1_0_0', the key is '{key}'"]
+    assert json_is(b"[1]") == [f"{where}: its 'id' is None, the key is '{key}'"]
+    assert json_is(json.dumps({"id": key, "frames": FRAMES + 1}).encode()) == [
+        f"{where}: says {FRAMES + 1} frames, a clip has {FRAMES}"]
+    assert json_is(b"{") == [f"{where}: unreadable JSON (Expecting property name enclosed in double quotes: "
+                             "line 1 column 2 (char 1))"]
+    assert json_is(b"\xff").__len__() == 1 and json_is(b"\xff")[0].startswith(f"{where}: unreadable JSON (")
+    got = _wds_edit(rel, "train-000000.tar", lambda m: {k: v for k, v in m.items() if k != f"{key}.json"})
+    assert got == [f"{key}.json: missing from the WebDataset shards (id {key} in train.txt)"]
+
+
+def test_webdataset_members_in_the_wrong_split_or_of_no_kind(packed, tmp_path):
+    rel = _copy(packed, "webdataset", tmp_path)
+    test_members = _tar_contents(rel / "test-000000.tar")
+    _rewrite_tar(rel, "test-000000.tar", lambda m: {})
+    got = _wds_edit(rel, "train-000000.tar", lambda m: {**m, **test_members})
+    assert got == ["id2_1_0_0: in a train shard but listed in test.txt"]
+    rel = _copy(packed, "webdataset", tmp_path / "b")
+    got = _wds_edit(rel, "train-000000.tar", lambda m: {**m, "id1_1_0_0.txt": b"x"})
+    assert got == ["train-000000.tar:id1_1_0_0.txt: not a clip file of a WebDataset shard"]
+    rel = _copy(packed, "webdataset", tmp_path / "c")
+    got = _wds_edit(rel, "train-000000.tar", lambda m: {**m, "README": b"x"})
+    assert got == ["train-000000.tar:README: outside SingingHead/"]
+    # a clip's file is checked as the file it stands for
+    rel = _copy(packed, "webdataset", tmp_path / "d")
+    got = _wds_edit(rel, "train-000000.tar", lambda m: {**m, "id1_1_0_0.pkl": pkl_bytes(FRAMES + 1)})
+    assert got == ["train-000000.tar:id1_1_0_0.pkl: pkl shapes {'shapecode': (1, 100), 'expcodes': (7, 50), "
+                   "'posecodes': (7, 9)}, expected {'shapecode': (1, 100), 'expcodes': (6, 50), 'posecodes': (6, 9)}"]
+
+
+def test_logical_paths_of_members():
+    from tasks.dataset.verify import _logical
+    assert _logical("video_seqs.zip", "a.mp4", NAME) == ("video_seqs/a.mp4", None, None)
+    assert _logical("bgm_seqs.zip", "a_bgm.wav", NAME) == ("bgm_seqs/a_bgm.wav", None, None)
+    assert _logical("singinghead_extras.zip", "shapes/x.npy", NAME) == ("shapes/x.npy", None, None)
+    assert _logical("SingingHead-000.tar", "SingingHead/video_seqs/a.mp4", NAME) == ("video_seqs/a.mp4", None, None)
+    assert _logical("X-000.tar", "SingingHeadX/a", NAME)[2] == "X-000.tar:SingingHeadX/a: outside SingingHead/"
+    for folder, suffix in (("video_seqs", ".mp4"), ("flame_seqs", ".pkl"), ("audio_seqs", ".vocal.wav"),
+                           ("bgm_seqs", ".bgm.wav")):
+        want = [f for f in clip_files("k1") if f.startswith(folder)][0]
+        assert _logical("val-000003.tar", f"k1{suffix}", NAME) == (want, suffix, None)
+    assert _logical("test-000000.tar", "k1.json", NAME) == (None, ".json", None)
+    # only a WebDataset shard's name makes its members keyed files
+    assert _logical("trains-000000.tar", "k1.mp4", NAME)[2] == "trains-000000.tar:k1.mp4: outside SingingHead/"
+    assert _logical("train-000000.tar", "k1", NAME)[2] == "train-000000.tar:k1: outside SingingHead/"
+    assert _logical("train-000000.tar", "a/k1.mp4", NAME)[2] == "train-000000.tar:a/k1.mp4: outside SingingHead/"
