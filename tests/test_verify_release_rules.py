@@ -509,3 +509,217 @@ def test_logical_paths_of_members():
     assert _logical("trains-000000.tar", "k1.mp4", NAME)[2] == "trains-000000.tar:k1.mp4: outside SingingHead/"
     assert _logical("train-000000.tar", "k1", NAME)[2] == "train-000000.tar:k1: outside SingingHead/"
     assert _logical("train-000000.tar", "a/k1.mp4", NAME)[2] == "train-000000.tar:a/k1.mp4: outside SingingHead/"
+
+
+# ----------------------------------------------------------------------------- release_manifest.json records
+def test_recorded_members_of_the_wrong_type_are_problems():
+    from tasks.dataset.verify import _recorded_members
+    problems: list[str] = []
+    assert _recorded_members({"shards": {"a": 1}}, problems) == {}
+    assert problems == ["release_manifest.json: 'shards' is a dict, not a list"]
+    good = {"path": "p", "sha256": "h", "size": 3}
+    problems = []
+    shards = [{"file": "a.tar", "files": [good, {**good, "path": "q", "size": None}]},
+              "x", {"file": 3, "files": []}, {"file": "b.tar", "files": "x"}, {"file": "c.tar"},
+              {"file": "d" * 70 + ".tar", "files": [{**good, "size": True}, {**good, "size": 1.0},
+                                                   {**good, "sha256": None}, {"path": 1, "sha256": "h"}, 7]}]
+    rec = _recorded_members({"shards": shards}, problems)
+    assert rec == {"a.tar": {"p": good, "q": {**good, "path": "q", "size": None}}, "c.tar": {},
+                   "d" * 70 + ".tar": {}}
+    bad = "release_manifest.json: shards[{}] is not {{'file': name, 'files': [...]}}"
+    rows = [f"release_manifest.json: shards[5] ({'d' * 60}) records {str(f)[:60]!r}, not {{'path', 'sha256', 'size'}}"
+            for f in shards[5]["files"]]
+    assert problems == [bad.format(1), bad.format(2), bad.format(3)] + rows
+    assert _recorded_members(None, problems := []) == {} and problems == []
+    assert _recorded_members({}, problems) == {} and problems == []
+
+
+# ----------------------------------------------------------------------------- contents
+def _seen(splits: dict[str, bytes], clips=(), wds=None):
+    from tasks.dataset.verify import Seen
+    seen = Seen()
+    seen.small = dict(splits)
+    for cid in clips:
+        for rel in clip_files(cid):
+            seen.where[rel] = f"x.tar:S/{rel}"
+    for key, (suffixes, split) in (wds or {}).items():
+        seen.wds_keys[key] = set(suffixes)
+        seen.wds_split[key] = split
+    return seen
+
+
+def _contents(seen) -> list[str]:
+    from tasks.dataset.verify import _check_contents
+    problems: list[str] = []
+    _check_contents(seen, FRAMES, problems, "REL")
+    return problems
+
+
+def test_split_lists_each_rule():
+    A, B = "id1_1_0_0", "id1_1_0_1"
+    full = {"train.txt": f"{A}\n".encode(), "val.txt": b"", "test.txt": f"{B}\n".encode()}
+    seen = _seen(full, [A, B])
+    assert _contents(seen) == [] and seen.clips == 2
+    assert _contents(_seen({}, [A])) == ["REL: no train.txt/val.txt/test.txt found"]
+    assert _contents(_seen({k: v for k, v in full.items() if k != "val.txt"}, [A, B])) == ["val.txt: missing"]
+    # the other lists are still read after a missing or undecodable one
+    seen = _seen({"train.txt": b"\xff", "val.txt": b"", "test.txt": f"{B}\n".encode()}, [B])
+    assert _contents(seen) == ["train.txt: not UTF-8 text"] and seen.clips == 1
+    seen = _seen({**full, "train.txt": f"{A} ../x {'y' * 70}! -a {B}\n".encode()}, [A, B])
+    assert _contents(seen) == ["train.txt: '../x' is not a plain clip id", f"train.txt: {'y' * 60!r} is not a plain "
+                               "clip id", "train.txt: '-a' is not a plain clip id",
+                               f"{B}: listed in train.txt and test.txt"]
+    assert seen.clips == 2
+    seen = _seen({**full, "val.txt": f"{A}\n{A}\n".encode(), "test.txt": f"{B}\n{B}\n".encode()}, [A, B])
+    assert _contents(seen) == [f"{A}: listed in train.txt and val.txt", f"{A}: listed in train.txt and val.txt",
+                               f"{B}: listed twice in test.txt"]
+    assert _contents(_seen({"train.txt": b"", "val.txt": b"\n", "test.txt": b" "})) == [
+        "REL: no clips (the split lists are empty): a release without data never verifies; check the capture "
+        "and the build's log"]
+
+
+def test_every_listed_clip_has_its_files_and_every_clip_file_its_clip():
+    A, B = "id1_1_0_0", "id1_1_0_1"
+    splits = {"train.txt": f"{A}\n{B}\n".encode(), "val.txt": b"", "test.txt": b""}
+    seen = _seen(splits, [A])
+    assert _contents(seen) == [f"{rel}: missing (id {B} in train.txt)" for rel in clip_files(B)]
+    seen = _seen(splits, [A, B])
+    seen.where.update({"video_seqs/odd.txt": "x.tar:S/video_seqs/odd.txt", "video_seqs/a/b.mp4": "w1",
+                       "bgm_seqs/id3_bgm.wav": "w2", "bgm_seqs/id3.wav": "w3", "shapes/x.npy": "w4",
+                       "README.md": "w5"})
+    assert _contents(seen) == ["w3: not a clip file name", "w2: clip id3 is in no split list",  # by path
+                               "w1: not a clip file name", "x.tar:S/video_seqs/odd.txt: not a clip file name"]
+
+
+def test_webdataset_keys_need_their_json_and_their_split():
+    A, B = "id1_1_0_0", "id1_1_0_1"
+    splits = {"train.txt": f"{A}\n".encode(), "val.txt": f"{B}\n".encode(), "test.txt": b""}
+    ok = {A: ({".mp4", ".json"}, "train"), B: ({".json"}, "val")}
+    assert _contents(_seen(splits, [A, B], ok)) == []
+    assert _contents(_seen(splits, [A, B], {**ok, A: ({".mp4"}, "train")})) == [
+        f"{A}.json: missing from the WebDataset shards (id {A} in train.txt)"]
+    assert _contents(_seen(splits, [A, B], {**ok, B: ({".json"}, "test")})) == [
+        f"{B}: in a test shard but listed in val.txt"]
+
+
+def test_clip_of_names():
+    from tasks.dataset.verify import _clip_of
+    assert [_clip_of(f) for f in clip_files("id1_2_0_0")] == ["id1_2_0_0"] * 4
+    assert _clip_of("bgm_seqs/id1_bgm.wav") == "id1" and _clip_of("audio_seqs/id1_bgm.wav") == "id1_bgm"
+    for rel in ("bgm_seqs/id1.wav", "video_seqs/a/b.mp4", "video_seqs/a.wav", "shapes/a.npy", "video_seqs",
+                "flame_seqs/.pkl", "x/video_seqs/a.mp4"):
+        assert _clip_of(rel) is None, rel
+
+
+def test_dataset_parameters_from_the_manifest():
+    from tasks.dataset.verify import Params, _dataset_params
+
+    def params(ds, raw=None):
+        problems: list[str] = []
+        p = _dataset_params(raw if raw is not None else json.dumps({"dataset": ds}).encode(), problems)
+        return (p.frames, p.sr, p.fps), problems
+
+    assert params({}) == ((240, None, 30.0), []) == ((Params().frames, Params().sr, Params().fps), [])
+    assert params({"clip_frames": 8, "sample_rate": 44100, "fps": 25}) == ((8, 44100, 25.0), [])
+    got = params({"fps": 24})[0][2]
+    assert got == 24.0 and isinstance(got, float)
+    assert params({"clip_frames": 10**7, "sample_rate": 10**7, "fps": 10**4}) == ((10**7, 10**7, 10000.0), [])
+    assert params({"clip_frames": 1, "sample_rate": 1, "fps": 0.5}) == ((1, 1, 0.5), [])
+    assert params({"clip_frames": None, "sample_rate": None, "fps": None}) == ((240, None, 30.0), [])
+    for key, bad in (("clip_frames", 0), ("clip_frames", -3), ("clip_frames", 10**7 + 1), ("clip_frames", 6.0),
+                     ("clip_frames", True), ("clip_frames", "6"), ("sample_rate", 0), ("sample_rate", 10**7 + 1),
+                     ("sample_rate", 16000.0), ("sample_rate", False), ("fps", 0), ("fps", 10**4 + 0.5),
+                     ("fps", True), ("fps", "30"), ("fps", -30.0)):
+        assert params({key: bad}) == ((240, None, 30.0), [f"manifest: dataset.{key} is {str(bad)!r}, not a positive "
+                                                          "number"]), (key, bad)
+    assert params({"clip_frames": "x" * 50})[1] == [f"manifest: dataset.clip_frames is {'x' * 40!r}, not a positive "
+                                                    "number"]
+    for raw in (b"{", b"[1]", b"null", json.dumps({"dataset": [1]}).encode(), b""):
+        assert params(None, raw) == ((240, None, 30.0), []), raw
+    assert _dataset_params(None).frames == 240
+    assert _dataset_params(json.dumps({"dataset": {"fps": 0}}).encode()).fps == 30.0  # no list: no problem kept
+
+
+# ----------------------------------------------------------------------------- one clip file
+def test_clip_file_rules_one_by_one():
+    from tasks.dataset.verify import check_clip_file
+    sr_fps = (SR, float(FPS))
+    assert check_clip_file("flame_seqs/a.pkl", pkl_bytes(), FRAMES, sr_fps) is None
+    d = pickle.loads(pkl_bytes())
+    del d["posecodes"]
+    assert check_clip_file("flame_seqs/a.pkl", pickle.dumps(d, protocol=3), FRAMES, sr_fps) == (
+        "pkl shapes {'shapecode': (1, 100), 'expcodes': (6, 50), 'posecodes': None}, expected "
+        "{'shapecode': (1, 100), 'expcodes': (6, 50), 'posecodes': (6, 9)}")
+    assert check_clip_file("audio_seqs/a.wav", wav_bytes(), FRAMES, sr_fps) is None
+    # one sample of slack for rounding, not two
+    assert check_clip_file("audio_seqs/a.wav", wav_bytes(N + 1), FRAMES, sr_fps) is None
+    assert check_clip_file("audio_seqs/a.wav", wav_bytes(N - 1), FRAMES, sr_fps) is None
+    assert check_clip_file("audio_seqs/a.wav", wav_bytes(N + 2), FRAMES, sr_fps) == f"{N + 2} samples, 6 frames need {N}"
+    assert check_clip_file("audio_seqs/a.wav", wav_bytes(N - 2), FRAMES, sr_fps) == f"{N - 2} samples, 6 frames need {N}"
+    # the rate: the dataset's where the manifest gives one, and the length is counted at the file's own rate
+    assert check_clip_file("audio_seqs/a.wav", wav_bytes(1600, 8000), FRAMES, sr_fps) == (
+        "sample rate 8000, the dataset's is 16000")
+    assert check_clip_file("audio_seqs/a.wav", wav_bytes(1600, 8000), FRAMES, (None, 30.0)) is None
+    assert check_clip_file("audio_seqs/a.wav", wav_bytes(N, 8000), FRAMES, (None, 30.0)) == (
+        f"{N} samples, 6 frames need 1600")
+    assert check_clip_file("audio_seqs/a.wav", wav_bytes(), FRAMES, (SR, 15.0)) == (
+        f"{N} samples, 6 frames need {2 * N}")
+    flac = io.BytesIO()
+    sf.write(flac, np.zeros(N, np.float32), SR, format="FLAC", subtype="PCM_16")
+    assert check_clip_file("audio_seqs/a.wav", flac.getvalue(), FRAMES, sr_fps) == (
+        "FLAC/PCM_16, expected 16-bit PCM WAV")
+    assert check_clip_file("audio_seqs/a.wav", b"RIFF", FRAMES, sr_fps).startswith("unreadable (LibsndfileError: ")
+    assert check_clip_file("flame_seqs/a.pkl", b"junk", FRAMES, sr_fps).startswith("unreadable (")
+    # files of no clip kind are not read
+    assert check_clip_file("video_seqs/a.txt", b"junk", FRAMES, sr_fps) is None
+
+
+def test_a_video_with_other_frames_is_flagged(tmp_path):
+    from tasks.dataset.verify import check_clip_file
+    write_portrait(tmp_path / "a.mp4", FRAMES + 1, size=32)
+    data = (tmp_path / "a.mp4").read_bytes()
+    assert check_clip_file("video_seqs/a.mp4", data, FRAMES + 1, (SR, 30.0)) is None
+    assert check_clip_file("video_seqs/a.mp4", data, FRAMES, (SR, 30.0)) == f"{FRAMES + 1} video frames, expected 6"
+    assert check_clip_file("video_seqs/a.mp4", data[:100], FRAMES, (SR, 30.0)).startswith("unreadable (")
+
+
+# ----------------------------------------------------------------------------- extracted trees
+def test_an_extracted_release_is_checked_as_a_tree(packed, tmp_path):
+    with tarfile.open(packed[1]["tarballs"] / TAR) as t:
+        t.extractall(tmp_path / "x", filter="data")
+    root = tmp_path / "x" / NAME
+    stats = {}
+    assert verify_release(tmp_path / "x", stats) == [] and stats == {"clips": 3}  # found in a subfolder
+    assert verify_release(root) == []
+    (root / "flame_seqs" / "id1_1_0_0.pkl").write_bytes(pkl_bytes(FRAMES + 1))
+    (root / "audio_seqs" / "odd.txt").write_text("x")
+    (root / "video_seqs" / "link.mp4").symlink_to(root / "video_seqs" / "id1_1_0_1.mp4")
+    (root / "sub").mkdir()
+    assert verify_release(root) == [
+        "flame_seqs/id1_1_0_0.pkl: pkl shapes {'shapecode': (1, 100), 'expcodes': (7, 50), 'posecodes': (7, 9)}, "
+        "expected {'shapecode': (1, 100), 'expcodes': (6, 50), 'posecodes': (6, 9)}",
+        "video_seqs/link.mp4: a symbolic link (a dataset holds regular files only)",
+        "audio_seqs/odd.txt: not a clip file name"]
+    m = json.loads((root / "manifest.json").read_text())
+    m["dataset"]["clip_frames"] = FRAMES + 1
+    (root / "manifest.json").write_text(json.dumps(m))
+    (root / "video_seqs" / "link.mp4").unlink()
+    (root / "audio_seqs" / "odd.txt").unlink()
+    assert len(verify_release(root)) == 3 * 4 - 1  # every clip file but the pkl made for 7 frames
+    (root / "manifest.json").unlink()
+    assert len(verify_release(root)) == 3 * 4  # the published default: 240 frames
+
+
+def test_what_is_neither_a_release_nor_a_dataset(tmp_path):
+    assert verify_release(tmp_path / "nothing") == [f"{tmp_path / 'nothing'}: not a folder"]
+    (tmp_path / "f").write_text("x")
+    assert verify_release(tmp_path / "f") == [f"{tmp_path / 'f'}: not a folder"]
+    (tmp_path / "d" / "a").mkdir(parents=True)
+    (tmp_path / "d" / "a" / "val.txt").write_text("")
+    (tmp_path / "d" / "train.txt").mkdir()
+    assert verify_release(tmp_path / "d") == [
+        f"SHA256SUMS: missing in {tmp_path / 'd'}: neither a release (SHA256SUMS beside its archives) nor an "
+        "extracted dataset (train.txt)"]
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "x.zip").write_bytes(b"")
+    assert verify_release(tmp_path / "e")[0].startswith("SHA256SUMS: missing in ")  # archives make a release
