@@ -32,6 +32,10 @@ def test_stage_of_a_record_its_output_then_its_folder_then_its_name(tmp_path, mo
     assert stage("S1/frames/segment_000.json") == "Estimate"  # beside the one stage's output
     assert stage("S1/motion/qc.json") == "qc"  # two stages share the folder: its name
     assert stage("S1/other/x.json") == "x"
+    # the same folder, not one that sorts before or after it
+    one = {tmp_path / "S1/a/o.npz": "A"}
+    assert M.stage_of_record(tmp_path / "S1/b/x.json", Path("b/x.json"), one) == "x"
+    assert M.stage_of_record(tmp_path / "S1/0/x.json", Path("0/x.json"), one) == "x"
     assert M.stage_of_record(Path("S1/frames/a.json"), Path("frames/a.json"), outputs) == "Estimate"
 
 
@@ -65,7 +69,7 @@ def test_model_records_are_found_under_any_key_in_lists_and_four_levels_deep():
         return {"name": name, "kind": kind}
     rec = {"b": m("B", "stand-in"), "a": [m("A"), {"x": m("X")}], "c": {"name": "not", "kind": "other"},
            "d": {"1": {"2": {"3": m("deep")}}}, "e": {"1": {"2": {"3": {"4": m("too deep")}}}},
-           "f": [[[m("L3")]]], "g": "model", "h": 3}
+           "f": [[[m("L3")]]], "g": "model", "h": 3, "i": [[[[m("L4 lists down")]]]]}
     assert [x["name"] for x in M._model_list(rec)] == ["A", "X", "B", "deep", "L3"]
     assert M._model_list(m("top")) == [m("top")]
     assert M._model_list([m("A"), 1, None]) == [m("A")]
@@ -84,6 +88,8 @@ def test_provenance_merges_models_by_content_and_parameters_by_value():
                     "parameters": {"n": 1}, "config": {"n": 1}}),
         ("Estimate", {"params": {"ckpt": "C:\\lab\\x.ckpt", "n": 1}}),
         ("Estimate", {"params": {"n": 2}}),
+        ("Refine", {"params": {"n": 1}}),
+        ("Estimate", {"params": {"n": 1, "ckpt": "x.ckpt"}}),  # the same parameters in another key order
         ("Crop", {"model": {"name": "MTCNN", "kind": "real"}, "params": "not a dict"}),
         ("Crop", {"model": {"name": "EMOCA", "kind": "real", "files": [{"name": "a.pt", "sha256": None}]}}),
     ]
@@ -196,8 +202,10 @@ def test_metadata_rows_sorted_by_id_sequence_first_and_written_in_the_column_ord
     assert [(r["id"], r["kind"]) for r in rows] == [("id0_1_0", "sequence"), ("id0_1_0_0", "clip"),
                                                     ("id1_1_0", "sequence"), ("id1_1_0_0", "clip")]
     # a clip whose id sorts like its sequence's still comes after it
-    same = metadata_rows([_plan(seq_id="x", clip_ids=["x"])], {"x": recs["id0_1_0_0"]}, {"x": "val"})
-    assert [r["kind"] for r in same] == ["sequence", "clip"]
+    same = metadata_rows([_plan(seq_id="w", clip_ids=["x"]), _plan(seq_id="x", clip_ids=["y"])],
+                         {c: recs["id0_1_0_0"] for c in "xy"}, {"x": "val", "y": "val"})
+    assert [(r["id"], r["kind"]) for r in same] == [("w", "sequence"), ("x", "sequence"), ("x", "clip"),
+                                                    ("y", "clip")]
     data = metadata_csv_bytes(rows + [{"id": "partial"}])
     text = data.decode("utf-8")
     assert text.splitlines()[0] == ",".join(METADATA_COLUMNS) and "\r" not in text

@@ -183,6 +183,8 @@ def test_sha256sums_lines_each_rule(packed, tmp_path):
     for name in ("a/b", "a\\b", ".", "..", "SHA256SUMS"):
         assert sums(*good, f"{h}  {name}") == [
             f"SHA256SUMS line {n}: {name!r} is not a file of the release folder"], name
+    long = "d/" + "e" * 100
+    assert sums(*good, f"{h}  {long}") == [f"SHA256SUMS line {n}: {long[:80]!r} is not a file of the release folder"]
     assert sums(*good, good[1]) == [f"SHA256SUMS line {n}: {good[1].split('  ')[1]} listed twice"]
     # every bad line is reported, and nothing else is checked with sums that cannot be trusted
     assert sums("x" * 100, *good, f"{h}  ..") == [
