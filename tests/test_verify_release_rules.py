@@ -210,6 +210,12 @@ def test_folder_entries_stray_links_folders_missing_and_changed(packed, tmp_path
     (rel / "extra").rmdir()
     (rel / "README.md").write_text("changed")
     assert _problems(rel) == ["README.md: checksum mismatch (corrupted or changed)"]
+    good = (rel / "SHA256SUMS").read_text()
+    for forged in ("0" * 64, "f" * 64):  # a listed hash below or above the real one
+        (rel / "SHA256SUMS").write_text("".join(f"{forged}  README.md\n" if ln.endswith("  README.md") else ln + "\n"
+                                                for ln in good.splitlines()))
+        assert _problems(rel) == ["README.md: checksum mismatch (corrupted or changed)"]
+    (rel / "SHA256SUMS").write_text(good)
     (rel / "README.md").unlink()
     assert _problems(rel) == ["README.md: listed in SHA256SUMS but missing"]
     # a listed name that is a link or a folder is reported once, as what it is, not also as missing
@@ -281,6 +287,12 @@ def test_recorded_size_must_match_and_may_be_left_out(packed, tmp_path):
     assert _problems(rel) == [f"{TAR}:{first['path']}: checksum mismatch (corrupted or changed)"]
     _edit_manifest(rel, size(None))
     assert _problems(rel) == []
+    for forged in ("0" * 64, "f" * 64):  # a recorded hash below or above the real one
+
+        def sha(m, forged=forged):
+            m["shards"][0]["files"][0]["sha256"] = forged
+        _edit_manifest(rel, sha)
+        assert _problems(rel) == [f"{TAR}:{first['path']}: checksum mismatch (corrupted or changed)"]
 
 
 def test_an_archive_recorded_but_absent_and_a_name_in_two_archives(packed, tmp_path):
@@ -289,9 +301,10 @@ def test_an_archive_recorded_but_absent_and_a_name_in_two_archives(packed, tmp_p
     assert _problems(rel) == ["SingingHead-009.tar: recorded in release_manifest.json but missing"]
     rel = _copy(packed, "tarballs", tmp_path / "b")
     readme = _tar_contents(rel / TAR)["SingingHead/README.md"]
-    _write_tar(rel / "SingingHead-001.tar", {"SingingHead/README.md": readme})
-    rec = {"path": "SingingHead/README.md", "size": len(readme), "sha256": hashlib.sha256(readme).hexdigest()}
-    _edit_manifest(rel, lambda m: m["shards"].append({"file": "SingingHead-001.tar", "files": [rec]}))
+    _write_tar(rel / "SingingHead-001.tar", {"SingingHead/README.md": readme, "SingingHead/notes.txt": b"n"})
+    recs = [{"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
+            for p, d in (("SingingHead/README.md", readme), ("SingingHead/notes.txt", b"n"))]
+    _edit_manifest(rel, lambda m: m["shards"].append({"file": "SingingHead-001.tar", "files": recs}))
     assert _problems(rel) == [f"README.md: in both {TAR}:SingingHead/README.md and "
                               "SingingHead-001.tar:SingingHead/README.md"]
 
@@ -304,6 +317,8 @@ def test_a_renamed_release_is_read_under_its_recorded_name(packed, tmp_path):
     assert _problems(rel) == []
     _edit_manifest(rel, lambda m: m.update(name=["Other"]))
     assert _problems(rel)[0] == "release_manifest.json: 'name' is \"['Other']\", not a folder name"
+    _edit_manifest(rel, lambda m: m.update(name=["O" * 50]))
+    assert _problems(rel)[0] == f"release_manifest.json: 'name' is {str(['O' * 50])[:40]!r}, not a folder name"
 
 
 def test_declared_sizes_past_the_limits_are_not_read(packed, tmp_path, monkeypatch):
@@ -388,13 +403,13 @@ def _zi(name: str, mode: int = 0o100644) -> zipfile.ZipInfo:
 
 
 def _rewrite_zip(rel: Path, archive: str, entries: list[tuple[zipfile.ZipInfo, bytes]],
-                 encrypt_last: bool = False) -> None:
+                 encrypt_first: bool = False) -> None:
     with zipfile.ZipFile(rel / archive, "w") as zf:
         for info, data in entries:
             zf.writestr(info, data)
-    if encrypt_last:  # zipfile cannot write encrypted members: set the flag in the last central record
+    if encrypt_first:  # zipfile cannot write encrypted members: set the flag in the first central record
         raw = bytearray((rel / archive).read_bytes())
-        at = raw.rindex(b"PK\x01\x02") + 8
+        at = raw.index(b"PK\x01\x02") + 8
         raw[at] |= 0x1
         (rel / archive).write_bytes(bytes(raw))
     _resum(rel)
@@ -411,8 +426,8 @@ def test_zip_member_rules(packed, tmp_path):
     first = entries[0][0].filename
     fix = "(a release holds regular files with relative names only)"
 
-    def with_extra(info, data=b"", encrypt=False):
-        _rewrite_zip(rel, "video_seqs.zip", entries + [(info, data)], encrypt)
+    def with_extra(info, data=b"", encrypt=False):  # first: the members after it are still read
+        _rewrite_zip(rel, "video_seqs.zip", [(info, data)] + entries, encrypt)
         return _problems(rel)
 
     assert with_extra(_zi("sub/", 0o40755)) == [f"video_seqs.zip:sub/: a folder entry {fix}"]
@@ -466,6 +481,8 @@ def test_webdataset_json_rules(packed, tmp_path):
     assert json_is(json.dumps({"id": key}).encode()) == []  # frames may be left out
     assert json_is(json.dumps({"id": "id9_1_0_0"}).encode()) == [
         f"{where}: its 'id' is 'id9_1_0_0', the key is '{key}'"]
+    assert json_is(json.dumps({"id": "id0_1_0_0"}).encode()) == [
+        f"{where}: its 'id' is 'id0_1_0_0', the key is '{key}'"]
     assert json_is(b"[1]") == [f"{where}: its 'id' is None, the key is '{key}'"]
     assert json_is(json.dumps({"id": key, "frames": FRAMES + 1}).encode()) == [
         f"{where}: says {FRAMES + 1} frames, a clip has {FRAMES}"]
@@ -507,6 +524,9 @@ def test_logical_paths_of_members():
         want = [f for f in clip_files("k1") if f.startswith(folder)][0]
         assert _logical("val-000003.tar", f"k1{suffix}", NAME) == (want, suffix, None)
     assert _logical("test-000000.tar", "k1.json", NAME) == (None, ".json", None)
+    for other in ("k1.abc", "k1.jsonx", "k1.txt", "k1.mp4.json"):
+        assert _logical("test-000000.tar", other, NAME) == (
+            None, None, f"test-000000.tar:{other}: not a clip file of a WebDataset shard")
     # only a WebDataset shard's name makes its members keyed files
     assert _logical("trains-000000.tar", "k1.mp4", NAME)[2] == "trains-000000.tar:k1.mp4: outside SingingHead/"
     assert _logical("train-000000.tar", "k1", NAME)[2] == "train-000000.tar:k1: outside SingingHead/"
@@ -629,7 +649,7 @@ def test_dataset_parameters_from_the_manifest():
     assert params({"clip_frames": 1, "sample_rate": 1, "fps": 0.5}) == ((1, 1, 0.5), [])
     assert params({"clip_frames": None, "sample_rate": None, "fps": None}) == ((240, None, 30.0), [])
     for key, bad in (("clip_frames", 0), ("clip_frames", -3), ("clip_frames", 10**7 + 1), ("clip_frames", 6.0),
-                     ("clip_frames", True), ("clip_frames", "6"), ("sample_rate", 0), ("sample_rate", 10**7 + 1),
+                     ("clip_frames", True), ("clip_frames", "6"), ("sample_rate", 0), ("sample_rate", -16000), ("sample_rate", 10**7 + 1),
                      ("sample_rate", 16000.0), ("sample_rate", False), ("fps", 0), ("fps", 10**4 + 0.5),
                      ("fps", True), ("fps", "30"), ("fps", -30.0)):
         assert params({key: bad}) == ((240, None, 30.0), [f"manifest: dataset.{key} is {str(bad)!r}, not a positive "
@@ -661,6 +681,8 @@ def test_clip_file_rules_one_by_one():
     # the rate: the dataset's where the manifest gives one, and the length is counted at the file's own rate
     assert check_clip_file("audio_seqs/a.wav", wav_bytes(1600, 8000), FRAMES, sr_fps) == (
         "sample rate 8000, the dataset's is 16000")
+    assert check_clip_file("audio_seqs/a.wav", wav_bytes(9600, 48000), FRAMES, sr_fps) == (
+        "sample rate 48000, the dataset's is 16000")
     assert check_clip_file("audio_seqs/a.wav", wav_bytes(1600, 8000), FRAMES, (None, 30.0)) is None
     assert check_clip_file("audio_seqs/a.wav", wav_bytes(N, 8000), FRAMES, (None, 30.0)) == (
         f"{N} samples, 6 frames need 1600")
@@ -695,17 +717,17 @@ def test_an_extracted_release_is_checked_as_a_tree(packed, tmp_path):
     assert verify_release(root) == []
     (root / "flame_seqs" / "id1_1_0_0.pkl").write_bytes(pkl_bytes(FRAMES + 1))
     (root / "audio_seqs" / "odd.txt").write_text("x")
-    (root / "video_seqs" / "link.mp4").symlink_to(root / "video_seqs" / "id1_1_0_1.mp4")
+    (root / "video_seqs" / "0link.mp4").symlink_to(root / "video_seqs" / "id1_1_0_1.mp4")  # sorts first
     (root / "sub").mkdir()
     assert verify_release(root) == [
         "flame_seqs/id1_1_0_0.pkl: pkl shapes {'shapecode': (1, 100), 'expcodes': (7, 50), 'posecodes': (7, 9)}, "
         "expected {'shapecode': (1, 100), 'expcodes': (6, 50), 'posecodes': (6, 9)}",
-        "video_seqs/link.mp4: a symbolic link (a dataset holds regular files only)",
+        "video_seqs/0link.mp4: a symbolic link (a dataset holds regular files only)",
         "audio_seqs/odd.txt: not a clip file name"]
     m = json.loads((root / "manifest.json").read_text())
     m["dataset"]["clip_frames"] = FRAMES + 1
     (root / "manifest.json").write_text(json.dumps(m))
-    (root / "video_seqs" / "link.mp4").unlink()
+    (root / "video_seqs" / "0link.mp4").unlink()
     (root / "audio_seqs" / "odd.txt").unlink()
     assert len(verify_release(root)) == 3 * 4 - 1  # every clip file but the pkl made for 7 frames
     (root / "manifest.json").unlink()
@@ -722,6 +744,63 @@ def test_what_is_neither_a_release_nor_a_dataset(tmp_path):
     assert verify_release(tmp_path / "d") == [
         f"SHA256SUMS: missing in {tmp_path / 'd'}: neither a release (SHA256SUMS beside its archives) nor an "
         "extracted dataset (train.txt)"]
+    # SHA256SUMS (even a dangling link) makes a release, whatever else is there
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "SHA256SUMS").write_text(f"{'0' * 64}  a.tar\n")
+    assert verify_release(tmp_path / "g") == ["a.tar: listed in SHA256SUMS but missing",
+                                               "release_manifest.json: missing (it records every archive member's "
+                                               "checksum)", f"{tmp_path / 'g'}: no train.txt/val.txt/test.txt found"]
+    (tmp_path / "g" / "SHA256SUMS").unlink()
+    (tmp_path / "g" / "SHA256SUMS").symlink_to(tmp_path / "nowhere")
+    assert verify_release(tmp_path / "g")[0].startswith("SHA256SUMS: a link or folder in ")
+    stats = {}
+    assert verify_release(tmp_path / "nothing", stats) and stats == {"clips": 0}
     (tmp_path / "e").mkdir()
     (tmp_path / "e" / "x.zip").write_bytes(b"")
     assert verify_release(tmp_path / "e")[0].startswith("SHA256SUMS: missing in ")  # archives make a release
+
+
+def test_an_unsafe_tar_member_is_skipped_and_the_rest_read(packed, tmp_path):
+    rel = _copy(packed, "tarballs", tmp_path)
+    members = _tar_contents(rel / TAR)
+    with tarfile.open(rel / TAR, "w", format=tarfile.PAX_FORMAT) as t:
+        link = tarfile.TarInfo("SingingHead/link")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        t.addfile(link)
+        for name, data in members.items():
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            t.addfile(ti, io.BytesIO(data))
+    _resum(rel)
+    assert _problems(rel) == [f"{TAR}:SingingHead/link: a symbolic link to '/etc/passwd' (a release holds regular "
+                              "files with relative names only)"]
+
+
+def test_a_zip_member_that_fails_its_crc_is_one_problem_and_the_rest_is_read(packed, tmp_path):
+    rel = _copy(packed, "zips", tmp_path)
+    raw = bytearray((rel / "video_seqs.zip").read_bytes())
+    with zipfile.ZipFile(rel / "video_seqs.zip") as zf:
+        first = zf.infolist()[0]
+    at = first.header_offset + 30 + len(first.filename.encode()) + len(first.extra) + 100
+    raw[at] ^= 0xFF  # inside the first member's stored data
+    (rel / "video_seqs.zip").write_bytes(bytes(raw))
+    _resum(rel)
+    assert _problems(rel) == [f"video_seqs.zip:{first.filename}: unreadable (Bad CRC-32 for file "
+                              f"'{first.filename}')",
+                              f"video_seqs/{first.filename}: missing (id {first.filename[:-4]} in train.txt)"]
+
+
+def test_a_file_in_a_clip_folder_with_no_clip_name_is_not_read_as_a_clip(packed, tmp_path):
+    rel = _copy(packed, "tarballs", tmp_path)
+    _rewrite_tar(rel, TAR, lambda m: {**m, "SingingHead/bgm_seqs/odd.wav": b"junk"})
+    assert _problems(rel) == [f"{TAR}:SingingHead/bgm_seqs/odd.wav: not a clip file name"]
+
+
+def test_small_files_past_their_limit_are_a_problem(tmp_path):
+    from tasks.dataset.verify import _small
+    (tmp_path / "train.txt").write_text("0123456789")
+    problems: list[str] = []
+    assert _small(tmp_path / "train.txt", problems, 10) == b"0123456789" and problems == []
+    assert _small(tmp_path / "train.txt", problems, 9) is None
+    assert problems == [f"{tmp_path / 'train.txt'}: train.txt is 10 bytes, more than such a file holds (at most 9)"]
+    assert _small(tmp_path / "absent.txt", problems) is None and len(problems) == 1
