@@ -457,11 +457,12 @@ def test_zip_member_rules(packed, tmp_path):
     assert _problems(rel)[0].startswith("video_seqs.zip: unreadable zip (")
 
 
-def test_a_zip_that_is_no_part_of_the_release(packed, tmp_path):
+@pytest.mark.parametrize("name", ["other.zip", "zz.zip"])  # names sorting before and after the extras zip
+def test_a_zip_that_is_no_part_of_the_release(packed, tmp_path, name):
     rel = _copy(packed, "zips", tmp_path)
-    _rewrite_zip(rel, "other.zip", [(_zi("a.txt"), b"x")])
-    assert _problems(rel) == ["other.zip: not a zip of this release",
-                              "other.zip:a.txt: not recorded in release_manifest.json (a stray member)"]
+    _rewrite_zip(rel, name, [(_zi("a.txt"), b"x")])
+    assert _problems(rel) == [f"{name}: not a zip of this release",
+                              f"{name}:a.txt: not recorded in release_manifest.json (a stray member)"]
 
 
 # ----------------------------------------------------------------------------- WebDataset shards
@@ -544,7 +545,8 @@ def test_recorded_members_of_the_wrong_type_are_problems():
     shards = [{"file": "a.tar", "files": [good, {**good, "path": "q", "size": None}]},
               "x", {"file": 3, "files": []}, {"file": "b.tar", "files": "x"}, {"file": "c.tar"},
               {"file": "d" * 70 + ".tar", "files": [{**good, "size": True}, {**good, "size": 1.0},
-                                                   {**good, "sha256": None}, {"path": 1, "sha256": "h"}, 7]}]
+                                                   {**good, "sha256": None}, {"path": 1, "sha256": "h"}, 7,
+                                                   {"path": "p" * 70}]}]
     rec = _recorded_members({"shards": shards}, problems)
     assert rec == {"a.tar": {"p": good, "q": {**good, "path": "q", "size": None}}, "c.tar": {},
                    "d" * 70 + ".tar": {}}
@@ -692,6 +694,10 @@ def test_clip_file_rules_one_by_one():
     sf.write(flac, np.zeros(N, np.float32), SR, format="FLAC", subtype="PCM_16")
     assert check_clip_file("audio_seqs/a.wav", flac.getvalue(), FRAMES, sr_fps) == (
         "FLAC/PCM_16, expected 16-bit PCM WAV")
+    wavex = io.BytesIO()  # a WAV that is not the plain RIFF WAV a loader expects (a name sorting after "WAV")
+    sf.write(wavex, np.zeros(N, np.float32), SR, format="WAVEX", subtype="PCM_16")
+    assert check_clip_file("audio_seqs/a.wav", wavex.getvalue(), FRAMES, sr_fps) == (
+        "WAVEX/PCM_16, expected 16-bit PCM WAV")
     assert check_clip_file("audio_seqs/a.wav", b"RIFF", FRAMES, sr_fps).startswith("unreadable (LibsndfileError: ")
     assert check_clip_file("flame_seqs/a.pkl", b"junk", FRAMES, sr_fps).startswith("unreadable (")
     # files of no clip kind are not read
