@@ -432,6 +432,8 @@ def test_zip_member_rules(packed, tmp_path):
 
     assert with_extra(_zi("sub/", 0o40755)) == [f"video_seqs.zip:sub/: a folder entry {fix}"]
     assert with_extra(_zi("link.mp4", 0o120777), b"id1_1_0_0.mp4") == [f"video_seqs.zip:link.mp4: a symbolic link or special file {fix}"]
+    # unix mode bits that do not say "regular file" (even a bare o+x) are not taken for one
+    assert with_extra(_zi("odd.mp4", 0o001), b"") == [f"video_seqs.zip:odd.mp4: a symbolic link or special file {fix}"]
     assert with_extra(_zi("fifo.mp4", 0o10644), b"") == [f"video_seqs.zip:fifo.mp4: a symbolic link or special file {fix}"]
     assert with_extra(_zi("secret.mp4"), b"x", encrypt=True) == [f"video_seqs.zip:secret.mp4: an encrypted member {fix}"]
     assert with_extra(_zi("../up.mp4"), b"x") == [f"video_seqs.zip:../up.mp4: '..' in its name {fix}"]
@@ -761,6 +763,11 @@ def test_what_is_neither_a_release_nor_a_dataset(tmp_path):
     assert verify_release(tmp_path / "g")[0].startswith("SHA256SUMS: a link or folder in ")
     stats = {}
     assert verify_release(tmp_path / "nothing", stats) and stats == {"clips": 0}
+    # a linked folder is not searched for the dataset
+    (tmp_path / "h").mkdir()
+    (tmp_path / "h" / "link").symlink_to(tmp_path / "d" / "a")
+    (tmp_path / "d" / "a" / "train.txt").write_text("")
+    assert verify_release(tmp_path / "h")[0].startswith(f"SHA256SUMS: missing in {tmp_path / 'h'}: neither")
     (tmp_path / "e").mkdir()
     (tmp_path / "e" / "x.zip").write_bytes(b"")
     assert verify_release(tmp_path / "e")[0].startswith("SHA256SUMS: missing in ")  # archives make a release
