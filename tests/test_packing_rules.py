@@ -94,8 +94,39 @@ def test_zip_members_are_stored_unix_regular_files_of_2020(tmp_path):
             assert i.create_system == 3  # unix: the mode bits below are read as such
             assert i.external_attr >> 16 == 0o100644
             assert i.extra == b""  # no zip64 record for small members
+    raw = (tmp_path / "a.zip").read_bytes()
+    # a stored zip without extra fields has exactly this size: local headers, data, central records, end
+    names = [b"f.bin", b"g.txt"]
+    assert len(raw) == sum(30 + len(n) for n in names) + 3005 + sum(46 + len(n) for n in names) + 22
+    assert raw[28:30] == b"\0\0"  # the first local header's extra length: no zip64 field forced
     P.write_zip(tmp_path / "b.zip", [P.Member("f.bin", src), P.Member("g.txt", data=b"hello")])
     assert (tmp_path / "b.zip").read_bytes() == (tmp_path / "a.zip").read_bytes()
+
+
+def test_a_zip_of_more_members_than_the_classic_format_counts_is_written_as_zip64(tmp_path, monkeypatch):
+    monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 2)  # 65,535 otherwise: too many to write in a test
+    P.write_zip(tmp_path / "a.zip", [P.Member(f"m{k}", data=b"x") for k in range(3)])
+    monkeypatch.undo()
+    with zipfile.ZipFile(tmp_path / "a.zip") as zf:
+        assert zf.namelist() == ["m0", "m1", "m2"] and zf.testzip() is None
+
+
+def test_shards_filled_to_the_last_byte_are_kept_whole():
+    """A shard whose tar comes out at exactly shard_bytes is not split, first shard or later."""
+    def unit(name, data_bytes):  # one member: a 512-byte header and whole data blocks
+        return [P.Member(name, data=b"u" * data_bytes)]
+    a, b = unit("a", 4096), unit("b", 4096)  # 2 x (512 + 4096) + 1024 end blocks = 10,240: one record
+    assert P.tar_file_size(sum(P.tar_member_size(m.size, m.name) for m in a + b)) == 10240
+    assert P.plan_shards([a, b], 10240) == [a + b]
+    big = unit("big", 20000)
+    assert P.plan_shards([big, a, b], 10240) == [big, a + b]
+    assert P.plan_shards([big, a, b], 10239) == [big, a, b]
+
+
+def test_members_cannot_change_once_made():
+    m = P.Member("a", data=b"x")
+    with pytest.raises(AttributeError):
+        m.name = "b"  # a planned shard's sizes hold only while its members stay what they were
 
 
 def test_member_size_and_bytes_from_a_file_or_from_memory(tmp_path):
