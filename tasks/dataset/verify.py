@@ -486,8 +486,8 @@ def _small(path: Path, problems: list[str], limit: int = MAX_RELEASE_JSON_BYTES)
 
 
 def _file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return _read_member(f, 0, False)[0]
+    with open(path, "rb") as f:  # a regular file of the folder, streamed: no member limit (a zip may pass it)
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 # ----------------------------------------------------------------------------- extracted tree
