@@ -704,3 +704,11 @@ def test_runner_batch_sizes_and_outputs():
     np.testing.assert_allclose(out["cam"], E.crop_cam_to_portrait(out["crop_cam"], out["crop_boxes"], 64), rtol=1e-4)
     with pytest.raises(ValueError, match="no frames were given to EMOCA"):
         E.EmocaRunner(_CountingEncoder(), "cpu").finish()
+
+
+def test_runner_defaults_are_the_pipelines():
+    """A runner made without sizes batches as `[emoca] batch_size` and maps cameras into the crop
+    stage's portrait (`[crop] output_size`), the frames the estimation stage hands it."""
+    from tasks.common.settings import CropSettings, EmocaSettings
+    runner = E.EmocaRunner(_CountingEncoder(), "cpu")
+    assert runner.image_size == CropSettings().output_size and runner.batch_size == EmocaSettings().batch_size
