@@ -430,7 +430,7 @@ def test_runner_batches_in_frame_order():
 def test_torch_crop_equals_numpy_crop():
     rng = np.random.default_rng(2)
     img = rng.integers(0, 256, (200, 240, 3), dtype=np.uint8)
-    for box in ([120.3, 90.7, 150.0], [10.0, 190.0, 131.0]):  # inside; running off two edges
+    for box in ([120.3, 90.7, 150.0], [10.0, 190.0, 131.0], [230.0, 15.0, 101.0]):  # inside; off left+bottom, right+top
         ours = E.crop_image_torch(torch.from_numpy(img), box).numpy()
         np.testing.assert_allclose(ours, E.crop_image(img, box), atol=1e-5)
 
@@ -703,8 +703,9 @@ def test_runner_batch_sizes_and_outputs():
         runner = E.EmocaRunner(enc, "cpu", batch_size=batch_size, image_size=64)
         for f in frames:
             runner.add(f, lmk)
+            assert sum(c is not None for c in runner._crops) < max(batch_size, 1)  # encoded crops are let go
         out = runner.finish()
-        assert enc.batches == batches
+        assert enc.batches == batches and all(c is None for c in runner._crops)
     assert all(v.dtype == np.float32 for v in out.values())
     assert out["global_orient"][:, 1:].tolist() == [[1, 2]] * 5 and out["jaw_pose"].tolist() == [[3, 4, 5]] * 5
     np.testing.assert_allclose(out["crop_cam"], [[8, 0, 0]] * 5)

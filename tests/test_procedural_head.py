@@ -329,6 +329,11 @@ def test_expression_basis_is_local_with_the_named_meanings(geo):
         d = points(E[..., k], f, emb["full_lmk_faces_idx"][0], emb["full_lmk_bary_coords"][0].astype(float))
         return d
 
+    upper, lower = np.r_[17:27, 36:48], np.r_[0:17, 48:68]              # brows and eyes; jaw line and lips
+    for k in (0, 1, 2, 3, 7, 9, 10, 11, 12, 13):                        # mouth and cheeks leave brows and eyes
+        assert np.abs(moved(k)[upper]).max() < 5e-5, k
+    for k in (4, 5, 6, 8, 14, 15):                                      # brows, eyes, nose leave the mouth
+        assert np.abs(moved(k)[lower]).max() < 5e-5, k
     gap = lambda d: d[66, 1] - d[62, 1]                                 # noqa: E731 - lower minus upper lip
     d = moved(0)                                                        # mouth open
     assert gap(d) < -0.0005 and d[8, 1] < -0.002
