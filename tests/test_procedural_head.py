@@ -245,6 +245,26 @@ def test_static_landmarks_follow_ibug_68(geo):
     assert y[51] > y[62] and y[57] < y[66] and x[48] < x[60] and x[54] > x[64]
 
 
+def test_midline_profile_has_lips_mouth_line_and_nose(geo):
+    """The face's profile (surface z along x = 0, open3d's ray caster) from the chin up: the lower lip,
+    the mouth line between the inner-lip landmarks, the upper lip, the nose tip (the foremost point,
+    at landmark 30), then the bridge and forehead receding: three bumps, no others."""
+    lmk, _ = head_landmarks(geo, P._landmark_embedding(geo))
+    ys = np.arange(-0.1, 0.06, 0.0005)
+    t, _ = raycast(geo["verts"], geo["head_faces"], np.c_[0 * ys, ys, 1 + 0 * ys], np.tile([0.0, 0, -1], (len(ys), 1)))
+    z = 1 - t
+    tops = np.nonzero((z[1:-1] > z[:-2]) & (z[1:-1] >= z[2:]))[0] + 1
+    dips = np.nonzero((z[1:-1] < z[:-2]) & (z[1:-1] <= z[2:]))[0] + 1
+    assert len(tops) == 3 and len(dips) == 2
+    lower_lip, upper_lip, nose = ys[tops]
+    mouth, subnasale = ys[dips]
+    assert lmk[57, 1] - 0.003 < lower_lip < lmk[66, 1] < mouth < lmk[62, 1] < upper_lip < lmk[51, 1] + 0.003
+    assert upper_lip < subnasale < lmk[33, 1] + 0.003 and np.argmax(z) == tops[2]
+    # landmark 30 (pronasale) on the tip: it sits 4.5 mm up the bridge from the foremost point today
+    assert abs(nose - lmk[30, 1]) < 0.006 and abs(z.max() - lmk[30, 2]) < 0.006
+    assert z[tops[0]] - z[dips[0]] > 0.0005 and z[tops[1]] - z[dips[0]] > 0.003   # lips stand out
+
+
 def test_dynamic_contour_lies_on_the_outer_jaw_line_and_turns_with_the_head(geo):
     """Row r of the (79,17) tables is used at yaw a (rows 0..39: a = r, 40..78: a = 39 - r, DECA's
     sign: the head turned towards +x).  Every contour point is on the outer surface (the first hit
