@@ -467,3 +467,6 @@ def test_ray_cast_reports_misses():
     np.testing.assert_allclose(bary, [[0.6, 0.2, 0.2]] * 2)
     with pytest.raises(RuntimeError, match="1 landmark rays missed"):
         P._ray_cast(np.array([[0.2, 0.2, 1.0], [2.0, 2.0, 1.0]]), d, tri)
+    for dy in (0.1, -0.1):                  # the candidate search by height holds for horizontal rays only
+        with pytest.raises(AssertionError, match="rays must be horizontal"):
+            P._ray_cast(o, d + [0.0, dy, 0.0], tri)
