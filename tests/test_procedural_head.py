@@ -175,6 +175,15 @@ def test_head_rings_are_simple_star_shaped_loops(geo):
     ang = np.unwrap(np.arctan2(rings[..., 0] - axis[0], rings[..., 2] - axis[1]), axis=1)
     steps = np.diff(np.concatenate([ang, ang[:, :1] + 2 * np.pi], 1), axis=1)
     assert (steps > 0).all() and np.allclose(steps.sum(1), 2 * np.pi)
+    # vertices are denser over the face: rings closer at face height, azimuths closer at the front
+    ry, gap = rings[:, 0, 1], -np.diff(rings[:, 0, 1])
+    mid = 0.5 * (ry[1:] + ry[:-1])
+    face, rest = (mid > -0.06) & (mid < 0.03), (mid > 0.08) | (mid < -0.12)
+    assert gap[face].max() < 0.75 * gap[rest].mean()
+    phi = geo["phi"][1:1 + n_az]
+    step = np.diff(np.r_[phi, phi[0] + 2 * np.pi])
+    mid_phi = np.angle(np.exp(1j * (phi + step / 2)))
+    assert step[np.abs(mid_phi) < 0.3].max() < 0.5 * step[np.abs(mid_phi) > 2.8].min()
     # the head is a head: about 15-17 cm wide, 19-22 cm deep, ~35 cm crown to neck cut (metres)
     assert 0.13 < np.ptp(v[:geo["n_head"], 0]) < 0.19 and 0.17 < np.ptp(v[:geo["n_head"], 2]) < 0.24
 
