@@ -330,6 +330,21 @@ def test_identity_basis_is_orthogonal_decreasing_symmetric_and_eyes_rigid():
         assert np.abs(np.delete(d, k, axis=1)).max() < 1e-15
         c = (d[:, k] @ v[:, k]) / (v[:, k] @ v[:, k])
         np.testing.assert_allclose(d[:, k], c * v[:, k], atol=1e-12)
+    # smooth and from coarse to fine, like the leading components of a head PCA: roughness (uniform graph
+    # Laplacian relative to the field) low for the first fifty, rising towards that of noise at the end
+    f = geo["faces"]
+    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    A = scipy.sparse.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(V, V)).tocsr()
+    A = ((A + A.T) > 0).astype(float)
+    deg = np.asarray(A.sum(1)).ravel()
+    L = scipy.sparse.diags(deg) - A
+
+    def rough(field):
+        return np.linalg.norm(L @ field) / np.linalg.norm(np.sqrt(deg)[:, None] * field)
+
+    r = np.array([rough(q[:, :, k]) for k in range(300)])
+    noise = rough(np.random.default_rng(1).normal(size=(V, 3)))
+    assert r[:57].mean() < 0.25 * noise and r[7:57].mean() < 0.35 * r[250:].mean()
     assert not np.allclose(P._identity_dirs(geo, np.random.default_rng(1))[..., 7:], q[..., 7:])
 
 
