@@ -252,6 +252,12 @@ def test_static_landmarks_follow_ibug_68(geo):
     gap = y[[61, 62, 63]] - y[[67, 66, 65]]
     assert (gap > 0).all() and gap.max() < 0.006
     assert y[51] > y[62] and y[57] < y[66] and x[48] < x[60] and x[54] > x[64]
+    # the ears: the head's widest points, on its sides between eye and mouth height, standing ~1 cm out
+    head = geo["verts"][:geo["n_head"]]
+    for side in (1, -1):
+        ear = head[np.argmax(side * head[:, 0])]
+        assert y[48] < ear[1] < y[37] and abs(ear[2] - P._HEAD_ZC) < 0.03
+        assert side * ear[0] > np.abs(head[head[:, 1] > y[19], 0]).max() + 0.01
 
 
 def test_midline_profile_has_lips_mouth_line_and_nose(geo):
