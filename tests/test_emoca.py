@@ -623,6 +623,11 @@ def test_strict_load_names_what_is_missing_and_converts_dtypes(tmp_path):
                        r"x\.1\.weight, x\.10\.bias, [^|]*, x\.2\.weight \.\.\. -- fix") as err:
         E._load_strict(net, {}, "x", tmp_path)
     assert str(err.value).count("x.") == 12 and str(err.value).startswith(str(tmp_path))
+    twelve = torch.nn.Sequential(*[torch.nn.Linear(2, 2) for _ in range(6)])
+    with pytest.raises(ModelFileError, match=r"12 missing weight\(s\): .*x\.5\.weight -- fix"):    # all named
+        E._load_strict(twelve, {}, "x", tmp_path)
+    with pytest.raises(ModelFileError, match=r"13 missing weight\(s\): .*x\.5\.weight \.\.\. -- fix"):
+        E._load_strict(torch.nn.Sequential(*twelve, torch.nn.Linear(2, 2, bias=False)), {}, "x", tmp_path)
     full = {k: torch.full(v.shape, 0.5, dtype=torch.float64) for k, v in net.state_dict().items()}
     bad = dict(full, **{f"{i}.bias": torch.zeros(3) for i in range(13)})
     with pytest.raises(ModelFileError, match=r"13 shape mismatch\(es\): x\.0\.bias: checkpoint \(3,\) vs model \(2,\)"
