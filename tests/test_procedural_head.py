@@ -500,3 +500,12 @@ def test_ray_cast_reports_misses():
     for dy in (0.1, -0.1):                  # the candidate search by height holds for horizontal rays only
         with pytest.raises(AssertionError, match="rays must be horizontal"):
             P._ray_cast(o, d + [0.0, dy, 0.0], tri)
+
+
+def test_writer_and_builder_default_to_the_same_model():
+    """`write_procedural_head_model(folder)` (what the pipeline caches) writes the model that
+    `build_procedural_head_model()` returns: same default seed and size."""
+    import inspect
+    w = inspect.signature(P.write_procedural_head_model).parameters
+    b = inspect.signature(P.build_procedural_head_model).parameters
+    assert (w["seed"].default, w["n_vertices"].default) == (b["seed"].default, b["n_vertices"].default) == (0, N)
