@@ -430,7 +430,8 @@ def test_runner_batches_in_frame_order():
 def test_torch_crop_equals_numpy_crop():
     rng = np.random.default_rng(2)
     img = rng.integers(0, 256, (200, 240, 3), dtype=np.uint8)
-    for box in ([120.3, 90.7, 150.0], [10.0, 190.0, 131.0], [230.0, 15.0, 101.0]):  # inside; off left+bottom, right+top
+    # inside; off the left and bottom edges; off the right and top edges
+    for box in ([120.3, 90.7, 150.0], [10.0, 190.0, 131.0], [230.0, 15.0, 101.0]):
         ours = E.crop_image_torch(torch.from_numpy(img), box).numpy()
         np.testing.assert_allclose(ours, E.crop_image(img, box), atol=1e-5)
 
@@ -439,7 +440,8 @@ def test_torch_crop_equals_numpy_crop():
 def test_encoder_checks_its_input_and_gives_every_code_in_its_shape():
     """On the meta device (no weights, no arithmetic): the 224x224 RGB batch rule and the output shapes
     of both E_expression variants."""
-    for layout, exp_width in ((E.ExpressionLayout(jaw_pose=True), 53), (E.ExpressionLayout(parallel=True), 50)):
+    for layout, exp_width in ((E.ExpressionLayout(jaw_pose=True), 53),
+                              (E.ExpressionLayout(parallel=True), 50)):
         with torch.device("meta"):
             enc = E.EmocaEncoder(layout)
             for bad in (torch.zeros(3, 224, 224), torch.zeros(1, 3, 112, 112), torch.zeros(1, 1, 224, 224),
@@ -450,7 +452,8 @@ def test_encoder_checks_its_input_and_gives_every_code_in_its_shape():
                 out = enc(torch.zeros(2, 3, 224, 224))
                 assert {k: tuple(v.shape) for k, v in out.items()} == {"shape": (2, 100), "tex": (2, 50),
                         "exp": (2, 50), "pose": (2, 6), "cam": (2, 3), "light": (2, 9, 3)}
-        assert hasattr(enc, "E_expression_head") == layout.parallel and hasattr(enc, "E_expression") != layout.parallel
+        assert hasattr(enc, "E_expression_head") == layout.parallel
+        assert hasattr(enc, "E_expression") != layout.parallel
         last = (enc.E_expression_head if layout.parallel else enc.E_expression.layers)[2]
         assert last.out_features == exp_width
 
@@ -481,7 +484,8 @@ def test_checkpoint_choice_falls_back_to_last_then_coarse(tmp_path):
     _touch(ck / "model.ckpt")                          # no number after '=': not a candidate
     _touch(tmp_path / "coarse" / "checkpoints" / "deca-epoch=02-val_loss=0.9.ckpt")
     _touch(tmp_path / "coarse" / "checkpoints" / "deca-epoch=01-val_loss=1.3.ckpt")
-    assert E.find_checkpoint(tmp_path) == tmp_path / "coarse" / "checkpoints" / "deca-epoch=02-val_loss=0.9.ckpt"
+    coarse = tmp_path / "coarse" / "checkpoints"
+    assert E.find_checkpoint(tmp_path) == coarse / "deca-epoch=02-val_loss=0.9.ckpt"
     _touch(ck / "last.ckpt")                            # EMOCA's 'best' finds nothing numbered: last
     assert E.find_checkpoint(tmp_path) == ck / "last.ckpt"
     _touch(ck / "x-val_loss=0.3.ckpt")
@@ -518,8 +522,9 @@ def test_model_config_sections_and_bad_files(tmp_path, monkeypatch):
     assert err.value.path == str(cfg)
 
 
-@pytest.mark.parametrize("value,want", [(True, True), (False, False), ("True", True), (" yes ", True), ("1", True),
-                                        ("false", False), ("no", False), ("", False), (1, True), (None, False)])
+@pytest.mark.parametrize("value,want", [(True, True), (False, False), ("True", True), (" yes ", True),
+                                        ("1", True), ("false", False), ("no", False), ("", False), (1, True),
+                                        (None, False)])
 def test_config_flags_read_as_omegaconf_writes_them(value, want):
     layout = E.layout_from_config({"exp_deca_jaw_pose": value, "exp_deca_global_pose": value})
     assert layout.jaw_pose is want and layout.global_pose is want
@@ -557,7 +562,8 @@ def test_checkpoint_globals_become_inert_values_or_are_refused():
     lst.__setstate__({"_content": [node, (1, node), {"k": node}]})
     other.__setstate__({"_val": 3})
     assert E.plain_config({"a": lst, "b": other}) == {"a": ["${x}", (1, "${x}"), {"k": "${x}"}], "b": other}
-    assert E.plain_config(E._config_record("omegaconf.dictconfig.DictConfig")()).__class__.__name__ == "DictConfig"
+    empty = E._config_record("omegaconf.dictconfig.DictConfig")()        # no state: left as it is
+    assert E.plain_config(empty) is empty
 
 
 def test_checkpoint_files_that_hold_no_weights(tmp_path, monkeypatch):
@@ -577,22 +583,24 @@ def test_checkpoint_files_that_hold_no_weights(tmp_path, monkeypatch):
     with pytest.raises(ModelFileError, match="is a directory|not a regular file") as err:
         E.load_state_dict(tmp_path)
     assert err.value.path == str(tmp_path)
-    torch.save({"state_dict": {"w": torch.ones(1)}, "hyper_parameters": collections.defaultdict(list, a=[1])}, p)
+    hp = collections.defaultdict(list, a=[1])
+    torch.save({"state_dict": {"w": torch.ones(1)}, "hyper_parameters": hp}, p)
     assert E.read_checkpoint(p)["hyper_parameters"] == {"a": [1]}
     # torch's legacy (non-zip) format: the globals cannot be listed, the weights-only refusal is reported
     torch.save({"state_dict": {"w": torch.ones(1)}, "hyper_parameters": collections.defaultdict(list)}, p,
                _use_new_zipfile_serialization=False)
     with pytest.raises(ModelFileError, match=r"cannot read the checkpoint \(UnpicklingError: Weights only"):
         E.read_checkpoint(p)
-    torch.save({"state_dict": {"w": torch.ones(1)}, "hyper_parameters": collections.defaultdict(list, a=[1])}, p)
+    torch.save({"state_dict": {"w": torch.ones(1)}, "hyper_parameters": hp}, p)
     monkeypatch.setattr(torch, "__version__", "2.5.1+cpu")
     with pytest.raises(ModelFileError, match=r"collections.defaultdict.*needs torch >= 2.6") as err:
         E.read_checkpoint(p)
-    assert "cannot read" not in str(err.value)                         # the loader's own message, not re-wrapped
+    assert "cannot read" not in str(err.value)                         # its own message, not re-wrapped
 
 
 def test_backbone_and_width_are_read_from_the_weights(tmp_path):
-    assert E.detect_backbone({"deca.E_flame.a": 0, "deca.E_expression.encoder.conv1.weight": 0}) == "deca_clone"
+    clone = {"deca.E_flame.a": 0, "deca.E_expression.encoder.conv1.weight": 0}
+    assert E.detect_backbone(clone) == "deca_clone"
     assert E.detect_backbone({"deca.E_expression.resnet.conv1.weight": 0}) == "deca_parallel"
     with pytest.raises(ModelFileError, match="a DECA checkpoint, not EMOCA") as err:
         E.detect_backbone({"deca.E_flame.a": 0, "deca.E_expression.layers.0.weight": 0}, tmp_path / "c")
@@ -607,7 +615,7 @@ def test_backbone_and_width_are_read_from_the_weights(tmp_path):
             "deca.E_expression.encoder.conv1.weight": torch.zeros(1),
             "deca.E_expression.layers.2.weight": torch.zeros(53, 4)}
     write_model(tmp_path / "a", tiny, jaw=False, glob=False, backbone="deca_parallel")
-    with pytest.raises(ModelFileError, match="checkpoint keys say deca_clone but cfg.yaml says deca_parallel"):
+    with pytest.raises(ModelFileError, match="keys say deca_clone but cfg.yaml says deca_parallel"):
         E.load_emoca(tmp_path / "a")
     write_model(tmp_path / "b", tiny, jaw=False, glob=True)
     with pytest.raises(ModelFileError, match="missing weight"):        # width 53 fits: the weights are next
@@ -630,7 +638,8 @@ def test_strict_load_names_what_is_missing_and_converts_dtypes(tmp_path):
         E._load_strict(torch.nn.Sequential(*twelve, torch.nn.Linear(2, 2, bias=False)), {}, "x", tmp_path)
     full = {k: torch.full(v.shape, 0.5, dtype=torch.float64) for k, v in net.state_dict().items()}
     bad = dict(full, **{f"{i}.bias": torch.zeros(3) for i in range(13)})
-    with pytest.raises(ModelFileError, match=r"13 shape mismatch\(es\): x\.0\.bias: checkpoint \(3,\) vs model \(2,\)"
+    with pytest.raises(ModelFileError,
+                       match=r"13 shape mismatch\(es\): x\.0\.bias: checkpoint \(3,\) vs model \(2,\)"
                        ) as err:
         E._load_strict(net, bad, "x", tmp_path)
     assert str(err.value).count("checkpoint (3,)") == 12 and "missing" not in str(err.value)
@@ -649,8 +658,10 @@ def test_parallel_checkpoint_may_store_the_shared_backbone_under_the_second_head
     layout = E.ExpressionLayout(parallel=True)
     enc = E.build_encoder({**resnet, **head}, layout)
     assert not enc.training
-    assert float(enc.E_flame.layers[2].bias[0]) == 2.0 and float(enc.E_flame.encoder.conv1.weight[0, 0, 0, 0]) == 2.0
-    assert float(enc.E_expression_head[2].bias[0]) == 3.0 and float(enc.E_expression_head[0].weight[0, 0]) == 3.0
+    assert float(enc.E_flame.layers[2].bias[0]) == 2.0
+    assert float(enc.E_flame.encoder.conv1.weight[0, 0, 0, 0]) == 2.0
+    assert float(enc.E_expression_head[2].bias[0]) == 3.0
+    assert float(enc.E_expression_head[0].weight[0, 0]) == 3.0
     flame = {f"deca.E_flame.{k}": torch.full(s, 5.0) for k, s in shapes.items()}
     enc = E.build_encoder({**resnet, **head, **flame}, layout)
     assert float(enc.E_flame.layers[2].bias[0]) == 5.0
@@ -661,7 +672,8 @@ def test_parallel_checkpoint_may_store_the_shared_backbone_under_the_second_head
 def test_model_record_names_the_model_folder_and_the_layout(tmp_path):
     ckpt = _touch(tmp_path / "EMOCA_v2_mp" / "detail" / "checkpoints" / CKPT_NAME)
     cfg = _touch(tmp_path / "EMOCA_v2_mp" / "cfg.yaml")
-    rec = E.emoca_model_record(E.LoadedEmoca(None, E.ExpressionLayout(global_pose=True, parallel=True), ckpt, cfg))
+    layout = E.ExpressionLayout(global_pose=True, parallel=True)
+    rec = E.emoca_model_record(E.LoadedEmoca(None, layout, ckpt, cfg))
     assert rec["name"] == "EMOCA v2 (EMOCA_v2_mp)" and rec["kind"] == "real"
     assert [f["path"] for f in rec["files"]] == [str(ckpt), str(cfg)]
     assert rec["expression_width"] == 53 and rec["global_from_expression_encoder"]
@@ -712,10 +724,12 @@ def test_runner_batch_sizes_and_outputs():
         out = runner.finish()
         assert enc.batches == batches and all(c is None for c in runner._crops)
     assert all(v.dtype == np.float32 for v in out.values())
-    assert out["global_orient"][:, 1:].tolist() == [[1, 2]] * 5 and out["jaw_pose"].tolist() == [[3, 4, 5]] * 5
+    assert out["global_orient"][:, 1:].tolist() == [[1, 2]] * 5
+    assert out["jaw_pose"].tolist() == [[3, 4, 5]] * 5
     np.testing.assert_allclose(out["crop_cam"], [[8, 0, 0]] * 5)
     np.testing.assert_allclose(out["crop_boxes"], np.repeat(E.crop_boxes_from_landmarks(lmk[None]), 5, 0))
-    np.testing.assert_allclose(out["cam"], E.crop_cam_to_portrait(out["crop_cam"], out["crop_boxes"], 64), rtol=1e-4)
+    np.testing.assert_allclose(out["cam"], E.crop_cam_to_portrait(out["crop_cam"], out["crop_boxes"], 64),
+                               rtol=1e-4)
     with pytest.raises(ValueError, match="no frames were given to EMOCA"):
         E.EmocaRunner(_CountingEncoder(), "cpu").finish()
 

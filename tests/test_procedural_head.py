@@ -192,7 +192,9 @@ def test_template_is_mirror_symmetric(geo):
     v, f = geo["verts"], geo["faces"]
     m = mirror_map(v)
     assert np.array_equal(m[m], np.arange(len(v)))
-    edges = lambda t: {tuple(sorted(e)) for e in np.concatenate([t[:, :2], t[:, 1:], t[:, ::2]]).tolist()}  # noqa: E731
+    def edges(t):
+        return {tuple(sorted(e)) for e in np.concatenate([t[:, :2], t[:, 1:], t[:, ::2]]).tolist()}
+
     # the quads' diagonals run one way, so only edges along rings and meridians mirror onto edges
     shared = edges(f) & edges(m[f])
     assert len(shared) > 0.6 * len(edges(f))
@@ -266,7 +268,8 @@ def test_midline_profile_has_lips_mouth_line_and_nose(geo):
     at landmark 30), then the bridge and forehead receding: three bumps, no others."""
     lmk, _ = head_landmarks(geo, P._landmark_embedding(geo))
     ys = np.arange(-0.1, 0.06, 0.0005)
-    t, _ = raycast(geo["verts"], geo["head_faces"], np.c_[0 * ys, ys, 1 + 0 * ys], np.tile([0.0, 0, -1], (len(ys), 1)))
+    t, _ = raycast(geo["verts"], geo["head_faces"], np.c_[0 * ys, ys, 1 + 0 * ys],
+                   np.tile([0.0, 0, -1], (len(ys), 1)))
     z = 1 - t
     tops = np.nonzero((z[1:-1] > z[:-2]) & (z[1:-1] >= z[2:]))[0] + 1
     dips = np.nonzero((z[1:-1] < z[:-2]) & (z[1:-1] <= z[2:]))[0] + 1
@@ -380,11 +383,13 @@ def test_expression_basis_is_local_with_the_named_meanings(geo):
         return d
 
     upper, lower = np.r_[17:27, 36:48], np.r_[0:17, 48:68]              # brows and eyes; jaw line and lips
-    for k in (0, 1, 2, 3, 7, 9, 10, 11, 12, 13):                        # mouth and cheeks leave brows and eyes
+    for k in (0, 1, 2, 3, 7, 9, 10, 11, 12, 13):                        # mouth, cheeks: not brows, eyes
         assert np.abs(moved(k)[upper]).max() < 5e-5, k
     for k in (4, 5, 6, 8, 14, 15):                                      # brows, eyes, nose leave the mouth
         assert np.abs(moved(k)[lower]).max() < 5e-5, k
-    gap = lambda d: d[66, 1] - d[62, 1]                                 # noqa: E731 - lower minus upper lip
+    def gap(d):
+        return d[66, 1] - d[62, 1]                                      # lower minus upper lip
+
     d = moved(0)                                                        # mouth open
     assert gap(d) < -0.0005 and d[8, 1] < -0.002
     d = moved(1)                                                        # smile: corners up and out
@@ -508,4 +513,5 @@ def test_writer_and_builder_default_to_the_same_model():
     import inspect
     w = inspect.signature(P.write_procedural_head_model).parameters
     b = inspect.signature(P.build_procedural_head_model).parameters
-    assert (w["seed"].default, w["n_vertices"].default) == (b["seed"].default, b["n_vertices"].default) == (0, N)
+    defaults = [(p["seed"].default, p["n_vertices"].default) for p in (w, b)]
+    assert defaults == [(0, N), (0, N)]
