@@ -321,8 +321,9 @@ def test_only_inert_builtins_are_allowed(tmp_path, name, obj):
     """Allowing dict/list/int must not open the rest of builtins: each builtin that acts or reaches
     other objects is refused by name."""
     p = _hparams_with(tmp_path, {"model_params": obj})
-    with pytest.raises(ModelFileError, match=rf"refused.*'builtins\.{name}'"):
+    with pytest.raises(ModelFileError, match=rf"refused.*'builtins\.{name}'") as err:
         E.load_state_dict(p)
+    assert "cannot read" not in str(err.value)
 
 
 def test_inert_builtins_called_with_arguments_give_plain_values(tmp_path):
@@ -429,6 +430,313 @@ def test_runner_batches_in_frame_order():
 def test_torch_crop_equals_numpy_crop():
     rng = np.random.default_rng(2)
     img = rng.integers(0, 256, (200, 240, 3), dtype=np.uint8)
-    for box in ([120.3, 90.7, 150.0], [10.0, 190.0, 131.0]):  # inside; running off two edges
+    # inside; off the left and bottom edges; off the right and top edges
+    for box in ([120.3, 90.7, 150.0], [10.0, 190.0, 131.0], [230.0, 15.0, 101.0]):
         ours = E.crop_image_torch(torch.from_numpy(img), box).numpy()
         np.testing.assert_allclose(ours, E.crop_image(img, box), atol=1e-5)
+
+
+# -- rules of the loader, checked on tiny files (no ResNet weights needed) ---------------------------
+def test_encoder_checks_its_input_and_gives_every_code_in_its_shape():
+    """On the meta device (no weights, no arithmetic): the 224x224 RGB batch rule and the output shapes
+    of both E_expression variants."""
+    for layout, exp_width in ((E.ExpressionLayout(jaw_pose=True), 53),
+                              (E.ExpressionLayout(parallel=True), 50)):
+        with torch.device("meta"):
+            enc = E.EmocaEncoder(layout)
+            for bad in (torch.zeros(3, 224, 224), torch.zeros(1, 3, 112, 112), torch.zeros(1, 1, 224, 224),
+                        torch.zeros(1, 3, 224, 223)):
+                with pytest.raises(ValueError, match=r"EMOCA wants \(B, 3, 224, 224\) images, got"):
+                    enc(bad)
+            if layout.parallel:                 # (deca_clone's forward: the reference test above)
+                out = enc(torch.zeros(2, 3, 224, 224))
+                assert {k: tuple(v.shape) for k, v in out.items()} == {"shape": (2, 100), "tex": (2, 50),
+                        "exp": (2, 50), "pose": (2, 6), "cam": (2, 3), "light": (2, 9, 3)}
+        assert hasattr(enc, "E_expression_head") == layout.parallel
+        assert hasattr(enc, "E_expression") != layout.parallel
+        last = (enc.E_expression_head if layout.parallel else enc.E_expression.layers)[2]
+        assert last.out_features == exp_width
+
+
+def test_code_layout_and_width_errors():
+    code = torch.arange(2 * 236, dtype=torch.float32).reshape(2, 236)
+    out = E.split_flame_code(code)
+    assert out["light"].shape == (2, 9, 3)
+    assert torch.equal(out["light"][1], code[1, 209:].reshape(9, 3))      # SH band by colour, row-major
+    assert torch.equal(out["pose"], code[:, 200:206]) and torch.equal(out["exp"], code[:, 150:200])
+    with pytest.raises(ValueError, match="must have 236 values, got 235"):
+        E.split_flame_code(code[:, :235])
+    with pytest.raises(ValueError, match="must have 53 values, got 50"):
+        E.merge_codes(code, torch.zeros(2, 50), E.ExpressionLayout(global_pose=True))
+    assert E.ExpressionLayout(n_exp=60, global_pose=True).width == 63
+
+
+def _touch(path, data=b"x"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_checkpoint_choice_falls_back_to_last_then_coarse(tmp_path):
+    with pytest.raises(ModelFileError, match="EMOCA model folder does not exist"):
+        E.find_checkpoint(tmp_path / "nope")
+    ck = tmp_path / "detail" / "checkpoints"
+    _touch(ck / "model.ckpt")                          # no number after '=': not a candidate
+    _touch(tmp_path / "coarse" / "checkpoints" / "deca-epoch=02-val_loss=0.9.ckpt")
+    _touch(tmp_path / "coarse" / "checkpoints" / "deca-epoch=01-val_loss=1.3.ckpt")
+    coarse = tmp_path / "coarse" / "checkpoints"
+    assert E.find_checkpoint(tmp_path) == coarse / "deca-epoch=02-val_loss=0.9.ckpt"
+    _touch(ck / "last.ckpt")                            # EMOCA's 'best' finds nothing numbered: last
+    assert E.find_checkpoint(tmp_path) == ck / "last.ckpt"
+    _touch(ck / "x-val_loss=0.3.ckpt")
+    _touch(ck / "x-val_loss=0.25.ckpt")
+    _touch(ck / "x-val_loss=2.ckpt")
+    assert E.find_checkpoint(tmp_path) == ck / "x-val_loss=0.25.ckpt"   # the smallest value
+    assert E.find_checkpoint(tmp_path, "coarse").parent.parent.name == "coarse"
+    with pytest.raises(ModelFileError) as err:
+        E.find_checkpoint(tmp_path / "coarse")
+    assert err.value.path == str(tmp_path / "coarse" / "detail" / "checkpoints")
+
+
+def test_model_config_sections_and_bad_files(tmp_path, monkeypatch):
+    cfg = tmp_path / "cfg.yaml"
+
+    def read(text):
+        cfg.write_text(text) if isinstance(text, str) else cfg.write_bytes(text)
+        return E.read_model_config(tmp_path)
+
+    assert read("detail: {model: {n_exp: 1}}\ncoarse: {model: {n_exp: 2}}\n") == {"n_exp": 1}
+    assert read("detail: {learning: {}}\ncoarse: {model: {n_exp: 2}}\n") == {"n_exp": 2}
+    assert read("detail: [1]\ncoarse: {model: {n_exp: 2}}\n") == {"n_exp": 2}
+    assert read("model: {n_exp: 3}\n") == {"n_exp": 3}
+    for text in ("", "detail: {model: 5}\n", "[1, 2]\n", "model: [1]\n"):
+        with pytest.raises(ModelFileError, match="no detail.model / coarse.model section"):
+            read(text)
+    for text in ("detail: {model: [\n", b"detail: \xff\xfe\n"):
+        with pytest.raises(ModelFileError, match="cfg.yaml is not valid YAML") as err:
+            read(text)
+        assert err.value.path == str(cfg)
+    monkeypatch.setattr(E, "MAX_JSON_BYTES", 8)
+    with pytest.raises(ModelFileError, match="more than") as err:
+        read("model: {n_exp: 3}\n")
+    assert err.value.path == str(cfg)
+
+
+@pytest.mark.parametrize("value,want", [(True, True), (False, False), ("True", True), (" yes ", True),
+                                        ("1", True), ("false", False), ("no", False), ("", False), (1, True),
+                                        (None, False)])
+def test_config_flags_read_as_omegaconf_writes_them(value, want):
+    layout = E.layout_from_config({"exp_deca_jaw_pose": value, "exp_deca_global_pose": value})
+    assert layout.jaw_pose is want and layout.global_pose is want
+
+
+def test_layout_from_config_refuses_what_it_cannot_run(tmp_path):
+    assert E.layout_from_config({}) == E.ExpressionLayout()               # EMOCA's defaults
+    assert E.layout_from_config({"deca_class": "EMOCA", "n_exp": "60"}).n_exp == 60
+    assert E.layout_from_config({"expression_backbone": "deca_parallel"}).parallel
+    want = {"n_shape": 100, "n_tex": 50, "n_pose": 6, "n_cam": 3, "n_light": 27}
+    assert E.layout_from_config(dict(want)) == E.ExpressionLayout()
+    for key, n in want.items():
+        with pytest.raises(ModelFileError, match=rf"{key}={n + 1} but EMOCA's code layout has {n}") as err:
+            E.layout_from_config({key: n + 1}, tmp_path / "cfg.yaml")
+        assert err.value.path == str(tmp_path / "cfg.yaml")
+    with pytest.raises(ModelFileError, match="deca_class 'DECA' is not EMOCA's ExpDECA"):
+        E.layout_from_config({"deca_class": "DECA"})
+    with pytest.raises(ModelFileError, match="expression_backbone 'emonet_split' is unsupported"):
+        E.layout_from_config({"expression_backbone": "emonet_split"})
+
+
+def test_checkpoint_globals_become_inert_values_or_are_refused():
+    assert E._stand_in("builtins.dict") is dict and E._stand_in("builtins.bool") is bool
+    assert E._stand_in("collections.defaultdict")(list, {"a": 1}) == {"a": 1}
+    assert E._defaultdict_as_dict() == {} and E._defaultdict_as_dict(None, [("k", 2)]) == {"k": 2}
+    rec = E._stand_in("omegaconf.listconfig.ListConfig")
+    assert issubclass(rec, E._ConfigRecord) and rec is E._stand_in("omegaconf.listconfig.ListConfig")
+    assert rec.__name__ == "ListConfig" and repr(rec(1, 2)) == "<record of omegaconf.listconfig.ListConfig>"
+    assert rec(1, 2)._args == (1, 2)
+    for name in ("os.system", "builtins.eval", "numpy.load", "collectionsx.X", "omegaconfx.Y", "torch.load"):
+        assert E._stand_in(name) is None, name
+    # records back to plain values, as OmegaConf.to_container(resolve=False)
+    lst, node, other = rec(), E._config_record("omegaconf.nodes.AnyNode")(), E._config_record("gdl.Mode")()
+    node.__setstate__({"_val": "${x}"})
+    lst.__setstate__({"_content": [node, (1, node), {"k": node}]})
+    other.__setstate__({"_val": 3})
+    assert E.plain_config({"a": lst, "b": other}) == {"a": ["${x}", (1, "${x}"), {"k": "${x}"}], "b": other}
+    empty = E._config_record("omegaconf.dictconfig.DictConfig")()        # no state: left as it is
+    assert E.plain_config(empty) is empty
+
+
+def test_checkpoint_files_that_hold_no_weights(tmp_path, monkeypatch):
+    import collections
+    p = tmp_path / "a.ckpt"
+    torch.save([1, 2], p)
+    with pytest.raises(ModelFileError, match="checkpoint holds no state_dict"):
+        E.read_checkpoint(p)
+    torch.save({"state_dict": {1: torch.zeros(1)}}, p)
+    with pytest.raises(ModelFileError, match="checkpoint holds no state_dict"):
+        E.load_state_dict(p)
+    torch.save({"state_dict": [torch.zeros(1)]}, p)
+    with pytest.raises(ModelFileError, match="checkpoint holds no state_dict"):
+        E.load_state_dict(p)
+    torch.save({"deca.E_flame.x": torch.ones(2)}, p)                    # a bare state dict
+    assert list(E.load_state_dict(p)) == ["deca.E_flame.x"]
+    with pytest.raises(ModelFileError, match="is a directory|not a regular file") as err:
+        E.load_state_dict(tmp_path)
+    assert err.value.path == str(tmp_path)
+    hp = collections.defaultdict(list, a=[1])
+    torch.save({"state_dict": {"w": torch.ones(1)}, "hyper_parameters": hp}, p)
+    assert E.read_checkpoint(p)["hyper_parameters"] == {"a": [1]}
+    # torch's legacy (non-zip) format: the globals cannot be listed, the weights-only refusal is reported
+    torch.save({"state_dict": {"w": torch.ones(1)}, "hyper_parameters": collections.defaultdict(list)}, p,
+               _use_new_zipfile_serialization=False)
+    with pytest.raises(ModelFileError, match=r"cannot read the checkpoint \(UnpicklingError: Weights only"):
+        E.read_checkpoint(p)
+    torch.save({"state_dict": {"w": torch.ones(1)}, "hyper_parameters": hp}, p)
+    monkeypatch.setattr(torch, "__version__", "2.5.1+cpu")
+    with pytest.raises(ModelFileError, match=r"collections.defaultdict.*needs torch >= 2.6") as err:
+        E.read_checkpoint(p)
+    assert "cannot read" not in str(err.value)                         # its own message, not re-wrapped
+
+
+def test_backbone_and_width_are_read_from_the_weights(tmp_path):
+    clone = {"deca.E_flame.a": 0, "deca.E_expression.encoder.conv1.weight": 0}
+    assert E.detect_backbone(clone) == "deca_clone"
+    assert E.detect_backbone({"deca.E_expression.resnet.conv1.weight": 0}) == "deca_parallel"
+    with pytest.raises(ModelFileError, match="a DECA checkpoint, not EMOCA") as err:
+        E.detect_backbone({"deca.E_flame.a": 0, "deca.E_expression.layers.0.weight": 0}, tmp_path / "c")
+    assert err.value.path == str(tmp_path / "c")
+    with pytest.raises(ModelFileError, match="neither deca.E_flame"):
+        E.detect_backbone({"E_flame.a": 0})
+    assert E.expression_width({"deca.E_expression.layers.2.weight": torch.zeros(53, 4)}) == 53
+    with pytest.raises(ModelFileError, match=r"lacks deca.E_expression.layers.2.weight"):
+        E.expression_width({"deca.E_expression.layers.0.weight": torch.zeros(53, 4)})
+    # load_emoca cross-checks cfg.yaml against the weights before building anything
+    tiny = {"deca.E_flame.layers.2.weight": torch.zeros(236, 4),
+            "deca.E_expression.encoder.conv1.weight": torch.zeros(1),
+            "deca.E_expression.layers.2.weight": torch.zeros(53, 4)}
+    write_model(tmp_path / "a", tiny, jaw=False, glob=False, backbone="deca_parallel")
+    with pytest.raises(ModelFileError, match="keys say deca_clone but cfg.yaml says deca_parallel"):
+        E.load_emoca(tmp_path / "a")
+    write_model(tmp_path / "b", tiny, jaw=False, glob=True)
+    with pytest.raises(ModelFileError, match="missing weight"):        # width 53 fits: the weights are next
+        E.load_emoca(tmp_path / "b")
+    write_model(tmp_path / "c", tiny, jaw=False, glob=False)
+    with pytest.raises(ModelFileError, match=r"predicts 53 values .*n_exp=50, exp_deca_global_pose=False"):
+        E.load_emoca(tmp_path / "c")
+
+
+def test_strict_load_names_what_is_missing_and_converts_dtypes(tmp_path):
+    net = torch.nn.Sequential(*[torch.nn.Linear(2, 2) for _ in range(13)])
+    with pytest.raises(ModelFileError, match=r"26 missing weight\(s\): x\.0\.bias, x\.0\.weight, x\.1\.bias, "
+                       r"x\.1\.weight, x\.10\.bias, [^|]*, x\.2\.weight \.\.\. -- fix") as err:
+        E._load_strict(net, {}, "x", tmp_path)
+    assert str(err.value).count("x.") == 12 and str(err.value).startswith(str(tmp_path))
+    twelve = torch.nn.Sequential(*[torch.nn.Linear(2, 2) for _ in range(6)])
+    with pytest.raises(ModelFileError, match=r"12 missing weight\(s\): .*x\.5\.weight -- fix"):    # all named
+        E._load_strict(twelve, {}, "x", tmp_path)
+    with pytest.raises(ModelFileError, match=r"13 missing weight\(s\): .*x\.5\.weight \.\.\. -- fix"):
+        E._load_strict(torch.nn.Sequential(*twelve, torch.nn.Linear(2, 2, bias=False)), {}, "x", tmp_path)
+    full = {k: torch.full(v.shape, 0.5, dtype=torch.float64) for k, v in net.state_dict().items()}
+    bad = dict(full, **{f"{i}.bias": torch.zeros(3) for i in range(13)})
+    with pytest.raises(ModelFileError,
+                       match=r"13 shape mismatch\(es\): x\.0\.bias: checkpoint \(3,\) vs model \(2,\)"
+                       ) as err:
+        E._load_strict(net, bad, "x", tmp_path)
+    assert str(err.value).count("checkpoint (3,)") == 12 and "missing" not in str(err.value)
+    E._load_strict(net, dict(full, extra=torch.zeros(1)), "x", tmp_path)
+    assert all(p.dtype == torch.float32 and bool((p == 0.5).all()) for p in net.parameters())
+
+
+def test_parallel_checkpoint_may_store_the_shared_backbone_under_the_second_head():
+    """SecondHeadResnet keeps the backbone it shares with E_flame as `deca.E_expression.resnet.*`; a
+    checkpoint without `deca.E_flame.*` takes E_flame from there, one with both uses E_flame's."""
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in E.ResnetEncoder(236).state_dict().items()}
+    resnet = {f"deca.E_expression.resnet.{k}": torch.full(s, 2.0) for k, s in shapes.items()}
+    head = {f"deca.E_expression.layers.{k}": torch.full(s, 3.0) for k, s in
+            (("0.weight", (1024, 2048)), ("0.bias", (1024,)), ("2.weight", (50, 1024)), ("2.bias", (50,)))}
+    layout = E.ExpressionLayout(parallel=True)
+    enc = E.build_encoder({**resnet, **head}, layout)
+    assert not enc.training
+    assert float(enc.E_flame.layers[2].bias[0]) == 2.0
+    assert float(enc.E_flame.encoder.conv1.weight[0, 0, 0, 0]) == 2.0
+    assert float(enc.E_expression_head[2].bias[0]) == 3.0
+    assert float(enc.E_expression_head[0].weight[0, 0]) == 3.0
+    flame = {f"deca.E_flame.{k}": torch.full(s, 5.0) for k, s in shapes.items()}
+    enc = E.build_encoder({**resnet, **head, **flame}, layout)
+    assert float(enc.E_flame.layers[2].bias[0]) == 5.0
+    with pytest.raises(ModelFileError, match=r"deca\.E_expression\.layers\.2\.bias"):
+        E.build_encoder({**flame, **{k: v for k, v in head.items() if not k.endswith("2.bias")}}, layout)
+
+
+def test_model_record_names_the_model_folder_and_the_layout(tmp_path):
+    ckpt = _touch(tmp_path / "EMOCA_v2_mp" / "detail" / "checkpoints" / CKPT_NAME)
+    cfg = _touch(tmp_path / "EMOCA_v2_mp" / "cfg.yaml")
+    layout = E.ExpressionLayout(global_pose=True, parallel=True)
+    rec = E.emoca_model_record(E.LoadedEmoca(None, layout, ckpt, cfg))
+    assert rec["name"] == "EMOCA v2 (EMOCA_v2_mp)" and rec["kind"] == "real"
+    assert [f["path"] for f in rec["files"]] == [str(ckpt), str(cfg)]
+    assert rec["expression_width"] == 53 and rec["global_from_expression_encoder"]
+    assert not rec["jaw_from_expression_encoder"] and rec["expression_backbone"] == "deca_parallel"
+    rec = E.emoca_model_record(E.LoadedEmoca(None, E.ExpressionLayout(), ckpt, cfg))
+    assert rec["expression_backbone"] == "deca_clone" and not rec["global_from_expression_encoder"]
+
+
+def test_crop_matches_skimage_warp_off_the_top_left_corner():
+    from skimage.transform import estimate_transform, warp
+    rng = np.random.default_rng(4)
+    img = rng.integers(0, 256, (120, 150, 3), dtype=np.uint8)
+    for box in ([10.4, 20.6, 101.0], [140.2, 115.7, 90.0], [75.0, 60.0, 224.0]):
+        cx, cy, s = box
+        src = np.array([[cx - s / 2, cy - s / 2], [cx - s / 2, cy + s / 2], [cx + s / 2, cy - s / 2]])
+        tform = estimate_transform("similarity", src, np.array([[0, 0], [0, 223], [223, 0]]))
+        ref = warp(img / 255.0, tform.inverse, output_shape=(224, 224)).transpose(2, 0, 1)
+        np.testing.assert_allclose(E.crop_image(img, box), ref, atol=2e-5)
+    A = E.crop_to_image_affine([100.0, 50.0, 223.0])
+    np.testing.assert_allclose(A @ [223, 223, 1], [100.0 + 111.5, 50.0 + 111.5])
+
+
+class _CountingEncoder(torch.nn.Module):
+    """Records batch sizes; codes: pose = (frame mean, then 1..5), cam = [8, 0, 0]."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def forward(self, images):
+        self.batches.append(len(images))
+        m = images.mean(dim=(1, 2, 3))[:, None].double()
+        return {"shape": m.repeat(1, 100), "exp": m.repeat(1, 50),
+                "pose": torch.cat([m, torch.arange(1.0, 6.0, dtype=torch.float64).expand(len(m), 5)], 1),
+                "cam": torch.cat([torch.full_like(m, 8.0), m * 0, m * 0], 1)}
+
+
+def test_runner_batch_sizes_and_outputs():
+    rng = np.random.default_rng(5)
+    lmk = rng.uniform(20, 44, (68, 2))
+    frames = [np.full((64, 64, 3), 10 * i, np.uint8) for i in range(5)]
+    for batch_size, batches in ((2, [2, 2, 1]), (0, [1] * 5), (5, [5]), (4, [4, 1])):
+        enc = _CountingEncoder()
+        runner = E.EmocaRunner(enc, "cpu", batch_size=batch_size, image_size=64)
+        for f in frames:
+            runner.add(f, lmk)
+            assert sum(c is not None for c in runner._crops) < max(batch_size, 1)  # encoded crops are let go
+        out = runner.finish()
+        assert enc.batches == batches and all(c is None for c in runner._crops)
+    assert all(v.dtype == np.float32 for v in out.values())
+    assert out["global_orient"][:, 1:].tolist() == [[1, 2]] * 5
+    assert out["jaw_pose"].tolist() == [[3, 4, 5]] * 5
+    np.testing.assert_allclose(out["crop_cam"], [[8, 0, 0]] * 5)
+    np.testing.assert_allclose(out["crop_boxes"], np.repeat(E.crop_boxes_from_landmarks(lmk[None]), 5, 0))
+    np.testing.assert_allclose(out["cam"], E.crop_cam_to_portrait(out["crop_cam"], out["crop_boxes"], 64),
+                               rtol=1e-4)
+    with pytest.raises(ValueError, match="no frames were given to EMOCA"):
+        E.EmocaRunner(_CountingEncoder(), "cpu").finish()
+
+
+def test_runner_defaults_are_the_pipelines():
+    """A runner made without sizes batches as `[emoca] batch_size` and maps cameras into the crop
+    stage's portrait (`[crop] output_size`), the frames the estimation stage hands it."""
+    from tasks.common.settings import CropSettings, EmocaSettings
+    runner = E.EmocaRunner(_CountingEncoder(), "cpu")
+    assert runner.image_size == CropSettings().output_size and runner.batch_size == EmocaSettings().batch_size

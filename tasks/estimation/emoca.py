@@ -198,11 +198,13 @@ def read_model_config(model_dir: str | Path) -> dict:
         raise ModelFileError(e.path, e.problem, e.fix) from e
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ModelFileError(path, f"cfg.yaml is not valid YAML ({e})", FIX_DOWNLOAD) from e
+    if not isinstance(cfg, dict):      # empty, or a list / scalar at the top: no section to read
+        cfg = {}
     for stage in ("detail", "coarse"):
-        model = (cfg or {}).get(stage, {}) or {}
+        model = cfg.get(stage)
         if isinstance(model, dict) and isinstance(model.get("model"), dict):
             return model["model"]
-    if isinstance(cfg, dict) and isinstance(cfg.get("model"), dict):
+    if isinstance(cfg.get("model"), dict):
         return cfg["model"]
     raise ModelFileError(path, "cfg.yaml has no detail.model / coarse.model section", FIX_DOWNLOAD)
 
