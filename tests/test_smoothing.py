@@ -70,3 +70,58 @@ def test_no_detection_at_all_is_an_error():
         smooth_landmarks_exact(obs, np.zeros(10, bool))
     with pytest.raises(ValueError):
         smooth_landmarks(obs, np.ones(10, bool), method="fourier")
+
+
+def _linear_bridge(obs, ok):
+    """Independent reference: each coordinate track through its ok frames by np.interp (ends held)."""
+    T = len(obs)
+    flat = obs.reshape(T, -1).astype(np.float64)
+    t = np.arange(T)
+    return np.stack([np.interp(t, t[ok], flat[ok, j]) for j in range(flat.shape[1])], 1).reshape(obs.shape)
+
+
+def test_zero_smoothing_weight_is_no_smoothing():
+    """Regression: w_smooth = 0 with a frame without a data term (a failed detection or a flagged
+    outlier) crashed the exact solve (LinAlgError: not positive definite). 0 means no smoothing: the
+    ok frames keep their detections, the others are bridged linearly, the limit of w_s -> 0."""
+    _, obs = _tracks(30, K=5)
+    obs = obs.astype(np.float64)
+    ok = np.ones(30, bool)
+    ok[[0, 7, 12, 13, 14, 29]] = False
+    obs[~ok] = -1e4                                     # garbage where nothing was detected
+    ref = _linear_bridge(obs, ok)
+    x0 = smooth_landmarks_exact(obs, ok, 1.0, 0.0)
+    np.testing.assert_allclose(x0, ref, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(x0[ok], obs[ok])
+    np.testing.assert_allclose(smooth_landmarks(obs, ok, 1.0, 0.0), ref, rtol=0, atol=1e-9)
+    # continuous in the weight: a tiny w_s lands next to it
+    np.testing.assert_allclose(smooth_landmarks_exact(obs, ok, 1.0, 1e-7), ref, rtol=0, atol=1e-3)
+    # the paper's Adam agrees (no gradient on the failed frames: they keep the interpolated start)
+    xa, _ = smooth_landmarks_adam(obs, ok, 1.0, 0.0, max_iters=3000)
+    np.testing.assert_allclose(xa, ref, rtol=0, atol=1e-2)
+    # every frame ok: the detections themselves
+    np.testing.assert_array_equal(smooth_landmarks_exact(obs[ok], np.ones(ok.sum(), bool), 1.0, 0.0), obs[ok])
+
+
+def test_zero_smoothing_weight_through_the_refinement_with_an_outlier():
+    """What a lab runs: `[refine] smooth_weight = 0` and a detection the box plot flags."""
+    from flame_fit.refine import RefineParams, clean_landmarks
+    truth, obs = _tracks(40, K=68)
+    obs = obs.astype(np.float64)
+    obs[17] += 300.0                                    # a gross jump: flagged as an outlier
+    ok = np.ones(40, bool)
+    ok[25] = False
+    smoothed, outlier = clean_landmarks(obs, ok, RefineParams(smooth_weight=0.0))
+    assert outlier[17]
+    np.testing.assert_allclose(smoothed, _linear_bridge(obs, ok & ~outlier), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("w_data, w_smooth", [(1.0, -0.5), (1.0, float("nan")), (1.0, float("inf")),
+                                              (0.0, 10.0), (-1.0, 10.0)])
+def test_invalid_weights_are_refused_by_name(w_data, w_smooth):
+    _, obs = _tracks(10, K=3)
+    ok = np.ones(10, bool)
+    name = "w_smooth" if w_data == 1.0 else "w_data"
+    for smoother in (smooth_landmarks_exact, smooth_landmarks_adam):
+        with pytest.raises(ValueError, match=name):
+            smoother(obs, ok, w_data, w_smooth)
