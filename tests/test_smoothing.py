@@ -125,3 +125,59 @@ def test_invalid_weights_are_refused_by_name(w_data, w_smooth):
     for smoother in (smooth_landmarks_exact, smooth_landmarks_adam):
         with pytest.raises(ValueError, match=name):
             smoother(obs, ok, w_data, w_smooth)
+
+
+def test_objective_by_hand():
+    x = np.array([[0.0], [1.0], [3.0]])
+    y = np.array([[1.0], [1.0], [1.0]])
+    ok = np.array([True, False, True])
+    # data: (0-1)^2 + (3-1)^2 = 5 (frame 1 has none); smoothness: 1^2 + 2^2 = 5
+    assert smoothing_objective(x, y, ok, 2.0, 3.0) == 25.0
+    assert smoothing_objective(x, y, ok, 1.0, 0.0) == 5.0
+
+
+def test_exact_solution_by_hand():
+    # two frames: minimise (x0-y0)^2 + (x1-y1)^2 + w (x1-x0)^2 -> the mean stays, the step shrinks
+    # by 1 + 2w: y = (0, 3), w = 1 -> (1, 2)
+    x = smooth_landmarks_exact(np.array([[0.0], [3.0]]), np.ones(2, bool), 1.0, 1.0)
+    np.testing.assert_allclose(x, [[1.0], [2.0]], rtol=0, atol=1e-12)
+    # three frames, the middle one failed, y = (0, *, 6), w_d = 2, w = 1: E = 2 x0^2 + 2 (x2-6)^2 +
+    # (x1-x0)^2 + (x2-x1)^2 is stationary at x = (1, 3, 5) (dE/dx0 = 4 - 4, dE/dx1 = -4 + 4)
+    x = smooth_landmarks_exact(np.array([[0.0], [99.0], [6.0]]), np.array([True, False, True]), 2.0, 1.0)
+    np.testing.assert_allclose(x, [[1.0], [3.0], [5.0]], rtol=0, atol=1e-12)
+    # the same by the Adam minimiser
+    xa, _ = smooth_landmarks_adam(np.array([[0.0], [99.0], [6.0]]), np.array([True, False, True]), 2.0, 1.0)
+    np.testing.assert_allclose(xa, [[1.0], [3.0], [5.0]], rtol=0, atol=1e-3)
+
+
+def test_one_frame_is_returned_as_is():
+    obs = np.array([[[3.0, 4.0]]], np.float32)
+    for ok in (np.ones(1, bool),):
+        out = smooth_landmarks_exact(obs, ok, 1.0, 10.0)
+        assert out is not obs and out.dtype == np.float32
+        np.testing.assert_array_equal(out, obs)
+        xa, iters = smooth_landmarks_adam(obs, ok, 1.0, 10.0)
+        assert iters == 0 and xa is not obs
+        np.testing.assert_array_equal(xa, obs)
+        np.testing.assert_array_equal(smooth_landmarks(obs, ok, method="adam"), obs)
+
+
+def test_adam_method_stops_at_its_target_and_on_stalls():
+    _, obs = _tracks(20, K=3, seed=1)
+    obs = obs.astype(np.float64)
+    ok = np.ones(20, bool)
+    ok[[4, 11]] = False
+    best = smoothing_objective(smooth_landmarks_exact(obs, ok, 1.0, 10.0), obs, ok, 1.0, 10.0)
+    # through the dispatcher: the Adam minimum, not its iteration count
+    xa = smooth_landmarks(obs, ok, 1.0, 10.0, method="adam")
+    assert xa.shape == obs.shape
+    np.testing.assert_allclose(xa, smooth_landmarks_exact(obs, ok, 1.0, 10.0), rtol=0, atol=0.05)
+    # without a target it stops once the step is at its floor and progress stalled, well before max_iters
+    _, free_iters = smooth_landmarks_adam(obs, ok, 1.0, 10.0, max_iters=30000)
+    assert 50 < free_iters < 30000
+    # a target stops it as soon as the objective reaches it
+    target = best * 1.05
+    x, it = smooth_landmarks_adam(obs, ok, 1.0, 10.0, target=target, max_iters=30000)
+    assert it < free_iters
+    # the loss before the last step reached the target; the step after it makes it no worse
+    assert smoothing_objective(x, obs, ok, 1.0, 10.0) <= target * 1.01
