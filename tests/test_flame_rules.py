@@ -1,6 +1,8 @@
-"""Rules of the FLAME readers and model on tiny hand-made files and arrays, each against an independent
-reference: .npy header versions, plain and .npz embeddings read without unpickling, chumpy state in
-its (dict, slots) form, numpy-1 and numpy-2 module names, shared landmark tables, the model's checks."""
+"""Rules of the FLAME readers, model, camera and surface geometry on tiny hand-made files and arrays, each
+against an independent reference (hand-computed values, a loop): .npy header versions, plain and .npz
+embeddings read without unpickling, chumpy state in its (dict, slots) form, numpy-1 and numpy-2 module names,
+shared landmark tables, the model's checks, the orthographic camera, closest points / rays / normals on two
+triangles, the robust kernel and the face-region mask."""
 from __future__ import annotations
 
 import io
@@ -14,8 +16,11 @@ import torch
 
 from flame_fit import flame_io
 from flame_fit import lbs as L
+from flame_fit.camera import ndc_to_pixels, orth_project, pixels_to_ndc
 from flame_fit.flame import FlameModel
 from flame_fit.flame_io import FlameFileError, load_flame_arrays, load_landmark_embedding
+from flame_fit.geometry import (SurfaceIndex, face_normals_at, face_region_mask, geman_mcclure, points_on_faces,
+                                vertex_normals)
 from upstream_files import fake_classes
 
 V, F = 8, 6
@@ -175,3 +180,81 @@ def test_shared_landmark_tables_apply_to_every_batch_item():
     # per-item tables give the same
     got_b = L.vertices2landmarks(verts, faces, idx.expand(3, -1), bary.expand(3, -1, -1))
     torch.testing.assert_close(got_b, want, rtol=0, atol=1e-12)
+
+
+# -- camera -----------------------------------------------------------------------------------------
+def test_orthographic_projection_by_hand_per_batch_item():
+    pts = torch.tensor([[[0.1, 0.2, 0.3], [-0.5, 0.0, 9.0]],
+                        [[1.0, -1.0, 0.0], [0.0, 0.5, -2.0]]], dtype=torch.float64)
+    cam = torch.tensor([[2.0, 0.5, -0.25], [3.0, -1.0, 1.0]], dtype=torch.float64)
+    # x = s (X + tx), y = -s (Y + ty); depth plays no part
+    want = torch.tensor([[[1.2, 0.1], [0.0, 0.5]],
+                         [[0.0, 0.0], [-3.0, -4.5]]], dtype=torch.float64)
+    torch.testing.assert_close(orth_project(pts, cam), want, rtol=0, atol=1e-12)
+    ndc = np.array([[-1.0, 1.0], [0.0, 0.5]])
+    np.testing.assert_array_equal(ndc_to_pixels(ndc, 200), [[0.0, 200.0], [100.0, 150.0]])
+    np.testing.assert_array_equal(pixels_to_ndc(np.array([[0.0, 200.0], [100.0, 150.0]]), 200), ndc)
+
+
+# -- geometry ---------------------------------------------------------------------------------------
+_TRI_V = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [5.0, 5.0, 0.0], [5.0, 7.0, 0.0],
+                   [5.0, 5.0, 4.0]])
+_TRI_F = np.array([[0, 1, 2], [3, 4, 5]])      # a triangle in z = 0, one in the plane x = 5
+
+
+def test_surface_queries_on_two_triangles_by_hand():
+    index = SurfaceIndex(_TRI_V, _TRI_F)
+    pts = np.array([[0.2, 0.3, 5.0], [7.0, 6.0, 1.0]])
+    ids, bary, closest = index.closest(pts)
+    assert ids.tolist() == [0, 1]
+    # (0.2, 0.3, 0) = 0.5 a + 0.2 b + 0.3 c; (5, 6, 1) = 0.25 d + 0.5 e + 0.25 f
+    np.testing.assert_allclose(bary, [[0.5, 0.2, 0.3], [0.25, 0.5, 0.25]], atol=1e-6)
+    np.testing.assert_allclose(closest, [[0.2, 0.3, 0.0], [5.0, 6.0, 1.0]], atol=1e-6)
+    np.testing.assert_allclose(index.distance(pts), [5.0, 2.0], atol=1e-6)
+    hits = index.cast(np.array([[0.2, 0.3, 5.0], [3.0, 3.0, 3.0], [9.0, 6.0, 1.0]]),
+                      np.array([[0.0, 0.0, -1.0], [0.0, 0.0, 1.0], [-2.0, 0.0, 0.0]]))
+    np.testing.assert_allclose(hits["t_hit"][[0, 2]], [5.0, 2.0], atol=1e-6)    # t in units of |dir|
+    assert hits["t_hit"][1] == np.inf
+    assert hits["primitive_ids"].tolist() == [0, -1, 1]
+    np.testing.assert_allclose(hits["bary"][[0, 2]], [[0.5, 0.2, 0.3], [0.25, 0.5, 0.25]], atol=1e-6)
+    np.testing.assert_allclose(np.abs(hits["normals"][[0, 2]]), [[0, 0, 1], [1, 0, 0]], atol=1e-6)
+
+
+def test_surface_points_normals_and_kernel_by_hand():
+    v, f = torch.as_tensor(_TRI_V), torch.as_tensor(_TRI_F)
+    pts = points_on_faces(v, f, torch.tensor([1, 0]), torch.tensor([[0.25, 0.5, 0.25], [0.5, 0.2, 0.3]],
+                                                                   dtype=torch.float64))
+    torch.testing.assert_close(pts, torch.tensor([[5.0, 6.0, 1.0], [0.2, 0.3, 0.0]], dtype=torch.float64))
+    # right-handed corner order: (b - a) x (c - a)
+    n = face_normals_at(v, f, torch.tensor([0, 1, 0]))
+    torch.testing.assert_close(n, torch.tensor([[0.0, 0, 1], [1, 0, 0], [0, 0, 1]], dtype=torch.float64))
+    flat = torch.zeros(3, 3, dtype=torch.float64)
+    assert torch.equal(face_normals_at(flat, torch.tensor([[0, 1, 2]]), torch.tensor([0])),
+                       torch.zeros(1, 3, dtype=torch.float64))          # a degenerate face: zero, not NaN
+    sq = torch.tensor([0.0, 1.0, 3.0, 4.0])
+    torch.testing.assert_close(geman_mcclure(sq, 1.0), torch.tensor([0.0, 0.5, 0.75, 0.8]))
+    torch.testing.assert_close(geman_mcclure(sq, 2.0), torch.tensor([0.0, 0.2, 3 / 7, 0.5]))
+    # area weighting: a unit right triangle (area 1/2, normal +z) and a big one (area 8, normal +x)
+    # share vertex 0
+    vv = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 4, 0], [0, 0, 4], [9, 9, 9]])
+    ff = np.array([[0, 1, 2], [0, 3, 4]])
+    vn = vertex_normals(vv, ff)
+    np.testing.assert_allclose(vn[0], np.array([16.0, 0, 1]) / np.sqrt(257), atol=1e-12)
+    np.testing.assert_allclose(vn[[1, 2]], [[0, 0, 1], [0, 0, 1]], atol=1e-12)
+    np.testing.assert_allclose(vn[[3, 4]], [[1, 0, 0], [1, 0, 0]], atol=1e-12)
+    np.testing.assert_array_equal(vn[5], [0, 0, 0])                    # in no face
+
+
+def test_face_region_by_radius_and_depth():
+    lmk = np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 2.0]])
+    pts = np.array([[0.0, 0.0, 1.0], [0.0, 3.0, 0.0], [10.0, 0.0, -0.5], [10.0, 2.999, 2.0], [5.0, 0.0, 0.0]])
+    assert face_region_mask(pts, lmk, 3.0).tolist() == [True, False, True, True, False]   # 3.0 is outside
+    # forward +z: the rearmost landmark is at z = 0; `behind` lets points down to z > -behind in (-0.5 is on the fence at 0.5)
+    assert face_region_mask(pts, lmk, 3.0, forward=np.array([0.0, 0.0, 2.0])).tolist() == \
+        [True, False, False, True, False]
+    assert face_region_mask(pts, lmk, 3.0, forward=np.array([0.0, 0.0, 2.0]), behind=0.5).tolist() == \
+        [True, False, False, True, False]
+    assert face_region_mask(pts, lmk, 3.0, forward=np.array([0.0, 0.0, 2.0]), behind=1.5).tolist() == \
+        [True, False, True, True, False]
+    on_limit = np.array([[0.0, 1.0, 0.0]])                              # exactly at the rearmost depth
+    assert not face_region_mask(on_limit, lmk, 3.0, forward=np.array([0.0, 0.0, 1.0])).any()
