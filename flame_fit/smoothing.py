@@ -71,7 +71,9 @@ def smooth_landmarks_exact(obs: np.ndarray, ok: np.ndarray, w_data: float = 1.0,
     ab = np.zeros((2, T))
     ab[0, 1:] = -w_smooth                      # superdiagonal (upper form: first entry unused)
     ab[1] = w_data * okf + w_smooth * lap_diag
-    x = solveh_banded(ab, w_data * okf[:, None] * y, check_finite=False)
+    # a failed frame may hold anything (NaN where the tracker had nothing to hold): 0 * NaN would be NaN
+    rhs = w_data * np.where(ok[:, None], y, 0.0)
+    x = solveh_banded(ab, rhs, check_finite=False)
     return x.reshape(obs.shape).astype(obs.dtype)
 
 
@@ -92,7 +94,8 @@ def smooth_landmarks_adam(obs: np.ndarray, ok: np.ndarray, w_data: float = 1.0, 
     if T <= 1:
         return obs.copy(), 0
     dev = torch.device(device)
-    y = torch.as_tensor(obs.reshape(T, -1), dtype=torch.float64, device=dev)
+    # failed frames may hold NaN: their values never enter the loss (0 * NaN would)
+    y = torch.as_tensor(np.where(ok[:, None], obs.reshape(T, -1), 0.0), dtype=torch.float64, device=dev)
     okf = torch.as_tensor(ok, dtype=torch.float64, device=dev)[:, None]
     x0 = interpolate_frames(obs.reshape(T, -1).astype(np.float64), ~ok)
     x = torch.tensor(x0, dtype=torch.float64, device=dev, requires_grad=True)

@@ -228,15 +228,17 @@ def test_surface_points_normals_and_kernel_by_hand():
     # right-handed corner order: (b - a) x (c - a)
     n = face_normals_at(v, f, torch.tensor([0, 1, 0]))
     torch.testing.assert_close(n, torch.tensor([[0.0, 0, 1], [1, 0, 0], [0, 0, 1]], dtype=torch.float64))
+    small = face_normals_at(v * 0.01 + torch.tensor([3.0, -2.0, 1.0], dtype=torch.float64), f, torch.tensor([0, 1]))
+    torch.testing.assert_close(small, torch.tensor([[0.0, 0, 1], [1, 0, 0]], dtype=torch.float64))  # unit at any size
     flat = torch.zeros(3, 3, dtype=torch.float64)
     assert torch.equal(face_normals_at(flat, torch.tensor([[0, 1, 2]]), torch.tensor([0])),
                        torch.zeros(1, 3, dtype=torch.float64))          # a degenerate face: zero, not NaN
     sq = torch.tensor([0.0, 1.0, 3.0, 4.0])
     torch.testing.assert_close(geman_mcclure(sq, 1.0), torch.tensor([0.0, 0.5, 0.75, 0.8]))
     torch.testing.assert_close(geman_mcclure(sq, 2.0), torch.tensor([0.0, 0.2, 3 / 7, 0.5]))
-    # area weighting: a unit right triangle (area 1/2, normal +z) and a big one (area 8, normal +x)
-    # share vertex 0
-    vv = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 4, 0], [0, 0, 4], [9, 9, 9]])
+    # area weighting: a right triangle of area 1/200 (normal +z) and one of area 16/200 (normal +x) share
+    # vertex 0; small (unit normals whatever the size) and away from the origin
+    vv = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 4, 0], [0, 0, 4], [9, 9, 9]]) * 0.1 + [3.0, -2.0, 1.0]
     ff = np.array([[0, 1, 2], [0, 3, 4]])
     vn = vertex_normals(vv, ff)
     np.testing.assert_allclose(vn[0], np.array([16.0, 0, 1]) / np.sqrt(257), atol=1e-12)

@@ -1,6 +1,7 @@
 """Landmark smoothing: the exact banded solve and the paper's Adam reach the same minimum."""
 import numpy as np
 import pytest
+import torch
 
 from flame_fit.smoothing import (smooth_landmarks, smooth_landmarks_adam, smooth_landmarks_exact,
                                  smoothing_objective)
@@ -181,3 +182,103 @@ def test_adam_method_stops_at_its_target_and_on_stalls():
     assert it < free_iters
     # the loss before the last step reached the target; the step after it makes it no worse
     assert smoothing_objective(x, obs, ok, 1.0, 10.0) <= target * 1.01
+
+
+def test_failed_frames_may_hold_nan():
+    """Regression: the tracker leaves NaN in frames before its first detection; 0 * NaN made every frame of
+    the exact solve (and the Adam loss) NaN. A failed frame's value must not matter at all."""
+    _, obs = _tracks(12, K=2)
+    obs = obs.astype(np.float64)
+    ok = np.ones(12, bool)
+    ok[[0, 1, 6]] = False
+    finite = smooth_landmarks_exact(obs, ok, 1.0, 3.0)
+    for junk in (np.nan, np.inf, -1e300):
+        bad = obs.copy()
+        bad[~ok] = junk
+        np.testing.assert_allclose(smooth_landmarks_exact(bad, ok, 1.0, 3.0), finite, rtol=0, atol=1e-9)
+        xa, _ = smooth_landmarks_adam(bad, ok, 1.0, 3.0, max_iters=5)
+        xf, _ = smooth_landmarks_adam(obs, ok, 1.0, 3.0, max_iters=5)
+        np.testing.assert_array_equal(xa, xf)
+
+
+def test_defaults_and_shape_checks():
+    _, obs = _tracks(15, K=2, seed=3)
+    obs = obs.astype(np.float64)
+    ok = np.ones(15, bool)
+    ok[4] = False
+    ref = smooth_landmarks_exact(obs, ok, 1.0, 10.0)
+    np.testing.assert_array_equal(smooth_landmarks_exact(obs, ok), ref)              # w_d = 1, w_s = 10
+    np.testing.assert_array_equal(smooth_landmarks(obs, ok), ref)
+    np.testing.assert_array_equal(smooth_landmarks(obs, ok, method="adam"),            # the dispatcher: Adam
+                                  smooth_landmarks_adam(obs, ok, 1.0, 10.0)[0])
+    for method in ("abc", "", "exactly"):
+        with pytest.raises(ValueError, match="unknown smoothing method"):
+            smooth_landmarks(obs, ok, method=method)
+    for wrong in (np.ones(14, bool), np.ones(16, bool), np.ones((15, 1), bool)):
+        for f in (smooth_landmarks_exact, smooth_landmarks_adam):
+            with pytest.raises(ValueError, match="landmark_ok has shape"):
+                f(obs, wrong)
+    for f in (smooth_landmarks_exact, smooth_landmarks_adam):
+        with pytest.raises(ValueError, match="no frame has a landmark detection"):
+            f(obs, np.zeros(15, bool))
+    empty = np.zeros((0, 68, 2))
+    assert smooth_landmarks_exact(empty, np.zeros(0, bool)).shape == (0, 68, 2)
+    xa, it = smooth_landmarks_adam(empty, np.zeros(0, bool))
+    assert xa.shape == (0, 68, 2) and it == 0
+
+
+def _adam_reference(obs, ok, w_d, w_s, lr, n_steps):
+    """n_steps plain torch Adam steps from the interpolated start, the objective written out here."""
+    T = len(obs)
+    y = torch.as_tensor(obs.reshape(T, -1), dtype=torch.float64)
+    okf = torch.as_tensor(ok, dtype=torch.float64)[:, None]
+    start = y.clone()
+    good = np.flatnonzero(ok)
+    for j in range(start.shape[1]):
+        start[:, j] = torch.as_tensor(np.interp(np.arange(T), good, obs.reshape(T, -1)[good, j]))
+    x = start.clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=lr)
+    for _ in range(n_steps):
+        opt.zero_grad()
+        (w_d * (okf * (x - y) ** 2).sum() + w_s * ((x[1:] - x[:-1]) ** 2).sum()).backward()
+        opt.step()
+    return x.detach().numpy().reshape(obs.shape)
+
+
+def test_adam_takes_exactly_max_iters_steps_at_the_default_rate():
+    _, obs = _tracks(10, K=2, seed=5)
+    obs = obs.astype(np.float64)
+    ok = np.ones(10, bool)
+    ok[3] = False
+    for n in (1, 5):
+        x, it = smooth_landmarks_adam(obs, ok, 1.0, 10.0, max_iters=n)
+        assert it == n
+        np.testing.assert_allclose(x, _adam_reference(obs, ok, 1.0, 10.0, 0.5, n), rtol=0, atol=1e-12)
+    x, it = smooth_landmarks_adam(obs, ok, 1.0, 10.0, max_iters=0)
+    assert it == 0
+    np.testing.assert_allclose(x, _adam_reference(obs, ok, 1.0, 10.0, 0.5, 0), rtol=0, atol=1e-12)
+    # two frames are smoothed too (the hand solution (1, 2) of y = (0, 3), w = 1)
+    xa, it = smooth_landmarks_adam(np.array([[0.0], [3.0]]), np.ones(2, bool), 1.0, 1.0)
+    assert it > 0
+    np.testing.assert_allclose(xa, [[1.0], [2.0]], atol=1e-3)
+
+
+def test_adam_stall_schedule_on_an_optimal_start():
+    """A start that is already the minimum never improves: every 50-iteration check is a stall, the step
+    is halved at checks 2..11 (0.5 / 2^10 < 0.5e-3, so the 10th halving lands on the floor lr/1000) and
+    the check after that stops it: iteration 12 x 50 = 600."""
+    obs = np.full((6, 3, 2), 7.0)
+    x, it = smooth_landmarks_adam(obs, np.ones(6, bool), 1.0, 10.0)
+    assert it == 600
+    np.testing.assert_array_equal(x, obs)
+    # a target stops it at once when the loss is there already (value <= target, also when equal)
+    x, it = smooth_landmarks_adam(obs, np.ones(6, bool), 1.0, 10.0, target=0.0)
+    assert it == 1
+
+
+def test_adam_stops_on_50_iteration_checks():
+    _, obs = _tracks(20, K=3, seed=1)
+    obs = obs.astype(np.float64)
+    ok = np.ones(20, bool)
+    _, it = smooth_landmarks_adam(obs, ok, 1.0, 10.0)
+    assert it % 50 == 0 and 600 <= it < 20000
