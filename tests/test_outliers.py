@@ -195,3 +195,37 @@ def test_replace_outliers_uses_the_mean_distance_and_its_scale(scale):
     groups, masks = replace_group_outliers({"z": x, "a": x[:8]}, scale)
     assert list(groups) == ["a", "z"] and masks["z"].tolist() == bad.tolist()
     np.testing.assert_array_equal(groups["z"], fixed)
+
+
+def test_defaults_window_7_and_fences_at_1_5():
+    x = np.zeros((12, 1))
+    x[4, 0] = x[5, 0] = x[6, 0] = 10.0          # a 3-frame plateau: a 7-frame median sees 4 zeros around it
+    np.testing.assert_array_equal(running_median_distances(x), running_median_distances(x, 7))
+    assert not np.array_equal(running_median_distances(x, 7), running_median_distances(x, 5))
+    # Q1 = 2.5, Q3 = 7.5 (IQR 5): the upper fence is 15 at 1.5, 20 at 2.5
+    d = np.array([-3.0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 17.0])
+    assert boxplot_outliers(d).tolist() == boxplot_outliers(d, 1.5).tolist() == [False] * 10 + [True]
+    x = d[:, None] - d.mean()                    # distances to the mean are |d - mean|: same ranks here
+    assert replace_outliers(x)[1].tolist() == replace_outliers(x, 1.5)[1].tolist()
+    assert replace_outliers(x)[1].tolist() != replace_outliers(x, 2.5)[1].tolist()
+    assert replace_group_outliers({"g": x})[1]["g"].tolist() == replace_outliers(x, 1.5)[1].tolist()
+    # distances 1 (x6), 2, 2, 3, 3: Q1 = 1, Q3 = 2; the 3s lie inside the fence at 1.5 (3.5), outside at 0.5
+    x = np.array([1.0, -1, 1, -1, 1, -1, 2, -2, 3, -3])[:, None]
+    assert not replace_outliers(x)[1].any() and not replace_group_outliers({"g": x})[1]["g"].any()
+    assert replace_outliers(x, 0.5)[1].tolist() == [False] * 8 + [True, True]
+
+
+def test_three_frames_are_never_judged_even_with_tight_fences():
+    # at scale 0.1 the quartiles of three frames would flag 10 (Q3 = 5, fence 5.5): three say nothing
+    assert not boxplot_outliers(np.array([0.0, 0.0, 10.0]), 0.1).any()
+    assert boxplot_outliers(np.array([0.0, 0.0, 0.0, 10.0]), 0.1)[-1]
+
+
+def test_fences_sit_at_the_25th_and_75th_percentiles():
+    # 1..9 between two extremes: Q1 = 2.5, Q3 = 7.5 exactly (linear interpolation), IQR 5, fences [-2.5, 12.5]
+    inner = np.arange(1.0, 10.0)
+    on = np.concatenate([[-2.5], inner, [12.5]])
+    assert not boxplot_outliers(on, 1.0).any()
+    for eps in (1e-6, 1e-3):
+        out = np.concatenate([[-2.5 - eps], inner, [12.5 + eps]])
+        assert boxplot_outliers(out, 1.0).tolist() == [True] + [False] * 9 + [True]
