@@ -211,6 +211,8 @@ def test_defaults_and_shape_checks():
     np.testing.assert_array_equal(smooth_landmarks(obs, ok), ref)
     np.testing.assert_array_equal(smooth_landmarks(obs, ok, method="adam"),            # the dispatcher: Adam
                                   smooth_landmarks_adam(obs, ok, 1.0, 10.0)[0])
+    np.testing.assert_array_equal(smooth_landmarks_adam(obs, ok, max_iters=3)[0],
+                                  smooth_landmarks_adam(obs, ok, 1.0, 10.0, max_iters=3)[0])
     for method in ("abc", "", "exactly"):
         with pytest.raises(ValueError, match="unknown smoothing method"):
             smooth_landmarks(obs, ok, method=method)
