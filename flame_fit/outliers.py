@@ -38,8 +38,10 @@ def running_median_distances(x: np.ndarray, window: int = 7) -> np.ndarray:
         return np.zeros(T)
     med = median_filter(flat, size=(min(window, T), 1), mode="nearest")
     for t in range(min(h, T)):
-        med[t] = np.median(flat[: 2 * t + 1], axis=0)
-        med[T - 1 - t] = np.median(flat[T - 1 - 2 * t:], axis=0)
+        # half-width min(t, T-1-t): a series shorter than the window has frames near both ends
+        for u in (t, T - 1 - t):
+            k = min(u, T - 1 - u, h)
+            med[u] = np.median(flat[u - k: u + k + 1], axis=0)
     return np.linalg.norm(flat - med, axis=1)
 
 

@@ -30,7 +30,14 @@ def smoothing_objective(x: np.ndarray, obs: np.ndarray, ok: np.ndarray,
     return w_data * data + w_smooth * smooth
 
 
-def _check(obs: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _check(obs: np.ndarray, ok: np.ndarray, w_data: float, w_smooth: float
+           ) -> tuple[np.ndarray, np.ndarray]:
+    # w_data > 0 keeps the system definite; w_smooth = 0 is "no smoothing" (handled by the callers)
+    if not (np.isfinite(w_data) and w_data > 0):
+        raise ValueError(f"landmark data weight w_data = {w_data!r}: must be a finite number > 0")
+    if not (np.isfinite(w_smooth) and w_smooth >= 0):
+        raise ValueError(f"landmark smoothing weight w_smooth = {w_smooth!r}: must be a finite number >= 0 "
+                         "(0: no smoothing)")
     obs = np.asarray(obs)
     ok = np.asarray(ok, dtype=bool)
     if ok.shape != (len(obs),):
@@ -47,11 +54,16 @@ def smooth_landmarks_exact(obs: np.ndarray, ok: np.ndarray, w_data: float = 1.0,
     obs: (T, K, 2) detections (any trailing shape), ok: (T,) bool. Returns (T, K, 2) in obs's dtype.
     The system (w_d diag(ok) + w_s D^T D) x = w_d diag(ok) y is positive definite whenever one
     frame is ok, since D^T D (the path-graph Laplacian) only misses constants.
+    w_smooth = 0 is no smoothing: the ok frames keep their detections and the others are bridged
+    linearly (the limit of the minimiser as w_s -> 0; at 0 itself E leaves them free and the system
+    is singular).
     """
-    obs, ok = _check(obs, ok)
+    obs, ok = _check(obs, ok, w_data, w_smooth)
     T = len(obs)
     if T <= 1:
         return obs.copy()
+    if w_smooth == 0:
+        return interpolate_frames(obs, ~ok)
     y = obs.reshape(T, -1).astype(np.float64)
     okf = ok.astype(np.float64)
     lap_diag = np.full(T, 2.0)
@@ -59,7 +71,9 @@ def smooth_landmarks_exact(obs: np.ndarray, ok: np.ndarray, w_data: float = 1.0,
     ab = np.zeros((2, T))
     ab[0, 1:] = -w_smooth                      # superdiagonal (upper form: first entry unused)
     ab[1] = w_data * okf + w_smooth * lap_diag
-    x = solveh_banded(ab, w_data * okf[:, None] * y, check_finite=False)
+    # a failed frame may hold anything (NaN where the tracker had nothing to hold): 0 * NaN would be NaN
+    rhs = w_data * np.where(ok[:, None], y, 0.0)
+    x = solveh_banded(ab, rhs, check_finite=False)
     return x.reshape(obs.shape).astype(obs.dtype)
 
 
@@ -72,14 +86,16 @@ def smooth_landmarks_adam(obs: np.ndarray, ok: np.ndarray, w_data: float = 1.0, 
     obs: (T, K, 2), ok: (T,) bool. Starts from the detections (failed frames interpolated).
     Stops when the objective reaches `target` (when given), or when its relative decrease over
     50 iterations falls below `tolerance` after the step size has been halved down to lr/1000.
-    Returns (x (T, K, 2) in obs's dtype, iterations).
+    Returns (x (T, K, 2) in obs's dtype, iterations). w_smooth = 0: the failed frames have no gradient
+    and keep their interpolated start, as in the exact solve.
     """
-    obs, ok = _check(obs, ok)
+    obs, ok = _check(obs, ok, w_data, w_smooth)
     T = len(obs)
     if T <= 1:
         return obs.copy(), 0
     dev = torch.device(device)
-    y = torch.as_tensor(obs.reshape(T, -1), dtype=torch.float64, device=dev)
+    # failed frames may hold NaN: their values never enter the loss (0 * NaN would)
+    y = torch.as_tensor(np.where(ok[:, None], obs.reshape(T, -1), 0.0), dtype=torch.float64, device=dev)
     okf = torch.as_tensor(ok, dtype=torch.float64, device=dev)[:, None]
     x0 = interpolate_frames(obs.reshape(T, -1).astype(np.float64), ~ok)
     x = torch.tensor(x0, dtype=torch.float64, device=dev, requires_grad=True)
