@@ -170,3 +170,43 @@ def test_bad_input_errors(tmp_path, release, model):
             evaluate(_write_preds(tmp_path / "f", gt, ok), root, "test", head_model=model)
     finally:
         model.is_real = False
+
+
+def test_prediction_not_named_after_a_clip_id_is_named_first_in_sorted_order(tmp_path, release):
+    from tasks.evaluation.evaluate import prediction_ids
+    root, gt = release
+    preds = _write_preds(tmp_path / "n", gt, lambda m: m[None])
+    for name in ("z z.pkl", "a b.pkl"):                        # a space: no plain clip id
+        (preds / name).write_bytes(b"")
+    with pytest.raises(PipelineInputError, match="is not named after a plain clip id") as e:
+        prediction_ids(preds, TEST_IDS, "test")
+    assert e.value.path == str(preds / "a b.pkl")
+
+
+def test_a_split_without_clips_is_named(tmp_path, release, model):
+    root, gt = release
+    with pytest.raises(PipelineInputError, match="lists no clips") as e:
+        evaluate(_write_preds(tmp_path / "v", gt, lambda m: m[None]), root, "val", head_model=model)
+    assert e.value.path == str(root / "val.txt")
+
+
+def test_clips_with_different_sample_counts_are_refused(tmp_path, release, model, monkeypatch):
+    import tasks.evaluation.evaluate as E
+    monkeypatch.setattr(E, "beats_available", lambda: False)          # no librosa beats: quick
+    root, gt = release
+    preds = _write_preds(tmp_path / "c", gt, lambda m: np.stack([m, m]))       # 2 samples each
+    (preds / f"{TEST_IDS[1]}.pkl").write_bytes(pickle.dumps({"motion": gt[TEST_IDS[1]][None]}))   # 1
+    with pytest.raises(PipelineInputError, match="has 1 samples, other clips 2") as e:
+        evaluate(preds, root, "test", head_model=model)
+    assert e.value.path == str(preds / f"{TEST_IDS[1]}.pkl")
+
+
+def test_unreadable_prediction_quotes_the_first_120_characters_of_the_cause(tmp_path):
+    from tasks.evaluation.evaluate import load_prediction
+    p = tmp_path / "x.pkl"
+    p.write_bytes(pickle.dumps({"motion": [[1.0] * 59, [1.0] * 58]}))            # ragged: ValueError
+    with pytest.raises(PipelineInputError, match="does not hold numeric arrays") as e:
+        load_prediction(p, 2)
+    cause = str(e.value.__cause__)
+    assert len(cause) > 120
+    assert f"(ValueError: {cause[:120]}) -- fix" in str(e.value)
