@@ -154,3 +154,97 @@ def test_length_and_offset_checks(luigi_paths):
     with pytest.raises(PipelineInputError, match="beyond") as e:
         run_task()
     assert e.value.path.endswith("song.json")
+
+
+# ----------------------------------------------------------------------------- the rules, function by function
+from fractions import Fraction                                    # noqa: E402
+from pathlib import Path                                          # noqa: E402
+
+from hypothesis import given, settings, strategies as st          # noqa: E402
+
+from tasks.media import segment_audio as SA                       # noqa: E402
+
+# frame rates as the exact fractions a video stores (NTSC ones included) and sample rates whose
+# samples per frame are often not whole (11025/30 = 367.5: every odd frame lands on a half)
+RATES = [(30, 1), (25, 1), (24, 1), (50, 1), (60, 1), (30000, 1001), (24000, 1001), (60000, 1001)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(t=st.integers(0, 10 ** 6), sr=st.sampled_from([8000, 11025, 16000, 22050, 44100, 48000]),
+       rate=st.sampled_from(RATES))
+def test_frame_sample_is_round_half_up_of_t_sr_over_fps(t, sr, rate):
+    p, q = rate
+    want = (2 * t * sr * q + p) // (2 * p)                      # floor(t*sr*q/p + 1/2) in integers
+    assert SA.frame_sample(t, sr, p / q) == want
+
+
+def test_frame_sample_and_offset_round_halves_up():
+    assert SA.frame_sample(1, 11025, 30) == 368 and SA.frame_sample(3, 11025, 30) == 1103   # 367.5, 1102.5
+    assert SA.frame_sample(1, 11025, 25) == 441                                              # exact
+    assert SA.segment_span(1, 3, 11025, 30) == (368, 735)                                    # 367.5 -> 368, 735
+    # offsets: half a sample rounds up, also below zero (towards +inf, not away from 0)
+    assert [SA.offset_samples(k / 32000, 16000) for k in (1, -1, -3, 3)] == [1, 0, -1, 2]
+    assert SA.offset_samples(0.25, 16000) == 4000 and SA.offset_samples(-0.1, 16000) == -1600
+
+
+def test_timing_checks_at_their_bounds():
+    v, s = Path("vocal.wav"), Path("song.json")
+    assert SA.check_timing(10.0, 13.0, 3.0, 0.1, v, s) == 0.0              # |offset| = 10 s is allowed
+    assert SA.check_timing(-10.0, 2.0, 12.0, 0.1, v, s) == 0.0
+    for off in (10.5, -10.5, float("nan"), float("inf")):
+        with pytest.raises(PipelineInputError, match="is beyond") as e:
+            SA.check_timing(off, 30.0, 30.0, 100.0, v, s)
+        assert e.value.path == "song.json"
+    # the vocal covers video time [-offset, vocal_s - offset]: no overlap at all is an error
+    with pytest.raises(PipelineInputError, match="puts the whole video outside vocal.wav"):
+        SA.check_timing(3.0, 3.0, 3.0, 100.0, v, s)
+    with pytest.raises(PipelineInputError, match="puts the whole video outside"):
+        SA.check_timing(-3.0, 3.0, 3.0, 100.0, v, s)
+    assert SA.check_timing(2.5, 3.0, 0.5, 0.1, v, s) == 0.0
+    assert SA.check_timing(-2.5, 0.5, 3.0, 0.1, v, s) == 0.0
+    # the ends meet within the tolerance, bound included
+    assert SA.check_timing(0.25, 3.5, 3.0, 0.25, v, s) == 0.25
+    with pytest.raises(PipelineInputError, match=r"ends 0\.250 s after the video") as e:
+        SA.check_timing(0.25, 3.5, 3.0, 0.125, v, s)
+    assert e.value.path == "vocal.wav"
+    with pytest.raises(PipelineInputError, match=r"ends 0\.750 s before the video"):
+        SA.check_timing(0.25, 2.5, 3.0, 0.5, v, s)
+
+
+def test_vocal_level_checks_at_their_bounds():
+    p = Path("vocal.wav")
+    with pytest.raises(PipelineInputError, match=r"silent \(peak -inf dBFS\)"):
+        SA.check_vocal_levels(np.zeros((100, 1)), p)
+    quiet = np.zeros((100, 1))
+    quiet[3] = 10 ** -4.5 * 0.99                                  # just below -90 dBFS
+    with pytest.raises(PipelineInputError, match=r"silent \(peak -90\.1 dBFS\)"):
+        SA.check_vocal_levels(quiet, p)
+    quiet[3] = 10 ** -4.5                                         # -90.0 dBFS exactly: quiet, not silent
+    stats, warnings = SA.check_vocal_levels(quiet, p)
+    assert stats["peak_dbfs"] == -90.0 and len(warnings) == 1 and "very quiet (peak -90.0 dBFS)" in warnings[0]
+    x = np.zeros((10000, 1))
+    x[0] = 0.01                                                   # -40 dBFS exactly: not quiet
+    assert SA.check_vocal_levels(x, p)[1] == []
+    x[0] = 0.0099
+    assert "very quiet" in SA.check_vocal_levels(x, p)[1][0]
+    x[0] = 0.999                                                  # 1 of 10 000 samples clipped: at the bound
+    assert SA.check_vocal_levels(x, p)[1] == []
+    x[1] = -1.0                                                   # 2: above it
+    (w,) = SA.check_vocal_levels(x, p)[1]
+    assert w.startswith("vocal.wav: microphone track is clipped (0.020 % of samples")
+
+
+def test_song_offset_reads_a_number_of_seconds(tmp_path):
+    song = tmp_path / "song.json"
+    with pytest.raises(PipelineInputError, match="song.json is missing"):
+        SA._song_offset(song)
+    for value, want in ((0.25, 0.25), (-1, -1.0), (None, None), ("0.5", None), (True, None), ([0.1], None)):
+        song.write_text(json.dumps({"audio_offset_s": value}))
+        if want is None:
+            with pytest.raises(PipelineInputError, match="not a number of seconds"):
+                SA._song_offset(song)
+        else:
+            got = SA._song_offset(song)
+            assert got == want and type(got) is float
+    song.write_text(json.dumps({"title": "t"}))
+    assert SA._song_offset(song) == 0.0                           # absent: in sync
