@@ -210,3 +210,109 @@ def test_unreadable_prediction_quotes_the_first_120_characters_of_the_cause(tmp_
     cause = str(e.value.__cause__)
     assert len(cause) > 120
     assert f"(ValueError: {cause[:120]}) -- fix" in str(e.value)
+
+
+def test_main_table_aligns_its_columns_and_notes_the_skipped_metrics():
+    from tasks.evaluation.evaluate import NO_LIBROSA
+    vals = {k: 2.0 for k, _, _ in METRICS}
+    vals.update(lve_mean=0.000123456789, fdd=-1234567.0, ve_min=0.5, ba_pose=None, ba_lmk=None)
+    shown = {"lve_mean": "0.000123457", "fdd": "-1.23457e+06", "ve_min": "0.5", "ba_pose": "n/a", "ba_lmk": "n/a"}
+    r = {"split": "test", "clips": 2, "samples": 3, "head_model": "hm", "regions": "rg", "metrics": vals,
+         "skipped": {"ba_pose": NO_LIBROSA, "ba_lmk": NO_LIBROSA}}
+    text = main_table(r)
+    assert text.endswith("\n")
+    lines = text.splitlines()
+    assert lines[0] == "SingingHead 3D metrics: test split, 2 clips x 3 samples; head model: hm; regions: rg"
+    rows = [("metric", "value", "unit", "key")] + [(label, shown.get(k, "2"), unit, k) for k, label, unit in METRICS]
+    w = [max(len(r_[i]) for r_ in rows) for i in range(4)]
+    assert w[0] == len("pose distance, mean over samples") and w[1] == len("-1.23457e+06")
+    # text columns left-aligned, values right-aligned, two spaces between columns
+    fmt = lambda a, b, c, d: f"{a:<{w[0]}}  {b:>{w[1]}}  {c:<{w[2]}}  {d:<{w[3]}}"
+    assert lines[1] == fmt(*rows[0])
+    assert lines[2] == "  ".join("-" * x for x in w)
+    assert lines[3:3 + len(METRICS)] == [fmt(*row) for row in rows[1:]]
+    assert lines[3 + len(METRICS):] == [f"n/a: ba_lmk, ba_pose: {NO_LIBROSA}"]
+    r["skipped"], r["metrics"]["ba_pose"], r["metrics"]["ba_lmk"] = {}, 0.25, 0.75
+    assert len(main_table(r).splitlines()) == 3 + len(METRICS)            # nothing skipped: no note
+
+
+def test_result_json_is_sorted_indented_and_refuses_nan():
+    assert result_json({"b": 1, "a": [0.5]}) == '{\n  "a": [\n    0.5\n  ],\n  "b": 1\n}\n'
+    with pytest.raises(ValueError):
+        result_json({"a": float("nan")})
+
+
+def test_prediction_ids_errors_list_at_most_five_names(tmp_path):
+    from tasks.evaluation.evaluate import prediction_ids
+    with pytest.raises(PipelineInputError, match="is not a folder of predictions"):
+        prediction_ids(tmp_path / "absent", ["a"], "test")
+    d = tmp_path / "p"
+    d.mkdir()
+    ids = [f"c{i}" for i in range(7)]
+    with pytest.raises(PipelineInputError, match=r"lacks predictions for 7 of 7 clips of the test split, "
+                                                 r"e\.g\. \['c0', 'c1', 'c2', 'c3', 'c4'\] -- fix"):
+        prediction_ids(d, ids, "test")
+    for i in range(7):
+        (d / f"x{i}.pkl").write_bytes(b"")
+    with pytest.raises(PipelineInputError, match=r"clip id 'x0' is not in the val split \(7 such file\(s\): "
+                                                 r"\['x0', 'x1', 'x2', 'x3', 'x4'\]\)") as e:
+        prediction_ids(d, ids, "val")
+    assert e.value.path == str(d / "x0.pkl")
+
+
+@pytest.mark.parametrize("d, msg", [
+    ({"motion": np.zeros((0, 3, 59))}, "holds no sample"),
+    ({"motion": np.full((1, 3, 59), np.nan)}, "holds NaN or infinite values"),
+    ({"motion": np.full((1, 3, 59), -np.inf)}, "holds NaN or infinite values"),
+    ({"motion": np.full((1, 3, 59), 1000.5)}, r"holds values up to 1e\+03, far .* \(at most 1000 accepted\)"),
+    ({"motion": np.zeros((3, 58))}, r"'motion' has shape \(3, 58\), want \(S,T,59\)"),
+    ({"motion": np.zeros((2, 2, 3, 59))}, r"'motion' has shape \(2, 2, 3, 59\)"),
+    ({"expcodes": np.array([["a"] * 50] * 3)}, r"'expcodes' holds <U1 values, not numbers"),
+    ({"expcodes": np.zeros((2, 3, 50)), "posecodes": np.zeros((1, 3, 9))}, r"want \(S,T,50\) / \(S,T,9\)"),
+    ({"expcodes": np.zeros((3, 50)), "posecodes": np.zeros((1, 3, 9))}, r"want \(S,T,50\) / \(S,T,9\)"),
+    ({"expcodes": np.zeros((1, 3, 50)), "posecodes": np.zeros((1, 3, 8))}, r"want \(S,T,50\) / \(S,T,9\)"),
+    ({"shapecode": np.zeros((1, 100))}, r"holds \['shapecode'\], not 'expcodes'\+'posecodes' or 'motion'"),
+])
+def test_load_prediction_refuses_with_the_reason(tmp_path, d, msg):
+    from tasks.evaluation.evaluate import load_prediction
+    p = tmp_path / "x.pkl"
+    p.write_bytes(pickle.dumps(d))
+    with pytest.raises(PipelineInputError, match=msg) as e:
+        load_prediction(p, 3)
+    assert e.value.path == str(p)
+
+
+def test_load_prediction_accepts_single_samples_and_values_up_to_the_bound(tmp_path):
+    from tasks.evaluation.evaluate import load_prediction
+    p = tmp_path / "x.pkl"
+    e, q = np.full((3, 50), -1000.0), np.arange(27, dtype=np.float64).reshape(3, 9)
+    p.write_bytes(pickle.dumps({"expcodes": e, "posecodes": q}))               # (T,50)/(T,9): one sample
+    m = load_prediction(p, 3)
+    assert m.shape == (1, 3, 59) and m.dtype == np.float32
+    np.testing.assert_array_equal(m[0, :, :50], e)                           # |value| = 1000: accepted
+    np.testing.assert_array_equal(m[0, :, 50:], q)
+    p.write_bytes(pickle.dumps({"motion": np.ones((3, 59)), "shapecode": np.zeros((1, 100))}))
+    assert load_prediction(p, 3).shape == (1, 3, 59)
+
+
+def test_pose_distance_and_pose_diversity_leave_out_the_expression(tmp_path, release, model, monkeypatch):
+    """Predictions that differ from the ground truth (and from each other) only in expression: the
+    global+neck pose metrics are 0, the 59-d ones are not; the result names the audio it used."""
+    import tasks.evaluation.evaluate as E
+    monkeypatch.setattr(E, "beats_available", lambda: False)
+    root, gt = release
+
+    def expr(m):
+        a, b = m.copy(), m.copy()
+        a[:, :50] += 0.5
+        b[:, :50] -= 0.25
+        return np.stack([a, b])
+    r = evaluate(_write_preds(tmp_path / "e", gt, expr), root, "test", head_model=model)
+    mt = r["metrics"]
+    for k in ("meandist_pose", "mindist_pose", "diversity_pose"):
+        assert mt[k] == pytest.approx(0.0, abs=1e-7), k
+    assert mt["meandist"] == pytest.approx((0.5 + 0.25) / 2 * math.sqrt(50), rel=1e-5)
+    assert mt["mindist"] == pytest.approx(0.25 * math.sqrt(50), rel=1e-5)
+    assert mt["diversity"] == pytest.approx(0.75 * math.sqrt(50 * T), rel=1e-5)
+    assert r["audio"] == "audio_seqs at 16000 Hz"
+    assert mt["ba_pose"] is None and set(r["skipped"]) == {"ba_pose", "ba_lmk"}
