@@ -68,6 +68,24 @@ def test_ground_truth_as_prediction_scores_zero_errors(tmp_path, release, model)
               "diversity", "diversity_lmk", "diversity_verts"):
         assert r["metrics"][k] == pytest.approx(0.0, abs=1e-6), k
     assert 0.0 < r["metrics"]["ba_lmk"] <= 1.0 and 0.0 < r["metrics"]["ba_pose"] <= 1.0
+    # the beat alignments: beats of the clip's singing (audio_seqs, read here with soundfile) against the
+    # global+neck pose and against the 68 landmarks of the full-pose mesh
+    import torch
+    from tasks.evaluation import metrics as M
+    for cid in TEST_IDS:
+        audio, sr = sf.read(root / "SingingHead" / "audio_seqs" / f"{cid}.wav", dtype="float32")
+        beats = M.audio_beats(audio, sr)
+        assert r["per_clip"][cid]["ba_pose"] == pytest.approx(
+            M.beat_alignment_score(gt[cid][:, 50:56], None, beats=beats))
+        m = torch.as_tensor(gt[cid])
+        with torch.no_grad():
+            shape = torch.as_tensor(pickle.loads((root / "SingingHead" / "flame_seqs" / f"{cid}.pkl").read_bytes())
+                                    ["shapecode"], dtype=torch.float32).reshape(1, 100).expand(T, -1)
+            v = model(shape=shape, expression=m[:, :50], global_orient=m[:, 50:53], neck_pose=m[:, 53:56],
+                      jaw_pose=m[:, 56:59]).vertices
+            lmk = model.landmarks3d_static(v).numpy()
+        assert r["per_clip"][cid]["ba_lmk"] == pytest.approx(M.beat_alignment_score(lmk, None, beats=beats),
+                                                             abs=1e-6)
     assert "not FLAME_masks.pkl" in r["regions"]
     assert json.loads(result_json(r)) == json.loads(json.dumps(r))
     table = main_table(r)
