@@ -93,3 +93,98 @@ def test_load_motion_names_the_arrays_with_wrong_shapes(tmp_path):
         C.load_motion(_motion(tmp_path, jaw_pose=np.zeros((4, 2))))
     with pytest.raises(PipelineInputError, match=r"unexpected shapes \(50,\)"):
         C.load_motion(_motion(tmp_path, shape=np.zeros(50)))
+
+
+def test_to_pcm16_scales_by_32768_and_counts_what_it_clips():
+    x = np.array([-1.0, -0.5, 0.0, 32767 / 32768, 1.0, 1.5, -1.5, -32768.6 / 32768])
+    pcm, clipped = C.to_pcm16(x)
+    assert pcm.dtype == np.int16
+    assert pcm.tolist() == [-32768, -16384, 0, 32767, 32767, 32767, -32768, -32768]
+    assert clipped == 4                                   # 1.0, 1.5, -1.5 and -32768.6/32768 (rounds to -32769)
+    ints = np.array([[1, -2], [3, 32767]], np.int16)
+    same, n = C.to_pcm16(ints)
+    assert same is ints and n == 0                        # int16 passes unchanged
+
+
+def test_pcm16_wav_bytes_is_a_plain_44_byte_header_wav(tmp_path):
+    import soundfile as sf
+    import wave
+    mono = np.array([1, -2, 3], np.int16)
+    b = C.pcm16_wav_bytes(mono, 16000)
+    assert len(b) == 44 + 6 and b[:4] == b"RIFF" and b[8:16] == b"WAVEfmt "
+    assert b[44:] == b"\x01\x00\xfe\xff\x03\x00"          # little-endian int16
+    stereo = np.array([[1, -1], [2, -2]], np.int16)
+    p = tmp_path / "s.wav"
+    p.write_bytes(C.pcm16_wav_bytes(stereo, 22050))
+    with wave.open(str(p)) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()) == (2, 2, 22050, 2)
+    data, sr = sf.read(str(p), dtype="int16")
+    assert sr == 22050 and data.tolist() == [[1, -1], [2, -2]]
+    with pytest.raises(TypeError, match="takes int16 samples, got float32"):
+        C.pcm16_wav_bytes(np.zeros(3, np.float32), 16000)
+    assert C.write_wav(tmp_path / "c.wav", np.array([0.5, 2.0]), 16000) == 1      # returns samples clipped
+    assert C.read_wav(tmp_path / "c.wav")[0].tolist() == [16384, 32767]
+
+
+def test_read_wav_keeps_16_bit_pcm_as_int16_and_reads_float_as_float(tmp_path):
+    import soundfile as sf
+    x = np.array([0.25, -0.5, 0.999], np.float32)
+    sf.write(str(tmp_path / "f.wav"), x, 16000, subtype="FLOAT")
+    data, sr = C.read_wav(tmp_path / "f.wav")
+    assert sr == 16000 and data.dtype == np.float32 and data.tolist() == x.tolist()
+    sf.write(str(tmp_path / "i.wav"), np.array([100, -200], np.int16), 8000, subtype="PCM_16")
+    data, sr = C.read_wav(tmp_path / "i.wav")
+    assert sr == 8000 and data.dtype == np.int16 and data.tolist() == [100, -200]
+    (tmp_path / "bad.wav").write_bytes(b"RIFF0000WAVEjunk")
+    with pytest.raises(PipelineInputError, match="cannot read audio") as e:
+        C.read_wav(tmp_path / "bad.wav")
+    assert e.value.path == str(tmp_path / "bad.wav")
+
+
+def test_audio_spans_and_the_length_check_allow_one_frame_of_slack():
+    assert C.sample_span(3, 9, 16000, 30.0) == (1600, 4800)
+    assert C.sample_span(1, 2, 44100, 30000 / 1001) == (1471, 2943)  # 1471.47, 2942.94: rounded, not floored
+    assert C.expected_samples(90, 16000, 30.0) == 48000
+    slack = 533                                                      # round(16000 / 30)
+    for n in (48000 - slack, 48000, 48000 + slack):
+        C.check_audio_length("a.wav", n, 90, 16000, 30.0)
+    for n in (48000 - slack - 1, 48000 + slack + 1):
+        with pytest.raises(PipelineInputError, match=rf"has {n} samples, 90 frames at 30.0 fps need 48000 at 16000 Hz"):
+            C.check_audio_length("a.wav", n, 90, 16000, 30.0)
+    C.check_audio_length("a.wav", 11, 10, 1, 1.0)                    # slack is at least one sample
+    with pytest.raises(PipelineInputError):
+        C.check_audio_length("a.wav", 12, 10, 1, 1.0)
+
+
+def test_load_motion_missing_keys_and_unreadable_files(tmp_path):
+    p = tmp_path / "motion.npz"
+    np.savez(p, expression=np.zeros((4, 50)), global_orient=np.zeros((4, 3)))
+    with pytest.raises(PipelineInputError, match=r"motion lacks \['neck_pose', 'jaw_pose', 'shape'\]"):
+        C.load_motion(p)
+    p.write_bytes(b"not a zip")
+    with pytest.raises(PipelineInputError, match="cannot read motion"):
+        C.load_motion(p)
+    with pytest.raises(PipelineInputError, match=r"unexpected shapes \{'expression': \(4, 49\)\}"):
+        C.load_motion(_motion(tmp_path, expression=np.zeros((4, 49))))
+    with pytest.raises(PipelineInputError, match=r"unexpected shapes \{'global_orient': \(3, 3\)\}"):
+        C.load_motion(_motion(tmp_path, global_orient=np.zeros((3, 3))))
+    assert C.load_motion(_motion(tmp_path, shape=np.zeros((1, 100))))["shape"].shape == (1, 100)
+
+
+def test_flame_clip_slices_frames_and_orders_the_pose_global_neck_jaw():
+    t = 5
+    m = {"expression": np.arange(t * 50, dtype=np.float64).reshape(t, 50),
+         "global_orient": np.full((t, 3), 1.0) * np.arange(t)[:, None],
+         "neck_pose": np.full((t, 3), 2.0) * np.arange(t)[:, None],
+         "jaw_pose": np.full((t, 3), 3.0) * np.arange(t)[:, None]}
+    shape = np.arange(100, dtype=np.float64)
+    d = C.flame_clip(m, shape, 1, 3)
+    assert d["shapecode"].shape == (1, 100) and d["shapecode"].dtype == np.float32
+    np.testing.assert_array_equal(d["shapecode"][0], shape)
+    np.testing.assert_array_equal(d["expcodes"], m["expression"][1:4])
+    assert d["expcodes"].dtype == np.float32 and d["posecodes"].dtype == np.float32
+    want = np.concatenate([m["global_orient"][1:4], m["neck_pose"][1:4], m["jaw_pose"][1:4]], axis=1)
+    np.testing.assert_array_equal(d["posecodes"], want)
+    back = C.safe_load_pickle(C.pickle_bytes(d))
+    for k in ("shapecode", "expcodes", "posecodes"):
+        np.testing.assert_array_equal(back[k], d[k])
