@@ -49,6 +49,11 @@ def test_a_stream_copy_that_does_not_decode_to_its_source_frames_is_re_encoded(t
         got = next(c.decode(video=0)).to_ndarray(format="rgb24").astype(float)
         want = [f.to_ndarray(format="rgb24").astype(float) for _, f in zip(range(11), s.decode(video=0))]
     assert np.abs(got - want[0]).mean() < np.abs(got - want[10]).mean()
+    # at the source's rate: 10 frames 1/30 s apart
+    with av.open(str(tmp_path / "c.mp4")) as c:
+        times = [float(f.time) for f in c.decode(video=0)]
+    np.testing.assert_allclose(times, np.arange(10) / 30, atol=1e-3)
+    assert C.index_video(tmp_path / "c.mp4").fps == 30
 
 
 def test_re_encode_of_a_too_short_source_names_the_frames_and_keeps_an_older_clip(tmp_path):
