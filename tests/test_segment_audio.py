@@ -248,3 +248,84 @@ def test_song_offset_reads_a_number_of_seconds(tmp_path):
             assert got == want and type(got) is float
     song.write_text(json.dumps({"title": "t"}))
     assert SA._song_offset(song) == 0.0                           # absent: in sync
+
+
+def test_record_describes_every_segment_and_both_sources(luigi_paths, caplog):
+    import hashlib
+    raw, processed = luigi_paths
+    v = clicks(VOCAL_CLICKS, VOCAL_SR, 3.25, 0.25, 2)
+    v[: VOCAL_SR // 2] = np.sign(np.sin(np.arange(VOCAL_SR // 2) * 0.05))[:, None]   # clipped: one warning
+    make_song(raw, offset=0.25, vocal=v)
+    with caplog.at_level("WARNING", logger="singinghead"):
+        rec = run_task()
+    assert [r.getMessage() for r in caplog.records if "CAPTURE PROBLEM" in r.getMessage()] == \
+        [f"CAPTURE PROBLEM {rec['warnings'][0]}"]
+    # 16 kHz at 30 fps: frame f starts at sample f * 1600 / 3; the offset 0.25 s is 4000 samples
+    want = [(9, 42, 4800, 17600, [0.55, 1.65]), (45, 87, 24000, 22400, [1.75, 3.15]),
+            (87, 90, 46400, 1600, [3.15, 3.25])]
+    for i, (row, (s, e, a0, n, secs)) in enumerate(zip(rec["segments"], want)):
+        assert (row["index"], row["start_frame"], row["end_frame"], row["frames"], row["samples"]) == (i, s, e, e - s, n)
+        assert row["usable"] is False                                  # min_sequence_seconds 3.0 in luigi.cfg
+        assert row["video_samples"] == [a0, a0 + n] and row["source_samples"] == [a0 + 4000, a0 + 4000 + n]
+        assert row["source_seconds"] == pytest.approx(secs)
+        for kind, path in (("vocal", lay().segment_vocal_wav(SUBJECT, SONG, i)),
+                           ("bgm", lay().segment_bgm_wav(SUBJECT, SONG, i))):
+            assert row[f"{kind}_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert rec["fps"] == 30.0 and rec["offset_samples"] == 4000 and rec["audio_offset_s"] == 0.25
+    assert rec["video"] == {"frame_count": 90, "duration_s": 3.0}
+    vocal = rec["vocal"]
+    assert (vocal["sample_rate"], vocal["channels"], vocal["frames"]) == (48000, 2, 156000)
+    assert vocal["duration_s"] == 3.25 and vocal["end_minus_video_end_s"] == 0.0
+    assert (rec["bgm"]["sample_rate"], rec["bgm"]["channels"], rec["bgm"]["frames"]) == (44100, 1, 143325)
+    assert rec["bgm"]["method"] is None                                # no bgm.json beside bgm.wav
+
+
+def test_segments_json_fps_and_frame_count_and_their_fallbacks(luigi_paths):
+    """fps and frame_count come from segments.json; without them, [dataset] fps and the last segment's
+    end. A segment of exactly min_sequence_seconds is usable."""
+    from pipeline.build import config_overrides
+    raw, processed = luigi_paths
+
+    def segs(spans, **extra):
+        write_json_atomic(lay().segments_json(SUBJECT, SONG), {
+            "segments": [{"index": i, "start_frame": s, "end_frame": e} for i, s, e in spans], **extra})
+
+    make_song(raw, offset=0.25)
+    segs([(0, 0, 45)], fps=15.0, frame_count=45)                       # 3 s at 15 fps
+    rec = run_task()
+    assert rec["fps"] == 15.0 and rec["video"]["frame_count"] == 45
+    assert rec["segments"][0]["samples"] == 48000 and rec["segments"][0]["video_samples"] == [0, 48000]
+    make_song(raw, offset=0.25, vocal_seconds=59 / 30 + 0.25, bgm_seconds=59 / 30 + 0.25)
+    segs([(0, 0, 30), (1, 30, 59)])                                     # no fps, no frame_count
+    with config_overrides(dataset={"min_sequence_seconds": 1.0}):
+        rec = run_task()
+    assert rec["fps"] == 30.0 and rec["video"]["frame_count"] == 59
+    assert [r["usable"] for r in rec["segments"]] == [True, False]      # 30 frames = 1.0 s: usable
+    make_song(raw, offset=0.25, vocal_seconds=0.75, bgm_seconds=0.75)
+    segs([])                                                            # nothing to cut, no frame_count
+    rec = run_task()
+    assert rec["video"]["frame_count"] == 0 and rec["segments"] == []
+    assert rec["vocal"]["end_minus_video_end_s"] == 0.5                # 0.75 - 0.25 - 0 s of video
+
+
+def test_frame_rate_is_read_as_a_fraction_with_a_denominator_up_to_a_million():
+    assert SA._fraction(30000 / 1001) == Fraction(30000, 1001)
+    assert SA._fraction(30000001 / 1000000) == Fraction(30000001, 1000000)
+    assert SA._fraction(30000031 / 1000001).denominator <= 1000000
+
+
+def test_song_audio_files_are_immutable(tmp_path):
+    f = SA.SongAudioFiles(*(tmp_path for _ in range(7)), segment_wavs=lambda i: (tmp_path, tmp_path))
+    with pytest.raises(AttributeError):
+        f.out_dir = tmp_path / "x"
+
+
+def test_progress_reaches_all_segments(luigi_paths):
+    raw, processed = luigi_paths
+    make_song(raw, offset=0.25, segments=[(0, 9, 42)])
+    task = SegmentAudio(subject=SUBJECT, song=SONG)
+    seen = []
+    task.set_progress_percentage = lambda pct: seen.append(pct)
+    task.set_status_message = lambda msg: seen.append(msg)
+    task.run()
+    assert seen[-2:] == [100, f"audio {SONG}: 1/1"]
