@@ -115,6 +115,7 @@ def test_missing_coverage_names_file_and_seconds(luigi_paths):
     with pytest.raises(PipelineInputError) as e:
         run_task()
     assert e.value.path == str(lay().bgm_wav(SUBJECT, SONG)) and "0.400 s after its end" in str(e.value)
+    assert "does not cover segment 1 (video frames [45, 87) = 1.500-2.900 s, offset 0.25 s)" in str(e.value)
     assert not lay().segment_audio_record(SUBJECT, SONG).exists()
     assert not lay().segment_audio_dir(SUBJECT, SONG).exists()          # nothing half-written
 
