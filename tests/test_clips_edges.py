@@ -193,3 +193,54 @@ def test_flame_clip_slices_frames_and_orders_the_pose_global_neck_jaw():
     back = C.safe_load_pickle(C.pickle_bytes(d))
     for k in ("shapecode", "expcodes", "posecodes"):
         np.testing.assert_array_equal(back[k], d[k])
+
+
+def test_a_stream_copied_clip_starts_at_time_zero_with_its_frames_in_order(tmp_path):
+    import av
+    src = tmp_path / "seg.mp4"
+    write_portrait(src, 60, keyint=20, size=32)
+    dst = tmp_path / "c.mp4"
+    assert C.stream_copy_cut(src, dst, 20, 20) is True
+    with av.open(str(dst)) as c:
+        s = c.streams.video[0]
+        pkts = [p for p in c.demux(s) if p.size]
+        assert min(p.pts for p in pkts) == 0 and min(p.dts for p in pkts) <= 0       # shifted like the pts
+        assert all(p.dts <= p.pts for p in pkts)
+    with av.open(str(dst)) as c:
+        times = [float(f.time) for f in c.decode(video=0)]
+    np.testing.assert_allclose(times, np.arange(20) / 30, atol=1e-3)
+    assert C.frame_digests(dst) == C.frame_digests(src)[20:40]
+
+
+def test_mismatched_copies_are_caught_whichever_way_their_digests_sort(tmp_path, monkeypatch):
+    src = tmp_path / "seg.mp4"
+    write_portrait(src, 40, keyint=10, size=32)
+    real, digests = C.stream_copy_cut, C.frame_digests(src)
+    shift = {0: 10, 10: 20, 20: 30, 30: 0}                        # every span copied from the next one
+    monkeypatch.setattr(C, "stream_copy_cut", lambda s, d, start, n, idx: real(s, d, shift[start], n, idx))
+    spans = [(0, 10), (10, 10), (20, 10), (30, 10)]
+    wrong = [digests[shift[a]:shift[a] + n] for a, n in spans]
+    right = [digests[a:a + n] for a, n in spans]
+    assert any(w < r for w, r in zip(wrong, right)) and any(w > r for w, r in zip(wrong, right))
+    recs = C.cut_video_clips(src, spans, [tmp_path / f"c{i}.mp4" for i in range(4)],
+                             encoding=C.ClipEncoding(crf=30, preset="ultrafast", keyint=10))
+    assert [r["method"] for r in recs] == ["re-encode"] * 4
+
+
+def test_shape_checks_are_exact_not_an_order(tmp_path):
+    with pytest.raises(PipelineInputError, match=r"unexpected shapes \{'expression': \(4, 51\)\}"):
+        C.load_motion(_motion(tmp_path, expression=np.zeros((4, 51))))
+    with pytest.raises(PipelineInputError, match=r"unexpected shapes \(101,\)"):
+        C.load_motion(_motion(tmp_path, shape=np.zeros(101)))
+    for dtype in (np.uint8, np.int8, np.int32, np.float64, bool):
+        with pytest.raises(TypeError, match="takes int16 samples"):
+            C.pcm16_wav_bytes(np.zeros(3, dtype), 16000)
+
+
+def test_read_wav_reads_24_bit_pcm_as_float(tmp_path):
+    import soundfile as sf
+    x = np.array([0.25, -0.5, 1 / 3], np.float64)
+    sf.write(str(tmp_path / "p24.wav"), x, 16000, subtype="PCM_24")
+    data, _ = C.read_wav(tmp_path / "p24.wav")
+    assert data.dtype == np.float32                                # not cut down to 16 bits
+    np.testing.assert_allclose(data, x, atol=2 ** -23)
