@@ -296,12 +296,15 @@ def test_segments_json_fps_and_frame_count_and_their_fallbacks(luigi_paths):
     rec = run_task()
     assert rec["fps"] == 15.0 and rec["video"]["frame_count"] == 45
     assert rec["segments"][0]["samples"] == 48000 and rec["segments"][0]["video_samples"] == [0, 48000]
-    make_song(raw, offset=0.25, vocal_seconds=59 / 30 + 0.25, bgm_seconds=59 / 30 + 0.25)
-    segs([(0, 0, 30), (1, 30, 59)])                                     # no fps, no frame_count
+    make_song(raw, offset=0.25, vocal_seconds=75 / 30 + 0.25, bgm_seconds=75 / 30 + 0.25)
+    segs([(0, 0, 30), (1, 30, 59), (2, 59, 75)])                        # no fps, no frame_count
+    with config_overrides(dataset={"min_sequence_seconds": 0.5}):
+        rec = run_task()
+    assert rec["fps"] == 30.0 and rec["video"]["frame_count"] == 75
+    assert [r["usable"] for r in rec["segments"]] == [True, True, True]
     with config_overrides(dataset={"min_sequence_seconds": 1.0}):
         rec = run_task()
-    assert rec["fps"] == 30.0 and rec["video"]["frame_count"] == 59
-    assert [r["usable"] for r in rec["segments"]] == [True, False]      # 30 frames = 1.0 s: usable
+    assert [r["usable"] for r in rec["segments"]] == [True, False, False]   # 30 frames = 1.0 s: usable
     make_song(raw, offset=0.25, vocal_seconds=0.75, bgm_seconds=0.75)
     segs([])                                                            # nothing to cut, no frame_count
     rec = run_task()
