@@ -197,8 +197,9 @@ def test_timing_checks_at_their_bounds():
             SA.check_timing(off, 30.0, 30.0, 100.0, v, s)
         assert e.value.path == "song.json"
     # the vocal covers video time [-offset, vocal_s - offset]: no overlap at all is an error
-    with pytest.raises(PipelineInputError, match="puts the whole video outside vocal.wav"):
-        SA.check_timing(3.0, 3.0, 3.0, 100.0, v, s)
+    for off in (3.0, 3.5):                                                   # at or after the vocal's end
+        with pytest.raises(PipelineInputError, match="puts the whole video outside vocal.wav"):
+            SA.check_timing(off, 3.0, 3.0, 100.0, v, s)
     with pytest.raises(PipelineInputError, match="puts the whole video outside"):
         SA.check_timing(-3.0, 3.0, 3.0, 100.0, v, s)
     assert SA.check_timing(2.5, 3.0, 0.5, 0.1, v, s) == 0.0
@@ -233,6 +234,9 @@ def test_vocal_level_checks_at_their_bounds():
     x[1] = -1.0                                                   # 2: above it
     (w,) = SA.check_vocal_levels(x, p)[1]
     assert w.startswith("vocal.wav: microphone track is clipped (0.020 % of samples")
+    x[:5000] = 1.0
+    (w,) = SA.check_vocal_levels(x, p)[1]
+    assert "clipped (50.000 % of samples at full scale)" in w
 
 
 def test_song_offset_reads_a_number_of_seconds(tmp_path):
