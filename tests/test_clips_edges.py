@@ -244,3 +244,67 @@ def test_read_wav_reads_24_bit_pcm_as_float(tmp_path):
     data, _ = C.read_wav(tmp_path / "p24.wav")
     assert data.dtype == np.float32                                # not cut down to 16 bits
     np.testing.assert_allclose(data, x, atol=2 ** -23)
+
+
+def _write_mp4(path, n, rate, sizes=(32,)):
+    """An H.264 mp4 of n frames at `rate` fps, one video stream per size (frames differ)."""
+    import av
+    with av.open(str(path), "w", format="mp4") as c:
+        streams = []
+        for size in sizes:
+            s = c.add_stream("libx264", rate=rate)
+            s.width = s.height = size
+            s.pix_fmt = "yuv420p"
+            s.options = {"g": "10", "keyint_min": "10", "sc_threshold": "0", "preset": "ultrafast",
+                         "threads": "1"}
+            streams.append(s)
+        for i in range(n):
+            for s in streams:
+                img = np.full((s.height, s.width, 3), (7 * i) % 255, np.uint8)
+                for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    c.mux(p)
+        for s in streams:
+            for p in s.encode():
+                c.mux(p)
+
+
+def test_index_and_re_encode_keep_a_25_fps_source_at_25_fps(tmp_path):
+    src = tmp_path / "s25.mp4"
+    _write_mp4(src, 20, 25)
+    idx = C.index_video(src)
+    assert (idx.frames, idx.fps, idx.width, idx.height, idx.keyframes) == (20, 25, 32, 32, [0, 10])
+    dst = tmp_path / "c.mp4"
+    C.reencode_cut(src, dst, 5, 10, C.ClipEncoding(crf=30, preset="ultrafast", keyint=10))
+    assert C.index_video(dst).fps == 25 and C.index_video(dst).frames == 10
+
+
+def test_index_describes_the_first_video_stream(tmp_path):
+    src = tmp_path / "two.mp4"
+    _write_mp4(src, 12, 30, sizes=(32, 48))
+    idx = C.index_video(src)
+    assert (idx.width, idx.height, idx.frames) == (32, 32, 12)
+    digests = C.frame_digests(src)
+    assert len(digests) == 12 and C.stream_copy_cut(src, tmp_path / "c.mp4", 0, 10, idx)
+    assert C.frame_digests(tmp_path / "c.mp4") == digests[:10]
+    C.reencode_cut(src, tmp_path / "r.mp4", 0, 10, C.ClipEncoding(crf=30, preset="ultrafast", keyint=10))
+    assert C.index_video(tmp_path / "r.mp4").width == 32
+
+
+@pytest.mark.parametrize("content", ["garbage", "audio only"])
+def test_index_video_names_a_file_it_cannot_read(tmp_path, content):
+    import soundfile as sf
+    p = tmp_path / "seg.mp4"
+    if content == "garbage":
+        p.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x17" * 64)
+    else:
+        sf.write(str(tmp_path / "a.wav"), np.zeros(1600, np.float32), 16000)
+        p = tmp_path / "a.wav"
+    with pytest.raises(PipelineInputError, match="cannot read video") as e:
+        C.index_video(p)
+    assert e.value.path == str(p)
+
+
+def test_clip_encoding_is_immutable():
+    enc = C.ClipEncoding(crf=30, preset="veryfast", keyint=240)
+    with pytest.raises(AttributeError):
+        enc.crf = 10
