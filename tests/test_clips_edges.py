@@ -80,6 +80,8 @@ def test_cut_audio_pads_a_short_source_with_silence_at_the_end(channels):
     np.testing.assert_array_equal(out[:2400], data[1600:4000])
     assert not out[2400:].any()
     np.testing.assert_array_equal(C.cut_audio(data, 16000, 30.0, 0, 6), data[:3200])   # no padding
+    head = C.cut_audio(data[:1000], 16000, 30.0, 0, 3)              # from the first frame: padded too
+    assert len(head) == 1600 and (head[:1000] == data[:1000]).all() and not head[1000:].any()
 
 
 def _motion(tmp_path, **over):
