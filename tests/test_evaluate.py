@@ -294,7 +294,9 @@ def test_prediction_ids_errors_list_at_most_five_names(tmp_path):
     ({"expcodes": np.zeros((1, 3, 50)), "posecodes": np.zeros((1, 3, 9, 2))}, r"want \(S,T,50\) / \(S,T,9\)"),
     ({"expcodes": np.array([["a"] * 50] * 3)}, r"'expcodes' holds <U1 values, not numbers"),
     ({"expcodes": np.zeros((2, 3, 50)), "posecodes": np.zeros((1, 3, 9))}, r"want \(S,T,50\) / \(S,T,9\)"),
-    ({"expcodes": np.zeros((3, 50)), "posecodes": np.zeros((1, 3, 9))}, r"want \(S,T,50\) / \(S,T,9\)"),
+    ({"expcodes": np.zeros((3, 50)), "posecodes": np.zeros((1, 3, 9))},
+     r"expcodes \(3, 50\) / posecodes \(1, 3, 9\), want \(S,T,50\) / \(S,T,9\)"),
+    ({"expcodes": np.zeros((3, 40)), "posecodes": np.zeros((3, 9))}, r"expcodes \(3, 40\) / posecodes \(3, 9\),"),
     ({"expcodes": np.zeros((1, 3, 50)), "posecodes": np.zeros((1, 3, 8))}, r"want \(S,T,50\) / \(S,T,9\)"),
     ({"shapecode": np.zeros((1, 100))}, r"holds \['shapecode'\], not 'expcodes'\+'posecodes' or 'motion'"),
 ])
