@@ -159,6 +159,7 @@ def test_audio_spans_and_the_length_check_allow_one_frame_of_slack():
         with pytest.raises(PipelineInputError, match=rf"has {n} samples, 90 frames at 30.0 fps need 48000 at 16000 Hz"):
             C.check_audio_length("a.wav", n, 90, 16000, 30.0)
     C.check_audio_length("a.wav", 11, 10, 1, 1.0)                    # slack is at least one sample
+    C.check_audio_length("a.wav", 4, 12, 1, 4.0)                     # also below one sample per frame
     with pytest.raises(PipelineInputError):
         C.check_audio_length("a.wav", 12, 10, 1, 1.0)
 
@@ -208,6 +209,13 @@ def test_a_stream_copied_clip_starts_at_time_zero_with_its_frames_in_order(tmp_p
         pkts = [p for p in c.demux(s) if p.size]
         assert min(p.pts for p in pkts) == 0 and min(p.dts for p in pkts) <= 0       # shifted like the pts
         assert all(p.dts <= p.pts for p in pkts)
+        got = [(p.pts, p.dts) for p in pkts]
+    with av.open(str(src)) as c:                                   # the source's packets of frames 20..39
+        src_pkts = [(p.pts, p.dts) for p in c.demux(video=0) if p.size]
+    ranks = {pts: i for i, pts in enumerate(sorted(pts for pts, _ in src_pkts))}
+    run = [(pts, dts) for pts, dts in src_pkts if 20 <= ranks[pts] < 40]
+    shift = min(pts for pts, _ in run)
+    assert got == [(pts - shift, dts - shift) for pts, dts in run]    # both shifted by the same amount
     with av.open(str(dst)) as c:
         times = [float(f.time) for f in c.decode(video=0)]
     np.testing.assert_allclose(times, np.arange(20) / 30, atol=1e-3)
