@@ -217,6 +217,10 @@ def test_clips_with_different_sample_counts_are_refused(tmp_path, release, model
     with pytest.raises(PipelineInputError, match="has 1 samples, other clips 2") as e:
         evaluate(preds, root, "test", head_model=model)
     assert e.value.path == str(preds / f"{TEST_IDS[1]}.pkl")
+    preds = _write_preds(tmp_path / "d", gt, lambda m: m[None])                # 1 sample each
+    (preds / f"{TEST_IDS[1]}.pkl").write_bytes(pickle.dumps({"motion": np.stack([gt[TEST_IDS[1]]] * 2)}))
+    with pytest.raises(PipelineInputError, match="has 2 samples, other clips 1"):
+        evaluate(preds, root, "test", head_model=model)
 
 
 def test_unreadable_prediction_quotes_the_first_120_characters_of_the_cause(tmp_path):
