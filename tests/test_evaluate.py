@@ -292,6 +292,8 @@ def test_prediction_ids_errors_list_at_most_five_names(tmp_path):
     ({"motion": np.zeros((1, 3, 59, 59))}, r"'motion' has shape \(1, 3, 59, 59\)"),
     ({"motion": np.zeros((1, 3, 60))}, r"'motion' has shape \(1, 3, 60\)"),
     ({"motion": np.zeros((1, 4, 59))}, r"has 4 frames, the ground truth clip has 3"),
+    ({"motion": np.zeros(59)}, r"'motion' has shape \(59,\), want \(S,T,59\)"),
+    ({"expcodes": np.zeros((1, 3, 50)), "posecodes": np.zeros((3, 9))}, r"expcodes \(1, 3, 50\) / posecodes \(3, 9\),"),
     ({"expcodes": np.zeros((1, 3, 51)), "posecodes": np.zeros((1, 3, 9))}, r"want \(S,T,50\) / \(S,T,9\)"),
     ({"expcodes": np.zeros((1, 3, 50)), "posecodes": np.zeros((1, 3, 10))}, r"want \(S,T,50\) / \(S,T,9\)"),
     ({"expcodes": np.zeros((1, 3, 50)), "posecodes": np.zeros((2, 3, 9))}, r"want \(S,T,50\) / \(S,T,9\)"),
