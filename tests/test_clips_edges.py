@@ -107,7 +107,7 @@ def test_to_pcm16_scales_by_32768_and_counts_what_it_clips():
     pcm, clipped = C.to_pcm16(x)
     assert pcm.dtype == np.int16
     assert pcm.tolist() == [-32768, -16384, 0, 32767, 32767, 32767, -32768, -32768]
-    assert clipped == 4                                   # 1.0, 1.5, -1.5 and -32768.6/32768 (rounds to -32769)
+    assert clipped == 4                                   # 1.0, 1.5, -1.5 and -32768.6/32768 (-32769)
     ints = np.array([[1, -2], [3, 32767]], np.int16)
     same, n = C.to_pcm16(ints)
     assert same is ints and n == 0                        # int16 passes unchanged
@@ -156,7 +156,8 @@ def test_audio_spans_and_the_length_check_allow_one_frame_of_slack():
     for n in (48000 - slack, 48000, 48000 + slack):
         C.check_audio_length("a.wav", n, 90, 16000, 30.0)
     for n in (48000 - slack - 1, 48000 + slack + 1):
-        with pytest.raises(PipelineInputError, match=rf"has {n} samples, 90 frames at 30.0 fps need 48000 at 16000 Hz"):
+        with pytest.raises(PipelineInputError,
+                           match=rf"has {n} samples, 90 frames at 30.0 fps need 48000 at 16000 Hz"):
             C.check_audio_length("a.wav", n, 90, 16000, 30.0)
     C.check_audio_length("a.wav", 11, 10, 1, 1.0)                    # slack is at least one sample
     C.check_audio_length("a.wav", 4, 12, 1, 4.0)                     # also below one sample per frame

@@ -79,8 +79,9 @@ def test_ground_truth_as_prediction_scores_zero_errors(tmp_path, release, model)
             M.beat_alignment_score(gt[cid][:, 50:56], None, beats=beats))
         m = torch.as_tensor(gt[cid])
         with torch.no_grad():
-            shape = torch.as_tensor(pickle.loads((root / "SingingHead" / "flame_seqs" / f"{cid}.pkl").read_bytes())
-                                    ["shapecode"], dtype=torch.float32).reshape(1, 100).expand(T, -1)
+            gt_pkl = (root / "SingingHead" / "flame_seqs" / f"{cid}.pkl").read_bytes()
+            shape = torch.as_tensor(pickle.loads(gt_pkl)["shapecode"], dtype=torch.float32).reshape(1, 100)
+            shape = shape.expand(T, -1)
             v = model(shape=shape, expression=m[:, :50], global_orient=m[:, 50:53], neck_pose=m[:, 53:56],
                       jaw_pose=m[:, 56:59]).vertices
             lmk = model.landmarks3d_static(v).numpy()
@@ -238,14 +239,16 @@ def test_main_table_aligns_its_columns_and_notes_the_skipped_metrics():
     from tasks.evaluation.evaluate import NO_LIBROSA
     vals = {k: 2.0 for k, _, _ in METRICS}
     vals.update(lve_mean=0.000123456789, fdd=-1234567.0, ve_min=0.5, ba_pose=None, ba_lmk=None)
-    shown = {"lve_mean": "0.000123457", "fdd": "-1.23457e+06", "ve_min": "0.5", "ba_pose": "n/a", "ba_lmk": "n/a"}
+    shown = {"lve_mean": "0.000123457", "fdd": "-1.23457e+06", "ve_min": "0.5",
+             "ba_pose": "n/a", "ba_lmk": "n/a"}
     r = {"split": "test", "clips": 2, "samples": 3, "head_model": "hm", "regions": "rg", "metrics": vals,
          "skipped": {"ba_pose": NO_LIBROSA, "ba_lmk": NO_LIBROSA}}
     text = main_table(r)
     assert text.endswith("\n")
     lines = text.splitlines()
     assert lines[0] == "SingingHead 3D metrics: test split, 2 clips x 3 samples; head model: hm; regions: rg"
-    rows = [("metric", "value", "unit", "key")] + [(label, shown.get(k, "2"), unit, k) for k, label, unit in METRICS]
+    rows = [("metric", "value", "unit", "key")]
+    rows += [(label, shown.get(k, "2"), unit, k) for k, label, unit in METRICS]
     w = [max(len(r_[i]) for r_ in rows) for i in range(4)]
     assert w[0] == len("pose distance, mean over samples") and w[1] == len("-1.23457e+06")
     # text columns left-aligned, values right-aligned, two spaces between columns
@@ -293,7 +296,8 @@ def test_prediction_ids_errors_list_at_most_five_names(tmp_path):
     ({"motion": np.zeros((1, 3, 60))}, r"'motion' has shape \(1, 3, 60\)"),
     ({"motion": np.zeros((1, 4, 59))}, r"has 4 frames, the ground truth clip has 3"),
     ({"motion": np.zeros(59)}, r"'motion' has shape \(59,\), want \(S,T,59\)"),
-    ({"expcodes": np.zeros((1, 3, 50)), "posecodes": np.zeros((3, 9))}, r"expcodes \(1, 3, 50\) / posecodes \(3, 9\),"),
+    ({"expcodes": np.zeros((1, 3, 50)), "posecodes": np.zeros((3, 9))},
+     r"expcodes \(1, 3, 50\) / posecodes \(3, 9\),"),
     ({"expcodes": np.zeros((1, 3, 51)), "posecodes": np.zeros((1, 3, 9))}, r"want \(S,T,50\) / \(S,T,9\)"),
     ({"expcodes": np.zeros((1, 3, 50)), "posecodes": np.zeros((1, 3, 10))}, r"want \(S,T,50\) / \(S,T,9\)"),
     ({"expcodes": np.zeros((1, 3, 50)), "posecodes": np.zeros((2, 3, 9))}, r"want \(S,T,50\) / \(S,T,9\)"),
@@ -303,7 +307,8 @@ def test_prediction_ids_errors_list_at_most_five_names(tmp_path):
     ({"expcodes": np.zeros((2, 3, 50)), "posecodes": np.zeros((1, 3, 9))}, r"want \(S,T,50\) / \(S,T,9\)"),
     ({"expcodes": np.zeros((3, 50)), "posecodes": np.zeros((1, 3, 9))},
      r"expcodes \(3, 50\) / posecodes \(1, 3, 9\), want \(S,T,50\) / \(S,T,9\)"),
-    ({"expcodes": np.zeros((3, 40)), "posecodes": np.zeros((3, 9))}, r"expcodes \(3, 40\) / posecodes \(3, 9\),"),
+    ({"expcodes": np.zeros((3, 40)), "posecodes": np.zeros((3, 9))},
+     r"expcodes \(3, 40\) / posecodes \(3, 9\),"),
     ({"expcodes": np.zeros((1, 3, 50)), "posecodes": np.zeros((1, 3, 8))}, r"want \(S,T,50\) / \(S,T,9\)"),
     ({"shapecode": np.zeros((1, 100))}, r"holds \['shapecode'\], not 'expcodes'\+'posecodes' or 'motion'"),
 ])

@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import json
+from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from hypothesis import given, settings, strategies as st
 
 from tasks.common.atomic import write_json_atomic
 from tasks.common.errors import PipelineInputError
 from tasks.layout import Layout
+from tasks.media import segment_audio as SA
 from tasks.media.segment_audio import frame_sample, frame_sample_edges, segment_span
 from tasks.segment_audio import SegmentAudio
 
@@ -157,14 +161,7 @@ def test_length_and_offset_checks(luigi_paths):
     assert e.value.path.endswith("song.json")
 
 
-# ----------------------------------------------------------------------------- the rules, function by function
-from fractions import Fraction                                    # noqa: E402
-from pathlib import Path                                          # noqa: E402
-
-from hypothesis import given, settings, strategies as st          # noqa: E402
-
-from tasks.media import segment_audio as SA                       # noqa: E402
-
+# ----------------------------------------------------------------------------- the rules, one by one
 # frame rates as the exact fractions a video stores (NTSC ones included) and sample rates whose
 # samples per frame are often not whole (11025/30 = 367.5: every odd frame lands on a half)
 RATES = [(30, 1), (25, 1), (24, 1), (50, 1), (60, 1), (30000, 1001), (24000, 1001), (60000, 1001)]
@@ -182,7 +179,7 @@ def test_frame_sample_is_round_half_up_of_t_sr_over_fps(t, sr, rate):
 def test_frame_sample_and_offset_round_halves_up():
     assert SA.frame_sample(1, 11025, 30) == 368 and SA.frame_sample(3, 11025, 30) == 1103   # 367.5, 1102.5
     assert SA.frame_sample(1, 11025, 25) == 441                                              # exact
-    assert SA.segment_span(1, 3, 11025, 30) == (368, 735)                                    # 367.5 -> 368, 735
+    assert SA.segment_span(1, 3, 11025, 30) == (368, 735)                          # 367.5 -> 368, 735
     # offsets: half a sample rounds up, also below zero (towards +inf, not away from 0)
     assert [SA.offset_samples(k / 32000, 16000) for k in (1, -1, -3, 3)] == [1, 0, -1, 2]
     assert SA.offset_samples(0.25, 16000) == 4000 and SA.offset_samples(-0.1, 16000) == -1600
@@ -223,7 +220,8 @@ def test_vocal_level_checks_at_their_bounds():
         SA.check_vocal_levels(quiet, p)
     quiet[3] = 10 ** -4.5                                         # -90.0 dBFS exactly: quiet, not silent
     stats, warnings = SA.check_vocal_levels(quiet, p)
-    assert stats["peak_dbfs"] == -90.0 and len(warnings) == 1 and "very quiet (peak -90.0 dBFS)" in warnings[0]
+    assert stats["peak_dbfs"] == -90.0 and len(warnings) == 1
+    assert "very quiet (peak -90.0 dBFS)" in warnings[0]
     x = np.zeros((10000, 1))
     x[0] = 0.01                                                   # -40 dBFS exactly: not quiet
     assert SA.check_vocal_levels(x, p)[1] == []
@@ -269,7 +267,8 @@ def test_record_describes_every_segment_and_both_sources(luigi_paths, caplog):
     want = [(9, 42, 4800, 17600, [0.55, 1.65]), (45, 87, 24000, 22400, [1.75, 3.15]),
             (87, 90, 46400, 1600, [3.15, 3.25])]
     for i, (row, (s, e, a0, n, secs)) in enumerate(zip(rec["segments"], want)):
-        assert (row["index"], row["start_frame"], row["end_frame"], row["frames"], row["samples"]) == (i, s, e, e - s, n)
+        got = (row["index"], row["start_frame"], row["end_frame"], row["frames"], row["samples"])
+        assert got == (i, s, e, e - s, n)
         assert row["usable"] is False                                  # min_sequence_seconds 3.0 in luigi.cfg
         assert row["video_samples"] == [a0, a0 + n] and row["source_samples"] == [a0 + 4000, a0 + 4000 + n]
         assert row["source_seconds"] == pytest.approx(secs)
