@@ -355,3 +355,20 @@ def test_pose_distance_and_pose_diversity_leave_out_the_expression(tmp_path, rel
     assert mt["diversity"] == pytest.approx(0.75 * math.sqrt(50 * T), rel=1e-5)
     assert r["audio"] == "audio_seqs at 16000 Hz"
     assert mt["ba_pose"] is None and set(r["skipped"]) == {"ba_pose", "ba_lmk"}
+
+
+def test_neck_pose_is_left_out_of_the_mesh_errors_but_moves_the_landmarks(tmp_path, release, model, monkeypatch):
+    """As for the global pose: LVE/FVE/FDD meshes zero the neck, the landmark metrics keep it."""
+    import tasks.evaluation.evaluate as E
+    monkeypatch.setattr(E, "beats_available", lambda: False)
+    root, gt = release
+
+    def neck(m):
+        a = m.copy()
+        a[:, 53:56] += 0.1
+        return np.stack([m, a])
+    mt = evaluate(_write_preds(tmp_path / "n", gt, neck), root, "test", head_model=model)["metrics"]
+    for k in ("lve_mean", "lve_min", "ve_mean", "ve_min", "fdd"):
+        assert mt[k] == pytest.approx(0.0, abs=1e-6), k
+    assert mt["meandist_pose"] == pytest.approx(0.1 * math.sqrt(3) / 2, rel=1e-4)
+    assert mt["diversity_lmk"] > 1e-4 and mt["diversity_verts"] > 1e-4
