@@ -357,7 +357,7 @@ def test_pose_distance_and_pose_diversity_leave_out_the_expression(tmp_path, rel
     assert mt["ba_pose"] is None and set(r["skipped"]) == {"ba_pose", "ba_lmk"}
 
 
-def test_neck_pose_is_left_out_of_the_mesh_errors_but_moves_the_landmarks(tmp_path, release, model, monkeypatch):
+def test_neck_pose_is_left_out_of_mesh_errors_but_moves_landmarks(tmp_path, release, model, monkeypatch):
     """As for the global pose: LVE/FVE/FDD meshes zero the neck, the landmark metrics keep it."""
     import tasks.evaluation.evaluate as E
     monkeypatch.setattr(E, "beats_available", lambda: False)
