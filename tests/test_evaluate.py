@@ -311,6 +311,7 @@ def test_prediction_ids_errors_list_at_most_five_names(tmp_path):
      r"expcodes \(3, 40\) / posecodes \(3, 9\),"),
     ({"expcodes": np.zeros((1, 3, 50)), "posecodes": np.zeros((1, 3, 8))}, r"want \(S,T,50\) / \(S,T,9\)"),
     ({"shapecode": np.zeros((1, 100))}, r"holds \['shapecode'\], not 'expcodes'\+'posecodes' or 'motion'"),
+    ({"expcodes": np.zeros((1, 3, 50))}, r"holds \['expcodes'\], not 'expcodes'\+'posecodes' or 'motion'"),
 ])
 def test_load_prediction_refuses_with_the_reason(tmp_path, d, msg):
     from tasks.evaluation.evaluate import load_prediction
@@ -372,3 +373,15 @@ def test_neck_pose_is_left_out_of_mesh_errors_but_moves_landmarks(tmp_path, rele
         assert mt[k] == pytest.approx(0.0, abs=1e-6), k
     assert mt["meandist_pose"] == pytest.approx(0.1 * math.sqrt(3) / 2, rel=1e-4)
     assert mt["diversity_lmk"] > 1e-4 and mt["diversity_verts"] > 1e-4
+
+
+def test_results_do_not_depend_on_the_mesh_chunk_size(tmp_path, release, model, monkeypatch):
+    import tasks.evaluation.evaluate as E
+    monkeypatch.setattr(E, "beats_available", lambda: False)
+    root, gt = release
+    preds = _write_preds(tmp_path / "k", gt, lambda m: np.stack([m, m + 0.01]))       # S*T = 60 meshes
+    want = evaluate(preds, root, "test", head_model=model)["metrics"]
+    for chunk in (7, 59):                                       # chunks that do not divide 60 or 30
+        got = evaluate(preds, root, "test", head_model=model, chunk=chunk)["metrics"]
+        for k, v in want.items():
+            assert got[k] == pytest.approx(v, rel=1e-5, abs=1e-9) if v is not None else got[k] is None, (chunk, k)
