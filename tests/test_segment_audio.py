@@ -197,8 +197,9 @@ def test_timing_checks_at_their_bounds():
     for off in (3.0, 3.5):                                                   # at or after the vocal's end
         with pytest.raises(PipelineInputError, match="puts the whole video outside vocal.wav"):
             SA.check_timing(off, 3.0, 3.0, 100.0, v, s)
-    with pytest.raises(PipelineInputError, match="puts the whole video outside"):
-        SA.check_timing(-3.0, 3.0, 3.0, 100.0, v, s)
+    for off in (-3.0, -3.5):                                                 # the video ends before the vocal
+        with pytest.raises(PipelineInputError, match="puts the whole video outside"):
+            SA.check_timing(off, 3.0, 3.0, 100.0, v, s)
     assert SA.check_timing(2.5, 3.0, 0.5, 0.1, v, s) == 0.0
     assert SA.check_timing(-2.5, 0.5, 3.0, 0.1, v, s) == 0.0
     # the ends meet within the tolerance, bound included
