@@ -372,7 +372,17 @@ def test_neck_pose_is_left_out_of_mesh_errors_but_moves_landmarks(tmp_path, rele
     for k in ("lve_mean", "lve_min", "ve_mean", "ve_min", "fdd"):
         assert mt[k] == pytest.approx(0.0, abs=1e-6), k
     assert mt["meandist_pose"] == pytest.approx(0.1 * math.sqrt(3) / 2, rel=1e-4)
+    assert mt["diversity_pose"] == pytest.approx(0.1 * math.sqrt(3 * T), rel=1e-4)   # all 3 neck angles
     assert mt["diversity_lmk"] > 1e-4 and mt["diversity_verts"] > 1e-4
+
+    def jaw(m):
+        a = m.copy()
+        a[:, 56:59] += 0.1
+        return np.stack([m, a])
+    mt = evaluate(_write_preds(tmp_path / "j", gt, jaw), root, "test", head_model=model)["metrics"]
+    assert mt["diversity_pose"] == pytest.approx(0.0, abs=1e-7)
+    assert mt["meandist_pose"] == pytest.approx(0.0, abs=1e-7)
+    assert mt["diversity"] == pytest.approx(0.1 * math.sqrt(3 * T), rel=1e-4)        # the 59-d one sees the jaw
 
 
 def test_results_do_not_depend_on_the_mesh_chunk_size(tmp_path, release, model, monkeypatch):
