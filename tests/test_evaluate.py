@@ -382,7 +382,7 @@ def test_neck_pose_is_left_out_of_mesh_errors_but_moves_landmarks(tmp_path, rele
     mt = evaluate(_write_preds(tmp_path / "j", gt, jaw), root, "test", head_model=model)["metrics"]
     assert mt["diversity_pose"] == pytest.approx(0.0, abs=1e-7)
     assert mt["meandist_pose"] == pytest.approx(0.0, abs=1e-7)
-    assert mt["diversity"] == pytest.approx(0.1 * math.sqrt(3 * T), rel=1e-4)        # the 59-d one sees the jaw
+    assert mt["diversity"] == pytest.approx(0.1 * math.sqrt(3 * T), rel=1e-4)        # 59-d: sees the jaw
 
 
 def test_results_do_not_depend_on_the_mesh_chunk_size(tmp_path, release, model, monkeypatch):
@@ -394,4 +394,5 @@ def test_results_do_not_depend_on_the_mesh_chunk_size(tmp_path, release, model, 
     for chunk in (7, 59):                                       # chunks that do not divide 60 or 30
         got = evaluate(preds, root, "test", head_model=model, chunk=chunk)["metrics"]
         for k, v in want.items():
-            assert got[k] == pytest.approx(v, rel=1e-5, abs=1e-9) if v is not None else got[k] is None, (chunk, k)
+            ok = got[k] is None if v is None else got[k] == pytest.approx(v, rel=1e-5, abs=1e-9)
+            assert ok, (chunk, k)
