@@ -68,6 +68,25 @@ def test_ground_truth_as_prediction_scores_zero_errors(tmp_path, release, model)
               "diversity", "diversity_lmk", "diversity_verts"):
         assert r["metrics"][k] == pytest.approx(0.0, abs=1e-6), k
     assert 0.0 < r["metrics"]["ba_lmk"] <= 1.0 and 0.0 < r["metrics"]["ba_pose"] <= 1.0
+    # the beat alignments: beats of the clip's singing (audio_seqs, read here with soundfile) against the
+    # global+neck pose and against the 68 landmarks of the full-pose mesh
+    import torch
+    from tasks.evaluation import metrics as M
+    for cid in TEST_IDS:
+        audio, sr = sf.read(root / "SingingHead" / "audio_seqs" / f"{cid}.wav", dtype="float32")
+        beats = M.audio_beats(audio, sr)
+        assert r["per_clip"][cid]["ba_pose"] == pytest.approx(
+            M.beat_alignment_score(gt[cid][:, 50:56], None, beats=beats))
+        m = torch.as_tensor(gt[cid])
+        with torch.no_grad():
+            gt_pkl = (root / "SingingHead" / "flame_seqs" / f"{cid}.pkl").read_bytes()
+            shape = torch.as_tensor(pickle.loads(gt_pkl)["shapecode"], dtype=torch.float32).reshape(1, 100)
+            shape = shape.expand(T, -1)
+            v = model(shape=shape, expression=m[:, :50], global_orient=m[:, 50:53], neck_pose=m[:, 53:56],
+                      jaw_pose=m[:, 56:59]).vertices
+            lmk = model.landmarks3d_static(v).numpy()
+        assert r["per_clip"][cid]["ba_lmk"] == pytest.approx(M.beat_alignment_score(lmk, None, beats=beats),
+                                                             abs=1e-6)
     assert "not FLAME_masks.pkl" in r["regions"]
     assert json.loads(result_json(r)) == json.loads(json.dumps(r))
     table = main_table(r)
@@ -170,3 +189,210 @@ def test_bad_input_errors(tmp_path, release, model):
             evaluate(_write_preds(tmp_path / "f", gt, ok), root, "test", head_model=model)
     finally:
         model.is_real = False
+
+
+def test_prediction_not_named_after_a_clip_id_is_named_first_in_sorted_order(tmp_path, release):
+    from tasks.evaluation.evaluate import prediction_ids
+    root, gt = release
+    preds = _write_preds(tmp_path / "n", gt, lambda m: m[None])
+    for name in ("z z.pkl", "a b.pkl"):                        # a space: no plain clip id
+        (preds / name).write_bytes(b"")
+    with pytest.raises(PipelineInputError, match="is not named after a plain clip id") as e:
+        prediction_ids(preds, TEST_IDS, "test")
+    assert e.value.path == str(preds / "a b.pkl")
+
+
+def test_a_split_without_clips_is_named(tmp_path, release, model):
+    root, gt = release
+    with pytest.raises(PipelineInputError, match="lists no clips") as e:
+        evaluate(_write_preds(tmp_path / "v", gt, lambda m: m[None]), root, "val", head_model=model)
+    assert e.value.path == str(root / "val.txt")
+
+
+def test_clips_with_different_sample_counts_are_refused(tmp_path, release, model, monkeypatch):
+    import tasks.evaluation.evaluate as E
+    monkeypatch.setattr(E, "beats_available", lambda: False)          # no librosa beats: quick
+    root, gt = release
+    preds = _write_preds(tmp_path / "c", gt, lambda m: np.stack([m, m]))       # 2 samples each
+    (preds / f"{TEST_IDS[1]}.pkl").write_bytes(pickle.dumps({"motion": gt[TEST_IDS[1]][None]}))   # 1
+    with pytest.raises(PipelineInputError, match="has 1 samples, other clips 2") as e:
+        evaluate(preds, root, "test", head_model=model)
+    assert e.value.path == str(preds / f"{TEST_IDS[1]}.pkl")
+    preds = _write_preds(tmp_path / "d", gt, lambda m: m[None])                # 1 sample each
+    (preds / f"{TEST_IDS[1]}.pkl").write_bytes(pickle.dumps({"motion": np.stack([gt[TEST_IDS[1]]] * 2)}))
+    with pytest.raises(PipelineInputError, match="has 2 samples, other clips 1"):
+        evaluate(preds, root, "test", head_model=model)
+
+
+def test_unreadable_prediction_quotes_the_first_120_characters_of_the_cause(tmp_path):
+    from tasks.evaluation.evaluate import load_prediction
+    p = tmp_path / "x.pkl"
+    p.write_bytes(pickle.dumps({"motion": [[1.0] * 59, [1.0] * 58]}))            # ragged: ValueError
+    with pytest.raises(PipelineInputError, match="does not hold numeric arrays") as e:
+        load_prediction(p, 2)
+    cause = str(e.value.__cause__)
+    assert len(cause) > 120
+    assert f"(ValueError: {cause[:120]}) -- fix" in str(e.value)
+
+
+def test_main_table_aligns_its_columns_and_notes_the_skipped_metrics():
+    from tasks.evaluation.evaluate import NO_LIBROSA
+    vals = {k: 2.0 for k, _, _ in METRICS}
+    vals.update(lve_mean=0.000123456789, fdd=-1234567.0, ve_min=0.5, ba_pose=None, ba_lmk=None)
+    shown = {"lve_mean": "0.000123457", "fdd": "-1.23457e+06", "ve_min": "0.5",
+             "ba_pose": "n/a", "ba_lmk": "n/a"}
+    r = {"split": "test", "clips": 2, "samples": 3, "head_model": "hm", "regions": "rg", "metrics": vals,
+         "skipped": {"ba_pose": NO_LIBROSA, "ba_lmk": NO_LIBROSA}}
+    text = main_table(r)
+    assert text.endswith("\n")
+    lines = text.splitlines()
+    assert lines[0] == "SingingHead 3D metrics: test split, 2 clips x 3 samples; head model: hm; regions: rg"
+    rows = [("metric", "value", "unit", "key")]
+    rows += [(label, shown.get(k, "2"), unit, k) for k, label, unit in METRICS]
+    w = [max(len(r_[i]) for r_ in rows) for i in range(4)]
+    assert w[0] == len("pose distance, mean over samples") and w[1] == len("-1.23457e+06")
+    # text columns left-aligned, values right-aligned, two spaces between columns
+    fmt = lambda a, b, c, d: f"{a:<{w[0]}}  {b:>{w[1]}}  {c:<{w[2]}}  {d:<{w[3]}}"
+    assert lines[1] == fmt(*rows[0])
+    assert lines[2] == "  ".join("-" * x for x in w)
+    assert lines[3:3 + len(METRICS)] == [fmt(*row) for row in rows[1:]]
+    assert lines[3 + len(METRICS):] == [f"n/a: ba_lmk, ba_pose: {NO_LIBROSA}"]
+    r["skipped"], r["metrics"]["ba_pose"], r["metrics"]["ba_lmk"] = {}, 0.25, 0.75
+    assert len(main_table(r).splitlines()) == 3 + len(METRICS)            # nothing skipped: no note
+
+
+def test_result_json_is_sorted_indented_and_refuses_nan():
+    assert result_json({"b": 1, "a": [0.5]}) == '{\n  "a": [\n    0.5\n  ],\n  "b": 1\n}\n'
+    with pytest.raises(ValueError):
+        result_json({"a": float("nan")})
+
+
+def test_prediction_ids_errors_list_at_most_five_names(tmp_path):
+    from tasks.evaluation.evaluate import prediction_ids
+    with pytest.raises(PipelineInputError, match="is not a folder of predictions"):
+        prediction_ids(tmp_path / "absent", ["a"], "test")
+    d = tmp_path / "p"
+    d.mkdir()
+    ids = [f"c{i}" for i in range(7)]
+    with pytest.raises(PipelineInputError, match=r"lacks predictions for 7 of 7 clips of the test split, "
+                                                 r"e\.g\. \['c0', 'c1', 'c2', 'c3', 'c4'\] -- fix"):
+        prediction_ids(d, ids, "test")
+    for i in range(7):
+        (d / f"x{i}.pkl").write_bytes(b"")
+    with pytest.raises(PipelineInputError, match=r"clip id 'x0' is not in the val split \(7 such file\(s\): "
+                                                 r"\['x0', 'x1', 'x2', 'x3', 'x4'\]\)") as e:
+        prediction_ids(d, ids, "val")
+    assert e.value.path == str(d / "x0.pkl")
+
+
+@pytest.mark.parametrize("d, msg", [
+    ({"motion": np.zeros((0, 3, 59))}, "holds no sample"),
+    ({"motion": np.full((1, 3, 59), np.nan)}, "holds NaN or infinite values"),
+    ({"motion": np.full((1, 3, 59), -np.inf)}, "holds NaN or infinite values"),
+    ({"motion": np.full((1, 3, 59), 1000.5)}, r"holds values up to 1e\+03, far .* \(at most 1000 accepted\)"),
+    ({"motion": np.zeros((3, 58))}, r"'motion' has shape \(3, 58\), want \(S,T,59\)"),
+    ({"motion": np.zeros((2, 2, 3, 59))}, r"'motion' has shape \(2, 2, 3, 59\)"),
+    ({"motion": np.zeros((1, 3, 59, 59))}, r"'motion' has shape \(1, 3, 59, 59\)"),
+    ({"motion": np.zeros((1, 3, 60))}, r"'motion' has shape \(1, 3, 60\)"),
+    ({"motion": np.zeros((1, 4, 59))}, r"has 4 frames, the ground truth clip has 3"),
+    ({"motion": np.zeros(59)}, r"'motion' has shape \(59,\), want \(S,T,59\)"),
+    ({"expcodes": np.zeros((1, 3, 50)), "posecodes": np.zeros((3, 9))},
+     r"expcodes \(1, 3, 50\) / posecodes \(3, 9\),"),
+    ({"expcodes": np.zeros((1, 3, 51)), "posecodes": np.zeros((1, 3, 9))}, r"want \(S,T,50\) / \(S,T,9\)"),
+    ({"expcodes": np.zeros((1, 3, 50)), "posecodes": np.zeros((1, 3, 10))}, r"want \(S,T,50\) / \(S,T,9\)"),
+    ({"expcodes": np.zeros((1, 3, 50)), "posecodes": np.zeros((2, 3, 9))}, r"want \(S,T,50\) / \(S,T,9\)"),
+    ({"expcodes": np.zeros((1, 3, 50, 2)), "posecodes": np.zeros((1, 3, 9))}, r"want \(S,T,50\) / \(S,T,9\)"),
+    ({"expcodes": np.zeros((1, 3, 50)), "posecodes": np.zeros((1, 3, 9, 2))}, r"want \(S,T,50\) / \(S,T,9\)"),
+    ({"expcodes": np.array([["a"] * 50] * 3)}, r"'expcodes' holds <U1 values, not numbers"),
+    ({"expcodes": np.zeros((2, 3, 50)), "posecodes": np.zeros((1, 3, 9))}, r"want \(S,T,50\) / \(S,T,9\)"),
+    ({"expcodes": np.zeros((3, 50)), "posecodes": np.zeros((1, 3, 9))},
+     r"expcodes \(3, 50\) / posecodes \(1, 3, 9\), want \(S,T,50\) / \(S,T,9\)"),
+    ({"expcodes": np.zeros((3, 40)), "posecodes": np.zeros((3, 9))},
+     r"expcodes \(3, 40\) / posecodes \(3, 9\),"),
+    ({"expcodes": np.zeros((1, 3, 50)), "posecodes": np.zeros((1, 3, 8))}, r"want \(S,T,50\) / \(S,T,9\)"),
+    ({"shapecode": np.zeros((1, 100))}, r"holds \['shapecode'\], not 'expcodes'\+'posecodes' or 'motion'"),
+    ({"expcodes": np.zeros((1, 3, 50))}, r"holds \['expcodes'\], not 'expcodes'\+'posecodes' or 'motion'"),
+])
+def test_load_prediction_refuses_with_the_reason(tmp_path, d, msg):
+    from tasks.evaluation.evaluate import load_prediction
+    p = tmp_path / "x.pkl"
+    p.write_bytes(pickle.dumps(d))
+    with pytest.raises(PipelineInputError, match=msg) as e:
+        load_prediction(p, 3)
+    assert e.value.path == str(p)
+
+
+def test_load_prediction_accepts_single_samples_and_values_up_to_the_bound(tmp_path):
+    from tasks.evaluation.evaluate import load_prediction
+    p = tmp_path / "x.pkl"
+    e, q = np.full((3, 50), -1000.0), np.arange(27, dtype=np.float64).reshape(3, 9)
+    p.write_bytes(pickle.dumps({"expcodes": e, "posecodes": q}))               # (T,50)/(T,9): one sample
+    m = load_prediction(p, 3)
+    assert m.shape == (1, 3, 59) and m.dtype == np.float32
+    np.testing.assert_array_equal(m[0, :, :50], e)                           # |value| = 1000: accepted
+    np.testing.assert_array_equal(m[0, :, 50:], q)
+    p.write_bytes(pickle.dumps({"motion": np.ones((3, 59)), "shapecode": np.zeros((1, 100))}))
+    assert load_prediction(p, 3).shape == (1, 3, 59)
+
+
+def test_pose_distance_and_pose_diversity_leave_out_the_expression(tmp_path, release, model, monkeypatch):
+    """Predictions that differ from the ground truth (and from each other) only in expression: the
+    global+neck pose metrics are 0, the 59-d ones are not; the result names the audio it used."""
+    import tasks.evaluation.evaluate as E
+    monkeypatch.setattr(E, "beats_available", lambda: False)
+    root, gt = release
+
+    def expr(m):
+        a, b = m.copy(), m.copy()
+        a[:, :50] += 0.5
+        b[:, :50] -= 0.25
+        return np.stack([a, b])
+    r = evaluate(_write_preds(tmp_path / "e", gt, expr), root, "test", head_model=model)
+    mt = r["metrics"]
+    for k in ("meandist_pose", "mindist_pose", "diversity_pose"):
+        assert mt[k] == pytest.approx(0.0, abs=1e-7), k
+    assert mt["meandist"] == pytest.approx((0.5 + 0.25) / 2 * math.sqrt(50), rel=1e-5)
+    assert mt["mindist"] == pytest.approx(0.25 * math.sqrt(50), rel=1e-5)
+    assert mt["diversity"] == pytest.approx(0.75 * math.sqrt(50 * T), rel=1e-5)
+    assert r["audio"] == "audio_seqs at 16000 Hz"
+    assert mt["ba_pose"] is None and set(r["skipped"]) == {"ba_pose", "ba_lmk"}
+
+
+def test_neck_pose_is_left_out_of_mesh_errors_but_moves_landmarks(tmp_path, release, model, monkeypatch):
+    """As for the global pose: LVE/FVE/FDD meshes zero the neck, the landmark metrics keep it."""
+    import tasks.evaluation.evaluate as E
+    monkeypatch.setattr(E, "beats_available", lambda: False)
+    root, gt = release
+
+    def neck(m):
+        a = m.copy()
+        a[:, 53:56] += 0.1
+        return np.stack([m, a])
+    mt = evaluate(_write_preds(tmp_path / "n", gt, neck), root, "test", head_model=model)["metrics"]
+    for k in ("lve_mean", "lve_min", "ve_mean", "ve_min", "fdd"):
+        assert mt[k] == pytest.approx(0.0, abs=1e-6), k
+    assert mt["meandist_pose"] == pytest.approx(0.1 * math.sqrt(3) / 2, rel=1e-4)
+    assert mt["diversity_pose"] == pytest.approx(0.1 * math.sqrt(3 * T), rel=1e-4)   # all 3 neck angles
+    assert mt["diversity_lmk"] > 1e-4 and mt["diversity_verts"] > 1e-4
+
+    def jaw(m):
+        a = m.copy()
+        a[:, 56:59] += 0.1
+        return np.stack([m, a])
+    mt = evaluate(_write_preds(tmp_path / "j", gt, jaw), root, "test", head_model=model)["metrics"]
+    assert mt["diversity_pose"] == pytest.approx(0.0, abs=1e-7)
+    assert mt["meandist_pose"] == pytest.approx(0.0, abs=1e-7)
+    assert mt["diversity"] == pytest.approx(0.1 * math.sqrt(3 * T), rel=1e-4)        # 59-d: sees the jaw
+
+
+def test_results_do_not_depend_on_the_mesh_chunk_size(tmp_path, release, model, monkeypatch):
+    import tasks.evaluation.evaluate as E
+    monkeypatch.setattr(E, "beats_available", lambda: False)
+    root, gt = release
+    preds = _write_preds(tmp_path / "k", gt, lambda m: np.stack([m, m + 0.01]))       # S*T = 60 meshes
+    want = evaluate(preds, root, "test", head_model=model)["metrics"]
+    for chunk in (7, 59):                                       # chunks that do not divide 60 or 30
+        got = evaluate(preds, root, "test", head_model=model, chunk=chunk)["metrics"]
+        for k, v in want.items():
+            ok = got[k] is None if v is None else got[k] == pytest.approx(v, rel=1e-5, abs=1e-9)
+            assert ok, (chunk, k)

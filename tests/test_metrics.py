@@ -299,3 +299,166 @@ def test_landmark_regions_follow_their_rules_on_a_grid():
     n_forehead = int(forehead.sum())
     np.testing.assert_array_equal(r.upper_face[:n_forehead], np.flatnonzero(forehead))  # forehead first
     assert "not FLAME_masks.pkl" in r.source
+
+
+# ----------------------------------------------------------------------------- edges of the rules
+def test_diversity_of_no_sample_is_an_error_not_zero():
+    # no sample: an error, never a diversity of 0 that would pass for "all samples identical"
+    with pytest.raises(RuntimeError):
+        M.diversity(torch.zeros(0, 2, 3))
+
+
+def test_beat_alignment_score_drops_music_beats_past_the_motion():
+    """Music beats at or after the last velocity frame (index >= T-1) are not scored: with T = 90
+    a music beat at 89 is outside the motion, one at 88 is inside."""
+    t = np.arange(90)
+    x = np.cumsum(np.abs(np.sin(np.pi * t / 30)))               # velocity minima near 30 and 60
+    motion = np.stack([x, 0 * x, 0 * x], 1)[:, None, :]
+    mb, n = M.motion_beats(motion)
+    assert n == 89
+    base = M.beat_alignment_score(motion, None, beats=np.array([30, 60]))
+    assert M.beat_alignment_score(motion, None, beats=np.array([30, 60, 89])) == pytest.approx(base)
+    with_88 = M.beat_alignment(np.array([30, 60, 88]), mb)
+    assert with_88 < base
+    assert M.beat_alignment_score(motion, None, beats=np.array([30, 60, 88])) == pytest.approx(with_88)
+
+
+def test_beat_alignment_score_reads_audio_at_16_khz_by_default(monkeypatch):
+    seen = []
+    monkeypatch.setattr(M, "audio_beats", lambda audio, sr: seen.append(sr) or np.array([0]))
+    M.beat_alignment_score(np.zeros((20, 6)), np.zeros(100, np.float32))
+    assert seen == [16000]                        # the official evaluation's rate
+
+
+def test_regions_are_immutable():
+    r = M.Regions(face=np.array([0]), lip=np.array([0]), upper_face=np.array([0]), source="t")
+    with pytest.raises(AttributeError):            # dataclasses.FrozenInstanceError
+        r.face = np.array([1])
+
+
+def _write_masks(path, protocol=2, **over):
+    masks = {"face": np.array([0, 1, 2, 3]), "lips": np.array([2, 3]), "forehead": np.array([0, 1]),
+             "eye_region": np.array([1, 4])}
+    masks.update(over)
+    path.write_bytes(pickle.dumps(masks, protocol=protocol))   # 4: an empty array pickles as bytes()
+    return path
+
+
+@pytest.mark.parametrize("bad", [np.int64(3), np.array([[0, 1], [2, 3]]), np.array([0.0, 1.0]),
+                                 np.array([], dtype=np.int64)], ids=["scalar", "2d", "float", "empty"])
+def test_flame_masks_refuses_a_region_that_is_not_a_1d_integer_index_array(tmp_path, bad):
+    p = _write_masks(tmp_path / "FLAME_masks.pkl", protocol=4, lips=bad)
+    with pytest.raises(M.FlamePickleError, match=r"region 'lips' is not a 1-D integer index array"):
+        M.load_flame_masks(p, n_vertices=6)
+
+
+def test_flame_masks_accepts_a_one_vertex_region_and_every_index_in_range(tmp_path):
+    p = _write_masks(tmp_path / "FLAME_masks.pkl", lips=np.array([5]), forehead=np.array([0]))
+    r = M.load_flame_masks(p, n_vertices=6)              # 0 and 5 = n_vertices - 1 are both valid
+    np.testing.assert_array_equal(r.lip, [5])
+    np.testing.assert_array_equal(r.upper_face, [0, 1, 4])
+
+
+@pytest.mark.parametrize("bad, n, shown", [(np.array([-1, 2]), 6, "-1"), (np.array([0, 4]), 3, "4"),
+                                           (np.array([0, 3]), 3, "3")])
+def test_flame_masks_names_the_out_of_range_index(tmp_path, bad, n, shown):
+    p = _write_masks(tmp_path / "FLAME_masks.pkl", face=bad, lips=np.array([0]), forehead=np.array([0]),
+                     eye_region=np.array([0]))
+    with pytest.raises(M.FlamePickleError, match=rf"region 'face' indexes vertex {shown}, the head model "
+                                                 rf"has {n} vertices"):
+        M.load_flame_masks(p, n_vertices=n)
+
+
+def test_point_in_polygon_boundary_is_half_open():
+    """Points on edges and corners (integer points of integer polygons, any shape, even self-crossing)
+    take the side of the point nudged right by 1e-6 and up by 1e-12, by matplotlib (independent)."""
+    from matplotlib.path import Path as MplPath
+    rng = np.random.default_rng(3)
+    grid = np.stack(np.meshgrid(np.arange(-5, 6), np.arange(-5, 6)), -1).reshape(-1, 2).astype(float)
+    square = np.array([[0, 0], [2, 0], [2, 2], [0, 2]], float)       # [0, 2) x [0, 2) by hand
+    got = M._inside(square, grid)
+    assert sorted(map(tuple, grid[got].astype(int).tolist())) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    for _ in range(100):
+        poly = rng.integers(-4, 5, (int(rng.integers(3, 9)), 2)).astype(float)
+        want = MplPath(poly).contains_points(grid + [1e-6, 1e-12])
+        np.testing.assert_array_equal(M._inside(poly, grid), want)
+
+
+def _dyadic_head():
+    """A flat head (z = 0) on a grid of eighths, so that every rule's bound falls exactly on grid
+    points, with landmarks chosen so that a wrong landmark range, centre or bound changes a region."""
+    xs, ys = np.meshgrid(np.arange(-10, 11) / 8, np.arange(-14, 21) / 8)
+    v = np.stack([xs.ravel(), ys.ravel(), np.zeros(xs.size)], 1)
+    L = np.zeros((68, 3))
+    L[0:17, 0] = np.arange(-8, 9) / 8                                  # jaw: V from (-1, 0) to (0, -1)
+    L[0:17, 1] = -1 + np.abs(L[0:17, 0])
+    L[17:27, 0] = np.linspace(-0.625, 0.625, 10)                       # brows: an arc, top at y 0.75
+    L[17:27, 1] = [0.5, 0.625, 0.75, 0.625, 0.5, 0.5, 0.625, 0.75, 0.625, 0.5]
+    L[36:48, 0] = [-0.5, -0.375, -0.25, -0.125, -0.25, -0.375, 0.125, 0.25, 0.375, 0.5, 0.375, 0.25]
+    # eyes: mean y 0.5 exactly, lowest 0.375; the first (36) and the last (47) off the mean
+    L[36:48, 1] = [0.375, 0.625, 0.625, 0.5, 0.5, 0.375, 0.5, 0.625, 0.625, 0.5, 0.375, 0.375]
+    # lips: a triangle, flat on top, pointed below (not symmetric about its centre)
+    top = np.c_[np.linspace(-0.5, 0.5, 5), np.full(5, -0.25)]
+    right = np.c_[np.linspace(0.375, 0.125, 3), np.linspace(-0.375, -0.625, 3)]
+    tip = np.array([[0.0, -0.75]])
+    left = np.c_[np.linspace(-0.125, -0.375, 3), np.linspace(-0.625, -0.375, 3)]
+    L[48:60, :2] = np.concatenate([top, right, tip, left])
+    return v, L
+
+
+def test_landmark_regions_bounds_on_an_exact_grid():
+    v, L = _dyadic_head()
+    rng = np.random.default_rng(0)
+    L[27:36] = rng.uniform(-3, 3, (9, 3))              # nose and inner lips: no part in any region
+    L[60:68] = rng.uniform(-3, 3, (8, 3))
+    n = len(v)
+    # extra vertices behind the lips: 5 mm and exactly 1 cm behind (in), 2 cm and 30 cm (out)
+    behind = np.array([[0.0, -0.5, -0.005], [0.125, -0.375, -0.01], [0.0, -0.5, -0.02], [0.0, -0.375, -0.3]])
+    v = np.concatenate([v, behind])
+    w = np.zeros((len(v), 5))
+    w[:, 0] = 1
+    x, y, z = v.T
+    eye = (np.abs(x - 0.25) < 0.2) & (np.abs(y - 0.5) < 0.2)
+    w[eye] = [0, 0, 0, 0.25, 0.75]                     # an eyeball: in no region
+    jaw = y < -0.2
+    w[jaw] = [0, 0, 1, 0, 0]                           # the jaw's vertices (lips included) are face
+    half = (x == -0.25) & (y == 0.5)
+    w[half] = [0.5, 0, 0, 0.5, 0]                      # half on the eyes: not an eyeball
+    r = M.landmark_regions(v, L, w)
+
+    def mask(ids):
+        m = np.zeros(len(v), bool)
+        m[ids] = True
+        return m
+    face, lip = mask(r.face), mask(r.lip)
+    eyeball = w[:, 3:].sum(1) > 0.5
+    assert eyeball.sum() == 9 and not (face | lip)[eyeball].any()
+    assert face[jaw & (z == 0) & (y > -1 + np.abs(x) + 0.01)].all() and face[half].all()
+    # face: the jaw contour closed at y_top = 0.75 + 2 * (0.75 - 0.5) = 1.25
+    from matplotlib.path import Path as MplPath
+    poly = np.concatenate([L[0:17, :2], [[1, 1.25], [-1, 1.25]]])
+    np.testing.assert_array_equal(face, MplPath(poly).contains_points(v[:, :2] + [1e-6, 1e-12])
+                                  & (z >= 0) & ~eyeball)
+    # lip: the triangle grown by 15 % about its centre
+    c = L[48:60, :2].mean(0)
+    grown = c + 1.15 * (L[48:60, :2] - c)
+    want_lip = MplPath(grown).contains_points(v[:, :2] + [1e-6, 1e-12]) & (z >= -0.01) & ~eyeball
+    np.testing.assert_array_equal(lip, want_lip)
+    assert lip[n:].tolist() == [True, True, False, False]
+    assert not lip[(y > -0.125) | (y < -0.875)].any() and lip.sum() >= 10
+    # forehead above y 0.75; eye region from 0.375 - 0.25 = 0.125 up to 0.75, x within +-0.625;
+    # a vertex at the brow height is in the eye region only
+    forehead = face & (y > 0.75)
+    eye_region = face & (y <= 0.75) & (y >= 0.125) & (np.abs(x) <= 0.625)
+    assert eye_region[(y == 0.75) & (x == 0)].all() and eye_region[(y == 0.125) & (x == 0.625)].all()
+    np.testing.assert_array_equal(r.upper_face, np.concatenate([np.flatnonzero(forehead),
+                                                                np.flatnonzero(eye_region)]))
+
+
+def test_landmark_regions_refuse_an_empty_region():
+    v, L = _dyadic_head()
+    L[48:60, :2] = 0.0625 + 0.01 * np.c_[np.cos(np.arange(12)), np.sin(np.arange(12))]  # between grid points
+    w = np.zeros((len(v), 5))
+    w[:, 0] = 1
+    with pytest.raises(ValueError, match=r"regions \['lip'\] are empty"):
+        M.landmark_regions(v, L, w)

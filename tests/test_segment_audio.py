@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import json
+from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from hypothesis import given, settings, strategies as st
 
 from tasks.common.atomic import write_json_atomic
 from tasks.common.errors import PipelineInputError
 from tasks.layout import Layout
+from tasks.media import segment_audio as SA
 from tasks.media.segment_audio import frame_sample, frame_sample_edges, segment_span
 from tasks.segment_audio import SegmentAudio
 
@@ -115,6 +119,7 @@ def test_missing_coverage_names_file_and_seconds(luigi_paths):
     with pytest.raises(PipelineInputError) as e:
         run_task()
     assert e.value.path == str(lay().bgm_wav(SUBJECT, SONG)) and "0.400 s after its end" in str(e.value)
+    assert "does not cover segment 1 (video frames [45, 87) = 1.500-2.900 s, offset 0.25 s)" in str(e.value)
     assert not lay().segment_audio_record(SUBJECT, SONG).exists()
     assert not lay().segment_audio_dir(SUBJECT, SONG).exists()          # nothing half-written
 
@@ -154,3 +159,181 @@ def test_length_and_offset_checks(luigi_paths):
     with pytest.raises(PipelineInputError, match="beyond") as e:
         run_task()
     assert e.value.path.endswith("song.json")
+
+
+# ----------------------------------------------------------------------------- the rules, one by one
+# frame rates as the exact fractions a video stores (NTSC ones included) and sample rates whose
+# samples per frame are often not whole (11025/30 = 367.5: every odd frame lands on a half)
+RATES = [(30, 1), (25, 1), (24, 1), (50, 1), (60, 1), (30000, 1001), (24000, 1001), (60000, 1001)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(t=st.integers(0, 10 ** 6), sr=st.sampled_from([8000, 11025, 16000, 22050, 44100, 48000]),
+       rate=st.sampled_from(RATES))
+def test_frame_sample_is_round_half_up_of_t_sr_over_fps(t, sr, rate):
+    p, q = rate
+    want = (2 * t * sr * q + p) // (2 * p)                      # floor(t*sr*q/p + 1/2) in integers
+    assert SA.frame_sample(t, sr, p / q) == want
+
+
+def test_frame_sample_and_offset_round_halves_up():
+    assert SA.frame_sample(1, 11025, 30) == 368 and SA.frame_sample(3, 11025, 30) == 1103   # 367.5, 1102.5
+    assert SA.frame_sample(1, 11025, 25) == 441                                              # exact
+    assert SA.segment_span(1, 3, 11025, 30) == (368, 735)                          # 367.5 -> 368, 735
+    # offsets: half a sample rounds up, also below zero (towards +inf, not away from 0)
+    assert [SA.offset_samples(k / 32000, 16000) for k in (1, -1, -3, 3)] == [1, 0, -1, 2]
+    assert SA.offset_samples(0.25, 16000) == 4000 and SA.offset_samples(-0.1, 16000) == -1600
+
+
+def test_timing_checks_at_their_bounds():
+    v, s = Path("vocal.wav"), Path("song.json")
+    assert SA.check_timing(10.0, 13.0, 3.0, 0.1, v, s) == 0.0              # |offset| = 10 s is allowed
+    assert SA.check_timing(-10.0, 2.0, 12.0, 0.1, v, s) == 0.0
+    for off in (10.5, -10.5, float("nan"), float("inf")):
+        with pytest.raises(PipelineInputError, match="is beyond") as e:
+            SA.check_timing(off, 30.0, 30.0, 100.0, v, s)
+        assert e.value.path == "song.json"
+    # the vocal covers video time [-offset, vocal_s - offset]: no overlap at all is an error
+    for off in (3.0, 3.5):                                                   # at or after the vocal's end
+        with pytest.raises(PipelineInputError, match="puts the whole video outside vocal.wav"):
+            SA.check_timing(off, 3.0, 3.0, 100.0, v, s)
+    for off in (-3.0, -3.5):                                                 # the video ends before the vocal
+        with pytest.raises(PipelineInputError, match="puts the whole video outside"):
+            SA.check_timing(off, 3.0, 3.0, 100.0, v, s)
+    assert SA.check_timing(2.5, 3.0, 0.5, 0.1, v, s) == 0.0
+    assert SA.check_timing(-2.5, 0.5, 3.0, 0.1, v, s) == 0.0
+    # the ends meet within the tolerance, bound included
+    assert SA.check_timing(0.25, 3.5, 3.0, 0.25, v, s) == 0.25
+    with pytest.raises(PipelineInputError, match=r"ends 0\.250 s after the video") as e:
+        SA.check_timing(0.25, 3.5, 3.0, 0.125, v, s)
+    assert e.value.path == "vocal.wav"
+    with pytest.raises(PipelineInputError, match=r"ends 0\.750 s before the video"):
+        SA.check_timing(0.25, 2.5, 3.0, 0.5, v, s)
+
+
+def test_vocal_level_checks_at_their_bounds():
+    p = Path("vocal.wav")
+    with pytest.raises(PipelineInputError, match=r"silent \(peak -inf dBFS\)"):
+        SA.check_vocal_levels(np.zeros((100, 1)), p)
+    quiet = np.zeros((100, 1))
+    quiet[3] = 10 ** -4.5 * 0.99                                  # just below -90 dBFS
+    with pytest.raises(PipelineInputError, match=r"silent \(peak -90\.1 dBFS\)"):
+        SA.check_vocal_levels(quiet, p)
+    quiet[3] = 10 ** -4.5                                         # -90.0 dBFS exactly: quiet, not silent
+    stats, warnings = SA.check_vocal_levels(quiet, p)
+    assert stats["peak_dbfs"] == -90.0 and len(warnings) == 1
+    assert "very quiet (peak -90.0 dBFS)" in warnings[0]
+    x = np.zeros((10000, 1))
+    x[0] = 0.01                                                   # -40 dBFS exactly: not quiet
+    assert SA.check_vocal_levels(x, p)[1] == []
+    x[0] = 0.0099
+    assert "very quiet" in SA.check_vocal_levels(x, p)[1][0]
+    x[0] = 0.999                                                  # 1 of 10 000 samples clipped: at the bound
+    assert SA.check_vocal_levels(x, p)[1] == []
+    x[1] = -1.0                                                   # 2: above it
+    (w,) = SA.check_vocal_levels(x, p)[1]
+    assert w.startswith("vocal.wav: microphone track is clipped (0.020 % of samples")
+    x[:5000] = 1.0
+    (w,) = SA.check_vocal_levels(x, p)[1]
+    assert "clipped (50.000 % of samples at full scale)" in w
+
+
+def test_song_offset_reads_a_number_of_seconds(tmp_path):
+    song = tmp_path / "song.json"
+    with pytest.raises(PipelineInputError, match="song.json is missing"):
+        SA._song_offset(song)
+    for value, want in ((0.25, 0.25), (-1, -1.0), (None, None), ("0.5", None), (True, None), ([0.1], None)):
+        song.write_text(json.dumps({"audio_offset_s": value}))
+        if want is None:
+            with pytest.raises(PipelineInputError, match="not a number of seconds"):
+                SA._song_offset(song)
+        else:
+            got = SA._song_offset(song)
+            assert got == want and type(got) is float
+    song.write_text(json.dumps({"title": "t"}))
+    assert SA._song_offset(song) == 0.0                           # absent: in sync
+
+
+def test_record_describes_every_segment_and_both_sources(luigi_paths, caplog):
+    import hashlib
+    raw, processed = luigi_paths
+    v = clicks(VOCAL_CLICKS, VOCAL_SR, 3.25, 0.25, 2)
+    v[: VOCAL_SR // 2] = np.sign(np.sin(np.arange(VOCAL_SR // 2) * 0.05))[:, None]   # clipped: one warning
+    make_song(raw, offset=0.25, vocal=v)
+    with caplog.at_level("WARNING", logger="singinghead"):
+        rec = run_task()
+    assert [r.getMessage() for r in caplog.records if "CAPTURE PROBLEM" in r.getMessage()] == \
+        [f"CAPTURE PROBLEM {rec['warnings'][0]}"]
+    # 16 kHz at 30 fps: frame f starts at sample f * 1600 / 3; the offset 0.25 s is 4000 samples
+    want = [(9, 42, 4800, 17600, [0.55, 1.65]), (45, 87, 24000, 22400, [1.75, 3.15]),
+            (87, 90, 46400, 1600, [3.15, 3.25])]
+    for i, (row, (s, e, a0, n, secs)) in enumerate(zip(rec["segments"], want)):
+        got = (row["index"], row["start_frame"], row["end_frame"], row["frames"], row["samples"])
+        assert got == (i, s, e, e - s, n)
+        assert row["usable"] is False                                  # min_sequence_seconds 3.0 in luigi.cfg
+        assert row["video_samples"] == [a0, a0 + n] and row["source_samples"] == [a0 + 4000, a0 + 4000 + n]
+        assert row["source_seconds"] == pytest.approx(secs)
+        for kind, path in (("vocal", lay().segment_vocal_wav(SUBJECT, SONG, i)),
+                           ("bgm", lay().segment_bgm_wav(SUBJECT, SONG, i))):
+            assert row[f"{kind}_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert rec["fps"] == 30.0 and rec["offset_samples"] == 4000 and rec["audio_offset_s"] == 0.25
+    assert rec["video"] == {"frame_count": 90, "duration_s": 3.0}
+    vocal = rec["vocal"]
+    assert (vocal["sample_rate"], vocal["channels"], vocal["frames"]) == (48000, 2, 156000)
+    assert vocal["duration_s"] == 3.25 and vocal["end_minus_video_end_s"] == 0.0
+    assert (rec["bgm"]["sample_rate"], rec["bgm"]["channels"], rec["bgm"]["frames"]) == (44100, 1, 143325)
+    assert rec["bgm"]["method"] is None                                # no bgm.json beside bgm.wav
+
+
+def test_segments_json_fps_and_frame_count_and_their_fallbacks(luigi_paths):
+    """fps and frame_count come from segments.json; without them, [dataset] fps and the last segment's
+    end. A segment of exactly min_sequence_seconds is usable."""
+    from pipeline.build import config_overrides
+    raw, processed = luigi_paths
+
+    def segs(spans, **extra):
+        write_json_atomic(lay().segments_json(SUBJECT, SONG), {
+            "segments": [{"index": i, "start_frame": s, "end_frame": e} for i, s, e in spans], **extra})
+
+    make_song(raw, offset=0.25)
+    segs([(0, 0, 45)], fps=15.0, frame_count=45)                       # 3 s at 15 fps
+    rec = run_task()
+    assert rec["fps"] == 15.0 and rec["video"]["frame_count"] == 45
+    assert rec["segments"][0]["samples"] == 48000 and rec["segments"][0]["video_samples"] == [0, 48000]
+    make_song(raw, offset=0.25, vocal_seconds=75 / 30 + 0.25, bgm_seconds=75 / 30 + 0.25)
+    segs([(0, 0, 30), (1, 30, 59), (2, 59, 75)])                        # no fps, no frame_count
+    with config_overrides(dataset={"min_sequence_seconds": 0.5}):
+        rec = run_task()
+    assert rec["fps"] == 30.0 and rec["video"]["frame_count"] == 75
+    assert [r["usable"] for r in rec["segments"]] == [True, True, True]
+    with config_overrides(dataset={"min_sequence_seconds": 1.0}):
+        rec = run_task()
+    assert [r["usable"] for r in rec["segments"]] == [True, False, False]   # 30 frames = 1.0 s: usable
+    make_song(raw, offset=0.25, vocal_seconds=0.75, bgm_seconds=0.75)
+    segs([])                                                            # nothing to cut, no frame_count
+    rec = run_task()
+    assert rec["video"]["frame_count"] == 0 and rec["segments"] == []
+    assert rec["vocal"]["end_minus_video_end_s"] == 0.5                # 0.75 - 0.25 - 0 s of video
+
+
+def test_frame_rate_is_read_as_a_fraction_with_a_denominator_up_to_a_million():
+    assert SA._fraction(30000 / 1001) == Fraction(30000, 1001)
+    assert SA._fraction(30000001 / 1000000) == Fraction(30000001, 1000000)
+    assert SA._fraction(30000031 / 1000001).denominator <= 1000000
+
+
+def test_song_audio_files_are_immutable(tmp_path):
+    f = SA.SongAudioFiles(*(tmp_path for _ in range(7)), segment_wavs=lambda i: (tmp_path, tmp_path))
+    with pytest.raises(AttributeError):
+        f.out_dir = tmp_path / "x"
+
+
+def test_progress_reaches_all_segments(luigi_paths):
+    raw, processed = luigi_paths
+    make_song(raw, offset=0.25, segments=[(0, 9, 42)])
+    task = SegmentAudio(subject=SUBJECT, song=SONG)
+    seen = []
+    task.set_progress_percentage = lambda pct: seen.append(pct)
+    task.set_status_message = lambda msg: seen.append(msg)
+    task.run()
+    assert seen[-2:] == [100, f"audio {SONG}: 1/1"]

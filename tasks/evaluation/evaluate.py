@@ -100,7 +100,8 @@ def _prediction_motion(path: Path, d: dict, frames: int) -> np.ndarray:
         if e.ndim == 2 and p.ndim == 2:
             e, p = e[None], p[None]
         if e.ndim != 3 or p.ndim != 3 or e.shape[2] != 50 or p.shape[2] != 9 or e.shape[:2] != p.shape[:2]:
-            raise _err(path, f"expcodes {e.shape} / posecodes {p.shape}, want (S,T,50) / (S,T,9)")
+            raise _err(path, f"expcodes {np.shape(d['expcodes'])} / posecodes {np.shape(d['posecodes'])}, "
+                       "want (S,T,50) / (S,T,9)")     # the shapes in the file, as for 'motion'
         m = motion59({"expcodes": e, "posecodes": p})
     else:
         raise _err(path, f"holds {sorted(map(str, d))}, not 'expcodes'+'posecodes' or 'motion'")

@@ -193,7 +193,8 @@ def load_flame_masks(path: str | Path, n_vertices: int) -> Regions:
         if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer) or len(a) == 0:
             raise FlamePickleError(path, f"region {k!r} is not a 1-D integer index array", fix)
         if a.min() < 0 or a.max() >= n_vertices:
-            raise FlamePickleError(path, f"region {k!r} indexes vertex {int(a.max())}, the head model "
+            bad = int(a.min()) if a.min() < 0 else int(a.max())
+            raise FlamePickleError(path, f"region {k!r} indexes vertex {bad}, the head model "
                                    f"has {n_vertices} vertices", fix)
         arrs[k] = a.astype(np.int64)
     return Regions(face=arrs["face"], lip=arrs["lips"],
@@ -202,7 +203,12 @@ def load_flame_masks(path: str | Path, n_vertices: int) -> Regions:
 
 
 def _inside(poly: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    """Even-odd point-in-polygon test: poly (K,2) closed implicitly, pts (N,2) -> (N,) bool."""
+    """Even-odd point-in-polygon test: poly (K,2) closed implicitly, pts (N,2) -> (N,) bool.
+
+    A point on the boundary gets the side of the point moved right by a tiny d and up by a far
+    tinier d^2 (half-open, as [x0, x1) x [y0, y1) for a rectangle): polygons that share an edge
+    split its points between them, none counted twice.
+    """
     x, y = pts[:, 0:1], pts[:, 1:2]
     x0, y0 = poly[:, 0][None], poly[:, 1][None]
     x1, y1 = np.roll(poly[:, 0], -1)[None], np.roll(poly[:, 1], -1)[None]
@@ -218,13 +224,16 @@ def landmark_regions(v_template: np.ndarray, landmarks: np.ndarray, lbs_weights:
     v_template (V,3) metres, y up, face towards +z; landmarks (68,3) the static iBUG landmarks of
     the template; lbs_weights (V,5) (joints root, neck, jaw, eyes). Built from the landmarks so it
     follows the model's own geometry, in the spirit of FLAME's masks:
-      lip        front vertices inside the outer lip contour (landmarks 48-59) grown by 15 % about
-                 its centre;
-      face       front vertices (z above the jaw contour's lowest z) inside the polygon of the jaw
-                 contour (0-16) closed at forehead height, eyeballs excluded;
+      lip        vertices at most 1 cm behind the rearmost outer lip landmark (48-59) and inside
+                 their contour grown by 15 % about its centre;
+      face       front vertices (z at or above the jaw contour's lowest z) inside the polygon of the
+                 jaw contour (0-16) closed at forehead height;
       forehead   face vertices above the highest brow landmark (17-26);
-      eye_region face vertices from one brow-to-eye height below the eyes (36-47) up to the brows,
-                 across the brows' width;
+      eye_region face vertices from one brow-to-eye height (highest brow landmark to the mean eye
+                 landmark, 36-47) below the lowest eye landmark up to the brows' height included,
+                 across the brows' width (edges included);
+      eyeballs (vertices more than half skinned to the eye joints) are in no region, and no other
+      landmark (nose 27-35, inner lips 60-67) plays a part.
       upper_face forehead then eye_region, concatenated as the official code does.
     Not FLAME's regions: numbers on it are for tests and demos, not comparable to the paper's.
     """

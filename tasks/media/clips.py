@@ -185,13 +185,12 @@ def reencode_cut(
                     n += 1
                 for pkt in os_.encode():
                     out.mux(pkt)
-    if n != count:
-        Path(dst).unlink(missing_ok=True)
-        raise PipelineInputError(
-            src,
-            f"has {start + n} frames, a clip needs frames {start}..{start + count - 1}",
-            "rebuild the portrait segment",
-        )
+            if n != count:  # raised inside atomic_path: the short clip is dropped, an older dst kept
+                raise PipelineInputError(
+                    src,
+                    f"has {start + n} frames, a clip needs frames {start}..{start + count - 1}",
+                    "rebuild the portrait segment",
+                )
 
 
 def cut_video_clips(
