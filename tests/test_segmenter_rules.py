@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from tasks import config
 from tasks.common.settings import CropSettings
-from tasks.faces.segmenter import MAX_REPEAT_GAP, MISSING, NOFACE, OK, SegmentSink, Segmenter
+from tasks.faces.segmenter import (MAX_REPEAT_GAP, MISSING, NOFACE, OK, SegmentSink, Segmenter,
+                                   landmarks_near_edge, square_box)
 
 
 class Sink(SegmentSink):
@@ -92,3 +93,48 @@ def test_gaps_up_to_15_frames_are_repeated_longer_ones_split(gap, at):
     else:
         assert [(s.start_frame, s.end_frame) for s in sink.segments] == [(0, at), (at + gap, n)]
         assert sink.dropped == dict.fromkeys(missing, MISSING)
+
+
+@settings(max_examples=60, deadline=None)
+@given(lost=st.integers(1, 30), extra=st.integers(0, 12), tail=st.integers(1, 10), every=st.integers(1, 8))
+def test_a_face_back_before_the_end_is_found_at_its_first_frame(lost, extra, tail, every):
+    """The face is gone over [lost, back) (at least `every` frames, so a check sees it) and the stream
+    ends `tail` frames after it is back, often between two detection tries: the last frame is tried
+    and the walk back finds the first one."""
+    back = lost + every + extra
+    n, sink, _, _ = _run(range(back + tail), present=lambda t: not lost <= t < back, every=every)
+    assert n == back + tail
+    assert [(s.start_frame, s.end_frame) for s in sink.segments] == [(0, lost), (back, n)]
+    assert sink.dropped == dict.fromkeys(range(lost, back), NOFACE)
+
+
+def test_landmarks_in_any_border_band_touch_the_box():
+    """Each of the four bands (edge_fraction x the box's width or height) counts, and only the band: a
+    wide box, so that a band taken from the wrong side's size shows."""
+    box = (100, 50, 500, 250)              # 400 x 200: bands 40 px left/right, 20 px top/bottom at 0.1
+    inner = np.array([[300.0, 150.0]])
+    band = {"left": [139, 150], "right": [461, 150], "top": [300, 69], "bottom": [300, 231]}
+    clear = {"left": [141, 150], "right": [459, 150], "top": [300, 71], "bottom": [300, 229]}
+    for side in band:
+        assert landmarks_near_edge(np.vstack([inner, [band[side]]]), box, 0.1), side
+        assert not landmarks_near_edge(np.vstack([inner, [clear[side]]]), box, 0.1), side
+
+
+@settings(max_examples=150, deadline=None)
+@given(w=st.integers(64, 1999), h=st.integers(64, 1999), fx=st.floats(0.0, 1.0), fy=st.floats(0.0, 1.0),
+       fw=st.floats(2.0, 900.0), fh=st.floats(2.0, 900.0), margin=st.floats(0.0, 1.0))
+def test_square_box_is_even_inside_the_frame_and_as_centred_as_it_can_be(w, h, fx, fy, fw, fh, margin):
+    """Any face box, any frame (odd sizes too): the crop is a square with even corners inside the frame,
+    of side max(face w, h) x (1 + 2 margin) rounded to even and capped at the frame's shorter side
+    (rounded down to even), centred on the face unless that leaves the frame, then against the border."""
+    cx, cy = fx * w, fy * h
+    x0, y0, x1, y1 = (int(v) for v in square_box([cx - fw / 2, cy - fh / 2, cx + fw / 2, cy + fh / 2],
+                                                   margin, w, h))
+    side = x1 - x0
+    assert y1 - y0 == side and all(v % 2 == 0 for v in (x0, y0, x1, y1))
+    assert 0 <= x0 and x1 <= w and 0 <= y0 and y1 <= h
+    want = max(fw, fh) * (1 + 2 * margin)
+    assert side == min(max(2, 2 * round(want / 2)), min(w, h) - min(w, h) % 2)
+    # centre: the face's, moved the least that keeps the square inside (2 px: even corners)
+    for lo, hi, c, size in ((x0, x1, cx, w), (y0, y1, cy, h)):
+        assert abs((lo + hi) / 2 - min(max(c, side / 2), size - side / 2)) <= 2.0
