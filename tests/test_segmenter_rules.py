@@ -6,13 +6,15 @@ frames inside a segment are filled with repeats, longer ones end the segment."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tasks import config
 from tasks.common.settings import CropSettings
-from tasks.faces.segmenter import (MAX_REPEAT_GAP, MISSING, NOFACE, OK, SegmentSink, Segmenter,
-                                   landmarks_near_edge, square_box)
+from tasks.faces.segmenter import (EDGE, FACE_PROB, FOREHEAD_OUT, MAX_REPEAT_GAP, MISSING, NOFACE, OK,
+                                   SegmentSink, Segmenter, best_face, edge_verdict, landmarks_near_edge,
+                                   square_box)
 
 
 class Sink(SegmentSink):
@@ -138,3 +140,119 @@ def test_square_box_is_even_inside_the_frame_and_as_centred_as_it_can_be(w, h, f
     # centre: the face's, moved the least that keeps the square inside (2 px: even corners)
     for lo, hi, c, size in ((x0, x1, cx, w), (y0, y1, cy, h)):
         assert abs((lo + hi) / 2 - min(max(c, side / 2), size - side / 2)) <= 2.0
+
+
+def _run_verdicts(n, verdict, every=6, missing=()):
+    """Every detection finds a box; the check's verdict is verdict(t). Returns (sink, detected)."""
+    detected, sink = [], Sink()
+
+    def detect(t):
+        detected.append(t)
+        return np.array([0, 0, 10, 10])
+
+    Segmenter(detect, lambda t, box: (t, box), lambda t, p: verdict(t), sink, every).run(
+        (t, t) for t in range(n) if t not in missing)
+    return sink, detected
+
+
+@settings(max_examples=40, deadline=None)
+@given(lost=st.integers(1, 40), extra=st.integers(0, 12), every=st.integers(1, 8), tail=st.integers(0, 4))
+def test_a_face_lost_after_the_last_check_ends_the_segment_at_the_first_faceless_frame(lost, extra, every, tail):
+    """The face is gone from `lost` on, whether or not a check frame comes before the end (or before a
+    long recorder gap): the frames since the last check are checked too, the segment ends at `lost`, the
+    rest is dropped, and the next detection is tried `every` frames after the failing frame."""
+    n = lost + 1 + extra
+    gap = MAX_REPEAT_GAP + 1 if tail else 0
+    missing = set(range(n, n + gap))
+    sink, detected = _run_verdicts(n + gap + tail, lambda t: NOFACE if t >= lost else OK, every, missing)
+    assert [(s.start_frame, s.end_frame) for s in sink.segments] == [(0, lost)]
+    assert {t: r for t, r in sink.dropped.items() if r != MISSING} == dict.fromkeys(
+        [t for t in range(lost, n + gap + tail) if t not in missing], NOFACE)
+    assert lost not in detected[1:]                         # the failed check was the try at `lost`
+
+
+def test_dropped_ranges_merge_only_adjacent_frames_with_the_same_reason():
+    sink = SegmentSink()
+    for i in (3, 4, 5, 8, 9):
+        sink.drop(i, NOFACE)
+    for i in (10, 11):
+        sink.drop(i, MISSING)
+    sink.drop(12, EDGE)
+    sink.drop(13, NOFACE)
+    assert sink.dropped_ranges() == [{"start_frame": 3, "end_frame": 6, "reason": NOFACE},
+                                     {"start_frame": 8, "end_frame": 10, "reason": NOFACE},
+                                     {"start_frame": 10, "end_frame": 12, "reason": MISSING},
+                                     {"start_frame": 12, "end_frame": 13, "reason": EDGE},
+                                     {"start_frame": 13, "end_frame": 14, "reason": NOFACE}]
+
+
+@settings(max_examples=40, deadline=None)
+@given(good=st.integers(1, 40), every=st.integers(1, 8), tail=st.integers(0, 10))
+def test_after_failed_starts_a_segment_starts_at_the_next_try_only(good, every, tail):
+    """A fresh detection that fails its check (EDGE: the face at the frame's border) is tried again
+    every `every` frames, without a look back (only a face back after NO FACE is looked for in the
+    frames between tries); frames before the first passing try are dropped as EDGE, also when the
+    stream ends before that try."""
+    n = good + tail + 1
+    sink, detected = _run_verdicts(n, lambda t: EDGE if t < good else OK, every)
+    first = -(-good // every) * every                     # the first try at or after `good`
+    assert detected == list(range(0, min(first, n - 1) + 1, every))
+    if first < n:
+        assert [(s.start_frame, s.end_frame) for s in sink.segments] == [(first, n)]
+    else:
+        assert sink.segments == []
+    assert sink.dropped == dict.fromkeys(range(min(first, n)), EDGE)
+
+
+def test_a_recorder_gap_while_searching_does_not_delay_the_next_try():
+    present = lambda t: t >= 40  # noqa: E731
+    missing = set(range(12, 34))
+    sink, detected = Sink(), []
+
+    def detect(t):
+        detected.append(t)
+        return np.array([0, 0, 10, 10]) if present(t) else None
+
+    seg = Segmenter(detect, lambda t, b: (t, b), lambda t, p: OK if present(t) else NOFACE, sink, 6)
+    held = []
+
+    def frames():
+        for t in range(80):
+            if t not in missing:
+                held.append(len(seg.held))
+                yield t, t
+
+    seg.run(frames())
+    assert detected[:4] == [0, 6, 34, 40]                 # the first frame after the gap is a try
+    assert max(held) <= 6
+    assert [(s.start_frame, s.end_frame) for s in sink.segments] == [(40, 80)]
+    assert sink.dropped == {**dict.fromkeys(range(12), NOFACE), **dict.fromkeys(range(12, 34), MISSING),
+                            **dict.fromkeys(range(34, 40), NOFACE)}
+
+
+def test_best_face_takes_the_first_box_at_or_above_the_probability():
+    boxes = np.arange(12.0).reshape(3, 4)
+    # detect_faces sorts by probability: the first one kept is taken
+    np.testing.assert_array_equal(best_face(boxes, np.array([0.95, 0.99, 0.2])), boxes[0])
+    np.testing.assert_array_equal(best_face(boxes, np.array([0.5, 0.9, 0.95])), boxes[1])
+    assert best_face(boxes, np.array([0.89, 0.5, 0.1])) is None
+    np.testing.assert_array_equal(best_face(boxes, np.array([0.5, 0.6, 0.7]), min_prob=0.7), boxes[2])
+    assert FACE_PROB == 0.9
+
+
+@pytest.mark.parametrize("quarter", [0, 1, 2, 3])
+def test_forehead_out_on_every_side(quarter):
+    """A face turned by quarter x 90 degrees, moved towards the side its forehead points to: the landmarks
+    stay clear of the border band, the forehead leaves the box."""
+    lm = np.zeros((68, 2))
+    lm[:, 0] = np.linspace(150, 250, 68)
+    lm[:, 1] = 150.0
+    lm[17:27, 1] = 100.0
+    lm[8, 1] = 200.0                           # brows at 100, chin at 200: forehead up to 50
+    a = quarter * np.pi / 2
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    turned = (lm - 200.0) @ rot.T + 200.0
+    up = rot @ np.array([0.0, -1.0])
+    box = (0, 0, 400, 400)
+    assert edge_verdict(turned, box, 0.07) == OK
+    assert edge_verdict(turned + 70 * up, box, 0.07) == FOREHEAD_OUT
