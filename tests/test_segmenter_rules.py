@@ -256,3 +256,15 @@ def test_forehead_out_on_every_side(quarter):
     box = (0, 0, 400, 400)
     assert edge_verdict(turned, box, 0.07) == OK
     assert edge_verdict(turned + 70 * up, box, 0.07) == FOREHEAD_OUT
+
+
+@settings(max_examples=30, deadline=None)
+@given(every=st.integers(2, 8), data=st.data())
+def test_a_stream_too_short_for_a_second_try_still_finds_a_late_face(every, data):
+    """No face at frame 0 (the first try), the face from `back` on, and the stream ends before the
+    second try: its last frame is tried and the face found from `back`."""
+    back = data.draw(st.integers(1, every - 1))
+    n = data.draw(st.integers(back + 1, every))
+    _, sink, _, _ = _run(range(n), present=lambda t: t >= back, every=every)
+    assert [(s.start_frame, s.end_frame) for s in sink.segments] == [(back, n)]
+    assert sink.dropped == dict.fromkeys(range(back), NOFACE)
