@@ -1,0 +1,162 @@
+"""The rules of the scan fit (flame_fit.scan_fit) that need no head model: a small linear stand-in model
+(an ellipsoid whose 100 shape directions are random fields) with known answers, numpy references."""
+from __future__ import annotations
+
+import dataclasses
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.spatial.transform import Rotation
+
+from flame_fit.scan_fit import (ScanFitConfig, NeutralBasis, apply_similarity, fit_scan, icp_similarity,
+                                invert_similarity, landmark_weights, residuals, select_face_points)
+
+
+class LinearHead:
+    """vertices = v0 + B shape (+ quad |shape|^2 along z, to break linearity), 68 landmarks at fixed
+    vertices; the keyword interface of FlameModel.__call__."""
+
+    def __init__(self, quad: float = 0.0, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        mesh = trimesh.creation.icosphere(subdivisions=3)
+        v0 = mesh.vertices * [0.08, 0.11, 0.1]                             # a head-sized ellipsoid (m)
+        self.v0 = torch.as_tensor(v0, dtype=torch.float32)
+        self.B = torch.as_tensor(rng.normal(0.0, 1e-3, (len(v0), 3, 100)), dtype=torch.float32)
+        self.faces = torch.as_tensor(mesh.faces, dtype=torch.int64)
+        front = np.flatnonzero(v0[:, 2] > 0.05)                            # landmarks on the front
+        self.lmk_idx = torch.as_tensor(rng.choice(front, 68, replace=False))
+        self.quad = quad
+
+    def __call__(self, shape, expression, global_orient, neck_pose, jaw_pose, eye_pose):
+        v = self.v0 + torch.einsum("vkn,bn->bvk", self.B, shape)
+        v = v + self.quad * (shape ** 2).sum(-1)[:, None, None] * torch.tensor([0.0, 0.0, 1.0])
+        return SimpleNamespace(vertices=v, landmarks=v[:, self.lmk_idx])
+
+
+def test_neutral_basis_is_the_model_and_refuses_a_model_not_linear_in_shape():
+    head = LinearHead()
+    basis = NeutralBasis(head)
+    beta = torch.as_tensor(np.random.default_rng(1).normal(size=100), dtype=torch.float32)
+    v, l = basis(beta)
+    ref = head(shape=beta[None], expression=None, global_orient=None, neck_pose=None, jaw_pose=None, eye_pose=None)
+    torch.testing.assert_close(v, ref.vertices[0], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(l, ref.landmarks[0], atol=1e-6, rtol=1e-5)
+    # the guard's shape has |beta|^2 = 77: an error of 77 x quad against 1e-4 x the largest coordinate (0.11)
+    NeutralBasis(LinearHead(quad=1e-8))                       # 0.8 um: linear enough
+    with pytest.raises(ValueError, match="not linear"):
+        NeutralBasis(LinearHead(quad=1e-6))                   # 77 um
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10**6))
+def test_invert_similarity_undoes_it(seed):
+    rng = np.random.default_rng(seed)
+    s, r, t = float(rng.uniform(0.01, 100.0)), Rotation.random(random_state=seed).as_matrix(), rng.normal(size=3)
+    p = rng.normal(size=(5, 3))
+    np.testing.assert_allclose(apply_similarity(p, s, r, t), s * p @ r.T + t, atol=1e-9)
+    back = apply_similarity(apply_similarity(p, s, r, t), *invert_similarity(s, r, t))
+    np.testing.assert_allclose(back, p, atol=1e-9)
+
+
+def test_landmark_weights_contour_and_valid():
+    w = landmark_weights(contour_weight=0.25)
+    assert w.tolist() == [0.25] * 17 + [1.0] * 51
+    valid = np.ones(68, bool)
+    valid[[3, 40]] = False
+    w = landmark_weights(contour_weight=0.25, valid=valid)
+    assert w[3] == 0.0 and w[40] == 0.0 and w[4] == 0.25 and w[41] == 1.0 and (w > 0).sum() == 66
+
+
+def test_residuals_are_landmark_and_point_to_surface_distances():
+    # a 10 x 10 square in z = 0 (two triangles): a point's distance is |z| above the square
+    verts = np.array([[-5.0, -5, 0], [5, -5, 0], [5, 5, 0], [-5, 5, 0]])
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    z = np.arange(1.0, 21.0) / 10.0                        # 0.1 .. 2.0
+    points = np.stack([np.linspace(-4, 4, 20), np.linspace(3, -3, 20), z * np.where(np.arange(20) % 2, 1, -1)], 1)
+    model_lmk = np.zeros((68, 3))
+    scan_lmk = np.zeros((68, 3))
+    scan_lmk[:, 0] = np.arange(68.0)                       # landmark k is k units off
+    weights = np.ones(68)
+    weights[60:] = 0.0                                     # unused: 60 .. 67 never count
+    r = residuals(verts, faces, model_lmk, points, scan_lmk, weights)
+    used = np.arange(60.0)
+    want = {"landmark_mean": used.mean(), "landmark_median": np.median(used), "landmark_max": 59.0,
+            "surface_median": np.median(z), "surface_mean": z.mean(), "surface_p95": np.percentile(z, 95)}
+    assert r.keys() == want.keys()
+    for k in want:
+        assert r[k] == pytest.approx(want[k], rel=1e-5), k
+
+
+def test_select_face_points_keeps_the_face_region_and_subsamples_deterministically():
+    rng = np.random.default_rng(0)
+    lmk = np.zeros((68, 3))
+    lmk[17:, 0] = np.linspace(-0.05, 0.05, 51)             # the static landmarks along x at z = 0
+    lmk[36], lmk[45] = [-0.045, 0, 0], [0.045, 0, 0]       # eye corners 9 cm apart
+    lmk[:17] = [0.0, -1.0, 0.0]                            # the contour far away: no region of its own
+    pts = rng.uniform(-0.3, 0.3, (4000, 3))
+    cfg = ScanFitConfig(region_radius=1.0, region_behind=0.5, max_points=100000)
+    idx = select_face_points(pts, lmk, cfg)
+    d = np.min(np.linalg.norm(pts[:, None] - lmk[None, 17:], axis=-1), axis=1)
+    want = np.flatnonzero((d < 0.09) & (pts[:, 2] > -0.045))  # within 1 eye distance, at most 0.5 behind
+    np.testing.assert_array_equal(idx, want)
+    few = select_face_points(pts, lmk, ScanFitConfig(region_radius=1.0, region_behind=0.5, max_points=50))
+    assert len(few) == 50 and np.all(np.diff(few) > 0) and set(few) <= set(want)
+    np.testing.assert_array_equal(few, select_face_points(pts, lmk, ScanFitConfig(
+        region_radius=1.0, region_behind=0.5, max_points=50)))
+    assert len(select_face_points(pts, lmk, ScanFitConfig(region_radius=1.0, region_behind=0.5,
+                                                          max_points=len(want)))) == len(want)
+
+
+def _scan_of(head: LinearHead, sim_scan_to_model):
+    """The head's neutral mesh and landmarks taken into a scan frame: model = s R scan + t."""
+    v = head.v0.double().numpy()
+    inv = invert_similarity(*sim_scan_to_model)
+    return apply_similarity(v, *inv), apply_similarity(v[head.lmk_idx.numpy()], *inv)
+
+
+def test_icp_refines_a_similarity_towards_the_surface():
+    head = LinearHead()
+    truth = (0.01, Rotation.from_euler("xyz", [20, -35, 10], degrees=True).as_matrix(), np.array([0.1, -0.2, 0.3]))
+    scan, scan_lmk = _scan_of(head, truth)
+    v, faces = head.v0.double().numpy(), head.faces.numpy()
+    lmk = v[head.lmk_idx.numpy()]
+    # a start 3 % too large and a little turned: the landmarks alone would fix it, so give them no say
+    off = (truth[0] * 1.03, Rotation.from_euler("y", 2, degrees=True).as_matrix() @ truth[1], truth[2] + 0.002)
+    weights = landmark_weights()
+    cfg = ScanFitConfig(icp_iters=100, sigma_landmark=1e3)
+    s, r, t = icp_similarity(v, faces, lmk, scan, scan_lmk, weights, off, cfg)
+    err = lambda sim: np.abs(apply_similarity(scan, *sim) - v).max()  # noqa: E731
+    assert err((s, r, t)) < 0.1 * err(off)
+    assert s == pytest.approx(truth[0], rel=1e-3)
+    # with a known scale only R and t move
+    s2, _, _ = icp_similarity(v, faces, lmk, scan, scan_lmk, weights, off,
+                              ScanFitConfig(icp_iters=3, fixed_scale=0.02))
+    assert s2 == 0.02
+    # no iterations: the start comes back
+    s0, r0, t0 = icp_similarity(v, faces, lmk, scan, scan_lmk, weights, off, ScanFitConfig(icp_iters=0))
+    assert (s0, r0, t0) == off
+
+
+def test_fit_scan_needs_four_landmarks_and_warns_about_a_small_region_and_no_convergence():
+    head = LinearHead()
+    truth = (0.01, np.eye(3), np.zeros(3))
+    scan, scan_lmk = _scan_of(head, truth)
+    weights = np.zeros(68)
+    weights[17:20] = 1.0
+    with pytest.raises(ValueError, match="at least 4 landmarks"):
+        fit_scan(head, scan, scan_lmk, weights)
+    weights[20] = 1.0
+    quick = ScanFitConfig(max_iters=3, min_iters=3, probe_iters=2, icp_iters=2, scale_starts=(1.0,))
+    fit = fit_scan(head, scan, scan_lmk, weights, config=quick)
+    assert fit.iterations == 3 and not fit.converged
+    assert any("did not converge in 3 iterations" in w for w in fit.warnings)
+    assert fit.n_region_points >= 200 and not any("scan points" in w for w in fit.warnings)
+    assert fit.shape.shape == (100,) and fit.shape.dtype == np.float32
+    narrow = fit_scan(head, scan, scan_lmk, weights, config=dataclasses.replace(quick, region_radius=0.3))
+    assert 0 < narrow.n_region_points < 200
+    assert any(f"only {narrow.n_region_points} scan points" in w for w in narrow.warnings)
