@@ -24,6 +24,7 @@ def test_jitter_is_the_mean_absolute_second_difference():
     assert jitter(x) == pytest.approx(2.0)
     assert jitter(x[:2]) == 0.0 and jitter(x[:1]) == 0.0
     assert jitter(np.arange(3.0)) == 0.0                        # a steady drift has no jitter
+    assert jitter(np.array([0.0, 1.0, 4.0])) == 2.0             # three frames: one second difference
 
 
 def test_landmark_rmse_over_the_masked_frames():
