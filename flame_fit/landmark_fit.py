@@ -49,6 +49,10 @@ class FitParams:
     optimizer: str = "adam"
     seed: int = 0
 
+    def __post_init__(self):
+        if self.optimizer not in ("adam", "lbfgs"):   # a misspelt one would silently run Adam
+            raise ValueError(f"FitParams.optimizer is 'adam' or 'lbfgs', not {self.optimizer!r}")
+
     def as_dict(self) -> dict:
         return asdict(self)
 

@@ -202,3 +202,5 @@ def test_fit_segment_refuses_bad_input(model, exact):
         fit_segment(model, exact, ok[:-1], SIZE)
     with pytest.raises(ValueError, match="no frame"):
         fit_segment(model, exact, np.zeros(len(exact), bool), SIZE)
+    with pytest.raises(ValueError, match="'adam' or 'lbfgs'"):
+        FitParams(optimizer="LBFGS")
