@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
+from flame_fit import lbs as L
 from flame_fit.flame import load_flame
 from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
 from flame_fit.refine import (RefineParams, camera_units, clean_landmarks, compose_np, contour_rows,
@@ -58,6 +59,8 @@ def test_small_matmul_and_rodrigues_match_references(seed):
     vecs = rng.normal(size=(6, 3)) * rng.uniform(0.0, 3.0, (6, 1))
     got = rodrigues(torch.as_tensor(vecs)).numpy()
     np.testing.assert_allclose(got, Rotation.from_rotvec(vecs).as_matrix(), atol=1e-6)
+    # the same values as lbs.batch_rodrigues, epsilon included (float64: 1e-8 shows)
+    np.testing.assert_allclose(got, L.batch_rodrigues(torch.as_tensor(vecs)).numpy(), rtol=0, atol=1e-13)
     glob, neck = rng.normal(0, 0.5, (4, 3)), rng.normal(0, 0.5, (4, 3))
     whole = Rotation.from_rotvec(compose_np(glob, neck)).as_matrix()
     np.testing.assert_allclose(whole, Rotation.from_rotvec(glob).as_matrix() @ Rotation.from_rotvec(neck).as_matrix(),
