@@ -130,12 +130,12 @@ def test_square_box_is_even_inside_the_frame_and_as_centred_as_it_can_be(w, h, f
     of side max(face w, h) x (1 + 2 margin) rounded to even and capped at the frame's shorter side
     (rounded down to even), centred on the face unless that leaves the frame, then against the border."""
     cx, cy = fx * w, fy * h
-    x0, y0, x1, y1 = (int(v) for v in square_box([cx - fw / 2, cy - fh / 2, cx + fw / 2, cy + fh / 2],
-                                                   margin, w, h))
+    face = [cx - fw / 2, cy - fh / 2, cx + fw / 2, cy + fh / 2]
+    x0, y0, x1, y1 = (int(v) for v in square_box(face, margin, w, h))
     side = x1 - x0
     assert y1 - y0 == side and all(v % 2 == 0 for v in (x0, y0, x1, y1))
     assert 0 <= x0 and x1 <= w and 0 <= y0 and y1 <= h
-    want = max(fw, fh) * (1 + 2 * margin)
+    want = max(face[2] - face[0], face[3] - face[1]) * (1 + 2 * margin)
     assert side == min(max(2, 2 * round(want / 2)), min(w, h) - min(w, h) % 2)
     # centre: the face's, moved the least that keeps the square inside (2 px: even corners)
     for lo, hi, c, size in ((x0, x1, cx, w), (y0, y1, cy, h)):
