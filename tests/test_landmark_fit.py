@@ -204,3 +204,15 @@ def test_fit_segment_refuses_bad_input(model, exact):
         fit_segment(model, exact, np.zeros(len(exact), bool), SIZE)
     with pytest.raises(ValueError, match="'adam' or 'lbfgs'"):
         FitParams(optimizer="LBFGS")
+
+
+def test_the_rigid_stage_fits_camera_and_pose_to_the_landmarks_alone(model, exact):
+    """The priors come with the full stage: after the rigid stage alone, a pose limit of 0 radians (which
+    the head's 5-10 degree turns exceed) changes nothing but the reported energy."""
+    ok = np.ones(len(exact), bool)
+    free = fit_segment(model, exact, ok, SIZE, FitParams(iters=0))
+    tight = fit_segment(model, exact, ok, SIZE, FitParams(iters=0, max_global=0.0))
+    assert np.abs(free["global_orient"]).max() > 0.05
+    for k in ("global_orient", "cam", "rmse_px"):
+        np.testing.assert_array_equal(tight[k], free[k], err_msg=k)
+    assert tight["loss"] > free["loss"]
