@@ -160,3 +160,27 @@ def test_fit_scan_needs_four_landmarks_and_warns_about_a_small_region_and_no_con
     narrow = fit_scan(head, scan, scan_lmk, weights, config=dataclasses.replace(quick, region_radius=0.3))
     assert 0 < narrow.n_region_points < 200
     assert any(f"only {narrow.n_region_points} scan points" in w for w in narrow.warnings)
+
+
+def test_fit_scan_recovers_a_known_shape_and_stops_when_the_loss_settles():
+    """The stand-in head at a known shape as the scan (metric: a known scale): the fit finds the shape,
+    stops on a window boundary once the mean loss of a window changes by less than `tolerance`, and
+    records one loss per window; with tolerance 0 it runs to max_iters and says so."""
+    head = LinearHead()
+    beta = np.random.default_rng(5).normal(0.0, 1.0, 100).astype(np.float32)
+    v = (head.v0 + torch.einsum("vkn,n->vk", head.B, torch.as_tensor(beta))).double().numpy()
+    inv = invert_similarity(0.01, np.eye(3), np.zeros(3))
+    scan, scan_lmk = apply_similarity(v, *inv), apply_similarity(v[head.lmk_idx.numpy()], *inv)
+    cfg = ScanFitConfig(max_iters=300, min_iters=20, window=10, probe_iters=20, icp_iters=5, fixed_scale=0.01)
+    fit = fit_scan(head, scan, scan_lmk, landmark_weights(), config=cfg)
+    assert fit.converged and 20 <= fit.iterations < 300 and fit.iterations % 10 == 0
+    assert len(fit.losses) == fit.iterations // 10 and fit.losses[-1] < fit.losses[0]
+    assert fit.scale == 0.01 and not fit.warnings
+    fitted = (head.v0 + torch.einsum("vkn,n->vk", head.B, torch.as_tensor(fit.shape))).double().numpy()
+    assert np.abs(fitted - v).max() < 0.1 * np.abs(head.v0.double().numpy() - v).max()
+    assert fit.after["surface_median"] < 0.2 * fit.before["surface_median"]
+    assert fit.after["landmark_mean"] < 0.2 * fit.before["landmark_mean"]
+    stubborn = fit_scan(head, scan, scan_lmk, landmark_weights(),
+                        config=dataclasses.replace(cfg, max_iters=40, tolerance=0.0))
+    assert stubborn.iterations == 40 and not stubborn.converged and len(stubborn.losses) == 4
+    assert any("did not converge in 40 iterations" in w for w in stubborn.warnings)
