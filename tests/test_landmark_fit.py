@@ -216,3 +216,13 @@ def test_the_rigid_stage_fits_camera_and_pose_to_the_landmarks_alone(model, exac
     for k in ("global_orient", "cam", "rmse_px"):
         np.testing.assert_array_equal(tight[k], free[k], err_msg=k)
     assert tight["loss"] > free["loss"]
+
+
+def test_fit_params_defaults_are_the_documented_ones():
+    """The stand-in's settings (recorded with its output; bench/fit_oracle.py measured them): 40 rigid and
+    100 full Adam steps (not converged, on purpose: FitParams.optimizer), the contour at 0.1, the jaw
+    opening in [0, 0.5] rad, the global pose free up to 1.2 rad."""
+    assert FitParams().as_dict() == {
+        "rigid_iters": 40, "iters": 100, "lr": 0.04, "w_shape": 1e-4, "w_expr": 2e-4, "w_jaw": 0.1,
+        "contour_weight": 0.1, "max_jaw": 0.5, "max_global": 1.2, "w_smooth": 3e-2, "optimizer": "adam",
+        "seed": 0}

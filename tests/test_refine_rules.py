@@ -3,6 +3,7 @@ measures, the camera units of Eq. 1's smoothness, first and second differences, 
 rotation maths (scipy's Rotation), the contour rows, landmark cleaning, and bad camera input."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -17,6 +18,7 @@ from flame_fit.flame import load_flame
 from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
 from flame_fit.refine import (RefineParams, camera_units, clean_landmarks, compose_np, contour_rows,
                               fit_pose_camera, jitter, landmark_rmse, rodrigues, small_matmul, sq_diff)
+from tasks.common.settings import RefineSettings
 
 
 def test_jitter_is_the_mean_absolute_second_difference():
@@ -117,3 +119,14 @@ def test_fit_pose_camera_refuses_a_non_positive_camera_scale_and_a_model_on_anot
             fit_pose_camera(model, *args, cam, np.zeros((T, 68, 2)), params, device="cpu")
     out = fit_pose_camera(model, *args, np.ones((T, 3)), np.full((T, 68, 2), 512.0), params, device="cpu")
     assert out["iterations"] == 1 and out["global_orient"].shape == (T, 3)
+
+
+def test_refine_params_defaults_are_the_pipelines():
+    """RefineParams (the library's defaults: previews, benches) and [refine] (the pipeline's) agree, and
+    the module doc's options are off by default (speed smoothness, one round, the per-frame jaw)."""
+    lib, cfg = dataclasses.asdict(RefineParams()), dataclasses.asdict(RefineSettings())
+    assert cfg.keys() <= lib.keys()
+    assert {k: lib[k] for k in cfg} == cfg
+    assert {k: lib[k] for k in lib.keys() - cfg.keys()} == {
+        "smooth_order": 1, "refit_jaw": False, "refit_contour_weight": 0.0, "refit_rounds": 1,
+        "image_size": 1024, "seed": 0}

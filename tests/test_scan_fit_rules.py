@@ -184,3 +184,14 @@ def test_fit_scan_recovers_a_known_shape_and_stops_when_the_loss_settles():
                         config=dataclasses.replace(cfg, max_iters=40, tolerance=0.0))
     assert stubborn.iterations == 40 and not stubborn.converged and len(stubborn.losses) == 4
     assert any("did not converge in 40 iterations" in w for w in stubborn.warnings)
+
+
+def test_scan_fit_config_defaults_are_the_documented_ones():
+    """The settings FitScanShape runs with (scan_fit.ScanFitConfig's comments say why each)."""
+    assert dataclasses.asdict(ScanFitConfig()) == {
+        "max_iters": 800, "min_iters": 60, "tolerance": 5e-5, "window": 20, "lr_shape": 0.1,
+        "lr_rotation": 5e-3, "lr_translation": 1e-3, "lr_log_scale": 5e-3, "lr_decay": 0.995,
+        "sigma_landmark": 0.003, "sigma_surface": 0.002, "tangential_weight": 0.1, "shape_prior": 1.0,
+        "contour_weight": 0.1, "region_radius": 1.0, "region_behind": 1.5, "max_points": 2000,
+        "scale_starts": (0.94, 1.0, 1.06), "icp_iters": 30, "probe_iters": 120, "rebuild_every": 10,
+        "seed": 0, "fixed_scale": None}
