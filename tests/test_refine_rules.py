@@ -104,21 +104,43 @@ class _NoModel:
     v_template = torch.zeros(1, 3)
 
 
-def test_fit_pose_camera_refuses_a_non_positive_camera_scale_and_a_model_on_another_device(tmp_path):
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("refine_rules_head")
+    write_procedural_head_model(folder, seed=0, n_vertices=1500)
+    return load_flame(folder / MODEL_FILE, folder / EMBEDDING_FILE).eval()
+
+
+T3 = 3
+ARGS3 = (np.zeros(100), np.zeros((T3, 50)), np.zeros((T3, 3)), np.zeros((T3, 3)))
+
+
+def test_fit_pose_camera_refuses_a_non_positive_camera_scale_and_a_model_on_another_device(model):
     params = RefineParams(max_iters=1)
-    T = 3
-    args = (np.zeros(100), np.zeros((T, 50)), np.zeros((T, 3)), np.zeros((T, 3)))
     with pytest.raises(ValueError, match="not meta"):
-        fit_pose_camera(_NoModel(), *args, np.ones((T, 3)), np.zeros((T, 68, 2)), params, device="meta")
-    write_procedural_head_model(tmp_path, seed=0, n_vertices=1500)
-    model = load_flame(tmp_path / MODEL_FILE, tmp_path / EMBEDDING_FILE).eval()
+        fit_pose_camera(_NoModel(), *ARGS3, np.ones((T3, 3)), np.zeros((T3, 68, 2)), params, device="meta")
     for bad in (0.0, -2.0):
-        cam = np.ones((T, 3))
+        cam = np.ones((T3, 3))
         cam[1, 0] = bad
         with pytest.raises(ValueError, match="camera scale must be positive"):
-            fit_pose_camera(model, *args, cam, np.zeros((T, 68, 2)), params, device="cpu")
-    out = fit_pose_camera(model, *args, np.ones((T, 3)), np.full((T, 68, 2), 512.0), params, device="cpu")
-    assert out["iterations"] == 1 and out["global_orient"].shape == (T, 3)
+            fit_pose_camera(model, *ARGS3, cam, np.zeros((T3, 68, 2)), params, device="cpu")
+    out = fit_pose_camera(model, *ARGS3, np.ones((T3, 3)), np.full((T3, 68, 2), 512.0), params, device="cpu")
+    assert out["iterations"] == 1 and out["global_orient"].shape == (T3, 3) and not out["converged"]
+
+
+@pytest.mark.parametrize("lr_floor, stop", [(0.125, 25), (0.3, 20)])
+def test_fit_pose_camera_halves_the_step_on_each_stall_and_stops_at_the_smallest(model, lr_floor, stop):
+    """Every `check_every` iterations (from the second check on, which has a loss to compare with) a
+    stall halves the step, not below lr x lr_floor; a stall at that step ends the fit. A tolerance
+    nothing passes makes every check a stall: 0.01 -> 0.005 -> 0.0025 -> 0.00125 (floor 0.125), then
+    converged at the 5th check; 0.01 -> 0.005 -> 0.003 (floor 0.3), converged at the 4th."""
+    params = RefineParams(max_iters=100, tolerance=1e30, lr_floor=lr_floor, check_every=5)
+    out = fit_pose_camera(model, *ARGS3, np.ones((T3, 3)), np.full((T3, 68, 2), 512.0), params, device="cpu")
+    assert out["converged"] and out["iterations"] == stop
+    # a tolerance no stall reaches (the relative decrease is never below -1e30): max_iters, not converged
+    out = fit_pose_camera(model, *ARGS3, np.ones((T3, 3)), np.full((T3, 68, 2), 512.0),
+                          dataclasses.replace(params, tolerance=-1e30, max_iters=12), device="cpu")
+    assert not out["converged"] and out["iterations"] == 12
 
 
 def test_refine_params_defaults_are_the_pipelines():
