@@ -16,8 +16,9 @@ from scipy.spatial.transform import Rotation
 from flame_fit import lbs as L
 from flame_fit.flame import load_flame
 from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
+from demo.synthetic_motion import MotionSpec, generate_sequence
 from flame_fit.refine import (RefineParams, camera_units, clean_landmarks, compose_np, contour_rows,
-                              fit_pose_camera, jitter, landmark_rmse, rodrigues, small_matmul, sq_diff)
+                              fit_expression, fit_pose_camera, project_landmarks_px, jitter, landmark_rmse, rodrigues, small_matmul, sq_diff)
 from tasks.common.settings import RefineSettings
 
 
@@ -152,3 +153,33 @@ def test_refine_params_defaults_are_the_pipelines():
     assert {k: lib[k] for k in lib.keys() - cfg.keys()} == {
         "smooth_order": 1, "refit_jaw": False, "refit_contour_weight": 0.0, "refit_rounds": 1,
         "image_size": 1024, "seed": 0}
+
+
+def test_fit_expression_leaves_the_contour_out_and_counts_its_steps(model):
+    """The re-fit explains the landmarks inside the face with the expression (from a zero start, a small
+    anchor), never looks at the 17 contour points, keeps the jaw, and reports L-BFGS's iterations:
+    converged only when it stopped before refit_iters steps and before its evaluation budget ran out."""
+    spec = MotionSpec(frames=3, landmark_noise_px=0.0, landmark_outlier_rate=0.0, landmark_fail_rate=0.0)
+    tr = generate_sequence(model, spec, seed=2).truth
+    pose = (tr["jaw_pose"], tr["global_orient"], tr["neck_pose"], tr["cam"])
+    params = RefineParams(lambda_anchor=1e-6, refit_iters=40)
+    zero = np.zeros_like(tr["expression"])
+    out = fit_expression(model, tr["shape"], zero, *pose, tr["landmarks"], params)
+    px = lambda e: project_landmarks_px(model, tr["shape"], e, tr["global_orient"], tr["neck_pose"],  # noqa: E731
+                                        tr["jaw_pose"], tr["cam"], params.image_size)
+    inner = slice(17, 68)
+    before = landmark_rmse(px(zero)[:, inner], tr["landmarks"][:, inner])
+    after = landmark_rmse(px(out["expression"])[:, inner], tr["landmarks"][:, inner])
+    assert after < 0.1 * before, (before, after)
+    np.testing.assert_array_equal(out["jaw_pose"], tr["jaw_pose"].astype(np.float32))
+    moved = tr["landmarks"].copy()
+    moved[:, :17] += 40.0                                      # the contour anywhere: nothing changes
+    again = fit_expression(model, tr["shape"], zero, *pose, moved, params)
+    np.testing.assert_array_equal(again["expression"], out["expression"])
+    assert out["iterations"] == again["iterations"]
+    assert out["iterations"] == 40 and not out["converged"]           # 184 steps to converge here
+    # 3 steps allow 3 function evaluations, which the first step's line search uses up: stopped, not converged
+    short = fit_expression(model, tr["shape"], zero, *pose, tr["landmarks"], dataclasses.replace(params, refit_iters=3))
+    assert short["iterations"] == 1 and not short["converged"]
+    done = fit_expression(model, tr["shape"], zero, *pose, tr["landmarks"], dataclasses.replace(params, lambda_anchor=1e-2))
+    assert done["converged"] and done["iterations"] < 40
