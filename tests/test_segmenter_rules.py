@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tasks import config
@@ -82,6 +82,8 @@ def test_without_a_face_a_detection_is_tried_every_nth_frame(absent, every):
 
 @settings(max_examples=40, deadline=None)
 @given(gap=st.integers(1, 2 * MAX_REPEAT_GAP), at=st.integers(1, 40))
+@example(gap=MAX_REPEAT_GAP, at=7)
+@example(gap=MAX_REPEAT_GAP + 1, at=7)
 def test_gaps_up_to_15_frames_are_repeated_longer_ones_split(gap, at):
     assert MAX_REPEAT_GAP == 15  # the documented 0.5 s at 30 fps
     indices = [t for t in range(at + gap + 30) if not at <= t < at + gap]
@@ -117,9 +119,11 @@ def test_landmarks_in_any_border_band_touch_the_box():
     inner = np.array([[300.0, 150.0]])
     band = {"left": [139, 150], "right": [461, 150], "top": [300, 69], "bottom": [300, 231]}
     clear = {"left": [141, 150], "right": [459, 150], "top": [300, 71], "bottom": [300, 229]}
+    on = {"left": [140, 150], "right": [460, 150], "top": [300, 70], "bottom": [300, 230]}   # at the band's edge
     for side in band:
         assert landmarks_near_edge(np.vstack([inner, [band[side]]]), box, 0.1), side
         assert not landmarks_near_edge(np.vstack([inner, [clear[side]]]), box, 0.1), side
+        assert not landmarks_near_edge(np.vstack([inner, [on[side]]]), box, 0.1), side   # "closer than"
 
 
 @settings(max_examples=150, deadline=None)
@@ -256,6 +260,8 @@ def test_forehead_out_on_every_side(quarter):
     box = (0, 0, 400, 400)
     assert edge_verdict(turned, box, 0.07) == OK
     assert edge_verdict(turned + 70 * up, box, 0.07) == FOREHEAD_OUT
+    # the forehead exactly on the border is still inside (the face box is 50 px from it at rest)
+    assert edge_verdict(turned + 50 * up, box, 0.07) == OK
 
 
 @settings(max_examples=30, deadline=None)
