@@ -195,3 +195,34 @@ def test_scan_fit_config_defaults_are_the_documented_ones():
         "contour_weight": 0.1, "region_radius": 1.0, "region_behind": 1.5, "max_points": 2000,
         "scale_starts": (0.94, 1.0, 1.06), "icp_iters": 30, "probe_iters": 120, "rebuild_every": 10,
         "seed": 0, "fixed_scale": None}
+
+
+def test_one_icp_step_is_the_documented_weighted_similarity():
+    """One step from a start 2 % off, the scan's landmarks 3 mm off the surface's: the similarity of
+    the closest surface points weighted by Geman-McClure, (s^2 / (d^2 + s^2))^2, and the landmarks as
+    68 observations of std sigma_landmark against the surface's sigma_surface (their weights, in the
+    landmark weights' proportions, sum to 68 (sigma_surface / sigma_landmark)^2)."""
+    from flame_fit.geometry import SurfaceIndex
+    from flame_fit.scan_fit import umeyama
+    head = LinearHead()
+    v, faces = head.v0.double().numpy(), head.faces.numpy()
+    lmk = v[head.lmk_idx.numpy()]
+    truth = (0.01, Rotation.from_euler("xyz", [5, -10, 3], degrees=True).as_matrix(), np.array([0.01, 0.0, 0.02]))
+    scan, scan_lmk = _scan_of(head, truth)
+    scan_lmk = scan_lmk + [0.3, 0.0, 0.0]                         # 3 mm at model scale
+    start = (truth[0] * 1.02, truth[1], truth[2] + 0.001)
+    weights = landmark_weights(valid=np.arange(68) != 30)       # one landmark unused
+    cfg = ScanFitConfig(icp_iters=1)
+    got = icp_similarity(v, faces, lmk, scan, scan_lmk, weights, start, cfg)
+    q = apply_similarity(scan, *start)
+    _, _, foot = SurfaceIndex(v, faces).closest(q)
+    w_surf = (cfg.sigma_surface ** 2 / (((q - foot) ** 2).sum(1) + cfg.sigma_surface ** 2)) ** 2
+    used = weights > 0
+    w_lmk = weights[used] / weights[used].sum() * 68 * (cfg.sigma_surface / cfg.sigma_landmark) ** 2
+    want = umeyama(np.vstack([scan, scan_lmk[used]]), np.vstack([foot, lmk[used]]), np.concatenate([w_surf, w_lmk]))
+    assert got[0] == pytest.approx(want[0], rel=1e-9)
+    np.testing.assert_allclose(got[1], want[1], atol=1e-9)
+    np.testing.assert_allclose(got[2], want[2], atol=1e-9)
+    # the landmarks pull: without them the step lands elsewhere
+    alone = umeyama(scan, foot, w_surf)
+    assert np.abs(alone[2] - want[2]).max() > 1e-5
