@@ -223,6 +223,10 @@ def test_one_icp_step_is_the_documented_weighted_similarity():
     assert got[0] == pytest.approx(want[0], rel=1e-9)
     np.testing.assert_allclose(got[1], want[1], atol=1e-9)
     np.testing.assert_allclose(got[2], want[2], atol=1e-9)
+    # a landmark the detector could not place (NaN, weight 0) is left out, not multiplied by 0
+    lost = scan_lmk.copy()
+    lost[30] = np.nan
+    np.testing.assert_array_equal(icp_similarity(v, faces, lmk, scan, lost, weights, start, cfg)[2], got[2])
     # the landmarks pull: without them the step lands elsewhere
     alone = umeyama(scan, foot, w_surf)
     assert np.abs(alone[2] - want[2]).max() > 1e-5
