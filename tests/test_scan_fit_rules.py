@@ -33,6 +33,12 @@ class LinearHead:
         self.quad = quad
 
     def __call__(self, shape, expression, global_orient, neck_pose, jaw_pose, eye_pose):
+        b = shape.shape[0]   # FlameModel's input shapes, which it refuses otherwise
+        want = {"shape": (b, 100), "expression": (b, 50), "global_orient": (b, 3), "neck_pose": (b, 3),
+                "jaw_pose": (b, 3), "eye_pose": (b, 6)}
+        got = {"shape": shape, "expression": expression, "global_orient": global_orient, "neck_pose": neck_pose,
+               "jaw_pose": jaw_pose, "eye_pose": eye_pose}
+        assert {k: tuple(t.shape) for k, t in got.items()} == want
         v = self.v0 + torch.einsum("vkn,bn->bvk", self.B, shape)
         v = v + self.quad * (shape ** 2).sum(-1)[:, None, None] * torch.tensor([0.0, 0.0, 1.0])
         return SimpleNamespace(vertices=v, landmarks=v[:, self.lmk_idx])
@@ -43,7 +49,8 @@ def test_neutral_basis_is_the_model_and_refuses_a_model_not_linear_in_shape():
     basis = NeutralBasis(head)
     beta = torch.as_tensor(np.random.default_rng(1).normal(size=100), dtype=torch.float32)
     v, l = basis(beta)
-    ref = head(shape=beta[None], expression=None, global_orient=None, neck_pose=None, jaw_pose=None, eye_pose=None)
+    z = lambda n: torch.zeros(1, n)  # noqa: E731
+    ref = head(shape=beta[None], expression=z(50), global_orient=z(3), neck_pose=z(3), jaw_pose=z(3), eye_pose=z(6))
     torch.testing.assert_close(v, ref.vertices[0], atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(l, ref.landmarks[0], atol=1e-6, rtol=1e-5)
     # the guard's shape has |beta|^2 = 77: an error of 77 x quad against 1e-4 x the largest coordinate (0.11)
