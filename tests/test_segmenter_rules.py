@@ -274,3 +274,11 @@ def test_a_stream_too_short_for_a_second_try_still_finds_a_late_face(every, data
     _, sink, _, _ = _run(range(n), present=lambda t: t >= back, every=every)
     assert [(s.start_frame, s.end_frame) for s in sink.segments] == [(back, n)]
     assert sink.dropped == dict.fromkeys(range(back), NOFACE)
+
+
+def test_after_a_filled_gap_the_due_check_runs_on_the_next_real_frame():
+    """Frames 5-7 missing (repeated): the check due at 6 runs at 8, the next ones every 6 frames from
+    there, and the last frame is checked at the end."""
+    _, sink, checked, _ = _run([t for t in range(31) if t not in (5, 6, 7)], every=6)
+    assert checked == [0, 8, 14, 20, 26, 30]
+    assert sink.segments[0].repeated_frames == [5, 6, 7]
