@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tasks import config
 from tasks.common.settings import CropSettings
 from tasks.faces.segmenter import (EDGE, FACE_PROB, FOREHEAD_OUT, MAX_REPEAT_GAP, MISSING, NOFACE, OK,
-                                   SegmentSink, Segmenter, best_face, edge_verdict, landmarks_near_edge,
+                                   SegmentSink, Segmenter, best_face, edge_verdict, face_box, landmarks_near_edge,
                                    square_box)
 
 
@@ -129,6 +129,7 @@ def test_landmarks_in_any_border_band_touch_the_box():
 @settings(max_examples=150, deadline=None)
 @given(w=st.integers(64, 1999), h=st.integers(64, 1999), fx=st.floats(0.0, 1.0), fy=st.floats(0.0, 1.0),
        fw=st.floats(2.0, 900.0), fh=st.floats(2.0, 900.0), margin=st.floats(0.0, 1.0))
+@example(w=100, h=100, fx=0.5, fy=0.5, fw=0.4, fh=0.4, margin=0.0)        # a speck: the 2 px minimum
 def test_square_box_is_even_inside_the_frame_and_as_centred_as_it_can_be(w, h, fx, fy, fw, fh, margin):
     """Any face box, any frame (odd sizes too): the crop is a square with even corners inside the frame,
     of side max(face w, h) x (1 + 2 margin) rounded to even and capped at the frame's shorter side
@@ -282,3 +283,36 @@ def test_after_a_filled_gap_the_due_check_runs_on_the_next_real_frame():
     _, sink, checked, _ = _run([t for t in range(31) if t not in (5, 6, 7)], every=6)
     assert checked == [0, 8, 14, 20, 26, 30]
     assert sink.segments[0].repeated_frames == [5, 6, 7]
+
+
+def test_face_box_lifts_each_brow_point_by_half_the_chin_to_brows_distance():
+    lm = np.zeros((68, 2))
+    lm[:, 0] = np.linspace(150, 250, 68)
+    lm[:, 1] = 150.0
+    lm[17:27, 1] = [90, 100, 100, 100, 100, 100, 100, 100, 100, 90]   # arched: the outer brow ends highest
+    lm[8, 1] = 200.0
+    up = lm[17:27].mean(axis=0) - lm[8]                                 # chin -> mean brow
+    x0, y0, x1, y1 = face_box(lm)
+    assert y0 == pytest.approx(90 + 0.5 * up[1]) and y1 == 200.0
+    assert (x0, x1) == (pytest.approx(min(150, (lm[17:27, 0] + 0.5 * up[0]).min())), 250.0)
+
+
+def test_a_stream_that_starts_late_reports_the_frames_before_it_missing():
+    n, sink, _, _ = _run(range(3, 20))
+    assert n == 20 and [(s.start_frame, s.end_frame) for s in sink.segments] == [(3, 20)]
+    assert sink.dropped == dict.fromkeys(range(3), MISSING)
+
+
+def test_items_are_passed_through_untouched_and_never_taken_for_indices():
+    """The walk back replays (index, item) pairs: items are frames, not indices."""
+    present = lambda t: t >= 9  # noqa: E731
+    sink, seen = Sink(), []
+
+    def detect(item):
+        seen.append(item)
+        return np.array([0, 0, 10, 10]) if present(item["t"]) else None
+
+    Segmenter(detect, lambda item, box: (item["t"], box), lambda item, p: OK if present(item["t"]) else NOFACE,
+              sink, 6).run((t, {"t": t}) for t in range(30))
+    assert [(s.start_frame, s.end_frame) for s in sink.segments] == [(9, 30)]
+    assert [i for i, _ in sink.frames[0]] == list(range(9, 30))
