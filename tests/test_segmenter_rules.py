@@ -289,11 +289,11 @@ def test_face_box_lifts_each_brow_point_by_half_the_chin_to_brows_distance():
     lm = np.zeros((68, 2))
     lm[:, 0] = np.linspace(150, 250, 68)
     lm[:, 1] = 150.0
-    lm[17:27, 1] = [90, 100, 100, 100, 100, 100, 100, 100, 100, 90]   # arched: the outer brow ends highest
+    lm[17:27, 1] = [90, 100, 100, 100, 100, 100, 100, 100, 100, 85]   # arched: the outer brow ends highest
     lm[8, 1] = 200.0
     up = lm[17:27].mean(axis=0) - lm[8]                                 # chin -> mean brow
     x0, y0, x1, y1 = face_box(lm)
-    assert y0 == pytest.approx(90 + 0.5 * up[1]) and y1 == 200.0
+    assert y0 == pytest.approx(85 + 0.5 * up[1]) and y1 == 200.0
     assert (x0, x1) == (pytest.approx(min(150, (lm[17:27, 0] + 0.5 * up[0]).min())), 250.0)
 
 
