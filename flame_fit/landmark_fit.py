@@ -49,6 +49,10 @@ class FitParams:
     optimizer: str = "adam"
     seed: int = 0
 
+    def __post_init__(self):
+        if self.optimizer not in ("adam", "lbfgs"):   # a misspelt one would silently run Adam
+            raise ValueError(f"FitParams.optimizer is 'adam' or 'lbfgs', not {self.optimizer!r}")
+
     def as_dict(self) -> dict:
         return asdict(self)
 
@@ -84,6 +88,36 @@ def interpolate_missing(values: np.ndarray, ok: np.ndarray) -> np.ndarray:
 
 def _smooth(x: torch.Tensor) -> torch.Tensor:
     return ((x[1:] - x[:-1]) ** 2).sum(-1).mean() if x.shape[0] > 1 else x.sum() * 0
+
+
+def landmark_weights(contour_weight: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(68,) weights of the data term: `contour_weight` for the 17 jaw-contour landmarks, 1 for the
+    51 others, scaled to mean 1 (so the data term is a weighted mean over the points)."""
+    lmk_w = torch.ones(68, device=device)
+    lmk_w[:17] = contour_weight
+    return lmk_w / lmk_w.mean()
+
+
+def energy_terms(proj: torch.Tensor, target: torch.Tensor, size: torch.Tensor, weight: torch.Tensor,
+                 lmk_w: torch.Tensor, shape: torch.Tensor, expr: torch.Tensor, glob: torch.Tensor,
+                 jaw: torch.Tensor, log_s: torch.Tensor, trans: torch.Tensor, p: FitParams
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The energy of the module doc, term by term.
+
+    proj, target (T,68,2) NDC; size (T,) landmark-box sizes; weight (T,) 1 where a frame has
+    landmarks, 0 where not; lmk_w (68,) (landmark_weights); shape (1,S); expr (T,E); glob, jaw (T,3);
+    log_s (T,1), trans (T,2) the camera. Returns data, prior, smooth (scalars) and the per-frame data
+    error err (T,).
+    """
+    err = (((proj - target) ** 2).sum(-1) * lmk_w).mean(-1) / size ** 2   # (T,)
+    data = (err * weight).sum() / weight.sum()
+    prior = p.w_shape * (shape ** 2).sum() + p.w_expr * (expr ** 2).sum(-1).mean()
+    prior = prior + p.w_jaw * (jaw[:, 1:] ** 2).sum(-1).mean()
+    prior = prior + (torch.relu(-jaw[:, 0]) ** 2 + torch.relu(jaw[:, 0] - p.max_jaw) ** 2).mean()
+    prior = prior + (torch.relu(glob.abs() - p.max_global) ** 2).sum(-1).mean()
+    smooth = p.w_smooth * (_smooth(expr) + _smooth(jaw) + _smooth(glob)
+                           + _smooth(trans) * 1e-2 + _smooth(log_s))
+    return data, prior, smooth, err
 
 
 def fit_segment(model, landmarks_px: np.ndarray, ok: np.ndarray, image_size: int,
@@ -128,22 +162,14 @@ def fit_segment(model, landmarks_px: np.ndarray, ok: np.ndarray, image_size: int
     log_s = torch.log(cam0[:, :1]).clone().requires_grad_(True)
     trans = cam0[:, 1:].clone().requires_grad_(True)
 
-    lmk_w = torch.ones(68, device=device)
-    lmk_w[:17] = p.contour_weight
-    lmk_w = lmk_w / lmk_w.mean()
+    lmk_w = landmark_weights(p.contour_weight, device)
 
     def energy(full: bool):
         cam = torch.cat([log_s.exp(), trans], dim=1)
         lmk3d = model.landmarks(shape.expand(T, -1), expr, glob, None, jaw)
         proj = orth_project(lmk3d, cam)
-        err = (((proj - target) ** 2).sum(-1) * lmk_w).mean(-1) / size ** 2   # (T,)
-        data = (err * weight).sum() / weight.sum()
-        prior = p.w_shape * (shape ** 2).sum() + p.w_expr * (expr ** 2).sum(-1).mean()
-        prior = prior + p.w_jaw * (jaw[:, 1:] ** 2).sum(-1).mean()
-        prior = prior + (torch.relu(-jaw[:, 0]) ** 2 + torch.relu(jaw[:, 0] - p.max_jaw) ** 2).mean()
-        prior = prior + (torch.relu(glob.abs() - p.max_global) ** 2).sum(-1).mean()
-        smooth = p.w_smooth * (_smooth(expr) + _smooth(jaw) + _smooth(glob)
-                               + _smooth(trans) * 1e-2 + _smooth(log_s))
+        data, prior, smooth, err = energy_terms(proj, target, size, weight, lmk_w, shape, expr, glob, jaw,
+                                                log_s, trans, p)
         return data + (prior if full else 0) + smooth, err, proj
 
     for stage, (vars_, iters) in enumerate((([glob, log_s, trans], p.rigid_iters),

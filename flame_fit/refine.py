@@ -367,13 +367,17 @@ def fit_expression(model, shape: np.ndarray, expression: np.ndarray, jaw_pose: n
         return loss
 
     opt.step(closure)
-    it = int(opt.state[d_expr].get("n_iter", 0))
+    state = opt.state[d_expr]
+    it = int(state.get("n_iter", 0))
+    # L-BFGS also stops when its function evaluations (max_eval, 1.25 x max_iter) run out, which the
+    # line search can do before max_iter iterations: that is no convergence either
+    out_of_evals = int(state.get("func_evals", 0)) >= opt.param_groups[0]["max_eval"]
     with torch.no_grad():
         _, expr = evaluate()
     return {"expression": expr.cpu().double().numpy(),
             "jaw_pose": (jaw + d_jaw).detach().cpu().double().numpy(),
             "iterations": it,
-            "converged": it < params.refit_iters, "seconds": time.perf_counter() - t_start}
+            "converged": it < params.refit_iters and not out_of_evals, "seconds": time.perf_counter() - t_start}
 
 
 @torch.no_grad()

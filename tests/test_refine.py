@@ -1,6 +1,7 @@
 """Motion refinement (Eq. 1) on generated sequences with known truth, and RefineMotion via Luigi."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -77,8 +78,30 @@ def test_refinement_reduces_rotation_error_and_jitter(model, sequence):
     assert set(injected) <= set(qc["outlier_fraction"])
     for group, mask in injected.items():
         assert qc["outlier_fraction"][group] >= 0.8 * mask.mean(), group
-    # contract dtypes and shapes
+    # the QC numbers are what they say, recomputed from the arrays (jitter: tests/test_refine_rules.py)
     T = len(fr["expression"])
+    deg = 180.0 / np.pi
+    ok = fr["landmark_ok"].astype(bool)
+    assert qc["frames"] == T
+    n_out = round(qc["outlier_fraction"]["landmarks"] * T)
+    assert qc["landmark_rmse_px"]["frames_measured"] == ok.sum() - n_out
+    jit = qc["jitter"]
+    assert jit["global_orient_deg"]["after"] == pytest.approx(jitter(motion["global_orient"]) * deg)
+    assert jit["global_orient_deg"]["before"] == pytest.approx(jitter(fr["global_orient"]) * deg)
+    assert jit["neck_pose_deg"] == {"before": 0.0, "after": pytest.approx(jitter(motion["neck_pose"]) * deg)}
+    assert jit["jaw_pose_deg"]["after"] == pytest.approx(jitter(motion["jaw_pose"]) * deg)
+    assert jit["jaw_pose_deg"]["before"] == pytest.approx(jitter(fr["jaw_pose"]) * deg)
+    assert jit["cam"] == {"before": pytest.approx(jitter(fr["cam"])), "after": pytest.approx(jitter(motion["cam"]))}
+    assert jit["expression"] == {"before": pytest.approx(jitter(fr["expression"])),
+                                 "after": pytest.approx(jitter(motion["expression"]))}
+    # Eq. 1's value is its three terms with their weights
+    terms = qc["loss_terms"]
+    assert qc["loss"] == pytest.approx(params.lambda_landmark * terms["landmark"] + params.lambda_smooth * terms["smooth"]
+                                       + params.lambda_reg * terms["reg"], rel=1e-9)
+    assert 0 < terms["landmark"] and 0 < terms["smooth"] and 0 < terms["reg"]
+    assert qc["seconds"]["total"] >= qc["seconds"]["fit"] + qc["seconds"]["expression_refit"] > 0
+    assert qc["params"] == dataclasses.asdict(params)
+    # contract dtypes and shapes
     want = {"expression": (T, 50), "global_orient": (T, 3), "neck_pose": (T, 3), "jaw_pose": (T, 3),
             "cam": (T, 3), "shape": (100,), "fps": ()}
     assert {k: motion[k].shape for k in want} == want

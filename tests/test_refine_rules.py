@@ -1,0 +1,185 @@
+"""The small rules of the motion refinement (flame_fit.refine) against independent references: the QC
+measures, the camera units of Eq. 1's smoothness, first and second differences, the hand-written
+rotation maths (scipy's Rotation), the contour rows, landmark cleaning, and bad camera input."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.spatial.transform import Rotation
+
+from flame_fit import lbs as L
+from flame_fit.flame import load_flame
+from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
+from demo.synthetic_motion import MotionSpec, generate_sequence
+from flame_fit.refine import (RefineParams, camera_units, clean_landmarks, compose_np, contour_rows,
+                              fit_expression, fit_pose_camera, project_landmarks_px, jitter, landmark_rmse, rodrigues, small_matmul, sq_diff)
+from tasks.common.settings import RefineSettings
+
+
+def test_jitter_is_the_mean_absolute_second_difference():
+    x = np.array([[0.0, 1.0], [1.0, 1.0], [4.0, 0.0], [9.0, 2.0]])
+    # second differences: [2, -1], [2, 3] -> mean |.| = 2
+    assert jitter(x) == pytest.approx(2.0)
+    assert jitter(x[:2]) == 0.0 and jitter(x[:1]) == 0.0
+    assert jitter(np.arange(3.0)) == 0.0                        # a steady drift has no jitter
+    assert jitter(np.array([0.0, 1.0, 4.0])) == 2.0             # three frames: one second difference
+
+
+def test_landmark_rmse_over_the_masked_frames():
+    target = np.zeros((3, 68, 2))
+    pred = np.zeros((3, 68, 2))
+    pred[0, :, 0] = 3.0                                          # 3 px off everywhere
+    pred[1, :, :] = 4.0                                          # sqrt(32) px
+    pred[2, :34, 1] = 10.0                                       # half the points 10 px off
+    assert landmark_rmse(pred, target) == pytest.approx(math.sqrt((9 + 32 + 50) / 3))
+    assert landmark_rmse(pred, target, np.array([True, False, False])) == pytest.approx(3.0)
+    assert landmark_rmse(pred, target, np.array([False, True, True])) == pytest.approx(math.sqrt((32 + 50) / 2))
+    assert math.isnan(landmark_rmse(pred, target, np.zeros(3, bool)))
+
+
+def test_camera_units_and_differences():
+    cam = torch.tensor([[2.0, 0.1, -0.2], [4.0, 0.3, 0.2], [8.0, 0.6, 0.1]], dtype=torch.float64)
+    u = camera_units(cam, 3.0).numpy()
+    np.testing.assert_allclose(u, [[math.log(2), 0.3, -0.6], [math.log(4), 0.9, 0.6], [math.log(8), 1.8, 0.3]])
+    x = torch.tensor([[0.0], [1.0], [4.0], [9.0], [16.0]], dtype=torch.float64)
+    assert float(sq_diff(x)) == 1 + 9 + 25 + 49                  # speeds 1, 3, 5, 7
+    assert float(sq_diff(x, order=2)) == 3 * 4                    # accelerations 2, 2, 2
+    assert float(sq_diff(torch.arange(5.0)[:, None], order=2)) == 0.0
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10**6))
+def test_small_matmul_and_rodrigues_match_references(seed):
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=(5, 3, 4)), rng.normal(size=(5, 4, 2))
+    np.testing.assert_allclose(small_matmul(torch.as_tensor(a), torch.as_tensor(b)).numpy(), a @ b, atol=1e-12)
+    vecs = rng.normal(size=(6, 3)) * rng.uniform(0.0, 3.0, (6, 1))
+    got = rodrigues(torch.as_tensor(vecs)).numpy()
+    np.testing.assert_allclose(got, Rotation.from_rotvec(vecs).as_matrix(), atol=1e-6)
+    # the same values as lbs.batch_rodrigues, epsilon included (float64: 1e-8 shows)
+    np.testing.assert_allclose(got, L.batch_rodrigues(torch.as_tensor(vecs)).numpy(), rtol=0, atol=1e-13)
+    glob, neck = rng.normal(0, 0.5, (4, 3)), rng.normal(0, 0.5, (4, 3))
+    whole = Rotation.from_rotvec(compose_np(glob, neck)).as_matrix()
+    np.testing.assert_allclose(whole, Rotation.from_rotvec(glob).as_matrix() @ Rotation.from_rotvec(neck).as_matrix(),
+                               atol=1e-9)
+
+
+def test_contour_rows_follow_deca_table_rule():
+    """Yaw in whole degrees clamped to 39: rows 0..39 for yaw 0..39, rows 40..78 for yaw -1..-39."""
+    yaws = [0.0, 12.4, 12.6, 39.0, 55.0, -0.6, -1.0, -20.2, -39.0, -60.0]
+    rel = torch.as_tensor(Rotation.from_euler("y", np.array(yaws)[:, None], degrees=True).as_matrix())
+    want = [0, 12, 13, 39, 39, 40, 40, 59, 78, 78]
+    assert contour_rows(rel).tolist() == want
+
+
+def test_clean_landmarks_flags_a_gross_frame_once_four_frames_have_landmarks():
+    T = 12
+    t = np.arange(T, dtype=np.float64)
+    track = np.zeros((T, 68, 2))
+    track[:, :, 0] = np.linspace(100, 200, 68)[None] + 2.0 * t[:, None]   # a head moving right
+    track[:, :, 1] = 300.0
+    gross = track.copy()
+    gross[6] += 60.0
+    params = RefineParams()
+    ok = np.ones(T, bool)
+    _, outlier = clean_landmarks(gross, ok, params)
+    assert outlier[6] and not outlier[:6].any()
+    # fewer than four frames with landmarks: nothing to judge a frame by
+    few = np.zeros(T, bool)
+    few[[5, 6, 7]] = True
+    _, outlier = clean_landmarks(gross, few, params)
+    assert not outlier.any()
+    four = few.copy()
+    four[8] = True
+    _, outlier = clean_landmarks(gross, four, params)
+    assert outlier[6] and not outlier[~four].any()
+
+
+class _NoModel:
+    v_template = torch.zeros(1, 3)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("refine_rules_head")
+    write_procedural_head_model(folder, seed=0, n_vertices=1500)
+    return load_flame(folder / MODEL_FILE, folder / EMBEDDING_FILE).eval()
+
+
+T3 = 3
+ARGS3 = (np.zeros(100), np.zeros((T3, 50)), np.zeros((T3, 3)), np.zeros((T3, 3)))
+
+
+def test_fit_pose_camera_refuses_a_non_positive_camera_scale_and_a_model_on_another_device(model):
+    params = RefineParams(max_iters=1)
+    with pytest.raises(ValueError, match="not meta"):
+        fit_pose_camera(_NoModel(), *ARGS3, np.ones((T3, 3)), np.zeros((T3, 68, 2)), params, device="meta")
+    for bad in (0.0, -2.0):
+        cam = np.ones((T3, 3))
+        cam[1, 0] = bad
+        with pytest.raises(ValueError, match="camera scale must be positive"):
+            fit_pose_camera(model, *ARGS3, cam, np.zeros((T3, 68, 2)), params, device="cpu")
+    out = fit_pose_camera(model, *ARGS3, np.ones((T3, 3)), np.full((T3, 68, 2), 512.0), params, device="cpu")
+    assert out["iterations"] == 1 and out["global_orient"].shape == (T3, 3) and not out["converged"]
+
+
+@pytest.mark.parametrize("lr_floor, stop", [(0.125, 25), (0.3, 20)])
+def test_fit_pose_camera_halves_the_step_on_each_stall_and_stops_at_the_smallest(model, lr_floor, stop):
+    """Every `check_every` iterations (from the second check on, which has a loss to compare with) a
+    stall halves the step, not below lr x lr_floor; a stall at that step ends the fit. A tolerance
+    nothing passes makes every check a stall: 0.01 -> 0.005 -> 0.0025 -> 0.00125 (floor 0.125), then
+    converged at the 5th check; 0.01 -> 0.005 -> 0.003 (floor 0.3), converged at the 4th."""
+    params = RefineParams(max_iters=100, tolerance=1e30, lr_floor=lr_floor, check_every=5)
+    out = fit_pose_camera(model, *ARGS3, np.ones((T3, 3)), np.full((T3, 68, 2), 512.0), params, device="cpu")
+    assert out["converged"] and out["iterations"] == stop
+    # a tolerance no stall reaches (the relative decrease is never below -1e30): max_iters, not converged
+    out = fit_pose_camera(model, *ARGS3, np.ones((T3, 3)), np.full((T3, 68, 2), 512.0),
+                          dataclasses.replace(params, tolerance=-1e30, max_iters=12), device="cpu")
+    assert not out["converged"] and out["iterations"] == 12
+
+
+def test_refine_params_defaults_are_the_pipelines():
+    """RefineParams (the library's defaults: previews, benches) and [refine] (the pipeline's) agree, and
+    the module doc's options are off by default (speed smoothness, one round, the per-frame jaw)."""
+    lib, cfg = dataclasses.asdict(RefineParams()), dataclasses.asdict(RefineSettings())
+    assert cfg.keys() <= lib.keys()
+    assert {k: lib[k] for k in cfg} == cfg
+    assert {k: lib[k] for k in lib.keys() - cfg.keys()} == {
+        "smooth_order": 1, "refit_jaw": False, "refit_contour_weight": 0.0, "refit_rounds": 1,
+        "image_size": 1024, "seed": 0}
+
+
+def test_fit_expression_leaves_the_contour_out_and_counts_its_steps(model):
+    """The re-fit explains the landmarks inside the face with the expression (from a zero start, a small
+    anchor), never looks at the 17 contour points, keeps the jaw, and reports L-BFGS's iterations:
+    converged only when it stopped before refit_iters steps and before its evaluation budget ran out."""
+    spec = MotionSpec(frames=3, landmark_noise_px=0.0, landmark_outlier_rate=0.0, landmark_fail_rate=0.0)
+    tr = generate_sequence(model, spec, seed=2).truth
+    pose = (tr["jaw_pose"], tr["global_orient"], tr["neck_pose"], tr["cam"])
+    params = RefineParams(lambda_anchor=1e-6, refit_iters=40)
+    zero = np.zeros_like(tr["expression"])
+    out = fit_expression(model, tr["shape"], zero, *pose, tr["landmarks"], params)
+    px = lambda e: project_landmarks_px(model, tr["shape"], e, tr["global_orient"], tr["neck_pose"],  # noqa: E731
+                                        tr["jaw_pose"], tr["cam"], params.image_size)
+    inner = slice(17, 68)
+    before = landmark_rmse(px(zero)[:, inner], tr["landmarks"][:, inner])
+    after = landmark_rmse(px(out["expression"])[:, inner], tr["landmarks"][:, inner])
+    assert after < 0.1 * before, (before, after)
+    np.testing.assert_array_equal(out["jaw_pose"], tr["jaw_pose"].astype(np.float32))
+    moved = tr["landmarks"].copy()
+    moved[:, :17] += 40.0                                      # the contour anywhere: nothing changes
+    again = fit_expression(model, tr["shape"], zero, *pose, moved, params)
+    np.testing.assert_array_equal(again["expression"], out["expression"])
+    assert out["iterations"] == again["iterations"]
+    assert out["iterations"] == 40 and not out["converged"]           # 184 steps to converge here
+    # 3 steps allow 3 function evaluations, which the first step's line search uses up: stopped, not converged
+    short = fit_expression(model, tr["shape"], zero, *pose, tr["landmarks"], dataclasses.replace(params, refit_iters=3))
+    assert short["iterations"] == 1 and not short["converged"]
+    done = fit_expression(model, tr["shape"], zero, *pose, tr["landmarks"], dataclasses.replace(params, lambda_anchor=1e-2))
+    assert done["converged"] and done["iterations"] < 40
