@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tasks.dataset import flame_pickle
 from tasks.dataset.flame_pickle import (FlamePickleError, flame_pickle_bytes, load_flame_pickle,
                                         load_pickle_dict, motion59)
 
@@ -161,3 +162,21 @@ def test_pickle_loads_under_numpy_1_24_with_plain_pickle(tmp_path):
         r = subprocess.run([str(py), "-c", "import pickle,sys;pickle.load(open(sys.argv[1],'rb'))", str(native)],
                            capture_output=True, text=True, timeout=120)
         assert r.returncode != 0 and "numpy._core" in r.stderr
+
+
+@pytest.mark.parametrize("kind", ["ints", "lists"])
+def test_object_arrays_count_every_element_against_the_item_cap(monkeypatch, kind):
+    """A pickle's tree may hold at most MAX_PICKLE_ITEMS items: an object array counts itself and each
+    element; {'a': array of k objects} is the dict, its key, the array and k elements: 3 + k items."""
+    monkeypatch.setattr(flame_pickle, "MAX_PICKLE_ITEMS", 50)
+
+    def pkl(k):
+        arr = np.empty(k, dtype=object)
+        for i in range(k):
+            arr[i] = i if kind == "ints" else []     # an empty list counts one, as an int does
+        return pickle.dumps({"a": arr}, protocol=4)
+
+    assert len(load_pickle_dict(pkl(47), name="ok.pkl")["a"]) == 47            # 50 items: at the cap
+    for k in (48, 49, 500):                                                       # 51 and more: refused
+        with pytest.raises(FlamePickleError, match="expand to more than 50 items"):
+            load_pickle_dict(pkl(k), name="big.pkl")

@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 
 from tasks.dataset.flame_pickle import flame_pickle_bytes
-from tasks.dataset.loader import SingingHeadDataset, clip_files
+from tasks.dataset.loader import SingingHeadDataset, clip_files, decode_video
 from tasks.common.errors import PipelineInputError
 
 T, SR, FPS = 12, 24000, 30     # 12 frames: whole sample counts at 24 and 16 kHz
@@ -225,3 +225,94 @@ def test_clear_errors(forms, files, tmp_path):
     _tree(bad, {**data, "train.txt": b"../../etc/passwd\n"})
     with pytest.raises(PipelineInputError, match="not plain clip ids"):
         SingingHeadDataset(bad)
+
+
+def test_zip_folder_entries_and_a_top_folder_are_tolerated_and_a_name_twice_refused(forms, files, tmp_path):
+    # some zip tools write `flame_seqs/` as a folder entry first and the files under it
+    data, _ = files
+    root = tmp_path / "topfolder"
+    root.mkdir()
+    _zips(root, data, only=("video_seqs", "audio_seqs", "bgm_seqs"))
+    with zipfile.ZipFile(root / "flame_seqs.zip", "w") as z:
+        z.writestr(zipfile.ZipInfo("flame_seqs/"), b"")
+        for rel, blob in sorted(data.items()):
+            if rel.startswith("flame_seqs/"):
+                z.writestr(rel, blob)
+    ref = _items(forms["tree"])
+    got = _items(root)
+    for a, b in zip(ref, got, strict=True):
+        np.testing.assert_array_equal(a["motion"], b["motion"])
+    # the same file name in two folders of one zip: which one is meant cannot be told
+    with zipfile.ZipFile(root / "flame_seqs.zip", "a") as z:
+        z.writestr(f"other/{IDS['train'][0]}.pkl", data[clip_files(IDS["train"][0])["flame_seqs"]])
+    with pytest.raises(PipelineInputError, match=rf"flame_seqs.zip.*holds '{IDS['train'][0]}.pkl' twice"):
+        SingingHeadDataset(root)[0]
+
+
+def test_split_lists_next_to_the_zips_with_a_partly_extracted_tree(forms, files, tmp_path):
+    # SingingHead/ holds only the extracted videos; the txt files and the other modalities sit in
+    # the zips' folder: the split lists are read from there
+    data, _ = files
+    root = tmp_path / "partial"
+    _tree(root, data, only=("video_seqs",))
+    _zips(root, data, only=("flame_seqs", "audio_seqs", "bgm_seqs"))
+    assert not (root / "SingingHead" / "train.txt").exists() and (root / "train.txt").is_file()
+    ds = SingingHeadDataset(root, split="test", with_video=True)
+    assert ds.ids == IDS["test"]
+    ref = SingingHeadDataset(forms["tree"], split="test", with_video=True)[0]
+    for k in ("motion", "vocal", "bgm", "video"):
+        np.testing.assert_array_equal(ds[0][k], ref[k])
+
+
+def test_audio_rate_defaults_to_the_datasets_and_may_be_named(forms, files):
+    _, truth = files
+    cid = IDS["train"][1]
+    ds = SingingHeadDataset(forms["tree"], sample_rate=16000)
+    assert ds.audio(cid).shape == (T * 16000 // FPS,)                    # the dataset's rate
+    native = ds.audio(cid, sample_rate=None)                              # the file's own rate
+    np.testing.assert_allclose(native, truth[cid]["vocal"], atol=1 / 2**15)
+    assert ds.audio(cid, "bgm_seqs", sample_rate=8000).shape == (T * 8000 // FPS,)
+    np.testing.assert_array_equal(ds.audio(cid), ds[1]["vocal"])
+
+
+def test_video_shorter_than_its_motion_names_both_counts_in_clip_frames(files, tmp_path):
+    data, _ = files
+    cid = IDS["train"][0]
+    short = _mp4(0)
+    # 12 motion frames, a video of 12 frames cut to 8 by re-muxing its first 8 packets
+    buf = io.BytesIO()
+    with av.open(io.BytesIO(short)) as src, av.open(buf, "w", format="mp4") as dst:
+        s = dst.add_stream_from_template(src.streams.video[0])
+        for k, pkt in enumerate(src.demux(video=0)):
+            if pkt.dts is None or k >= 8:
+                continue
+            pkt.stream = s
+            dst.mux(pkt)
+    root = tmp_path / "short"
+    _tree(root, {**data, clip_files(cid)["video_seqs"]: buf.getvalue()})
+    ds = SingingHeadDataset(root, with_video=True, frames=(3, None))
+    with pytest.raises(PipelineInputError, match=r"has 8 frames from 3 on, its flame_seqs pickle 12"):
+        ds.by_id(cid)
+
+
+def test_decode_video_past_the_last_frame_says_from_which_frame(files):
+    data, _ = files
+    mp4 = data[clip_files(IDS["train"][0])["video_seqs"]]
+    assert len(decode_video(mp4, "a.mp4", start=T - 1)) == 1
+    with pytest.raises(PipelineInputError, match=rf"a.mp4.*holds no video frames from frame {T}\b"):
+        decode_video(mp4, "a.mp4", start=T)
+
+
+def test_a_refused_tar_member_is_named_by_its_first_200_characters(files, tmp_path):
+    data, _ = files
+    root = tmp_path / "longname"
+    root.mkdir()
+    name = "SingingHead/" + "x" * 250 + "/../train.txt"
+    with tarfile.open(root / "singinghead-000.tar", "w") as tf:
+        info = tarfile.TarInfo(name)
+        info.size = len(data["train.txt"])
+        tf.addfile(info, io.BytesIO(data["train.txt"]))
+    with pytest.raises(PipelineInputError) as ei:
+        SingingHeadDataset(root)
+    msg = str(ei.value)
+    assert f"member {name[:200]!r}: '..' in its name" in msg and "singinghead-000.tar" in msg
