@@ -15,7 +15,9 @@ import soundfile as sf
 import torch
 
 from tasks.dataset.flame_pickle import flame_pickle_bytes
-from tasks.dataset.loader import SingingHeadDataset, clip_files, decode_video
+from tasks.dataset import loader
+from tasks.dataset.loader import (SingingHeadDataset, _frame_range, clip_files, decode_audio, decode_video,
+                                   video_shape)
 from tasks.common.errors import PipelineInputError
 
 T, SR, FPS = 12, 24000, 30     # 12 frames: whole sample counts at 24 and 16 kHz
@@ -316,3 +318,74 @@ def test_a_refused_tar_member_is_named_by_its_first_200_characters(files, tmp_pa
         SingingHeadDataset(root)
     msg = str(ei.value)
     assert f"member {name[:200]!r}: '..' in its name" in msg and "singinghead-000.tar" in msg
+
+
+def test_video_size_and_frame_range_bounds():
+    assert video_shape(None) is None
+    assert video_shape(2) == (2, 2) and video_shape((2, 3)) == (2, 3) and video_shape(np.int64(5)) == (5, 5)
+    for bad in (1, (1, 4), (4, 1), 0):
+        with pytest.raises(ValueError, match="at least 2 px"):
+            video_shape(bad)
+    assert _frame_range(None) is None
+    assert _frame_range((0, 1)) == (0, 1) and _frame_range((3, None)) == (3, None)
+    for bad in ((-1, 3), (4, 4), (5, 4)):
+        with pytest.raises(ValueError, match="0 <= start < stop"):
+            _frame_range(bad)
+
+
+def test_frame_range_reaching_the_clip_end(forms):
+    assert SingingHeadDataset(forms["tree"], frames=(T - 1, None))[0]["motion"].shape == (1, 59)
+    assert SingingHeadDataset(forms["tree"], frames=(0, T))[0]["motion"].shape == (T, 59)
+    with pytest.raises(IndexError, match="outside clip"):
+        SingingHeadDataset(forms["tree"], frames=(T, None))[0]
+
+
+@pytest.mark.parametrize("form", ["tree", "tars", "zips"])
+def test_a_clip_file_of_exactly_the_size_cap_reads_one_byte_more_is_refused(forms, files, form, monkeypatch):
+    data, _ = files
+    cid = IDS["train"][0]
+    size = len(data[clip_files(cid)["flame_seqs"]])    # every clip's pkl has this size (same shapes)
+    ds = SingingHeadDataset(forms[form])
+    monkeypatch.setattr(loader, "MAX_CLIP_FILE_BYTES", size)
+    np.testing.assert_array_equal(ds.flame(cid)["expcodes"], files[1][cid]["e"].astype(np.float32))
+    monkeypatch.setattr(loader, "MAX_CLIP_FILE_BYTES", size - 1)
+    with pytest.raises(PipelineInputError, match=rf"{size}.*more than .*at most {size - 1}"):
+        ds.flame(cid)
+
+
+def test_damaged_archives_and_files_are_named(forms, files, tmp_path):
+    data, _ = files
+    cid = IDS["train"][0]
+    # a shard that is not a tar, and a gzip-compressed one (members cannot be read in place)
+    for name, blob in (("garbage", b"not a tar at all" * 64), ("gzip", None)):
+        root = tmp_path / name
+        root.mkdir()
+        if blob is None:
+            with tarfile.open(root / "singinghead-000.tar", "w:gz") as tf:
+                info = tarfile.TarInfo("SingingHead/train.txt")
+                info.size = len(data["train.txt"])
+                tf.addfile(info, io.BytesIO(data["train.txt"]))
+        else:
+            (root / "singinghead-000.tar").write_bytes(blob)
+        with pytest.raises(PipelineInputError, match=r"singinghead-000.tar.*not a readable uncompressed tar"):
+            SingingHeadDataset(root)
+    # a shard cut short after the dataset indexed it
+    root = tmp_path / "cut"
+    root.mkdir()
+    _tars(root, data, per_shard=100)
+    ds = SingingHeadDataset(root)
+    shard = root / "singinghead-000.tar"
+    rel = max(ds.store.tar_index, key=lambda r: ds.store.tar_index[r][1])      # the last member's data
+    with open(shard, "r+b") as f:
+        f.truncate(ds.store.tar_index[rel][1] + 3)
+    with pytest.raises(PipelineInputError, match=rf"singinghead-000.tar.*truncated inside SingingHead/{rel}"):
+        ds.store.read(rel)
+    # a split list naming a clip twice, a wav and an mp4 that do not decode
+    twice = tmp_path / "twice"
+    _tree(twice, {**data, "train.txt": f"{cid}\n{cid}\n".encode()})
+    with pytest.raises(PipelineInputError, match="train.txt.*lists a clip id twice"):
+        SingingHeadDataset(twice)
+    with pytest.raises(PipelineInputError, match="v.wav.*cannot read audio"):
+        decode_audio(b"RIFF" + bytes(60), "v.wav", 16000)
+    with pytest.raises(PipelineInputError, match="c.mp4.*cannot decode video"):
+        decode_video(data[clip_files(cid)["video_seqs"]][:300], "c.mp4")
