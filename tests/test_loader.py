@@ -389,3 +389,16 @@ def test_damaged_archives_and_files_are_named(forms, files, tmp_path):
         decode_audio(b"RIFF" + bytes(60), "v.wav", 16000)
     with pytest.raises(PipelineInputError, match="c.mp4.*cannot decode video"):
         decode_video(data[clip_files(cid)["video_seqs"]][:300], "c.mp4")
+
+
+def test_a_dot_slash_member_is_refused_as_verify_release_refuses_it(files, tmp_path):
+    # `tar cf x.tar .` writes ./SingingHead/...: a '.' component, refused (the loader never strips it)
+    data, _ = files
+    root = tmp_path / "dot"
+    root.mkdir()
+    with tarfile.open(root / "singinghead-000.tar", "w") as tf:
+        info = tarfile.TarInfo("./SingingHead/train.txt")
+        info.size = len(data["train.txt"])
+        tf.addfile(info, io.BytesIO(data["train.txt"]))
+    with pytest.raises(PipelineInputError, match=r"member './SingingHead/train.txt': an empty or '.' component"):
+        SingingHeadDataset(root)
