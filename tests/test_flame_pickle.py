@@ -180,3 +180,32 @@ def test_object_arrays_count_every_element_against_the_item_cap(monkeypatch, kin
     for k in (48, 49, 500):                                                       # 51 and more: refused
         with pytest.raises(FlamePickleError, match="expand to more than 50 items"):
             load_pickle_dict(pkl(k), name="big.pkl")
+
+
+@pytest.mark.parametrize("which, shape, match", [
+    ("s", (1, 99), r"shapecode has shape \(1, 99\)"), ("s", (1, 101), r"shapecode has shape \(1, 101\)"),
+    ("e", (4, 50, 1), r"expcodes has shape \(4, 50, 1\)"), ("e", (4, 49), r"expcodes has shape \(4, 49\)"),
+    ("e", (4, 51), r"expcodes has shape \(4, 51\)"),
+    ("p", (1, 4, 9), r"posecodes has shape \(1, 4, 9\)"), ("p", (4, 8), r"posecodes has shape \(4, 8\)"),
+    ("p", (4, 10), r"posecodes has shape \(4, 10\)"), ("p", (3, 9), r"posecodes has shape \(3, 9\)"),
+    ("p", (5, 9), r"posecodes has shape \(5, 9\)"),
+])
+def test_every_wrong_shape_is_refused_on_write_and_on_read(which, shape, match):
+    """shapecode holds 100 values, expcodes is (T,50), posecodes (T,9) with the same T: too few or too
+    many of anything, or an extra axis, is refused by the writer and by the reader."""
+    s, e, p = _codes(T=4)
+    arrays = {"s": s, "e": e, "p": p}
+    arrays[which] = np.zeros(shape, np.float32)
+    with pytest.raises(ValueError, match=match):
+        flame_pickle_bytes(arrays["s"], arrays["e"], arrays["p"])
+    raw = pickle.dumps({"shapecode": arrays["s"], "expcodes": arrays["e"], "posecodes": arrays["p"]})
+    with pytest.raises(FlamePickleError, match=match):
+        load_flame_pickle(raw, name="x.pkl")
+
+
+def test_frames_must_match_exactly():
+    data = flame_pickle_bytes(*_codes(T=4))
+    assert len(load_flame_pickle(data, frames=4)["expcodes"]) == 4
+    for frames in (3, 5):
+        with pytest.raises(FlamePickleError, match=f"has 4 frames, expected {frames}"):
+            load_flame_pickle(data, name="x.pkl", frames=frames)
