@@ -209,3 +209,17 @@ def test_frames_must_match_exactly():
     for frames in (3, 5):
         with pytest.raises(FlamePickleError, match=f"has 4 frames, expected {frames}"):
             load_flame_pickle(data, name="x.pkl", frames=frames)
+
+
+def test_pickle_bytes_of_exactly_the_size_cap_load_one_byte_more_is_refused(monkeypatch, tmp_path):
+    data = flame_pickle_bytes(*_codes(T=3))
+    path = tmp_path / "a.pkl"
+    path.write_bytes(data)
+    monkeypatch.setattr(flame_pickle, "MAX_PICKLE_BYTES", len(data))
+    for src in (data, bytearray(data), memoryview(data), path):
+        assert load_flame_pickle(src)["expcodes"].shape == (3, 50)
+    monkeypatch.setattr(flame_pickle, "MAX_PICKLE_BYTES", len(data) - 1)
+    with pytest.raises(FlamePickleError, match=rf"<bytes>: is {len(data)} bytes, .*at most {len(data) - 1}"):
+        load_flame_pickle(data)
+    with pytest.raises(FlamePickleError, match=rf"a.pkl: the pickle is {len(data)} bytes"):
+        load_flame_pickle(path)
