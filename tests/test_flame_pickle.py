@@ -223,3 +223,12 @@ def test_pickle_bytes_of_exactly_the_size_cap_load_one_byte_more_is_refused(monk
         load_flame_pickle(data)
     with pytest.raises(FlamePickleError, match=rf"a.pkl: the pickle is {len(data)} bytes"):
         load_flame_pickle(path)
+
+
+def test_motion59_of_stacked_samples_keeps_the_leading_axes():
+    # evaluate.py passes predictions as (S,T,50) / (S,T,9): the 59 values are the last axis
+    rng = np.random.default_rng(2)
+    e, p = rng.normal(size=(2, 5, 50)), rng.normal(size=(2, 5, 9))
+    m = motion59({"expcodes": e, "posecodes": p})
+    assert m.shape == (2, 5, 59) and m.dtype == np.float32
+    np.testing.assert_array_equal(m[1, 3], np.concatenate([e[1, 3], p[1, 3]]).astype(np.float32))
