@@ -232,3 +232,16 @@ def test_motion59_of_stacked_samples_keeps_the_leading_axes():
     m = motion59({"expcodes": e, "posecodes": p})
     assert m.shape == (2, 5, 59) and m.dtype == np.float32
     np.testing.assert_array_equal(m[1, 3], np.concatenate([e[1, 3], p[1, 3]]).astype(np.float32))
+
+
+def test_content_errors_name_the_path_or_bytes_when_no_name_is_given(tmp_path):
+    s, e, _ = _codes(T=2)
+    raw = pickle.dumps({"shapecode": s, "expcodes": e})
+    path = tmp_path / "id0_1_0_0.pkl"
+    path.write_bytes(raw)
+    with pytest.raises(FlamePickleError, match=r"lacks \['posecodes'\]") as ei:
+        load_flame_pickle(path)
+    assert ei.value.path == str(path)
+    with pytest.raises(FlamePickleError, match=r"lacks \['posecodes'\]") as ei:
+        load_flame_pickle(raw)
+    assert ei.value.path == "<bytes>"
