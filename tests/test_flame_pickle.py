@@ -199,8 +199,10 @@ def test_every_wrong_shape_is_refused_on_write_and_on_read(which, shape, match):
     with pytest.raises(ValueError, match=match):
         flame_pickle_bytes(arrays["s"], arrays["e"], arrays["p"])
     raw = pickle.dumps({"shapecode": arrays["s"], "expcodes": arrays["e"], "posecodes": arrays["p"]})
-    with pytest.raises(FlamePickleError, match=match):
+    with pytest.raises(FlamePickleError, match=match) as ei:
         load_flame_pickle(raw, name="x.pkl")
+    want = {"s": "want (1,100)", "e": "want (T,50)", "p": "want (4,9)"}[which]   # posecodes: T of expcodes
+    assert want in str(ei.value)
 
 
 def test_frames_must_match_exactly():
@@ -245,3 +247,10 @@ def test_content_errors_name_the_path_or_bytes_when_no_name_is_given(tmp_path):
     with pytest.raises(FlamePickleError, match=r"lacks \['posecodes'\]") as ei:
         load_flame_pickle(raw)
     assert ei.value.path == "<bytes>"
+
+
+def test_the_shipped_item_cap_is_one_million():
+    # {'a': list of k ints} is the dict, its key, the list and its k items: 3 + k
+    assert len(load_pickle_dict(pickle.dumps({"a": [0] * 999_997}, protocol=4))["a"]) == 999_997
+    with pytest.raises(FlamePickleError, match="expand to more than 1000000 items"):
+        load_pickle_dict(pickle.dumps({"a": [0] * 999_998}, protocol=4))
