@@ -254,3 +254,16 @@ def test_the_shipped_item_cap_is_one_million():
     assert len(load_pickle_dict(pickle.dumps({"a": [0] * 999_997}, protocol=4))["a"]) == 999_997
     with pytest.raises(FlamePickleError, match="expand to more than 1000000 items"):
         load_pickle_dict(pickle.dumps({"a": [0] * 999_998}, protocol=4))
+
+
+@pytest.mark.parametrize("key", ["shapecode", "expcodes", "posecodes"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_codes_are_refused_on_write_and_on_read(key, bad):
+    s, e, p = _codes(T=3)
+    d = {"shapecode": s, "expcodes": e, "posecodes": p}
+    d[key] = d[key].copy()
+    d[key][0, -1] = bad
+    with pytest.raises(ValueError, match=f"{key} holds non-finite values"):
+        flame_pickle_bytes(d["shapecode"], d["expcodes"], d["posecodes"])
+    with pytest.raises(FlamePickleError, match=f"x.pkl: {key} holds non-finite values"):
+        load_flame_pickle(pickle.dumps(d), name="x.pkl")
