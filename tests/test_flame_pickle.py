@@ -185,6 +185,7 @@ def test_object_arrays_count_every_element_against_the_item_cap(monkeypatch, kin
 @pytest.mark.parametrize("which, shape, match", [
     ("s", (1, 99), r"shapecode has shape \(1, 99\)"), ("s", (1, 101), r"shapecode has shape \(1, 101\)"),
     ("e", (4, 50, 1), r"expcodes has shape \(4, 50, 1\)"), ("e", (4, 49), r"expcodes has shape \(4, 49\)"),
+    ("e", (50,), r"expcodes has shape \(50,\)"),
     ("e", (4, 51), r"expcodes has shape \(4, 51\)"),
     ("p", (1, 4, 9), r"posecodes has shape \(1, 4, 9\)"), ("p", (4, 8), r"posecodes has shape \(4, 8\)"),
     ("p", (4, 10), r"posecodes has shape \(4, 10\)"), ("p", (3, 9), r"posecodes has shape \(3, 9\)"),
