@@ -274,6 +274,9 @@ def test_audio_rate_defaults_to_the_datasets_and_may_be_named(forms, files):
     native = ds.audio(cid, sample_rate=None)                              # the file's own rate
     np.testing.assert_allclose(native, truth[cid]["vocal"], atol=1 / 2**15)
     assert ds.audio(cid, "bgm_seqs", sample_rate=8000).shape == (T * 8000 // FPS,)
+    up = ds.audio(cid, sample_rate=48000)                                 # upsampled from the file's 24 kHz
+    assert up.shape == (T * 48000 // FPS,)
+    np.testing.assert_allclose(up[400:-400:2], truth[cid]["vocal"][200:-200], atol=2e-3)
     np.testing.assert_array_equal(ds.audio(cid), ds[1]["vocal"])
 
 
