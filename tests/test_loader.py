@@ -405,3 +405,23 @@ def test_a_dot_slash_member_is_refused_as_verify_release_refuses_it(files, tmp_p
         tf.addfile(info, io.BytesIO(data["train.txt"]))
     with pytest.raises(PipelineInputError, match=r"member './SingingHead/train.txt': an empty or '.' component"):
         SingingHeadDataset(root)
+
+
+def test_a_forked_worker_opens_its_own_shard_handles(forms):
+    # DataLoader workers are forked: sharing the parent's open shard would share its file offset
+    import multiprocessing as mp
+    ds = SingingHeadDataset(forms["tars"])
+    ds.store.read(clip_files(IDS["train"][0])["flame_seqs"])
+    handles = dict(ds.store._open)
+    assert handles
+    offsets = {k: f.tell() for k, f in handles.items()}
+
+    def read_everything():
+        for rel in ds.store.tar_index:
+            ds.store.read(rel)
+
+    child = mp.get_context("fork").Process(target=read_everything)
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert {k: f.tell() for k, f in handles.items()} == offsets
