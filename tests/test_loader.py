@@ -426,3 +426,41 @@ def test_a_forked_worker_opens_its_own_shard_handles(forms):
     child.join(60)
     assert child.exitcode == 0
     assert {k: f.tell() for k, f in handles.items()} == offsets
+
+
+def test_defaults_and_messages_users_see(forms, files, tmp_path):
+    data, _ = files
+    # sample_rate defaults to 16 kHz; decode_video from frame 0
+    assert SingingHeadDataset(forms["tree"])[0]["vocal"].shape == (T * 16000 // FPS,)
+    assert len(decode_video(data[clip_files(IDS["train"][0])["video_seqs"]], "a.mp4")) == T
+    # the empty-split warning points at the caller's line
+    with pytest.warns(UserWarning, match="lists no clips") as rec:
+        SingingHeadDataset(forms["tree"], split="val")
+    assert rec[0].filename == __file__
+    # a split list with bad names shows the first three
+    bad = tmp_path / "bad4"
+    _tree(bad, {**data, "train.txt": b"../a\n../b\n../c\n../d\n"})
+    with pytest.raises(PipelineInputError, match=r"not plain clip ids: \['../a', '../b', '../c'\]"):
+        SingingHeadDataset(bad)
+    # a file missing from every form says where it was looked for; a missing split list too
+    ds = SingingHeadDataset(forms["tars"])
+    n_shards = len(list(forms["tars"].glob("*.tar")))
+    assert n_shards > 1
+    with pytest.raises(PipelineInputError, match=rf"flame_seqs/nope.pkl: is missing from the release \(looked in "
+                                                 rf"the extracted tree, {n_shards} tar shard\(s\)"):
+        ds.store.read("flame_seqs/nope.pkl")
+    with pytest.raises(PipelineInputError, match=r"nope.txt: is missing from the release"):
+        ds.store.read("nope.txt")
+    # a video shorter than its motion, without a frame range: counted from frame 0
+    cid = IDS["train"][0]
+    buf = io.BytesIO()
+    with av.open(io.BytesIO(data[clip_files(cid)["video_seqs"]])) as src, av.open(buf, "w", format="mp4") as dst:
+        s = dst.add_stream_from_template(src.streams.video[0])
+        for k, pkt in enumerate(src.demux(video=0)):
+            if pkt.dts is not None and k < 8:
+                pkt.stream = s
+                dst.mux(pkt)
+    short = tmp_path / "short0"
+    _tree(short, {**data, clip_files(cid)["video_seqs"]: buf.getvalue()})
+    with pytest.raises(PipelineInputError, match=r"has 8 frames from 0 on, its flame_seqs pickle 12"):
+        SingingHeadDataset(short, with_video=True).by_id(cid)
