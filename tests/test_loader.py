@@ -431,7 +431,9 @@ def test_a_forked_worker_opens_its_own_shard_handles(forms):
 def test_defaults_and_messages_users_see(forms, files, tmp_path):
     data, _ = files
     # sample_rate defaults to 16 kHz; decode_video from frame 0
-    assert SingingHeadDataset(forms["tree"])[0]["vocal"].shape == (T * 16000 // FPS,)
+    default = SingingHeadDataset(forms["tree"])[0]["vocal"]
+    assert default.shape == (T * 16000 // FPS,)
+    np.testing.assert_array_equal(default, SingingHeadDataset(forms["tree"], sample_rate=16000)[0]["vocal"])
     assert len(decode_video(data[clip_files(IDS["train"][0])["video_seqs"]], "a.mp4")) == T
     # the empty-split warning points at the caller's line
     with pytest.warns(UserWarning, match="lists no clips") as rec:
