@@ -11,6 +11,7 @@ import json
 import pickle
 import re
 import shutil
+from pathlib import Path
 
 import av
 import numpy as np
@@ -21,7 +22,8 @@ from scipy.io import wavfile
 from pipeline.build import config_overrides
 from tasks.assemble import AssembleDataset, stage_outputs
 from tasks.common.errors import PipelineInputError
-from tasks.dataset.plan import clip_id, song_number, subject_number
+from tasks.dataset.plan import SequencePlan, clip_id, song_number, subject_number
+from tasks.dataset.sequences import write_sequence
 from tasks.dataset.splits import SPLITS, achieved_ratios, split_clips, split_lists
 from tasks.layout import Layout
 from tasks.media import clips as C
@@ -181,6 +183,13 @@ def test_ids_from_folder_names():
     assert song_number("003_country_take-me-home", []) == 3
     assert song_number("b_song", ["a_song", "b_song"]) == 2
     assert clip_id(15, 3, 1, 3) == "id15_3_1_3"
+    # a subject folder without a number: the error names the folder when it is known, else the name
+    with pytest.raises(PipelineInputError, match="holds no number") as ei:
+        subject_number("Alice", Path("/data/raw/Alice"))
+    assert ei.value.path == str(Path("/data/raw/Alice"))
+    with pytest.raises(PipelineInputError, match="holds no number") as ei:
+        subject_number("Alice")
+    assert ei.value.path == "Alice"
 
 
 # ----------------------------------------------------------------------------- splits
@@ -333,3 +342,31 @@ def test_stage_names_come_from_the_tasks(tmp_path):
     got = gather_records(tmp_path / "S1", tmp_path / "S1" / "done.json", stages)
     assert [(s, r["params"]["f"]) for s, r in got] == [
         ("early", "early/out.json"), ("late", "late/report.json"), ("late", "late.json"), ("misc", "misc.json")]
+
+
+def test_a_motion_fitted_with_another_shape_is_kept_and_the_difference_logged(tmp_path, caplog):
+    # one 1 s sequence cut into one 30-frame clip: the refinement's own shape goes into the clip pkl
+    # (expression and pose were fitted with it), and the log says how far it is from the subject's
+    n = 30
+    rng = np.random.default_rng(5)
+    subject_shape = rng.normal(size=100).astype(np.float32)
+    motion_shape = subject_shape.copy()
+    motion_shape[7] += 0.5
+    motion_shape[9] -= 0.25
+    src = tmp_path / "in"
+    write_portrait(src / "portrait.mp4", n, keyint=30)
+    for name in ("vocal", "bgm"):
+        wavfile.write(str(src / f"{name}.wav"), SR, np.zeros(n * SR // FPS, np.int16))
+    motion = {k: rng.normal(size=(n, 50 if k == "expression" else 3)).astype(np.float32) for k in C.MOTION_KEYS}
+    np.savez(src / "motion.npz", **motion, shape=motion_shape, fps=np.float32(FPS))
+    plan = SequencePlan(seq_id="id1_1_0", subject="S001", song="001_x", segment_number=0, source_segment=0,
+                        start_frame=0, end_frame=n, video=src / "portrait.mp4", motion=src / "motion.npz",
+                        vocal=src / "vocal.wav", bgm=src / "bgm.wav", song_dir=src, clip_ids=["id1_1_0_0"])
+    with caplog.at_level("WARNING", logger="singinghead"):
+        recs = write_sequence(plan, tmp_path / "out", subject_shape, float(FPS), SR, n,
+                              C.ClipEncoding(crf=20, preset="ultrafast", keyint=30))
+    assert [r["id"] for r in recs] == ["id1_1_0_0"]
+    warned = [r.getMessage() for r in caplog.records if "shape differs" in r.getMessage()]
+    assert len(warned) == 1 and "(max |diff| 0.5)" in warned[0] and "S001" in warned[0]
+    with open(tmp_path / "out" / "flame_seqs" / "id1_1_0_0.pkl", "rb") as f:
+        np.testing.assert_array_equal(pickle.load(f)["shapecode"], motion_shape[None])

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tasks.dataset import flame_pickle
 from tasks.dataset.flame_pickle import (FlamePickleError, flame_pickle_bytes, load_flame_pickle,
                                         load_pickle_dict, motion59)
 
@@ -161,3 +162,109 @@ def test_pickle_loads_under_numpy_1_24_with_plain_pickle(tmp_path):
         r = subprocess.run([str(py), "-c", "import pickle,sys;pickle.load(open(sys.argv[1],'rb'))", str(native)],
                            capture_output=True, text=True, timeout=120)
         assert r.returncode != 0 and "numpy._core" in r.stderr
+
+
+@pytest.mark.parametrize("kind", ["ints", "lists"])
+def test_object_arrays_count_every_element_against_the_item_cap(monkeypatch, kind):
+    """A pickle's tree may hold at most MAX_PICKLE_ITEMS items: an object array counts itself and each
+    element; {'a': array of k objects} is the dict, its key, the array and k elements: 3 + k items."""
+    monkeypatch.setattr(flame_pickle, "MAX_PICKLE_ITEMS", 50)
+
+    def pkl(k):
+        arr = np.empty(k, dtype=object)
+        for i in range(k):
+            arr[i] = i if kind == "ints" else []     # an empty list counts one, as an int does
+        return pickle.dumps({"a": arr}, protocol=4)
+
+    assert len(load_pickle_dict(pkl(47), name="ok.pkl")["a"]) == 47            # 50 items: at the cap
+    for k in (48, 49, 500):                                                       # 51 and more: refused
+        with pytest.raises(FlamePickleError, match="expand to more than 50 items"):
+            load_pickle_dict(pkl(k), name="big.pkl")
+
+
+@pytest.mark.parametrize("which, shape, match", [
+    ("s", (1, 99), r"shapecode has shape \(1, 99\)"), ("s", (1, 101), r"shapecode has shape \(1, 101\)"),
+    ("e", (4, 50, 1), r"expcodes has shape \(4, 50, 1\)"), ("e", (4, 49), r"expcodes has shape \(4, 49\)"),
+    ("e", (50,), r"expcodes has shape \(50,\)"),
+    ("e", (4, 51), r"expcodes has shape \(4, 51\)"),
+    ("p", (1, 4, 9), r"posecodes has shape \(1, 4, 9\)"), ("p", (4, 8), r"posecodes has shape \(4, 8\)"),
+    ("p", (4, 10), r"posecodes has shape \(4, 10\)"), ("p", (3, 9), r"posecodes has shape \(3, 9\)"),
+    ("p", (5, 9), r"posecodes has shape \(5, 9\)"),
+])
+def test_every_wrong_shape_is_refused_on_write_and_on_read(which, shape, match):
+    """shapecode holds 100 values, expcodes is (T,50), posecodes (T,9) with the same T: too few or too
+    many of anything, or an extra axis, is refused by the writer and by the reader."""
+    s, e, p = _codes(T=4)
+    arrays = {"s": s, "e": e, "p": p}
+    arrays[which] = np.zeros(shape, np.float32)
+    with pytest.raises(ValueError, match=match):
+        flame_pickle_bytes(arrays["s"], arrays["e"], arrays["p"])
+    raw = pickle.dumps({"shapecode": arrays["s"], "expcodes": arrays["e"], "posecodes": arrays["p"]})
+    with pytest.raises(FlamePickleError, match=match) as ei:
+        load_flame_pickle(raw, name="x.pkl")
+    want = {"s": "want (1,100)", "e": "want (T,50)", "p": "want (4,9)"}[which]   # posecodes: T of expcodes
+    assert want in str(ei.value)
+
+
+def test_frames_must_match_exactly():
+    data = flame_pickle_bytes(*_codes(T=4))
+    assert len(load_flame_pickle(data, frames=4)["expcodes"]) == 4
+    for frames in (3, 5):
+        with pytest.raises(FlamePickleError, match=f"has 4 frames, expected {frames}"):
+            load_flame_pickle(data, name="x.pkl", frames=frames)
+
+
+def test_pickle_bytes_of_exactly_the_size_cap_load_one_byte_more_is_refused(monkeypatch, tmp_path):
+    data = flame_pickle_bytes(*_codes(T=3))
+    path = tmp_path / "a.pkl"
+    path.write_bytes(data)
+    monkeypatch.setattr(flame_pickle, "MAX_PICKLE_BYTES", len(data))
+    for src in (data, bytearray(data), memoryview(data), path):
+        assert load_flame_pickle(src)["expcodes"].shape == (3, 50)
+    monkeypatch.setattr(flame_pickle, "MAX_PICKLE_BYTES", len(data) - 1)
+    with pytest.raises(FlamePickleError, match=rf"<bytes>: is {len(data)} bytes, .*at most {len(data) - 1}"):
+        load_flame_pickle(data)
+    with pytest.raises(FlamePickleError, match=rf"a.pkl: the pickle is {len(data)} bytes"):
+        load_flame_pickle(path)
+
+
+def test_motion59_of_stacked_samples_keeps_the_leading_axes():
+    # evaluate.py passes predictions as (S,T,50) / (S,T,9): the 59 values are the last axis
+    rng = np.random.default_rng(2)
+    e, p = rng.normal(size=(2, 5, 50)), rng.normal(size=(2, 5, 9))
+    m = motion59({"expcodes": e, "posecodes": p})
+    assert m.shape == (2, 5, 59) and m.dtype == np.float32
+    np.testing.assert_array_equal(m[1, 3], np.concatenate([e[1, 3], p[1, 3]]).astype(np.float32))
+
+
+def test_content_errors_name_the_path_or_bytes_when_no_name_is_given(tmp_path):
+    s, e, _ = _codes(T=2)
+    raw = pickle.dumps({"shapecode": s, "expcodes": e})
+    path = tmp_path / "id0_1_0_0.pkl"
+    path.write_bytes(raw)
+    with pytest.raises(FlamePickleError, match=r"lacks \['posecodes'\]") as ei:
+        load_flame_pickle(path)
+    assert ei.value.path == str(path)
+    with pytest.raises(FlamePickleError, match=r"lacks \['posecodes'\]") as ei:
+        load_flame_pickle(raw)
+    assert ei.value.path == "<bytes>"
+
+
+def test_the_shipped_item_cap_is_one_million():
+    # {'a': list of k ints} is the dict, its key, the list and its k items: 3 + k
+    assert len(load_pickle_dict(pickle.dumps({"a": [0] * 999_997}, protocol=4))["a"]) == 999_997
+    with pytest.raises(FlamePickleError, match="expand to more than 1000000 items"):
+        load_pickle_dict(pickle.dumps({"a": [0] * 999_998}, protocol=4))
+
+
+@pytest.mark.parametrize("key", ["shapecode", "expcodes", "posecodes"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_codes_are_refused_on_write_and_on_read(key, bad):
+    s, e, p = _codes(T=3)
+    d = {"shapecode": s, "expcodes": e, "posecodes": p}
+    d[key] = d[key].copy()
+    d[key][0, -1] = bad
+    with pytest.raises(ValueError, match=f"{key} holds non-finite values"):
+        flame_pickle_bytes(d["shapecode"], d["expcodes"], d["posecodes"])
+    with pytest.raises(FlamePickleError, match=f"x.pkl: {key} holds non-finite values"):
+        load_flame_pickle(pickle.dumps(d), name="x.pkl")

@@ -88,7 +88,7 @@ class ReleaseStore:
                     why = tar_member_problem(m, seen)     # what verify-release refuses, refused here
                     if why:
                         raise PipelineInputError(shard, f"member {m.name[:200]!r}: {why}", _FIX)
-                    name = m.name[2:] if m.name.startswith("./") else m.name
+                    name = m.name      # never "./...": tar_member_problem refuses a '.' component
                     if name.startswith("SingingHead/"):
                         name = name[len("SingingHead/"):]
                     self.tar_index.setdefault(name, (shard, m.offset_data, m.size))
@@ -122,19 +122,6 @@ class ReleaseStore:
                 index[name] = i
             self._zip_index[modality] = index
         return self._zip_index[modality]
-
-    def where(self, rel: str) -> str | None:
-        """Human-readable location of `rel`, or None when the release lacks it."""
-        if (self.tree / rel).is_file():
-            return str(self.tree / rel)
-        if rel in self.tar_index:
-            return f"{self.tar_index[rel][0]}:SingingHead/{rel}"
-        mod, _, name = rel.partition("/")
-        if mod in self.zips and name in self._zip_names(mod):
-            return f"{self.zips[mod]}:{name}"
-        if "/" not in rel and (self.root / rel).is_file():
-            return str(self.root / rel)
-        return None
 
     def read(self, rel: str) -> tuple[bytes, str]:
         """(bytes, location) of a release file; a clear error when no form of the release has it."""
