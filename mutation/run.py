@@ -435,10 +435,13 @@ def drain(results: queue.Queue, wait: float | None, count_not_run: bool = True) 
         n += count_not_run or result.output != NOT_RUN
 
 
-def load_equivalent() -> dict[str, str]:
-    """`path:line:col operator#occurrence  reason` lines of mutation/equivalent.txt."""
+def load_reasons(name: str) -> dict[str, str]:
+    """`path:line:col operator#occurrence  reason` lines of mutation/<name> (equivalent.txt, kept.txt)."""
     out = {}
-    for line in (HERE / "equivalent.txt").read_text().splitlines():
+    path = HERE / name
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             ident, _, reason = line.partition("  ")
             out[ident.strip()] = reason.strip()
@@ -457,8 +460,8 @@ def diff_line(diff: str | None) -> str:
 
 
 def report(mods: list[dict]) -> int:
-    equivalent = load_equivalent()
-    lines, unmade = [], 0
+    equivalent, kept = load_reasons("equivalent.txt"), load_reasons("kept.txt")
+    lines, unmade, unexplained = [], 0, 0
     total = {"killed": 0, "survived": 0, "not_run": 0, "equivalent": 0, "pending": 0, "skipped": 0}
     print(f"{'module':40s} {'killed':>7s} {'surv.':>6s} {'(unrun)':>7s} {'equiv.':>6s} {'pending':>7s} "
           f"{'score':>7s}")
@@ -483,7 +486,12 @@ def report(mods: list[dict]) -> int:
                         unrun = result.output == NOT_RUN
                         c["not_run"] += unrun
                         mark = "  [no test runs it]" if unrun else ""
-                        lines.append(f"{ident}  {diff_line(result.diff)}{mark}")
+                        # A survivor that changes behaviour stays counted; kept.txt only says why no test
+                        # pins it. One without a reason is work left.
+                        why = kept.get(ident)
+                        unexplained += why is None
+                        lines.append(f"{ident}  {diff_line(result.diff)}{mark}  # "
+                                     f"{why if why is not None else 'NO REASON YET: kill it or give one'}")
                 else:  # killed, timed out, or a mutant that does not even import (incompetent)
                     c["killed"] += 1
         for k in total:
@@ -501,10 +509,13 @@ def report(mods: list[dict]) -> int:
         print(f"({unmade} mutants that cosmic-ray cannot write, e.g. on `except a.B`, are left out)")
     print(f"{'TOTAL':40s} {total['killed']:7d} {total['survived']:6d} {total['not_run']:7d} "
           f"{total['equivalent']:6d} {total['pending']:7d} {score}")
+    print(f"{len(lines)} surviving mutant(s) in mutation/survivors.txt, {unexplained} without a reason "
+          f"in mutation/kept.txt")
     header = ("# Surviving mutants of the last `make mutation` (mutation/run.py), one a line:\n"
               "# path:line:col operator#occurrence  original  ->  mutant   ([no test runs it]: no listed\n"
-              "# test executes that statement). Kill each with a test, or move it to\n"
-              "# mutation/equivalent.txt with a one-line reason.\n")
+              "# test executes that statement)  # why no test pins it (mutation/kept.txt).\n"
+              "# Kill each with a test; move one that cannot change behaviour to mutation/equivalent.txt;\n"
+              "# give one that changes behaviour but should not be pinned its reason in mutation/kept.txt.\n")
     (HERE / "survivors.txt").write_text(header + "".join(f"{ln}\n" for ln in sorted(lines)))
     return 0
 
