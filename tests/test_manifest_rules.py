@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tasks.common.errors import PipelineInputError
 from tasks.dataset import manifest as M
 from tasks.dataset.card import LAYOUT, data_card
 from tasks.dataset.metadata import METADATA_COLUMNS, metadata_csv_bytes, metadata_rows, read_metadata
@@ -61,7 +62,24 @@ def test_gather_records_keeps_those_with_models_or_parameters(tmp_path, caplog):
         got = M.gather_records(subj, tmp_path / "elsewhere" / "done.json", outputs)
     assert got == [("a", {"model": model}), ("StageC", {"params": {"x": 1}}), ("d", {"parameters": {"y": 2}}),
                    ("e", {"config": {"z": 3}})]
-    assert f"unreadable record {subj / '0.json'}: left out of the manifest" in caplog.text
+    assert f"record {subj / '0.json'} vanished while the manifest was gathered: left out" in caplog.text
+
+
+@pytest.mark.parametrize("where, stage, fix", [
+    ("b/c.json", "StageC", "singinghead rerun --subject S1 --from StageC"),   # beside StageC's output
+    ("x.json", None, "singinghead rerun --subject S1"),                       # no stage known: the subject
+])
+def test_a_corrupt_stage_record_stops_the_manifest_and_names_the_rerun(tmp_path, where, stage, fix):
+    """Leaving a damaged record out could drop the line that says a stand-in model made the data."""
+    subj = tmp_path / "S1"
+    _write(subj / "a.json", {"model": {"name": "procedural head", "kind": "stand-in", "files": []}})
+    (subj / where).parent.mkdir(parents=True, exist_ok=True)
+    (subj / where).write_text('{"model": {"name": "EMOCA v2", "kind": ')          # cut short
+    with pytest.raises(PipelineInputError) as err:
+        M.gather_records(subj, subj / "done.json", {subj / "b" / "c.npz": "StageC"})
+    assert err.value.path == str(subj / where)
+    assert "not readable" in str(err.value) and err.value.fix.endswith(fix)
+    assert ("--from" in err.value.fix) == (stage is not None)
 
 
 def test_model_records_are_found_under_any_key_in_lists_and_four_levels_deep():

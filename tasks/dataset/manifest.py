@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tasks.capture.raw_layout import read_json
 from tasks.common.atomic import json_dumps
+from tasks.common.errors import PipelineInputError
 from tasks.common.settings import recorded_params
 
 log = logging.getLogger("singinghead")
@@ -55,9 +56,18 @@ def gather_records(subject_dir: Path, done_file: Path, stage_outputs: Mapping[Pa
             continue
         try:
             rec = read_json(p)
-        except (json.JSONDecodeError, OSError):
-            log.warning("unreadable record %s: left out of the manifest", p)
+        except FileNotFoundError:   # removed while listing (a dangling link, a rerun cleaning up): nothing to list
+            log.warning("record %s vanished while the manifest was gathered: left out", p)
             continue
+        except PipelineInputError as e:
+            # Our records are written atomically, so a corrupt one was damaged afterwards. Leaving it out
+            # could drop the line that says a stand-in model made this data: stop and say how to remake it.
+            stage = stage_of_record(p, rel, stage_outputs)
+            known = stage in set(stage_outputs.values())
+            raise PipelineInputError(
+                p, f"stage record is not readable: {e.problem}",
+                f"rerun {'the stage that wrote it' if known else 'the subject'}: singinghead rerun --subject "
+                f"{Path(subject_dir).name}{f' --from {stage}' if known else ''}") from e
         if isinstance(rec, dict) and (_model_list(rec) or {"params", "parameters", "config"} & rec.keys()):
             out.append((stage_of_record(p, rel, stage_outputs), rec))
     return out
