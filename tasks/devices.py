@@ -29,6 +29,16 @@ def torch_device(device: DeviceLike | None = None) -> torch.device:
         raise PipelineInputError(f"device {name!r}", "is not a torch device name",
                                  "use auto, cpu, cuda or cuda:N (singinghead evaluate --device, or [device] "
                                  "torch_device in luigi.cfg)") from e
+    if dev.type == "cuda":
+        # Refused here, when the task is scheduled, rather than as a CUDA error deep in the first stage.
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (dev.index or 0) >= count:
+            seen = "torch sees no GPU on this machine" if count == 0 else \
+                f"torch sees {count} GPU(s) on this machine (cuda:0 to cuda:{count - 1})"
+            raise PipelineInputError(f"device {name!r}", seen,
+                                     "use auto (CUDA when there is a GPU, else CPU) or cpu in [device] "
+                                     "torch_device of luigi.cfg (singinghead evaluate --device); nvidia-smi "
+                                     "shows whether the driver sees the GPU")
     return dev
 
 

@@ -11,7 +11,7 @@ import torch
 from flame_fit.flame import PROCEDURAL_NAME, load_flame
 from tasks import head_model
 from tasks.common.atomic import atomic_dir
-from tasks.common.errors import ModelFileError
+from tasks.common.errors import ModelFileError, PipelineInputError
 from tasks.common.settings import DeviceSettings, FlameSettings
 from tasks.head_model import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
 from tasks.devices import gpu_resources, torch_device
@@ -102,13 +102,33 @@ def test_make_head_model_writes_loadable_seeded_files(tmp_path):
     torch.testing.assert_close(a.v_template, b.v_template)                  # seed changes the bases only
 
 
-def test_devices_from_settings_or_names():
+def _gpus(monkeypatch, n: int) -> None:
+    """Pretend torch sees `n` GPUs (the suite runs on CPU-only machines)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: n > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
+
+
+def test_devices_from_settings_or_names(monkeypatch):
+    _gpus(monkeypatch, 2)
     assert torch_device(DeviceSettings(torch_device="cpu")) == torch.device("cpu")
     assert torch_device("cuda:1") == torch.device("cuda:1")
-    assert torch_device(DeviceSettings()).type == ("cuda" if torch.cuda.is_available() else "cpu")   # auto
+    assert torch_device(DeviceSettings()) == torch.device("cuda")                   # auto, with a GPU
     with config_overrides(device={"torch_device": "cpu"}):
         assert torch_device() == torch.device("cpu")                        # a task's [device]
         assert gpu_resources() == {}
     assert gpu_resources(device="cuda") == {"gpu": 1}                        # claimed only on CUDA
     assert gpu_resources(uses_gpu=False, device=DeviceSettings(torch_device="cuda")) == {}
     assert gpu_resources(device=DeviceSettings(torch_device="cpu")) == {}
+    _gpus(monkeypatch, 0)
+    assert torch_device(DeviceSettings()) == torch.device("cpu")                    # auto, without one
+
+
+@pytest.mark.parametrize("gpus, name, said", [(0, "cuda", "sees no GPU"), (0, "cuda:0", "sees no GPU"),
+                                              (2, "cuda:2", "2 GPU(s) on this machine (cuda:0 to cuda:1)")])
+def test_a_gpu_that_is_not_there_is_refused_when_the_task_is_scheduled(monkeypatch, gpus, name, said):
+    _gpus(monkeypatch, gpus)
+    with pytest.raises(PipelineInputError, match="use auto") as err:
+        gpu_resources(device=DeviceSettings(torch_device=name))              # Luigi asks this first
+    assert said in str(err.value) and repr(name) in str(err.value)
+    with pytest.raises(PipelineInputError):
+        torch_device(name)
