@@ -21,7 +21,7 @@ import time
 
 import luigi
 
-import tasks.config  # noqa: F401 - registers the luigi.cfg sections for Luigi's parser
+import tasks.config  # registers the luigi.cfg sections for Luigi's parser
 # importing pipeline.timings registers its PROCESSING_TIME handler for every worker
 from pipeline.timings import read_stage_timings
 from tasks.base import StageTask, SubjectTask
@@ -46,6 +46,7 @@ class BuildSubject(SubjectTask, luigi.WrapperTask):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.layout.check_capture([self.subject])   # an unknown subject: one line, before any work
+        tasks.config.read_all()                      # a refused luigi.cfg value: one line, before any work
 
     def requires(self):
         return stage_modules()[2].SubjectOutputs(subject=self.subject)
@@ -57,6 +58,7 @@ class BuildSingingHead(StageTask):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.layout.check_capture()   # a missing or empty capture: one line, before any work
+        tasks.config.read_all()       # a refused luigi.cfg value: one line, before any work
 
     def requires(self):
         release, report, _ = stage_modules()

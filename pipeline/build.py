@@ -14,6 +14,7 @@ import luigi
 from luigi.cmdline_parser import CmdlineParser
 from luigi.task_register import Register
 
+from tasks.config import read_all as read_all_settings
 from tasks.common.atomic import remove_stale_siblings, sweep_stale_temps
 from tasks.common.build_lock import build_lock
 from tasks.layout import Layout
@@ -31,12 +32,13 @@ class BuildResult:
 
 
 def override_args(overrides: dict[str, dict[str, object]] | None) -> list[str]:
-    """{'paths': {'raw_dir': 'x'}} -> ['--paths-raw-dir', 'x'] (None values are left out)."""
+    """{'paths': {'raw_dir': 'x'}} -> ['--paths-raw-dir=x'] (None values are left out). One token with '=',
+    so that a value starting with '-' (-0.5, -inf, a path) is not read as a flag."""
     args: list[str] = []
     for section, opts in (overrides or {}).items():
         for key, value in opts.items():
             if value is not None:
-                args += [f"--{section}-{key}".replace("_", "-"), str(value)]
+                args.append(f"--{section}-{key}".replace("_", "-") + f"={value}")
     return args
 
 
@@ -127,6 +129,7 @@ def build(tasks: list[luigi.Task] | luigi.Task, workers: int = 1, overrides: dic
     if log_level:
         kwargs["log_level"] = log_level
     with config_overrides(overrides):
+        read_all_settings()   # a refused luigi.cfg value: one line naming it, before the lock or any work
         lay = Layout.from_config()
         # exclusive: one build per processed/; shared among the workers of one central scheduler
         with build_lock(lay.processed, shared=bool(scheduler_host)):

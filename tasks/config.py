@@ -12,6 +12,7 @@ import typing
 import luigi
 
 from tasks.common import settings as S
+from tasks.common.errors import PipelineInputError
 
 
 def _parameter(hint, default) -> luigi.Parameter:
@@ -40,7 +41,16 @@ CONFIG_CLASSES: dict[type, type[luigi.Config]] = {cls: _config_class(cls) for cl
 def read(settings_cls):
     """The current value of one `luigi.cfg` section (command-line overrides included), read once."""
     cfg = CONFIG_CLASSES[settings_cls]()
-    return settings_cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(settings_cls)})
+    out = settings_cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(settings_cls)})
+    problems = S.settings_problems(out)
+    if problems:
+        key, what = problems[0]
+        section = settings_cls.SECTION
+        more = "".join(f"; {k} {w}" for k, w in problems[1:])
+        raise PipelineInputError(f"luigi.cfg [{section}] {key}", what + more,
+                                 f"set {key} in the [{section}] section of luigi.cfg, or pass "
+                                 f"--{section}-{key.replace('_', '-')} VALUE on the command line")
+    return out
 
 
 def read_all() -> tuple:

@@ -17,7 +17,9 @@ from pipeline.timings import TIMINGS_FILE, read_stage_timings
 from pipeline.build import config_overrides
 from pipeline.cli import build_parser, command_function, main
 from tasks import config
-from tasks.common.settings import ALL_SETTINGS, CropSettings, DatasetSettings, PathSettings
+from tasks.common.errors import PipelineInputError
+from tasks.common.settings import (ALL_SETTINGS, CropSettings, DatasetSettings, PathSettings, RefineSettings,
+                                  settings_problems)
 from tasks.common.atomic import (atomic_dir, atomic_path, npz_bytes, remove_stale_temps, save_npz_atomic,
                           write_json_atomic)
 
@@ -145,3 +147,76 @@ def test_settings_and_luigi_config_agree():
         assert config.read(CropSettings).landmark_every == 4
         assert config.read(DatasetSettings).split_by_song is False
     assert config.read(CropSettings).landmark_every == 6
+
+
+# Values a lab could type that the code would take but that mean nothing, each beside the nearest value
+# that is allowed; written out here, not derived from settings.LIMITS, so a wrong limit is seen.
+REFUSED_AND_NEAREST = [
+    ("crop", "output_size", 1023, 1024), ("crop", "output_size", 14, 16), ("crop", "margin", -0.1, 0.0),
+    ("crop", "detect_width", 63, 64), ("crop", "landmark_every", 0, 1), ("crop", "edge_fraction", 0.5, 0.49),
+    ("crop", "edge_fraction", -0.01, 0.0), ("crop", "crf", 52, 51), ("crop", "crf", -1, 0),
+    ("crop", "keyframe_interval", 0, 1), ("crop", "threads", -1, 0),
+    ("bgm", "chunk_seconds", 0.0, 0.5),
+    ("audio", "sample_rate", 7999, 8000), ("audio", "sample_rate", 192001, 192000),
+    ("audio", "channels", 3, 2), ("audio", "channels", 0, 1), ("audio", "duration_tolerance_s", -0.5, 0.0),
+    ("emoca", "batch_size", 0, 1),
+    ("refine", "outlier_scale", 0.0, 0.1), ("refine", "landmark_window", 0, 1),
+    ("refine", "smooth_weight", -0.1, 0.0), ("refine", "lambda_smooth", -1.0, 0.0),
+    ("refine", "lambda_landmark", -1.0, 0.0), ("refine", "lambda_reg", -1e-3, 0.0),
+    ("refine", "neck_reg_scale", -1.0, 0.0), ("refine", "contour_weight", -1.0, 0.0),
+    ("refine", "lambda_anchor", -1.0, 0.0), ("refine", "refit_iters", -1, 0), ("refine", "lr", 0.0, 1e-4),
+    ("refine", "lr_floor", 0.0, 0.01), ("refine", "lr_floor", 1.5, 1.0), ("refine", "max_iters", 0, 1),
+    ("refine", "tolerance", -1e-9, 0.0), ("refine", "check_every", 0, 1),
+    ("scan_fit", "max_landmark_residual_mm", 0.0, 0.1), ("scan_fit", "max_abs_shape_coefficient", 0.0, 0.5),
+    ("dataset", "fps", 0, 1), ("dataset", "min_sequence_seconds", -1.0, 0.0), ("dataset", "clip_frames", 0, 1),
+    ("dataset", "train_fraction", 1.01, 0.95), ("dataset", "val_fraction", -0.05, 0.0),
+    ("dataset", "val_fraction", 0.25, 0.2),                                   # 0.8 + 0.25 leaves test < 0
+    ("release", "shard_bytes", 0, 1),
+]
+
+
+def _settings_class(section):
+    return next(c for c in ALL_SETTINGS if c.SECTION == section)
+
+
+@pytest.mark.parametrize("section, key, bad, good", REFUSED_AND_NEAREST)
+def test_a_meaningless_setting_is_refused_by_name_and_the_nearest_allowed_value_is_not(section, key, bad, good):
+    with config_overrides(**{section: {key: str(bad)}}):
+        with pytest.raises(PipelineInputError) as err:
+            config.read(_settings_class(section))
+    msg = str(err.value)
+    assert msg.startswith(f"luigi.cfg [{section}] {key}: is {bad!r}") and "want" in msg
+    assert f"--{section}-{key.replace('_', '-')} VALUE" in err.value.fix
+    with config_overrides(**{section: {key: str(good)}}):
+        assert getattr(config.read(_settings_class(section)), key) == good
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_non_finite_float_setting_is_refused(value):
+    with config_overrides(refine={"lambda_smooth": value}), pytest.raises(PipelineInputError, match="finite"):
+        config.read(RefineSettings)
+
+
+def test_every_default_and_the_shipped_luigi_cfg_are_allowed():
+    assert all(settings_problems(cls()) == [] for cls in ALL_SETTINGS)
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "luigi.cfg")
+    with config_overrides(**{c.SECTION: dict(cfg[c.SECTION]) for c in ALL_SETTINGS
+                             if c.SECTION in cfg and c is not PathSettings}):
+        config.read_all()
+
+
+def test_a_refused_setting_stops_run_and_the_roots_before_any_work(tmp_path, capsys):
+    raw, processed = tmp_path / "raw", tmp_path / "processed"
+    (raw / "S001" / "songs").mkdir(parents=True)
+    code = main(["run", "--raw-dir", str(raw), "--processed-dir", str(processed), "--refine-smooth-weight=-1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "[refine] smooth_weight: is -1.0" in err[-1] and "fix:" in err[-1]
+    assert not any("Traceback" in e for e in err) and not processed.exists()
+    import pipeline
+    with config_overrides(paths={"raw_dir": str(raw), "processed_dir": str(processed)},
+                          dataset={"clip_frames": "0"}):
+        for root in (lambda: pipeline.BuildSingingHead(), lambda: pipeline.BuildSubject(subject="S001")):
+            with pytest.raises(PipelineInputError, match=r"\[dataset\] clip_frames"):   # luigi --module pipeline
+                root()
+    assert not processed.exists()

@@ -7,7 +7,9 @@ ordinary argument. Plain code therefore never touches Luigi or the global config
 
 Each class's `SECTION` is the `luigi.cfg` section name; field defaults are the defaults.
 """
-from dataclasses import asdict, dataclass
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
 from typing import ClassVar, Literal
 
 
@@ -152,6 +154,55 @@ class ReleaseSettings:
 
 ALL_SETTINGS = (PathSettings, DeviceSettings, CropSettings, BgmSettings, AudioSettings, FlameSettings,
                 EmocaSettings, ScanFitSettings, RefineSettings, DatasetSettings, ReleaseSettings)
+
+
+# The values each numeric setting may take, as (what the user is told, test). A value outside them is
+# refused when luigi.cfg is read (tasks.config.read), naming the section, key and value, before any stage
+# works with it; values the code would take but that mean nothing (a negative weight, a window of 0)
+# otherwise fail deep inside a stage, or silently do something else.
+Limit = tuple[str, Callable[[float], bool]]
+_POSITIVE: Limit = ("a number > 0", lambda v: v > 0)
+_NON_NEGATIVE: Limit = ("a number >= 0", lambda v: v >= 0)
+_AT_LEAST_1: Limit = ("a whole number >= 1", lambda v: v >= 1)
+_FRACTION: Limit = ("a number from 0 to 1", lambda v: 0 <= v <= 1)
+LIMITS: dict[type, dict[str, Limit]] = {
+    CropSettings: {"output_size": ("an even number >= 16 (yuv420 video)", lambda v: v >= 16 and v % 2 == 0),
+                   "margin": _NON_NEGATIVE, "detect_width": ("a whole number >= 64", lambda v: v >= 64),
+                   "landmark_every": _AT_LEAST_1, "edge_fraction": ("a number from 0 to 0.5", lambda v: 0 <= v < 0.5),
+                   "crf": ("a whole number from 0 to 51 (x264)", lambda v: 0 <= v <= 51),
+                   "keyframe_interval": _AT_LEAST_1, "threads": _NON_NEGATIVE},
+    BgmSettings: {"chunk_seconds": _POSITIVE},
+    AudioSettings: {"sample_rate": ("a rate from 8000 to 192000 Hz", lambda v: 8000 <= v <= 192000),
+                    "channels": ("1 or 2", lambda v: v in (1, 2)), "duration_tolerance_s": _NON_NEGATIVE},
+    EmocaSettings: {"batch_size": _AT_LEAST_1},
+    RefineSettings: {"outlier_scale": _POSITIVE, "landmark_window": _AT_LEAST_1, "smooth_weight": _NON_NEGATIVE,
+                     "lambda_landmark": _NON_NEGATIVE, "lambda_smooth": _NON_NEGATIVE, "lambda_reg": _NON_NEGATIVE,
+                     "neck_reg_scale": _NON_NEGATIVE, "contour_weight": _NON_NEGATIVE,
+                     "lambda_anchor": _NON_NEGATIVE, "refit_iters": _NON_NEGATIVE, "lr": _POSITIVE,
+                     "lr_floor": ("a number > 0 and <= 1", lambda v: 0 < v <= 1), "max_iters": _AT_LEAST_1,
+                     "tolerance": _NON_NEGATIVE, "check_every": _AT_LEAST_1},
+    ScanFitSettings: {"max_landmark_residual_mm": _POSITIVE, "max_abs_shape_coefficient": _POSITIVE},
+    DatasetSettings: {"fps": _AT_LEAST_1, "min_sequence_seconds": _NON_NEGATIVE, "clip_frames": _AT_LEAST_1,
+                      "train_fraction": _FRACTION, "val_fraction": _FRACTION},
+    ReleaseSettings: {"shard_bytes": ("a whole number >= 1", lambda v: v >= 1)},
+}
+
+
+def settings_problems(settings) -> list[tuple[str, str]]:
+    """(key, what is wrong) for each refused value of one settings object; [] when none is.
+    Floats must also be finite (Luigi parses 'nan' and 'inf')."""
+    cls, out = type(settings), []
+    limits = LIMITS.get(cls, {})
+    for f in fields(cls):
+        v = getattr(settings, f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            out.append((f.name, f"is {v!r}, want a finite number"))
+        elif f.name in limits and isinstance(v, (int, float)) and not limits[f.name][1](v):
+            out.append((f.name, f"is {v!r}, want {limits[f.name][0]}"))
+    if cls is DatasetSettings and not out and settings.train_fraction + settings.val_fraction > 1:
+        out.append(("val_fraction", f"is {settings.val_fraction!r}, want train_fraction "
+                                    f"({settings.train_fraction!r}) + val_fraction at most 1 (test takes the rest)"))
+    return out
 
 
 def recorded_params(*settings) -> dict:
