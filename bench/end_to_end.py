@@ -78,7 +78,7 @@ from pipeline.build import build, config_overrides  # noqa: E402
 from tasks.assemble import AssembleDataset  # noqa: E402
 from tasks.dataset.flame_pickle import load_flame_pickle  # noqa: E402
 from tasks.dataset.metadata import read_metadata  # noqa: E402
-from tasks.head_model import head_model_for_task  # noqa: E402
+from tasks.head_model import default_procedural_dir, head_model_for_task  # noqa: E402
 from tasks.layout import Layout  # noqa: E402
 from tasks.scans.fit import fit_subject_scan  # noqa: E402
 
@@ -291,7 +291,9 @@ def main(argv=None) -> int:
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="e2e_"))
     work.mkdir(parents=True, exist_ok=True)
     raw, processed, truth_root = work / "raw", work / "processed", work / "truth"
-    model_dir = Path(tempfile.gettempdir()) / "singinghead_bench_head"
+    # named by the generator's version (as processed/_models is), so a changed head model is regenerated
+    # rather than an older one measured under the new code's name
+    model_dir = default_procedural_dir(Path(tempfile.gettempdir()) / "singinghead_bench_models")
     # the repository's luigi.cfg whatever the working directory
     luigi.configuration.get_config().add_config_path(str(ROOT / "luigi.cfg"))
     overrides = overrides_for(raw, processed, model_dir, args.clip_frames, args.set)
