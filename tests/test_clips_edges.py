@@ -12,6 +12,7 @@ from dataset_helpers import write_portrait
 
 from tasks.common.errors import PipelineInputError
 from tasks.media import clips as C
+from tasks.media.segment_audio import frame_sample_edges as segment_audio_edges
 
 
 def _index(order, keyframes):
@@ -146,6 +147,22 @@ def test_read_wav_keeps_16_bit_pcm_as_int16_and_reads_float_as_float(tmp_path):
     with pytest.raises(PipelineInputError, match="cannot read audio") as e:
         C.read_wav(tmp_path / "bad.wav")
     assert e.value.path == str(tmp_path / "bad.wav")
+
+
+@pytest.mark.parametrize("sr", [8000, 11025, 16000, 22050, 44100, 48000])
+@pytest.mark.parametrize("fps", [25.0, 30.0, 30000 / 1001, 60.0])
+def test_a_clip_cuts_audio_on_the_same_sample_edges_as_the_segment_audio(sr, fps):
+    """The frame -> sample rule is one rule: clips and segment_audio agree on every frame, halves included."""
+    edges = segment_audio_edges(9000, sr, fps)
+    rng = np.random.default_rng(sr + int(fps))
+    for a, b in np.sort(rng.integers(0, 9001, (200, 2)), axis=1):
+        assert C.sample_span(int(a), int(b), sr, fps) == (edges[a], edges[b])
+
+
+def test_half_sample_frame_edges_round_up_exactly():
+    # 11025 Hz at 30 fps: frame 3 starts at sample 1102.5 exactly; float round() gives 1102 (half to even)
+    assert C.sample_span(3, 5, 11025, 30.0) == (1103, 1838)          # 1102.5 -> 1103, 1837.5 -> 1838
+    assert C.sample_span(1, 3, 11025, 30.0) == (368, 1103)           # 367.5 -> 368
 
 
 def test_audio_spans_and_the_length_check_allow_one_frame_of_slack():

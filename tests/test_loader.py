@@ -280,6 +280,14 @@ def test_audio_rate_defaults_to_the_datasets_and_may_be_named(forms, files):
     np.testing.assert_array_equal(ds.audio(cid), ds[1]["vocal"])
 
 
+def test_a_frame_range_on_half_samples_cuts_audio_as_the_clips_were_cut(forms):
+    """11025 Hz at 30 fps: frame 3 starts at sample 1102.5, frame 5 at 1837.5; halves go up (1103, 1838),
+    as the pipeline cut the clips, not to even as float round() would (1102, 1838)."""
+    full = SingingHeadDataset(forms["tree"], sample_rate=11025)[0]["vocal"]
+    cut = SingingHeadDataset(forms["tree"], sample_rate=11025, frames=(3, 5))[0]["vocal"]
+    np.testing.assert_array_equal(cut, full[1103:1838])
+
+
 def test_video_shorter_than_its_motion_names_both_counts_in_clip_frames(files, tmp_path):
     data, _ = files
     cid = IDS["train"][0]

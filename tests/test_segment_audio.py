@@ -12,6 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 from tasks.common.atomic import write_json_atomic
 from tasks.common.errors import PipelineInputError
+from tasks.common.timebase import exact_fraction
 from tasks.layout import Layout
 from tasks.media import segment_audio as SA
 from tasks.media.segment_audio import frame_sample, frame_sample_edges, segment_span
@@ -317,9 +318,9 @@ def test_segments_json_fps_and_frame_count_and_their_fallbacks(luigi_paths):
 
 
 def test_frame_rate_is_read_as_a_fraction_with_a_denominator_up_to_a_million():
-    assert SA._fraction(30000 / 1001) == Fraction(30000, 1001)
-    assert SA._fraction(30000001 / 1000000) == Fraction(30000001, 1000000)
-    assert SA._fraction(30000031 / 1000001).denominator <= 1000000
+    assert exact_fraction(30000 / 1001) == Fraction(30000, 1001)
+    assert exact_fraction(30000001 / 1000000) == Fraction(30000001, 1000000)
+    assert exact_fraction(30000031 / 1000001).denominator <= 1000000
 
 
 def test_song_audio_files_are_immutable(tmp_path):

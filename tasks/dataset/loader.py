@@ -46,6 +46,7 @@ from scipy.signal import resample_poly
 
 from tasks.common.bounded import MAX_CLIP_FILE_BYTES, read_bounded
 from tasks.common.errors import PipelineInputError
+from tasks.common.timebase import frame_sample
 from tasks.dataset.flame_pickle import load_flame_pickle, motion59
 from tasks.dataset.members import tar_member_problem
 
@@ -243,7 +244,7 @@ class SingingHeadDataset(torch.utils.data.Dataset):
     video_size: None (the release's 1024x1024), an int side or (height, width), applied while
     decoding. frames: (start, stop) frame range of every clip (stop exclusive, None: to the end);
     motion, video and both audio tracks are cut to the same span, audio samples
-    [round(start*sr/fps), round(stop*sr/fps)) at `fps` (the release's 30). An empty split warns
+    [round(start*sr/fps), round(stop*sr/fps)) at `fps` (the release's 30; halves up, as the clips were cut). An empty split warns
     (UserWarning) and gives a dataset of length 0.
     """
 
@@ -291,7 +292,7 @@ class SingingHeadDataset(torch.utils.data.Dataset):
         if self.frames is None:
             return x
         sr = self.sample_rate or sf.info(io.BytesIO(data)).samplerate
-        return x[round(start * sr / self.fps):round(stop * sr / self.fps)]
+        return x[frame_sample(start, sr, self.fps):frame_sample(stop, sr, self.fps)]
 
     def __getitem__(self, i: int) -> dict:
         cid = self.ids[i]

@@ -28,6 +28,7 @@ from av.video.frame import PictureType
 from tasks.common.atomic import atomic_path, write_bytes_atomic
 from tasks.common.errors import PipelineInputError
 from tasks.common.settings import CropSettings
+from tasks.common.timebase import frame_sample
 from tasks.dataset.flame_pickle import flame_pickle_bytes, load_pickle_dict
 
 MOTION_KEYS = ("expression", "global_orient", "neck_pose", "jaw_pose")
@@ -245,8 +246,9 @@ def cut_video_clips(
 
 # ----------------------------------------------------------------------------- audio
 def sample_span(start: int, stop: int, sr: int, fps: float) -> tuple[int, int]:
-    """Audio samples [a, b) of video frames [start, stop)."""
-    return int(round(start * sr / fps)), int(round(stop * sr / fps))
+    """Audio samples [a, b) of video frames [start, stop): segment_audio's frame edges (exact, halves up),
+    so a clip's audio starts on the very sample its frame does in the sequence's audio at every rate."""
+    return frame_sample(start, sr, fps), frame_sample(stop, sr, fps)
 
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:

@@ -31,6 +31,7 @@ from tasks.common.atomic import atomic_dir, file_sha256, write_json_atomic
 from tasks.common.errors import PipelineInputError
 from tasks.common.progress import Progress
 from tasks.common.settings import AudioSettings, DatasetSettings, recorded_params
+from tasks.common.timebase import exact_fraction, frame_sample
 from tasks.media.audio_io import convert, cut, level_stats, read_audio, write_wav
 
 log = logging.getLogger("singinghead")
@@ -44,15 +45,6 @@ CLIP_FRACTION_WARN = 1e-4       # more than 0.01 % of samples clipped (warning)
 
 
 # ----------------------------------------------------------------------------- spans
-def _fraction(x: float) -> Fraction:
-    return Fraction(x).limit_denominator(1_000_000)
-
-
-def frame_sample(t: int, sr: int, fps: float) -> int:
-    """round(t*sr/fps), halves rounded up, in exact rational arithmetic (no float drift)."""
-    return math.floor(Fraction(int(t) * int(sr)) / _fraction(fps) + Fraction(1, 2))
-
-
 def frame_sample_edges(n_frames: int, sr: int, fps: float) -> np.ndarray:
     """(n_frames+1,) int64: frame t of a segment spans samples [edges[t], edges[t+1])."""
     return np.array([frame_sample(t, sr, fps) for t in range(n_frames + 1)], dtype=np.int64)
@@ -65,7 +57,7 @@ def segment_span(start_frame: int, end_frame: int, sr: int, fps: float) -> tuple
 
 def offset_samples(offset_s: float, sr: int) -> int:
     """round(offset*sr), halves up: vocal/BGM sample = video sample + this."""
-    return math.floor(_fraction(offset_s) * sr + Fraction(1, 2))
+    return math.floor(exact_fraction(offset_s) * sr + Fraction(1, 2))
 
 
 # ----------------------------------------------------------------------------- checks
