@@ -9,6 +9,7 @@ was rewritten) is printed and left as it is; `run.py --report` then counts it no
 
     python mutation/remap.py HEAD~1          after committing an edit of a listed module
     python mutation/remap.py main --dry-run  what would move
+    python mutation/remap.py abc123 tasks/x.py   only the ids of tasks/x.py
 """
 from __future__ import annotations
 
@@ -86,6 +87,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("rev", help="the git revision the listed ids were written against")
     ap.add_argument("--dry-run", action="store_true", help="print the moves, write nothing")
+    ap.add_argument("modules", nargs="*", help="only the ids of these module paths (default: every module)")
     args = ap.parse_args(argv)
     sources: dict[str, tuple[str | None, str | None]] = {}
     lost = moved = 0
@@ -101,6 +103,9 @@ def main(argv=None) -> int:
                 out.append(text)
                 continue
             path = parse_id(ident.strip())[0]
+            if args.modules and path not in args.modules:
+                out.append(text)
+                continue
             if path not in sources:
                 cur = REPO / path
                 sources[path] = (git_show(args.rev, path), cur.read_text() if cur.exists() else None)
