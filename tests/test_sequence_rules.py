@@ -216,7 +216,8 @@ def test_a_motion_with_the_subjects_shape_logs_no_difference(tmp_path, caplog, o
 
 
 def test_only_a_clip_off_a_keyframe_is_re_encoded_and_logged(tmp_path, caplog):
-    # keyframes at 0 and 60: clips at 0 and 60 are stream copies, the clip at 30 is re-encoded
+    # keyframes at 0 and 60 (ultrafast: no B-frames): clips at 0 and 60 are stream copies, the clip at
+    # 30 is re-encoded
     plan, shape = _inputs(tmp_path, 90, keyint=60)
     with caplog.at_level("WARNING", logger="singinghead"):
         recs = _write(plan, tmp_path, shape, clip_frames=30)

@@ -115,7 +115,10 @@ def write_sequence(
         ):
             C.write_wav(dst, C.cut_audio(wavs[name], sample_rate, fps, start, start + count), sample_rate)
         if rec["method"] != "stream-copy":
-            log.warning("clip %s does not start on a keyframe of %s: re-encoded", cid, plan.video)
+            # a stream copy needs a keyframe at the clip's first frame and no B-frame of its last ones
+            # referring past its end (a closed group of pictures): not only the start decides
+            log.warning("clip %s is not a closed group of pictures of %s (a keyframe at its start, its end "
+                        "at the next): re-encoded", cid, plan.video)
         records.append({"id": cid, "seq_start_frame": start, **rec})
     return records
 
