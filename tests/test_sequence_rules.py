@@ -125,7 +125,8 @@ def test_audio_at_another_sample_rate_is_refused_naming_the_file(tmp_path, rate)
 
 
 @pytest.mark.parametrize("wav_channels, dataset_channels", [(2, 1), (1, 2)])
-def test_audio_with_another_channel_count_is_refused_naming_the_file(tmp_path, wav_channels, dataset_channels):
+def test_audio_with_another_channel_count_is_refused_naming_the_file(tmp_path, wav_channels,
+                                                                     dataset_channels):
     n = 60
     samples = np.zeros((n * SR // FPS, wav_channels), np.int16).squeeze()
     plan, shape = _inputs(tmp_path, n, wavs={"vocal": (samples, SR), "bgm": (samples, SR)})
