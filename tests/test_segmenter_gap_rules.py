@@ -51,4 +51,5 @@ def test_a_face_lost_just_before_a_long_gap_and_back_after_it(every, data):
         (t, t) for t in range(end) if not n <= t < after)
     assert sink.segments == [(0, lost), (after, end)]
     assert sink.frames == list(range(lost)) + list(range(after, end))
-    assert sink.dropped == {**dict.fromkeys(range(lost, n), NOFACE), **dict.fromkeys(range(n, after), MISSING)}
+    assert sink.dropped == {**dict.fromkeys(range(lost, n), NOFACE),
+                            **dict.fromkeys(range(n, after), MISSING)}

@@ -7,7 +7,6 @@ log says when audio was clipped to 16-bit PCM or a clip had to be re-encoded, an
 
 from __future__ import annotations
 
-import io
 import pickle
 import wave
 from fractions import Fraction
