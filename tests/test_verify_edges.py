@@ -1,5 +1,5 @@
-"""verify-release on a release folder damaged in ways the other tests leave out: a SHA256SUMS that is not
-UTF-8, a FIFO among the files, a release_manifest.json past the size any such file has. Each gives the one
+"""verify-release on a release folder damaged in ways the other tests leave out: a SHA256SUMS past the
+size such a file has, a FIFO among the files, a release_manifest.json past the size any such file has. Each gives the one
 problem line that names it (tasks.dataset.verify). The tiny tarballs release comes from
 test_verify_release_rules' helpers."""
 
@@ -26,9 +26,11 @@ def rel(tarballs, tmp_path):
     return shutil.copytree(tarballs, tmp_path / "tarballs")
 
 
-def test_a_sha256sums_that_is_not_utf8_is_named(rel):
-    (rel / "SHA256SUMS").write_bytes((rel / "SHA256SUMS").read_bytes() + b"\xff\xfe  x\n")
-    assert verify_release(rel) == ["SHA256SUMS: unreadable (UnicodeDecodeError)"]
+def test_a_sha256sums_past_the_size_limit_is_named_and_not_read(rel, monkeypatch):
+    size = (rel / "SHA256SUMS").stat().st_size
+    monkeypatch.setattr(V, "MAX_RELEASE_JSON_BYTES", size - 1)
+    assert verify_release(rel) == [f"SHA256SUMS: SHA256SUMS is {size} bytes, more than such a file holds "
+                                   f"(at most {size - 1})"]
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
