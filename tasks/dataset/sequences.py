@@ -117,8 +117,8 @@ def write_sequence(
         if rec["method"] != "stream-copy":
             # a stream copy needs a keyframe at the clip's first frame and no B-frame of its last ones
             # referring past its end (a closed group of pictures): not only the start decides
-            log.warning("clip %s is not a closed group of pictures of %s (a keyframe at its start, its end "
-                        "at the next): re-encoded", cid, plan.video)
+            log.warning("clip %s cannot be stream-copied from %s (it must start on a keyframe and its frames "
+                        "must decode without later ones): re-encoded", cid, plan.video)
         records.append({"id": cid, "seq_start_frame": start, **rec})
     return records
 
