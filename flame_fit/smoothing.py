@@ -44,6 +44,12 @@ def _check(obs: np.ndarray, ok: np.ndarray, w_data: float, w_smooth: float
         raise ValueError(f"landmark_ok has shape {ok.shape}, expected ({len(obs)},)")
     if len(obs) and not ok.any():
         raise ValueError("no frame has a landmark detection: nothing to smooth towards")
+    # a NaN in a detected frame would turn every frame of the banded solve into NaN, silently
+    detected = np.flatnonzero(ok)
+    bad = detected[~np.isfinite(obs[detected]).all(axis=tuple(range(1, obs.ndim)))]
+    if len(bad):
+        raise ValueError(f"{len(bad)} frame(s) marked as detected hold non-finite landmarks (first: "
+                         f"frame {int(bad[0])}): mark them failed (landmark_ok False)")
     return obs, ok
 
 

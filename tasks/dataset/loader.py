@@ -36,6 +36,7 @@ import re
 import tarfile
 import warnings
 import zipfile
+import zlib
 from math import gcd
 from pathlib import Path
 
@@ -149,7 +150,8 @@ class ReleaseStore:
             try:
                 with self._zip(mod).open(info) as f:          # zipfile stops at the declared size
                     return f.read(MAX_CLIP_FILE_BYTES + 1), f"{self.zips[mod]}:{name}"
-            except (zipfile.BadZipFile, OSError) as exc:     # CRC errors are BadZipFile
+            # CRC errors are BadZipFile; a damaged deflate stream is zlib.error
+            except (zipfile.BadZipFile, OSError, zlib.error) as exc:
                 raise PipelineInputError(self.zips[mod], f"cannot read {name} ({exc})", _FIX) from exc
         if "/" not in rel and (self.root / rel).is_file():    # txt files next to the zips
             p = self.root / rel

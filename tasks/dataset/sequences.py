@@ -85,8 +85,7 @@ def write_sequence(
         if clipped:
             log.warning("%s: %d samples at or above full scale clipped to 16-bit PCM", path, clipped)
 
-    seq_dir = root / "sequences" / plan.seq_id
-    seq_dir.mkdir(parents=True, exist_ok=True)
+    seq_dir = root / "sequences" / plan.seq_id  # every writer below makes its file's folder (atomic_path)
     copy_file_atomic(plan.video, seq_dir / "video.mp4")
     for name, data in wavs.items():
         C.write_wav(seq_dir / f"{name}.wav", C.cut_audio(data, sample_rate, fps, 0, plan.frames), sample_rate)
@@ -104,8 +103,6 @@ def write_sequence(
     if not spans:
         return []
     videos = [root / "video_seqs" / f"{cid}.mp4" for cid in plan.clip_ids]
-    for d in ("video_seqs", "flame_seqs", "audio_seqs", "bgm_seqs"):
-        (root / d).mkdir(parents=True, exist_ok=True)
     cut = C.cut_video_clips(plan.video, spans, videos, encoding=encoding, index=index)
     records = []
     for cid, (start, count), rec in zip(plan.clip_ids, spans, cut):
@@ -118,7 +115,10 @@ def write_sequence(
         ):
             C.write_wav(dst, C.cut_audio(wavs[name], sample_rate, fps, start, start + count), sample_rate)
         if rec["method"] != "stream-copy":
-            log.warning("clip %s does not start on a keyframe of %s: re-encoded", cid, plan.video)
+            # a stream copy needs a keyframe at the clip's first frame and no B-frame of its last ones
+            # referring past its end (a closed group of pictures): not only the start decides
+            log.warning("clip %s cannot be stream-copied from %s (it must start on a keyframe and its frames "
+                        "must decode without later ones): re-encoded", cid, plan.video)
         records.append({"id": cid, "seq_start_frame": start, **rec})
     return records
 

@@ -152,6 +152,12 @@ def _regions(model, masks_path) -> M.Regions:
     return M.landmark_regions(v.cpu().numpy(), lmk.cpu().numpy(), model.lbs_weights.cpu().numpy())
 
 
+def pose_beat_alignment(pred: np.ndarray, beats: np.ndarray) -> float:
+    """ba_pose of one clip: the beat alignment of the global and neck pose (columns 50:56 of the 59),
+    averaged over the samples. pred (S, T, 59); beats: `M.audio_beats` of the clip's singing."""
+    return float(np.mean([M.beat_alignment_score(p[:, 50:56], None, beats=beats) for p in pred]))
+
+
 def prediction_ids(pred_dir: Path, split_ids: list[str], split: str) -> None:
     """Every split clip has a prediction and every prediction is a clip of the split."""
     if not pred_dir.is_dir():
@@ -222,8 +228,7 @@ def evaluate(pred_dir: str | Path, release_root: str | Path, split: str = "test"
             per_clip[cid] = {
                 "lve_mean": lve[0], "lve_min": lve[1], "ve_mean": ve[0], "ve_min": ve[1], "fdd": fdd,
                 "meandist_pose": pose[0], "mindist_pose": pose[1], "meandist": par[0], "mindist": par[1],
-                "ba_pose": None if beats is None else float(np.mean(
-                    [M.beat_alignment_score(pred_np[s, :, 50:56], None, beats=beats) for s in range(S)])),
+                "ba_pose": None if beats is None else pose_beat_alignment(pred_np, beats),
                 "ba_lmk": None if beats is None else float(np.mean(
                     [M.beat_alignment_score(fl[s].cpu().numpy(), None, beats=beats) for s in range(S)])),
                 "diversity": M.diversity(pred), "diversity_pose": M.diversity(pred[..., 50:56]),

@@ -65,6 +65,13 @@ class VideoIndex:
     keyframes: list[int] = field(default_factory=list)
 
 
+def stream_rate(vs: av.video.stream.VideoStream) -> Fraction:
+    """A video stream's frame rate: the container's average rate; where it states none (e.g. a one-frame
+    NUT or MPEG-TS), FFmpeg's guess from the stream's timing; 30, the dataset default, where neither is
+    known."""
+    return Fraction(vs.average_rate or vs.guessed_rate or Fraction(30))
+
+
 def index_video(path: str | Path) -> VideoIndex:
     """Demux (no decoding) the first video stream: frame count, fps, keyframe positions."""
     path = Path(path)
@@ -77,7 +84,7 @@ def index_video(path: str | Path) -> VideoIndex:
                     continue  # flush packets carry no frame
                 pts.append(int(pkt.pts))
                 key.append(bool(pkt.is_keyframe))
-            fps = vs.average_rate or vs.guessed_rate or Fraction(30)
+            fps = stream_rate(vs)
             w, h = vs.codec_context.width, vs.codec_context.height
     except (av.error.FFmpegError, IndexError) as e:
         raise PipelineInputError(
@@ -156,7 +163,7 @@ def reencode_cut(
     """Decode frames [start, start+count) and encode them with libx264 (the fallback path)."""
     with av.open(str(src)) as inp:
         vs = inp.streams.video[0]
-        fps = vs.average_rate or Fraction(30)
+        fps = stream_rate(vs)  # the rate index_video reports, so a re-encoded clip keeps it
         with atomic_path(dst) as tmp:
             with av.open(str(tmp), "w", format="mp4") as out:
                 os_ = out.add_stream("libx264", rate=fps)
