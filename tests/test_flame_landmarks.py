@@ -20,7 +20,8 @@ def _arrays(n_cols=400, seed=0):
     rng = np.random.default_rng(seed)
     faces = np.stack([rng.choice(V, 3, replace=False) for _ in range(F)])
     return {"v_template": rng.normal(size=(V, 3)), "faces": faces,
-            "shapedirs": rng.normal(size=(V, 3, n_cols)) * 1e-2, "posedirs": rng.normal(size=(V, 3, 36)) * 1e-2,
+            "shapedirs": rng.normal(size=(V, 3, n_cols)) * 1e-2,
+            "posedirs": rng.normal(size=(V, 3, 36)) * 1e-2,
             "J_regressor": rng.dirichlet([1] * V, 5), "weights": rng.dirichlet([1] * 5, V),
             "parents": np.array([-1, 0, 1, 1, 1])}
 
@@ -43,17 +44,20 @@ def _yaw(deg):
 def test_landmark_only_evaluation_equals_the_full_forward_pass():
     arrays, emb = _arrays(), _embedding()
     model = FlameModel(arrays, emb, name="tiny", is_real=False)
-    used = np.unique(arrays["faces"][np.r_[emb["static_lmk_faces_idx"], emb["dynamic_lmk_faces_idx"].ravel()]])
-    assert 0 < used.size < V and used.min() == model.sub_vertex_ids.min().item()   # a true subset, its first id used
+    lmk_faces = np.r_[emb["static_lmk_faces_idx"], emb["dynamic_lmk_faces_idx"].ravel()]
+    used = np.unique(arrays["faces"][lmk_faces])
+    # a true subset of the vertices, its first id on a face the landmarks use
+    assert 0 < used.size < V and used.min() == model.sub_vertex_ids.min().item()
     g = torch.Generator().manual_seed(0)
     B = 6
-    global_orient = torch.cat([_yaw(d) for d in (-50, -20, -3, 0, 15, 45)]) + torch.randn(B, 3, generator=g) * 0.05
+    global_orient = (torch.cat([_yaw(d) for d in (-50, -20, -3, 0, 15, 45)])
+                     + torch.randn(B, 3, generator=g) * 0.05)
     args = dict(shape=torch.randn(B, 100, generator=g), expression=torch.randn(B, 50, generator=g),
                 global_orient=global_orient, neck_pose=torch.randn(B, 3, generator=g) * 0.2,
                 jaw_pose=torch.randn(B, 3, generator=g) * 0.2, eye_pose=torch.randn(B, 6, generator=g) * 0.2)
     full = model(**args).landmarks
     fast = model.landmarks(**args)
-    np.testing.assert_allclose(fast.numpy(), full.numpy(), atol=2e-5, rtol=0)   # (torch.testing imports for 1.5 s)
+    np.testing.assert_allclose(fast.numpy(), full.numpy(), atol=2e-5, rtol=0)   # (torch.testing: 1.5 s import)
 
 
 @pytest.mark.parametrize("deg,row", [(0, 0), (0.4, 0), (0.6, 1), (12, 12), (38.6, 39), (39, 39), (39.4, 39),

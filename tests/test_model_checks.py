@@ -40,15 +40,16 @@ def test_an_unforeseen_loader_failure_is_reported_as_the_files_problem(tmp_path,
         model.write_bytes(b"x")
         emb.write_bytes(b"x")
         monkeypatch.setattr(MC, "load_flame", _boom)
-        got, path, what = (MC.check_flame(FlameSettings(model_path=str(model), landmark_embedding_path=str(emb))),
-                           model, "the [flame] model")
+        cfg = FlameSettings(model_path=str(model), landmark_embedding_path=str(emb))
+        got, path, what = MC.check_flame(cfg), model, "the [flame] model"
     elif stage == "emoca":
         monkeypatch.setattr(MC, "load_emoca", _boom)
-        got, path, what = MC.check_emoca(EmocaSettings(checkpoint_dir=str(tmp_path))), tmp_path, "the [emoca] model"
+        got = MC.check_emoca(EmocaSettings(checkpoint_dir=str(tmp_path)))
+        path, what = tmp_path, "the [emoca] model"
     else:
         monkeypatch.setattr(MC, "load_demucs", _boom)
-        got, path, what = (MC.check_bgm(BgmSettings(demucs_repo=str(tmp_path), demucs_model="htdemucs")), tmp_path,
-                           "Demucs model 'htdemucs'")
+        got = MC.check_bgm(BgmSettings(demucs_repo=str(tmp_path), demucs_model="htdemucs"))
+        path, what = tmp_path, "Demucs model 'htdemucs'"
     assert len(got) == 1, got
     assert got[0]["path"] == str(path) and got[0]["level"] == "error" and got[0]["fix"]
     assert got[0]["problem"] == f"{what} does not load (KeyError: 'state_dict')"
