@@ -107,32 +107,38 @@ _CASES = {
     "shapedirs (V,3,K,1)": (_with("shapedirs", lambda m: m["shapedirs"][..., None]),
                             r"shapedirs \(8, 3, 400, 1\), want \(8,3,K\)"),
     "shapedirs (V,3)": (_with("shapedirs", lambda m: m["shapedirs"][:, :, 0]), r"shapedirs \(8, 3\), want"),
-    "shapedirs (V+1,3,K)": (_with("shapedirs", lambda m: np.concatenate([m["shapedirs"], m["shapedirs"][:1]])),
+    "shapedirs (V+1,3,K)": (_with("shapedirs", lambda m: np.r_[m["shapedirs"], m["shapedirs"][:1]]),
                             r"shapedirs \(9, 3, 400\), want \(8,3,K\)"),
     "shapedirs (V-1,3,K)": (_with("shapedirs", lambda m: m["shapedirs"][1:]),
                             r"shapedirs \(7, 3, 400\), want \(8,3,K\)"),
-    "shapedirs (V,4,K)": (_with("shapedirs", lambda m: np.concatenate([m["shapedirs"], m["shapedirs"][:, :1]], 1)),
+    "shapedirs (V,4,K)": (_with("shapedirs", lambda m: np.concatenate([m["shapedirs"], m["shapedirs"][:, :1]],
+                                                                      axis=1)),
                           r"shapedirs \(8, 4, 400\), want \(8,3,K\)"),
     "shapedirs 349 columns": (_with("shapedirs", lambda m: m["shapedirs"][:, :, :349]),
                               r"shapedirs has 349 columns; need 300 identity \+ at least 50 expression"),
     # kintree_table: (2, 5), parents of FLAME's 5 joints
     "kintree (3,5)": (_with("kintree_table", lambda m: np.r_[m["kintree_table"], m["kintree_table"][1:]]),
                       r"kintree_table \(3, 5\), want \(2,5\)"),
-    "kintree (1,5)": (_with("kintree_table", lambda m: m["kintree_table"][:1]), r"kintree_table \(1, 5\), want"),
+    "kintree (1,5)": (_with("kintree_table", lambda m: m["kintree_table"][:1]),
+                      r"kintree_table \(1, 5\), want"),
     "kintree (2,6)": (_with("kintree_table", lambda m: np.c_[m["kintree_table"], [1, 5]]),
                       r"kintree_table \(2, 6\), want \(2,5\)"),
-    "parents right eye on left eye": (_with("kintree_table", np.array([[4294967295, 0, 1, 1, 3], [0, 1, 2, 3, 4]])),
+    "parents right eye on left eye": (_with("kintree_table", np.array([[4294967295, 0, 1, 1, 3],
+                                                                       [0, 1, 2, 3, 4]])),
                                       r"joint parents \[-1, 0, 1, 1, 3\], want \[-1, 0, 1, 1, 1\]"),
     "parents jaw on root": (_with("kintree_table", np.array([[4294967295, 0, 0, 1, 1], [0, 1, 2, 3, 4]])),
                             r"joint parents \[-1, 0, 0, 1, 1\], want"),
     # posedirs, J_regressor, weights
     "posedirs (V+1,3,36)": (_with("posedirs", lambda m: np.concatenate([m["posedirs"], m["posedirs"][:1]])),
                             r"posedirs \(9, 3, 36\), want \(8,3,36\)"),
-    "posedirs (V,3,35)": (_with("posedirs", lambda m: m["posedirs"][..., :35]), r"posedirs \(8, 3, 35\), want"),
+    "posedirs (V,3,35)": (_with("posedirs", lambda m: m["posedirs"][..., :35]),
+                          r"posedirs \(8, 3, 35\), want"),
     "J_regressor (5,V+1)": (_with("J_regressor", lambda m: np.c_[m["J_regressor"], np.zeros(5)]),
                             r"J_regressor \(5, 9\), want \(5,8\)"),
-    "J_regressor (4,V)": (_with("J_regressor", lambda m: m["J_regressor"][:4]), r"J_regressor \(4, 8\), want"),
-    "weights (V,6)": (_with("weights", lambda m: np.c_[m["weights"], np.zeros(V)]), r"weights \(8, 6\), want \(8,5\)"),
+    "J_regressor (4,V)": (_with("J_regressor", lambda m: m["J_regressor"][:4]),
+                          r"J_regressor \(4, 8\), want"),
+    "weights (V,6)": (_with("weights", lambda m: np.c_[m["weights"], np.zeros(V)]),
+                      r"weights \(8, 6\), want \(8,5\)"),
     "weights (V,4)": (_with("weights", lambda m: m["weights"][:, :4]), r"weights \(8, 4\), want \(8,5\)"),
     # finite values, pose mapping
     **{f"{key} {bad}": (_nan_at(key, bad), rf"{key} has non-finite values")
@@ -154,7 +160,8 @@ def test_one_wrong_field_is_refused_naming_it(tmp_path, case):
     assert "fix:" in str(err.value)
 
 
-@pytest.mark.parametrize("content,cause", [(b"", "EOFError"), (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "UnpicklingError"),
+@pytest.mark.parametrize("content,cause", [(b"", "EOFError"),
+                                           (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "UnpicklingError"),
                                            ("truncated", "")], ids=["empty", "jpeg", "truncated"])
 def test_a_file_that_is_no_pickle_is_named_as_such(tmp_path, content, cause):
     """Empty, a JPEG (its first byte sorts after the .npy magic), a truncated download."""
@@ -163,7 +170,8 @@ def test_a_file_that_is_no_pickle_is_named_as_such(tmp_path, content, cause):
         data = _flame2020_file(p, _model()).read_bytes()
         content = data[: len(data) // 2]
     p.write_bytes(content)
-    with pytest.raises(FlameFileError, match=rf"^{re.escape(str(p))}: not a readable FLAME pickle \({cause}") as err:
+    want = rf"^{re.escape(str(p))}: not a readable FLAME pickle \({cause}"
+    with pytest.raises(FlameFileError, match=want) as err:
         load_flame_arrays(p)
     assert "re-download" in str(err.value)
 
@@ -213,8 +221,8 @@ def test_objects_of_unknown_layout_are_refused_naming_the_entry(tmp_path, case):
         data = pickle.dumps({"shapedirs": cls()}, protocol=2)
     p = tmp_path / "generic_model.pkl"
     p.write_bytes(data)
-    with pytest.raises(FlameFileError, match=rf"entry 'shapedirs' is a {re.escape(qualname)} object this reader "
-                                             "cannot evaluate"):
+    want = rf"entry 'shapedirs' is a {re.escape(qualname)} object this reader cannot evaluate"
+    with pytest.raises(FlameFileError, match=want):
         flame_io.read_flame_pickle(p)
 
 
@@ -238,7 +246,8 @@ def test_numpy_globals_are_imported_under_the_running_numpys_name(monkeypatch, v
     monkeypatch.setattr(builtins, "__import__", spy)
     got = {}
     for written in ("numpy.core", "numpy._core"):
-        for sub, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer")):
+        for sub, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"),
+                          ("numeric", "_frombuffer")):
             imported.clear()
             got[written, name] = flame_io._allowed_global(f"{written}.{sub}", name, False)
             assert imported[:1] == [f"{core}.{sub}"], (written, name, imported)   # (the shim imports on)
@@ -293,8 +302,9 @@ def test_embedding_npy_of_several_objects_is_refused(tmp_path):
         load_landmark_embedding(p)
 
 
-_SHAPES = {"static_lmk_faces_idx": (51,), "static_lmk_bary_coords": (51, 3), "dynamic_lmk_faces_idx": (79, 17),
-           "dynamic_lmk_bary_coords": (79, 17, 3), "full_lmk_faces_idx": (68,), "full_lmk_bary_coords": (68, 3)}
+_SHAPES = {"static_lmk_faces_idx": (51,), "static_lmk_bary_coords": (51, 3),
+           "dynamic_lmk_faces_idx": (79, 17), "dynamic_lmk_bary_coords": (79, 17, 3),
+           "full_lmk_faces_idx": (68,), "full_lmk_bary_coords": (68, 3)}
 
 
 @pytest.mark.parametrize("key", list(_SHAPES))
@@ -322,7 +332,8 @@ def test_embedding_face_ids_outside_the_model_are_refused(tmp_path, key, bad):
 
 
 # -- FLAME_masks.pkl ---------------------------------------------------------------------------------
-_MASKS = {"face": np.array([0, 2, 5, 7]), "lips": np.array([1, 2], dtype=np.int32), "nose": np.array([], np.int64)}
+_MASKS = {"face": np.array([0, 2, 5, 7]), "lips": np.array([1, 2], dtype=np.int32),
+          "nose": np.array([], np.int64)}
 
 
 def test_masks_saved_as_an_object_npy_load(tmp_path):
