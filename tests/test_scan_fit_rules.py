@@ -429,3 +429,28 @@ def test_the_face_region_grows_from_the_static_landmarks_only():
     lmk[:17] = [0.5, 0.5, 0.0]                             # the contour, 16 included, far from the face
     pts = np.array([[0.0, 0.01, 0.0], [0.5, 0.5, 0.0], [0.5, 0.52, 0.0]])
     assert select_face_points(pts, lmk, ScanFitConfig()).tolist() == [0]
+
+
+def test_the_fit_stops_when_a_windows_mean_loss_matches_the_window_before(monkeypatch):
+    """The loss test compares the mean loss of the last `window` iterations with that of the `window` before
+    (a scripted surface loss; the landmark and shape terms weighed out): 100, 100, 100, 1, 1 | 1 x 5 | 1 x 5
+    has the means 60.4 | 1 | 1, so the fit stops after 15 iterations, not after 10."""
+    from flame_fit import scan_fit
+
+    head, rng = LinearHead(), np.random.default_rng(9)
+    beta0 = np.zeros(100, np.float32)
+    sim = (0.01, np.eye(3), np.zeros(3))
+    scan, scan_lmk, _, _ = _on_surface_scan(head, beta0, sim, rng)
+    script = [100.0] * 3 + [1.0] * 100
+    calls = []
+
+    def scripted(sq, sigma):
+        calls.append(len(calls))
+        return sq * 0.0 + script[len(calls) - 1] / sq.numel()
+
+    monkeypatch.setattr(scan_fit, "geman_mcclure", scripted)
+    cfg = ScanFitConfig(max_iters=50, min_iters=10, window=5, tolerance=1e-3, sigma_landmark=1e6, shape_prior=0.0)
+    got = scan_fit._optimise(NeutralBasis(head), head.faces, head.faces.numpy(), scan, scan_lmk,
+                             landmark_weights(), beta0, sim, cfg, torch.device("cpu"))
+    assert got["converged"] and got["iterations"] == 15
+    assert got["losses"] == [pytest.approx(v, rel=1e-4) for v in (1.0, 1.0, 1.0)]
