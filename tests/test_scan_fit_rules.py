@@ -399,6 +399,20 @@ def test_a_bad_final_fit_warns_with_its_median_residual_in_mm_and_seconds_are_wa
     assert mm > 100.0                                             # (a 0.1 % error shows in the message)
     assert bad.warnings == [f"median surface residual {mm:.1f} mm (model scale) is large: "
                             "check the landmarks and the picture"]
+    # the warning comes exactly when the median residual is above 3 sigma_surface (6 mm here)
+    medians = []
+    for dz in (0.004, 0.006, 0.0075, 0.009, 0.011):
+        off = (0.01, np.eye(3), np.array([0.0, 0.0, dz]))
+        monkeypatch.setattr(scan_fit, "_optimise", lambda *a, _off=off, **k: {
+            "shape": np.zeros(100, np.float32), "sim": _off, "iterations": 1, "converged": True, "losses": [],
+            "loss": 0.0})
+        fit = fit_scan(head, scan, scan_lmk, landmark_weights(), config=cfg)
+        medians.append(fit.after["surface_median"])
+        assert bool(fit.warnings) == (medians[-1] > 3 * cfg.sigma_surface), (dz, medians[-1], fit.warnings)
+    assert any(0.004 < m < 0.006 for m in medians) and any(0.006 < m < 0.008 for m in medians), medians
+    monkeypatch.setattr(scan_fit, "_optimise", _stub_optimise([]))
+    few = fit_scan(head, scan, scan_lmk, landmark_weights(), config=dataclasses.replace(cfg, max_points=199))
+    assert few.warnings == ["only 199 scan points in the face region: the surface term is weak"]
 
 
 def test_landmarks_of_weight_zero_do_not_move_the_fit():
@@ -454,4 +468,24 @@ def test_the_fit_stops_when_a_windows_mean_loss_matches_the_window_before(monkey
     got = scan_fit._optimise(NeutralBasis(head), head.faces, head.faces.numpy(), scan, scan_lmk,
                              landmark_weights(), beta0, sim, cfg, torch.device("cpu"))
     assert got["converged"] and got["iterations"] == 15
+    assert got["loss"] == pytest.approx(1.0, rel=1e-4)     # the mean of the last window, not of all 15
     assert got["losses"] == [pytest.approx(v, rel=1e-4) for v in (1.0, 1.0, 1.0)]
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_the_scale_is_refined_only_when_it_is_free(fixed):
+    """From a start 4 % too large the free scale moves towards the truth; a fixed (known) scale stays."""
+    from flame_fit import scan_fit
+
+    head, rng = LinearHead(), np.random.default_rng(10)
+    beta0 = np.zeros(100, np.float32)
+    truth = (0.01, np.eye(3), np.zeros(3))
+    scan, scan_lmk, _, _ = _on_surface_scan(head, beta0, truth, rng)
+    start = (0.0104, np.eye(3), np.zeros(3))
+    cfg = ScanFitConfig(max_iters=30, min_iters=1000, fixed_scale=0.0104 if fixed else None)
+    got = scan_fit._optimise(NeutralBasis(head), head.faces, head.faces.numpy(), scan, scan_lmk,
+                             landmark_weights(), beta0, start, cfg, torch.device("cpu"))
+    if fixed:
+        assert got["sim"][0] == pytest.approx(0.0104, rel=1e-12)
+    else:
+        assert got["sim"][0] < 0.0104 * (1 - 1e-3)
