@@ -46,7 +46,7 @@ class FlameModel(nn.Module):
     `landmark_tables(full_pose)` gives the per-frame landmark faces and barycentric coordinates.
     """
 
-    def __init__(self, model: dict, embedding: dict, name: str = "FLAME", is_real: bool = True,
+    def __init__(self, model: dict, embedding: dict, name: str = "FLAME", *, is_real: bool,  # no default
                  n_shape: int = N_SHAPE, n_expr: int = N_EXPR):
         super().__init__()
         self.name, self.is_real = name, bool(is_real)

@@ -129,7 +129,7 @@ class _GuardedUnpickler(pickle.Unpickler):
     """pickle.Unpickler that resolves only allow-listed globals (see `_allowed_global`); any other
     global raises FlameFileError naming the file and the global before it is imported or called."""
 
-    def __init__(self, file, path: str | Path, what: str, allow_torch: bool = False):
+    def __init__(self, file, path: str | Path, what: str, allow_torch: bool):
         super().__init__(file, encoding="latin1")          # Python-2 pickles (FLAME 2020)
         self._path, self._what, self._allow_torch = Path(path), what, allow_torch
 
@@ -261,15 +261,15 @@ def load_flame_arrays(path: str | Path) -> dict:
     shapedirs, posedirs = arr("shapedirs"), arr("posedirs")
     J_regressor, weights = arr("J_regressor"), arr("weights")
     kintree = arr("kintree_table", np.int64)
-    V = v_template.shape[0] if v_template.ndim == 2 else -1
 
     def check(ok, what):
         if not ok:
             raise FlameFileError(path, f"unexpected array layout: {what}",
                                  "use the official FLAME 2020/2023 pickle (or `singinghead make-head-model`)")
 
-    check(v_template.ndim == 2 and v_template.shape[1] == 3 and V > 0,
+    check(v_template.ndim == 2 and v_template.shape[1] == 3 and v_template.shape[0] > 0,
           f"v_template {v_template.shape}, want (V,3)")
+    V = v_template.shape[0]
     check(faces.ndim == 2 and faces.shape[1] == 3, f"f {faces.shape}, want (F,3)")
     check(faces.size > 0 and faces.min() >= 0 and faces.max() < V, f"face indices outside [0,{V})")
     check(shapedirs.ndim == 3 and shapedirs.shape[:2] == (V, 3),

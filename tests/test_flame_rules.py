@@ -154,7 +154,7 @@ def test_model_refuses_too_few_shapedirs_columns():
     m = _model(rng, n_cols=340)
     arrays = dict(m, faces=m["f"], parents=np.array([-1, 0, 1, 1, 1]), weights=m["weights"])
     with pytest.raises(ValueError, match=r"^shapedirs has 340 columns, need 350$"):
-        FlameModel(arrays, _embedding(rng))
+        FlameModel(arrays, _embedding(rng), is_real=False)
 
 
 def test_model_description_names_its_size(tmp_path):

@@ -226,3 +226,27 @@ def test_fit_params_defaults_are_the_documented_ones():
         "rigid_iters": 40, "iters": 100, "lr": 0.04, "w_shape": 1e-4, "w_expr": 2e-4, "w_jaw": 0.1,
         "contour_weight": 0.1, "max_jaw": 0.5, "max_global": 1.2, "w_smooth": 3e-2, "optimizer": "adam",
         "seed": 0}
+
+
+def test_fit_segment_refuses_landmarks_or_flags_of_other_shapes(model, exact):
+    ok = np.ones(len(exact), bool)
+    for lm, flags in ((np.concatenate([exact, exact[..., :1]], axis=-1), ok),   # (T,68,3)
+                      (exact, np.ones(len(exact) + 1, bool)),                     # one flag too many
+                      (exact, ok[:, None])):                                       # (T,1)
+        with pytest.raises(ValueError, match=r"^landmarks .* want \(T,68,2\) / \(T,\)$"):
+            fit_segment(model, lm, flags, SIZE)
+
+
+def test_one_frame_with_landmarks_is_enough_and_every_parameter_is_fitted(model, exact):
+    """A segment where the detector found the face once: that frame is fitted (shape, expression, jaw,
+    pose and camera all move from their start) and the other frames hold its values."""
+    ok = np.zeros(len(exact), bool)
+    ok[2] = True
+    garbage = exact.copy()
+    garbage[~ok] = np.nan
+    out = fit_segment(model, garbage, ok, SIZE, FitParams(rigid_iters=5, iters=10))
+    for k in ("shape", "expression", "jaw_pose", "global_orient"):
+        assert np.abs(out[k]).max() > 1e-3, k                  # all start at zero
+    for k in ("expression", "global_orient", "jaw_pose", "cam"):
+        np.testing.assert_array_equal(out[k], np.repeat(out[k][2:3], len(ok), axis=0), err_msg=k)
+    assert np.isfinite(out["rmse_px"][2]) and np.isnan(out["rmse_px"][~ok]).all()

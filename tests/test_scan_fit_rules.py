@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -237,3 +238,254 @@ def test_one_icp_step_is_the_documented_weighted_similarity():
     # the landmarks pull: without them the step lands elsewhere
     alone = umeyama(scan, foot, w_surf)
     assert np.abs(alone[2] - want[2]).max() > 1e-5
+
+
+# -- the optimiser's energy, its iterations and its starts ---------------------------------------------
+def _on_surface_scan(head, beta, sim, rng):
+    """Scan points at known distances d (0.5 - 3 mm) straight out of the faces' centroids of the head at
+    `beta` (zero: a convex polyhedron, so the centroid is each point's closest surface point), and
+    landmarks at known offsets; both in the scan frame of `sim` (scan -> model)."""
+    v = (head.v0 + torch.einsum("vkn,n->vk", head.B, torch.as_tensor(beta))).double().numpy()
+    mesh = trimesh.Trimesh(v, head.faces.numpy(), process=False)
+    tri = rng.choice(len(mesh.faces), 300, replace=False)
+    d = rng.uniform(5e-4, 3e-3, len(tri))
+    pts = mesh.triangles_center[tri] + d[:, None] * mesh.face_normals[tri]
+    off = rng.normal(0.0, 2e-3, (68, 3))
+    lmk = v[head.lmk_idx.numpy()] + off
+    inv = invert_similarity(*sim)
+    return apply_similarity(pts, *inv), apply_similarity(lmk, *inv), d, off
+
+
+def test_first_loss_is_the_documented_energy():
+    """Sum over points of GM(rn^2 + tangential_weight |r|^2) + 68 / sigma_l^2 sum_k w_k / sum(w) |l_k - L_k|^2
+    + shape_prior |beta|^2, at the start (one iteration, a window of one), against the known distances
+    (at beta = 0: the shape prior's weight is seen by its product with 0)."""
+    from flame_fit import scan_fit
+
+    head, rng = LinearHead(), np.random.default_rng(7)
+    beta0 = np.zeros(100, np.float32)
+    rot = Rotation.from_euler("xyz", [10, -20, 5], degrees=True).as_matrix()
+    sim = (0.01, rot, np.array([0.1, 0.0, -0.2]))
+    scan, scan_lmk, d, off = _on_surface_scan(head, beta0, sim, rng)
+    weights = landmark_weights(contour_weight=0.3)
+    weights[[20, 50]] = 0.0
+    cfg = ScanFitConfig(max_iters=1, min_iters=1, window=1, shape_prior=2.5, tangential_weight=0.2,
+                        sigma_surface=0.002, sigma_landmark=0.004)
+    got = scan_fit._optimise(NeutralBasis(head), head.faces, head.faces.numpy(), scan, scan_lmk, weights,
+                             beta0, sim, cfg, torch.device("cpu"))
+    sq = d ** 2 * (1.0 + 0.2)                              # r is along the normal: rn^2 = |r|^2 = d^2
+    surf = (sq / (sq + 0.002 ** 2)).sum()                  # Geman-McClure: sq / (sq + sigma^2)
+    lmk = 68.0 / 0.004 ** 2 * (weights / weights.sum() * (off ** 2).sum(1)).sum()
+    assert got["loss"] == pytest.approx(surf + lmk, rel=2e-4)
+    assert got["iterations"] == 1 and got["losses"] == [pytest.approx(got["loss"])]
+
+
+class _Count:
+    def __init__(self):
+        self.n = 0
+
+    def update(self, k):
+        self.n += k
+
+
+def test_iterations_progress_rebuilds_and_the_minimum_before_stopping(monkeypatch):
+    """`progress` gets one update per iteration; closest points are rebuilt on iterations 1,
+    1 + rebuild_every, ...; the loss test starts at min_iters even when the loss has long settled."""
+    from flame_fit import scan_fit
+
+    head, rng = LinearHead(), np.random.default_rng(8)
+    beta0 = np.zeros(100, np.float32)
+    sim = (0.01, np.eye(3), np.zeros(3))
+    scan, scan_lmk, _, _ = _on_surface_scan(head, beta0, sim, rng)
+    progress, built = _Count(), []
+
+    class CountingIndex(scan_fit.SurfaceIndex):
+        def __init__(self, *args, **kwargs):
+            built.append(progress.n)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(scan_fit, "SurfaceIndex", CountingIndex)
+    def run(cfg):
+        return scan_fit._optimise(NeutralBasis(head), head.faces, head.faces.numpy(), scan, scan_lmk,
+                                  landmark_weights(), beta0, sim, cfg, torch.device("cpu"), progress)
+
+    got = run(ScanFitConfig(max_iters=25, min_iters=1000, window=5, rebuild_every=10))
+    assert progress.n == 25 and got["iterations"] == 25 and not got["converged"]
+    assert built == [0, 10, 20]                            # before iterations 1, 11 and 21
+    settled = run(ScanFitConfig(max_iters=100, min_iters=40, window=10, tolerance=1e9))
+    assert settled["iterations"] == 40 and settled["converged"]
+
+
+def _stub_optimise(calls, losses=None):
+    def fake(basis, faces, faces_np, region_scan, scan_landmarks, weights, beta0, sim0, config, device,
+             progress=None):
+        k = len(calls)
+        calls.append({"sim0": sim0, "max_iters": config.max_iters, "beta0": np.array(beta0)})
+        sim = (sim0[0] * (1 + 0.01 * k), sim0[1], sim0[2] + 0.001 * k)    # each run ends elsewhere
+        return {"shape": np.full(100, 0.01 * k, np.float32), "sim": sim, "iterations": 7, "converged": True,
+                "losses": [1.0], "loss": (losses or {}).get(k, 10.0 + k)}
+    return fake
+
+
+@pytest.mark.parametrize("case", ["free scale", "free scale + icp", "fixed scale", "fixed scale + icp",
+                                  "icp at 20 region points", "icp at 19 region points"])
+def test_probes_start_from_the_landmark_similarity_scaled_about_the_face(monkeypatch, case):
+    """Free scale: one probe per `scale_starts` factor f, the landmark similarity scaled by f about the
+    centre of the static landmarks (x -> f (s0 R0 x + t0) + (1 - f) c), plus the robust ICP start when
+    icp_iters > 0 and the region has at least 20 points; the full fit continues from the probe with the
+    lowest loss. One start (fixed scale, no ICP): no probes, the full fit starts from it."""
+    from flame_fit import scan_fit
+
+    head = LinearHead()
+    rot = Rotation.from_euler("xyz", [5, 30, -10], degrees=True).as_matrix()
+    truth = (0.01, rot, np.array([0.05, 0.1, 0.0]))
+    scan, scan_lmk = _scan_of(head, truth)
+    weights = landmark_weights()
+    fixed = case.startswith("fixed")
+    icp = 1 if "icp" in case else 0
+    n_region = 20 if "20" in case else 19 if "19" in case else 2000
+    cfg = ScanFitConfig(scale_starts=(0.9, 1.0, 1.2), icp_iters=icp, probe_iters=11, max_iters=33,
+                        fixed_scale=0.01 if fixed else None, max_points=n_region)
+    calls = []
+    monkeypatch.setattr(scan_fit, "_optimise", _stub_optimise(calls, {1: 0.5}))   # the second probe is best
+    fit = fit_scan(head, scan, scan_lmk, weights, config=cfg)
+    factors = (1.0,) if fixed else (0.9, 1.0, 1.2)
+    centre = head.v0.double().numpy()[head.lmk_idx.numpy()][17:].mean(axis=0)
+    want = [(f * truth[0], truth[1], f * truth[2] + (1 - f) * centre) for f in factors]
+    v, faces = head.v0.double().numpy(), head.faces.numpy()
+    region = select_face_points(apply_similarity(scan, *truth), v[head.lmk_idx.numpy()], cfg)
+    assert len(region) == n_region if n_region < 2000 else len(region) >= 20
+    if icp and len(region) >= 20:                          # too few points for ICP: no such start
+        want.append(icp_similarity(v, faces, v[head.lmk_idx.numpy()], scan[region], scan_lmk, weights,
+                                   truth, cfg))
+    probes, full = calls[:-1], calls[-1]
+    if len(want) == 1:
+        assert probes == [] and np.array_equal(full["beta0"], np.zeros(100))
+        best_sim = want[0]
+    else:
+        assert len(probes) == len(want) and all(c["max_iters"] == 11 for c in probes)
+        for c, w in zip(probes, want):
+            assert c["sim0"][0] == pytest.approx(w[0], rel=1e-9)
+            np.testing.assert_allclose(c["sim0"][1], w[1], atol=1e-9)
+            np.testing.assert_allclose(c["sim0"][2], w[2], atol=1e-9)
+        best_sim = (want[1][0] * 1.01, want[1][1], want[1][2] + 0.001)                # what probe 1 ended at
+        np.testing.assert_array_equal(full["beta0"], np.full(100, 0.01, np.float32))
+    assert full["max_iters"] == 33
+    assert full["sim0"][0] == pytest.approx(best_sim[0], rel=1e-9)
+    np.testing.assert_allclose(full["sim0"][2], best_sim[2], atol=1e-9)
+    assert fit.scale == full["sim0"][0] * (1 + 0.01 * len(probes))   # the full fit's own result
+
+
+def test_a_bad_final_fit_warns_with_its_median_residual_in_mm_and_seconds_are_wall_time(monkeypatch):
+    from flame_fit import scan_fit
+
+    head = LinearHead()
+    truth = (0.01, np.eye(3), np.zeros(3))
+    scan, scan_lmk = _scan_of(head, truth)
+    calls = []
+    monkeypatch.setattr(scan_fit, "_optimise", _stub_optimise(calls))
+    cfg = ScanFitConfig(scale_starts=(1.0,), icp_iters=0, fixed_scale=0.01, max_points=200)
+    t0 = time.perf_counter()
+    good = fit_scan(head, scan, scan_lmk, landmark_weights(), config=cfg)   # ends at its start, the truth
+    elapsed = time.perf_counter() - t0
+    assert good.n_region_points == 200 and not good.warnings      # 200 points are enough for the surface term
+    assert 0.0 < good.seconds <= elapsed
+    far = (0.01, np.eye(3), np.array([0.0, 0.0, 0.2]))           # 20 cm off, beyond 3 x sigma_surface
+    monkeypatch.setattr(scan_fit, "_optimise", lambda *a, **k: {
+        "shape": np.zeros(100, np.float32), "sim": far, "iterations": 1, "converged": True, "losses": [],
+        "loss": 0.0})
+    bad = fit_scan(head, scan, scan_lmk, landmark_weights(), config=cfg)
+    mm = bad.after["surface_median"] * 1000
+    assert mm > 100.0                                             # (a 0.1 % error shows in the message)
+    assert bad.warnings == [f"median surface residual {mm:.1f} mm (model scale) is large: "
+                            "check the landmarks and the picture"]
+    # the warning comes exactly when the median residual is above 3 sigma_surface (6 mm here)
+    medians = []
+    for dz in (0.004, 0.006, 0.0075, 0.009, 0.011):
+        off = (0.01, np.eye(3), np.array([0.0, 0.0, dz]))
+        monkeypatch.setattr(scan_fit, "_optimise", lambda *a, _off=off, **k: {
+            "shape": np.zeros(100, np.float32), "sim": _off, "iterations": 1, "converged": True, "losses": [],
+            "loss": 0.0})
+        fit = fit_scan(head, scan, scan_lmk, landmark_weights(), config=cfg)
+        medians.append(fit.after["surface_median"])
+        assert bool(fit.warnings) == (medians[-1] > 3 * cfg.sigma_surface), (dz, medians[-1], fit.warnings)
+    assert any(0.004 < m < 0.006 for m in medians) and any(0.006 < m < 0.008 for m in medians), medians
+    monkeypatch.setattr(scan_fit, "_optimise", _stub_optimise([]))
+    few = fit_scan(head, scan, scan_lmk, landmark_weights(), config=dataclasses.replace(cfg, max_points=199))
+    assert few.warnings == ["only 199 scan points in the face region: the surface term is weak"]
+
+
+def test_landmarks_of_weight_zero_do_not_move_the_fit():
+    head = LinearHead()
+    truth = (0.01, np.eye(3), np.zeros(3))
+    scan, scan_lmk = _scan_of(head, truth)
+    weights = landmark_weights()
+    weights[[30, 60]] = 0.0
+    moved = scan_lmk.copy()
+    moved[[30, 60]] += 5.0                                  # 5 cm in model units: wildly off
+    quick = ScanFitConfig(max_iters=6, min_iters=6, probe_iters=3, icp_iters=2, scale_starts=(0.95, 1.0))
+    a, b = (fit_scan(head, scan, lm, weights, config=quick) for lm in (scan_lmk, moved))
+    np.testing.assert_array_equal(a.shape, b.shape)
+    assert (a.scale, a.after) == (b.scale, b.after)
+    np.testing.assert_array_equal(a.translation, b.translation)
+
+
+def test_config_is_frozen_and_landmark_weights_default_to_its_contour_weight():
+    """ScanFitConfig is fit_scan's default argument: shared by every call, so it must not be changeable."""
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ScanFitConfig().max_iters = 5
+    assert landmark_weights()[:17].tolist() == [ScanFitConfig().contour_weight] * 17
+
+
+def test_the_face_region_grows_from_the_static_landmarks_only():
+    lmk = np.zeros((68, 3))
+    lmk[17:, 0] = np.linspace(-0.05, 0.05, 51)
+    lmk[36], lmk[45] = [-0.045, 0, 0], [0.045, 0, 0]
+    lmk[:17] = [0.5, 0.5, 0.0]                             # the contour, 16 included, far from the face
+    pts = np.array([[0.0, 0.01, 0.0], [0.5, 0.5, 0.0], [0.5, 0.52, 0.0]])
+    assert select_face_points(pts, lmk, ScanFitConfig()).tolist() == [0]
+
+
+def test_the_fit_stops_when_a_windows_mean_loss_matches_the_window_before(monkeypatch):
+    """The loss test compares the mean loss of the last `window` iterations with that of the `window` before
+    (a scripted surface loss; the landmark and shape terms weighed out): 100, 100, 100, 1, 1 | 1 x 5 | 1 x 5
+    has the means 60.4 | 1 | 1, so the fit stops after 15 iterations, not after 10."""
+    from flame_fit import scan_fit
+
+    head, rng = LinearHead(), np.random.default_rng(9)
+    beta0 = np.zeros(100, np.float32)
+    sim = (0.01, np.eye(3), np.zeros(3))
+    scan, scan_lmk, _, _ = _on_surface_scan(head, beta0, sim, rng)
+    script = [100.0] * 3 + [1.0] * 100
+    calls = []
+
+    def scripted(sq, sigma):
+        calls.append(len(calls))
+        return sq * 0.0 + script[len(calls) - 1] / sq.numel()
+
+    monkeypatch.setattr(scan_fit, "geman_mcclure", scripted)
+    cfg = ScanFitConfig(max_iters=50, min_iters=10, window=5, tolerance=1e-3, sigma_landmark=1e6, shape_prior=0.0)
+    got = scan_fit._optimise(NeutralBasis(head), head.faces, head.faces.numpy(), scan, scan_lmk,
+                             landmark_weights(), beta0, sim, cfg, torch.device("cpu"))
+    assert got["converged"] and got["iterations"] == 15
+    assert got["loss"] == pytest.approx(1.0, rel=1e-4)     # the mean of the last window, not of all 15
+    assert got["losses"] == [pytest.approx(v, rel=1e-4) for v in (1.0, 1.0, 1.0)]
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_the_scale_is_refined_only_when_it_is_free(fixed):
+    """From a start 4 % too large the free scale moves towards the truth; a fixed (known) scale stays."""
+    from flame_fit import scan_fit
+
+    head, rng = LinearHead(), np.random.default_rng(10)
+    beta0 = np.zeros(100, np.float32)
+    truth = (0.01, np.eye(3), np.zeros(3))
+    scan, scan_lmk, _, _ = _on_surface_scan(head, beta0, truth, rng)
+    start = (0.0104, np.eye(3), np.zeros(3))
+    cfg = ScanFitConfig(max_iters=30, min_iters=1000, fixed_scale=0.0104 if fixed else None)
+    got = scan_fit._optimise(NeutralBasis(head), head.faces, head.faces.numpy(), scan, scan_lmk,
+                             landmark_weights(), beta0, start, cfg, torch.device("cpu"))
+    if fixed:
+        assert got["sim"][0] == pytest.approx(0.0104, rel=1e-12)
+    else:
+        assert got["sim"][0] < 0.0104 * (1 - 1e-3)
