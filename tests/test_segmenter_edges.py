@@ -10,11 +10,12 @@ frames are reported missing twice, which the sink's {index: reason} record absor
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tasks.faces.segmenter import (FOREHEAD, MAX_REPEAT_GAP, MISSING, NOFACE, OK, Segmenter, SegmentSink,
-                                   face_box)
+from tasks.faces.segmenter import (EDGE, FOREHEAD, MAX_REPEAT_GAP, MISSING, NOFACE, OK, Segmenter,
+                                   SegmentSink, face_box)
 
 
 class Sink(SegmentSink):
@@ -88,4 +89,46 @@ def test_the_face_box_holds_every_landmark_and_every_lifted_brow_point(seed, til
     lm += rng.normal(scale=4.0, size=lm.shape)
     c, s = np.cos(tilt), np.sin(tilt)
     lm = lm @ np.array([[c, s], [-s, c]]) + 200.0
+    np.testing.assert_allclose(face_box(lm), _face_box_by_hand(lm), rtol=0, atol=1e-9)
+
+
+def _segment(indices, verdict=lambda t: OK, every=6):
+    sink = Sink()
+    n = Segmenter(lambda t: np.array([0, 0, 10, 10]), lambda t, box: t, lambda t, p: verdict(t), sink,
+                  every).run((t, t) for t in indices)
+    return n, sink
+
+
+def test_an_empty_stream_has_no_frames_and_no_segments():
+    n, sink = _segment([])
+    assert n == 0 and sink.segments == [] and sink.dropped == {}
+
+
+def test_two_short_gaps_one_frame_apart_are_both_repeated():
+    n, sink = _segment([t for t in range(20) if t not in (5, 7)])
+    assert n == 20 and sink.segments == [(0, 20)] and sink.repeated == [[5, 7]]
+    assert sink.frames == list(range(20)) and sink.dropped == {}
+
+
+def test_a_frame_missing_right_after_a_face_lost_on_a_check_is_reported_missing():
+    # the check at 12 finds no face; frame 13 was never recorded
+    n, sink = _segment([t for t in range(20) if t != 13], verdict=lambda t: OK if t < 12 else NOFACE)
+    assert n == 20 and sink.segments == [(0, 12)]
+    assert sink.dropped == {12: NOFACE, 13: MISSING, **dict.fromkeys(range(14, 20), NOFACE)}
+
+
+@pytest.mark.parametrize("verdict", [EDGE, NOFACE])
+def test_frames_failing_after_the_last_check_are_all_accounted_for_at_the_end(verdict):
+    # checks at 0, 6, 12; frames 14..17 fail and the stream ends at 17 before the next check
+    n, sink = _segment(range(18), verdict=lambda t: OK if t < 14 else verdict)
+    assert n == 18 and sink.segments == [(0, 14)] and sink.frames == list(range(14))
+    assert sink.dropped == dict.fromkeys(range(14, 18), verdict)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+@example(seed=41)  # point 27, lifted, would widen the box: it must not count
+def test_the_face_box_of_scattered_points_holds_exactly_the_landmarks_and_the_lifted_brows(seed):
+    # no face layout at all: any of the 68 points may be the extreme one (the nose's 27 next to the brows)
+    lm = np.random.default_rng(seed).uniform(0, 100, size=(68, 2))
     np.testing.assert_allclose(face_box(lm), _face_box_by_hand(lm), rtol=0, atol=1e-9)
