@@ -14,7 +14,8 @@ face) shaped like an ellipsoidal skull on a neck, with radial features (nose, ey
 lips, chin, cheeks, ears) and two eyeballs.  Identity directions are smooth (global scalings plus
 random low-frequency fields, orthogonalised, decreasing amplitude); expression directions are
 localised (mouth, lips, brows, eyes, cheeks, nose) with Gaussian falloff.  Landmarks are placed by
-ray casting an iBUG-68 layout onto the surface.
+ray casting an iBUG-68 layout onto the surface; the dynamic contour's row for each yaw is the face
+outline of the head turned by that yaw (jaw line where in view, else the cheek's occluding contour).
 """
 from __future__ import annotations
 
