@@ -186,7 +186,7 @@ def oracle_landmarks(truth: dict, segment: dict, portrait_size: int) -> tuple[np
 def surface_contour(model, truth: dict, a: int, b: int) -> np.ndarray:
     """The jaw contour as points fixed on the surface, frames [a, b) of the truth: (T,17,2) frame px.
 
-    The model's 17 contour landmarks slide over the jaw with the yaw (the dynamic contour, row
+    The model's 17 contour landmarks follow the face outline with the yaw (the dynamic contour, row
     `yaw` of its table); these are row 0's points (where they sit on a frontal face) posed and
     projected like the truth's, so the detector's contour can be told apart from the model's rule.
     """

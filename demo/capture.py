@@ -288,9 +288,11 @@ def head_path(n_frames: int, fps: float, width: int, height: int, face_px: float
 
     # Excursion: rise 0.3 s, hold 0.8 s, return 0.4 s.
     e0 = int(round(0.4 * n_frames)) if events_s is None else int(round(events_s[0] * fps))
-    # with fixed event times (the truth capture's demo timeline) the return is a snap (1 frame): the
-    # crop stage's next box is then placed on a head at rest, not on one still moving back
-    timing = (0.3, 0.8, 0.4) if events_s is None else (0.3, 1.1, 0.034)
+    # with fixed event times (the truth capture's demo timeline) the move out and the return are snaps
+    # (1 frame each): the crop stage's next box is then placed on a head at rest, not on one still
+    # moving; a box placed mid-move could hold both ends and swallow the excursion (procedural head v2
+    # cut one song that way and left it one 8 s clip)
+    timing = (0.3, 0.8, 0.4) if events_s is None else (0.034, 1.4, 0.034)
     rise, hold, back = (int(round(s * fps)) for s in timing)
     e1 = min(n_frames, e0 + rise + hold + back)
     bump = np.zeros(n_frames)

@@ -47,7 +47,8 @@ from tasks.media.audio_io import write_wav
 
 log = logging.getLogger("singinghead.demo")
 
-TRUTH_VERSION = 2           # 2: skin continues past the face (no painted outline), cool backdrop
+TRUTH_VERSION = 3           # 2: skin continues past the face (no painted outline), cool backdrop;
+                            # 3: procedural head v2 landmarks, the excursion snaps out as it snaps back
 SCAN_UNITS = "mm"
 YAW_MAX_DEG = 30.0
 DEMO_YAW_MAX_DEG = 18.0    # in the demo timeline (event_times), see plan_motion

@@ -14,7 +14,8 @@ face) shaped like an ellipsoidal skull on a neck, with radial features (nose, ey
 lips, chin, cheeks, ears) and two eyeballs.  Identity directions are smooth (global scalings plus
 random low-frequency fields, orthogonalised, decreasing amplitude); expression directions are
 localised (mouth, lips, brows, eyes, cheeks, nose) with Gaussian falloff.  Landmarks are placed by
-ray casting an iBUG-68 layout onto the surface.
+ray casting an iBUG-68 layout onto the surface; the dynamic contour's row for each yaw is the face
+outline of the head turned by that yaw (jaw line where in view, else the cheek's occluding contour).
 """
 from __future__ import annotations
 
@@ -154,13 +155,7 @@ def _build_geometry(n_vertices):
     ys = _ring_heights(n_rings)
     phis = _azimuths(n_az)
     Y, P = np.meshgrid(ys, phis, indexing="ij")                     # (R,A)
-    rx, rz, cz = _profile(Y)
-    ex, ez = rx * np.sin(P), rz * np.cos(P)
-    nrm = np.stack([ex / rx ** 2, ez / rz ** 2], -1)                # horizontal outward normal
-    nrm /= np.linalg.norm(nrm, axis=-1, keepdims=True)
-    d = _radial_features(P, Y)
-    X = ex + d * nrm[..., 0]
-    Z = cz + ez + d * nrm[..., 1]
+    X, Z = _surface_xz(P, Y)
     top = np.array([[0.0, _HEAD_YC + _HEAD_B, _HEAD_ZC]])
     head = np.concatenate([top, np.stack([X, Y, Z], -1).reshape(-1, 3)])
     faces = []
@@ -202,18 +197,30 @@ def _build_geometry(n_vertices):
                 eye_centers=np.stack([e.mean(0) for e in eyes]))
 
 
+def _surface_xz(phi, y):
+    """Analytic surface point (X, Z), each shaped like phi, at azimuths phi and heights y (broadcast):
+    the ellipse of `_profile` pushed out along its horizontal normal by `_radial_features`."""
+    rx, rz, cz = _profile(y)
+    ex, ez = rx * np.sin(phi), rz * np.cos(phi)
+    nrm = np.stack(np.broadcast_arrays(ex / rx ** 2, ez / rz ** 2), -1)   # horizontal outward normal
+    nrm /= np.linalg.norm(nrm, axis=-1, keepdims=True)
+    d = _radial_features(phi, y)
+    return ex + d * nrm[..., 0], cz + ez + d * nrm[..., 1]
+
+
 def _surface_z_front(x, y):
     """z of the face surface at lateral x, height y (front half), from the analytic profile."""
-    rx, rz, cz = _profile(np.array([y]))
     phis = np.linspace(-1.2, 1.2, 4801)
-    Y = np.full_like(phis, y)
-    ex, ez = rx * np.sin(phis), rz * np.cos(phis)
-    nrm = np.stack([ex / rx ** 2, ez / rz ** 2], -1)
-    nrm /= np.linalg.norm(nrm, axis=-1, keepdims=True)
-    d = _radial_features(phis, Y)
-    X = ex + d * nrm[:, 0]
-    Z = cz + ez + d * nrm[:, 1]
+    X, Z = _surface_xz(phis, np.full_like(phis, y))
     return float(np.interp(x, X, Z))
+
+
+def _nose_tip_y(y_lo=-0.03, y_hi=0.02, step=5e-5):
+    """Height of the nose tip (pronasale): the foremost point of the midline profile x = 0 between
+    y_lo and y_hi.  iBUG's landmark 30 is the tip, and the detector marks it there."""
+    ys = np.arange(y_lo, y_hi, step)
+    _, z = _surface_xz(np.zeros_like(ys), ys)
+    return float(ys[np.argmax(z)])
 
 
 # -- ray casting for the landmark embedding -------------------------------------------------------
@@ -265,8 +272,9 @@ def _ibug_static_xy():
     for i, p in enumerate(brow):                                      # 17-21 right brow, 22-26 left
         pts[17 + i] = p
         pts[26 - i] = (-p[0], p[1])
-    for i, y in enumerate([0.032, 0.020, 0.008, -0.004]):            # 27-30 nose bridge
-        pts[27 + i] = (0.0, y)
+    # 27-30: the bridge evenly from between the eyes down to the tip (30, the foremost point)
+    for i, y in enumerate(np.linspace(0.032, _nose_tip_y(), 4)):
+        pts[27 + i] = (0.0, float(y))
     nostrils = [(-0.013, -0.016), (-0.007, -0.018), (0.0, -0.019), (0.007, -0.018), (0.013, -0.016)]
     for i, (x, y) in enumerate(nostrils):
         pts[31 + i] = (x, y)                                         # 31-35 nostrils
@@ -288,10 +296,56 @@ def _ibug_static_xy():
     return np.array([pts[i] for i in range(17, 68)])
 
 
-def _contour_azimuths(yaw_deg, gain=0.8, phi_max=1.38, phi_lim=1.55):
-    """Azimuths of the 17 contour points for a head yaw: they slide round the jaw as it turns."""
-    base = np.linspace(-phi_max, phi_max, 17)
-    return np.clip(base - gain * np.deg2rad(yaw_deg), -phi_lim, phi_lim)
+_CONTOUR_PHI_MAX = 1.38          # azimuth of the frontal contour's ends (points 0 and 16), by the ears
+
+
+def _frontal_contour():
+    """Azimuths phi (17,) and heights y (17,) of the yaw-0 contour: the jaw line from the subject's
+    right (-x, point 0) round the chin (point 8) to the left (+x, point 16)."""
+    phi = np.linspace(-_CONTOUR_PHI_MAX, _CONTOUR_PHI_MAX, 17)
+    return phi, _jawline_y(phi)
+
+
+def _outline_azimuths(phi, y, yaw_deg, n_grid=8192):
+    """Ray azimuths (17,) of the contour on the face outline of the head turned by yaw_deg (about
+    y; DECA's sign: positive turns the face, +z, towards +x, so the +x side turns away).
+
+    phi, y (17,): the frontal contour, phi as ray azimuths about the vertical axis x = 0,
+    z = _HEAD_ZC (how `_landmark_embedding` casts them).  A point on the side turning away keeps
+    its frontal place while that is still in view, and otherwise moves forward along its own
+    height to where the ring there reaches furthest across the image (the occluding contour of
+    cheek or jaw), which is what a person or a detector sees as the face's edge.  Points on the
+    side turning towards the camera, and the chin, stay on the jaw line, which stays in view.
+
+    Only the ring between the midline and the frontal point is searched: beyond it the ears would
+    be the outermost point at ear height, and nobody marks the face's edge on an ear.  Along a
+    horizontal ring seen horizontally (orthographic, as the truth renderer projects), the
+    outermost point is exactly where the surface turns from front-facing to back-facing.
+    """
+    a = np.deg2rad(yaw_deg)
+    side = np.sign(a)
+    if side == 0:
+        return phi.copy()
+    # The ring at each height, densely by its ellipse parameter (not a ray azimuth): (17,G)
+    param = np.broadcast_to(np.linspace(-np.pi, np.pi, n_grid), (len(phi), n_grid))
+    X, Z = _surface_xz(param, np.broadcast_to(y[:, None], param.shape))
+    ray = np.arctan2(X, Z - _HEAD_ZC)                                   # its ray azimuths (17,G)
+    searched = (side * ray >= 0) & (side * ray <= side * phi[:, None])
+    across = np.where(searched, side * (np.cos(a) * X + np.sin(a) * Z), -np.inf)   # image x, outwards
+    outline = ray[np.arange(len(phi)), np.argmax(across, axis=1)]       # (17,)
+    away = np.sign(phi) == side                                         # the side turning away
+    # a point still in view is its own ring's outermost point searched: keep it exactly in place
+    moved = away & (side * outline < side * phi - 1e-3)
+    return np.where(moved, outline, phi)
+
+
+def _contour_table(yaws):
+    """Azimuths and heights (len(yaws),17) of the dynamic contour for each yaw in degrees: the
+    frontal jaw line with the points gone out of view moved onto the outline (_outline_azimuths).
+    Row -a is row a mirrored, since the surface is."""
+    phi0, y0 = _frontal_contour()
+    phis = np.stack([_outline_azimuths(phi0, y0, a) for a in yaws])
+    return phis, np.broadcast_to(y0, phis.shape).copy()
 
 
 def _landmark_embedding(geo):
@@ -303,8 +357,7 @@ def _landmark_embedding(geo):
     static_f, static_b = _ray_cast(origins, dirs, tris, nearest=True)
 
     yaws = np.concatenate([np.arange(0, 40), -np.arange(1, 40)])       # row r -> yaw
-    phis = np.stack([_contour_azimuths(a) for a in yaws])              # (79,17)
-    ys = _jawline_y(phis)
+    phis, ys = _contour_table(yaws)                                    # (79,17) each
     o = np.stack([np.zeros(phis.size), ys.ravel(), np.full(phis.size, _HEAD_ZC)], 1)
     d = np.stack([np.sin(phis.ravel()), np.zeros(phis.size), np.cos(phis.ravel())], 1)
     dyn_f, dyn_b = _ray_cast(o, d, tris, nearest=False)

@@ -30,7 +30,7 @@ log = logging.getLogger("singinghead")
 
 PROCEDURAL_SEED = 0
 # Bump when flame_fit.procedural changes what it writes: cached copies live in a folder named by it.
-PROCEDURAL_VERSION = "v1"
+PROCEDURAL_VERSION = "v2"
 _CACHE: dict[tuple, tuple[FlameModel, dict]] = {}
 _LOCK = threading.Lock()
 

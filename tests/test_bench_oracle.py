@@ -39,9 +39,10 @@ def test_groups_cover_the_68_once_and_yaw_is_about_the_vertical():
 
 
 def test_surface_contour_is_the_frontal_contour_carried_by_the_head():
-    # The model's 17 contour landmarks slide round the jaw with the yaw (its dynamic contour); the
-    # surface contour is where they sit on a frontal face, carried along by the head: the same
-    # points at yaw 0, a quarter of the face height away from the sliding ones at 30 degrees.
+    # The model's dynamic contour keeps the chin and the side turning towards the camera on their
+    # frontal surface points and moves the far side's points that go out of view onto the cheek's
+    # outline; the surface contour is the frontal points carried along by the head: the same points
+    # at yaw 0, and at 30 degrees the same on the near side and chin, apart on the far side only.
     import torch
     from demo.scan import procedural_head_model
     from demo.truth_render import project
@@ -60,8 +61,8 @@ def test_surface_contour_is_the_frontal_contour_carried_by_the_head():
     sc = surface_contour(model, truth, 0, T)
     assert sc.shape == (T, 17, 2)
     np.testing.assert_allclose(sc[0], lmk[0, :17], atol=1e-3)
-    for t in (1, 2):
+    for t, near, far in ((1, np.r_[0:9], np.r_[13:17]), (2, np.r_[8:17], np.r_[0:4])):   # yaw +30, -30
         off = np.linalg.norm(sc[t] - lmk[t, :17], axis=1)
-        assert off.mean() > 0.15 * face_h, (t, off.mean(), face_h)
-        # and they are surface points: carried rigidly, the chin stays under the mouth
-        assert abs(sc[t, 8, 0] - lmk[t, 57, 0]) < abs(lmk[t, 8, 0] - lmk[t, 57, 0])
+        np.testing.assert_allclose(off[near], 0.0, atol=1e-3)
+        assert (off[far] > 0.002 * face_h).all() and off[far].max() > 0.05 * face_h, (t, off, face_h)
+        assert off.max() < 0.2 * face_h                         # both stay on the face's lower edge

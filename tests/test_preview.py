@@ -151,7 +151,10 @@ def test_preview_overlays_the_mesh_where_it_projects(luigi_paths, head_dir, tmp_
             dots[d[:, 1], d[:, 0]] = True
         free = outside_legend & ~ndimage.binary_dilation(dots, iterations=3)
         assert tinted[on_vertex & free].mean() > 0.93
-        near = ndimage.binary_dilation(on_vertex, iterations=3)
+        # 4 px: the x264 halo of the silhouette's outline reaches 3-4 px past the outermost vertices
+        # (tinted share beyond 3 px: up to 0.0073 with procedural head v1, 0.0113 with v2; beyond 4 px:
+        # up to 0.0039 and 0.0047)
+        near = ndimage.binary_dilation(on_vertex, iterations=4)
         assert tinted[~near & free].mean() < 0.01
         assert tinted[free].mean() > 0.1                           # a head, not a few dots
         # the figure strip: its brightest column (the cursor) is this frame's

@@ -278,40 +278,84 @@ def test_midline_profile_has_lips_mouth_line_and_nose(geo):
     mouth, subnasale = ys[dips]
     assert lmk[57, 1] - 0.003 < lower_lip < lmk[66, 1] < mouth < lmk[62, 1] < upper_lip < lmk[51, 1] + 0.003
     assert upper_lip < subnasale < lmk[33, 1] + 0.003 and np.argmax(z) == tops[2]
-    # landmark 30 (pronasale) on the tip: it sits 4.5 mm up the bridge from the foremost point today
-    assert abs(nose - lmk[30, 1]) < 0.006 and abs(z.max() - lmk[30, 2]) < 0.006
+    # landmark 30 (pronasale) on the tip, where a detector marks it (v1 had it 4.5 mm up the bridge)
+    assert abs(nose - lmk[30, 1]) < 0.001 and abs(z.max() - lmk[30, 2]) < 0.001
     assert z[tops[0]] - z[dips[0]] > 0.0005 and z[tops[1]] - z[dips[0]] > 0.003   # lips stand out
 
 
-def test_dynamic_contour_lies_on_the_outer_jaw_line_and_turns_with_the_head(geo):
+def turned(a_deg):
+    """Rotation (3,3) of the head by yaw a_deg about y (DECA's sign: +z, the face, towards +x)."""
+    a = np.deg2rad(a_deg)
+    return np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+
+
+def seen_or_on_outline(verts, faces, p, yaw, step=0.001, behind=0.005):
+    """(N,) bool: each point p (N,3) of the head turned by `yaw`, seen from the front (orthographic,
+    along -z as the truth renderer), is either the first surface it meets (within 0.5 mm) or on an
+    occluding contour: 1 mm further out on the image, the view ray misses the head or meets it more
+    than 5 mm behind the point (open3d's ray caster)."""
+    R = turned(yaw)
+    q = p @ R.T
+    out = np.sign(q[:, 0]) + (q[:, 0] == 0)
+    view = np.tile([0.0, 0.0, -1.0], (len(q), 1)) @ R
+    def depth(x):
+        t, _ = raycast(verts, faces, np.c_[x, q[:, 1], np.ones(len(q))] @ R, view)
+        return 1.0 - t                                                  # -inf where missed
+    seen = depth(q[:, 0]) < q[:, 2] + 0.0005
+    edge = depth(q[:, 0] + out * step) < q[:, 2] - behind
+    return seen | edge
+
+
+def test_dynamic_contour_is_the_outline_of_the_turned_face(geo):
     """Row r of the (79,17) tables is used at yaw a (rows 0..39: a = r, 40..78: a = 39 - r, DECA's
     sign: the head turned towards +x).  Every contour point is on the outer surface (the first hit
-    of a ray from outside towards the axis); at yaw 0 all face the camera, and each row's points
-    slide round the jaw so that they face the camera better than the yaw-0 row would at that yaw
-    (what the dynamic contour is for); row -a is row a mirrored, left and right swapped."""
+    of a ray from outside towards the axis).  At each yaw, each point is where a viewer sees the
+    face's edge: on the jaw line where that is in view, else on the occluding contour of the cheek
+    or jaw turning away; never behind the face (v1 slid all 17 round the jaw by 0.8 x yaw and hid
+    the far side's points behind the cheek from 5 degrees on).  The chin stays at the chin and the
+    side turning towards the camera keeps its frontal points; row -a is row a mirrored."""
     emb = P._landmark_embedding(geo)
     lmk, dyn = head_landmarks(geo, emb)
+    v, f = geo["verts"], geo["head_faces"]
     yaw = np.r_[np.arange(40), -np.arange(1, 40)]
     p = dyn.reshape(-1, 3)
     axis = np.c_[np.zeros(len(p)), p[:, 1], np.full(len(p), P._HEAD_ZC)]
     out = (p - axis) / np.linalg.norm(p - axis, axis=1, keepdims=True)
-    t, n = raycast(geo["verts"], geo["head_faces"], axis + 1.0 * out, -out)
+    t, n = raycast(v, f, axis + 1.0 * out, -out)
     np.testing.assert_allclose(1.0 - t, np.linalg.norm(p - axis, axis=1), atol=2e-6)
-    n = n.reshape(79, 17, 3)
-    a = np.deg2rad(yaw)[:, None]
-    facing = -np.sin(a) * n[..., 0] + np.cos(a) * n[..., 2]             # z of the normal, head turned by a
-    unmoved = -np.sin(a) * n[0, :, 0] + np.cos(a) * n[0, :, 2]
-    assert (facing[0] > 0).all()
-    turned = np.abs(yaw) >= 10
-    assert (facing.mean(1)[turned] > unmoved.mean(1)[turned] + 0.01).all()
-    assert (emb["dynamic_lmk_faces_idx"] < len(geo["head_faces"])).all()
+    assert (n.reshape(79, 17, 3)[0, :, 2] > 0).all()                    # yaw 0: all face the camera
+    assert (emb["dynamic_lmk_faces_idx"] < len(f)).all()
+    for r in range(79):
+        ok = seen_or_on_outline(v, f, dyn[r], yaw[r])
+        assert ok.all(), f"yaw {yaw[r]}: contour points {np.flatnonzero(~ok).tolist()} are behind the face"
     for r in range(1, 40):
         np.testing.assert_allclose(dyn[39 + r][::-1] * [-1, 1, 1], dyn[r], atol=6e-4)
+        np.testing.assert_allclose(dyn[r][:9], dyn[0][:9], atol=1e-12)   # chin and the side turning in
+    # the side turning away does move: by 20 degrees its upper points are off their frontal places
+    assert (np.linalg.norm(dyn[20:40, 14:] - dyn[0, 14:], axis=-1) > 0.003).all()
+    # continuous: between neighbouring rows no point moves more than 0.5 mm on the image
+    for r in range(39):
+        R = turned(r + 0.5)
+        assert np.linalg.norm(((dyn[r + 1] - dyn[r]) @ R.T)[:, :2], axis=1).max() < 0.0005
     # yaw 0: the jaw line from the subject's right ear round the chin to the left ear, below the mouth
     c = dyn[0]
     assert (np.diff(c[:, 0]) > 0).all() and np.argmin(c[:, 1]) == 8
     assert (np.diff(c[:9, 1]) < 0).all() and (np.diff(c[8:, 1]) > 0).all()
     assert c[8, 1] < lmk[57, 1] and c[8, 2] > lmk[0, 2]
+
+
+def test_outline_rule_moves_only_points_out_of_view():
+    """`_outline_azimuths` on the analytic surface: yaw 0 is the frontal contour; a point moves only
+    forward (towards the midline), only on the side turning away, and only once it is out of view,
+    that is when its ring, turned, reaches further across the image nearer the midline."""
+    phi, y = P._frontal_contour()
+    np.testing.assert_array_equal(P._outline_azimuths(phi, y, 0), phi)
+    for a in (5, 12, 25, 39):
+        got = P._outline_azimuths(phi, y, a)
+        assert (got[:9] == phi[:9]).all() and (got[9:] <= phi[9:]).all() and (got[9:] > 0).all()
+        np.testing.assert_allclose(P._outline_azimuths(phi, y, -a), -got[::-1], atol=1e-12)
+    moved = P._outline_azimuths(phi, y, 30) < phi - 1e-3
+    assert moved[13:].all()
 
 
 # -- bases -------------------------------------------------------------------------------------------

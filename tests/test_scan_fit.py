@@ -89,7 +89,9 @@ def test_fit_with_given_landmarks_beats_init(head_model, demo):
     before = _vertex_error(model, np.zeros(100, np.float32), s0, r0, t0, truth)
     after = _vertex_error(model, fit.shape, fit.scale, fit.rotation, fit.translation, truth)
     assert after < 0.35 * before, (before, after)
-    assert after < 0.001                                   # 1 mm at FLAME scale (metres)
+    # about 1 mm at FLAME scale (metres): 0.84 mm with procedural v1, 1.04 mm with v2, whose landmark 30
+    # is on the nose tip; the same with 500 iterations, so it is where this fit settles, not convergence
+    assert after < 0.0012
     assert fit.after["surface_median"] < fit.before["surface_median"]
     # scan -> model scale is the inverse of the generator's model -> scan scale
     assert fit.scale * float(truth["scale"]) == pytest.approx(1.0, rel=0.05)
@@ -105,8 +107,9 @@ def test_auto_landmarks_near_truth(head_model, demo):
     static = err[17:][auto.valid[17:]]
     assert auto.valid[17:].sum() >= 40
     eye = float(np.linalg.norm(ref[36] - ref[45]))
-    # Dlib on a warped photo texture: a few mm off, far below the face's own size
-    assert np.median(static) < 0.1 * eye, np.median(static)
+    # Dlib on a warped photo texture: a few mm off, far below the face's own size (median 8.8 mm with
+    # procedural v1, 10.7 mm with v2: its landmark 30 on the nose tip moves the photo's warp there)
+    assert np.median(static) < 0.13 * eye, np.median(static)
     assert auto.image.shape[2] == 3 and auto.probability > 0.9
 
 
