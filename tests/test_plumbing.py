@@ -213,10 +213,13 @@ def test_a_refused_setting_stops_run_and_the_roots_before_any_work(tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "[refine] smooth_weight: is -1.0" in err[-1] and "fix:" in err[-1]
     assert not any("Traceback" in e for e in err) and not processed.exists()
+    import luigi.task_register
     import pipeline
     with config_overrides(paths={"raw_dir": str(raw), "processed_dir": str(processed)},
                           dataset={"clip_frames": "0"}):
         for root in (lambda: pipeline.BuildSingingHead(), lambda: pipeline.BuildSubject(subject="S001")):
+            # a fresh instance, as in a `luigi` process: Luigi hands back one made earlier in this process
+            luigi.task_register.Register.clear_instance_cache()
             with pytest.raises(PipelineInputError, match=r"\[dataset\] clip_frames"):   # luigi --module pipeline
                 root()
     assert not processed.exists()
