@@ -89,20 +89,13 @@ def _warnings(caplog, text):
 
 # ----------------------------------------------------------------------------- inputs must cover the sequence
 @pytest.mark.parametrize("delta", [-1, 1])
-def test_a_portrait_one_frame_off_the_sequence_is_refused_naming_it(tmp_path, delta):
-    plan, shape = _inputs(tmp_path, 60, video_frames=60 + delta)
+@pytest.mark.parametrize("which", ["video", "motion"])
+def test_a_portrait_or_motion_one_frame_off_the_sequence_is_refused_naming_it(tmp_path, which, delta):
+    plan, shape = _inputs(tmp_path, 60, **{f"{which}_frames": 60 + delta})
     with pytest.raises(PipelineInputError) as e:
         _write(plan, tmp_path, shape)
-    assert e.value.path == str(plan.video) and f"has {60 + delta} frames" in e.value.problem
+    assert e.value.path == str(getattr(plan, which)) and f"has {60 + delta} frames" in e.value.problem
     assert not (tmp_path / "out").exists()  # nothing half-written
-
-
-@pytest.mark.parametrize("delta", [-1, 1])
-def test_motion_one_frame_off_the_sequence_is_refused_naming_it(tmp_path, delta):
-    plan, shape = _inputs(tmp_path, 60, motion_frames=60 + delta)
-    with pytest.raises(PipelineInputError) as e:
-        _write(plan, tmp_path, shape)
-    assert e.value.path == str(plan.motion) and f"has {60 + delta} frames" in e.value.problem
 
 
 @pytest.mark.parametrize("rate, fps", [(Fraction(30000, 1001), 30.0), (Fraction(25), 30.0)])
