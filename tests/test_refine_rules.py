@@ -183,3 +183,82 @@ def test_fit_expression_leaves_the_contour_out_and_counts_its_steps(model):
     assert short["iterations"] == 1 and not short["converged"]
     done = fit_expression(model, tr["shape"], zero, *pose, tr["landmarks"], dataclasses.replace(params, lambda_anchor=1e-2))
     assert done["converged"] and done["iterations"] < 40
+
+
+def test_refine_motion_qc_times_and_rounds_without_a_refit(monkeypatch):
+    """The QC's seconds are differences of the one clock (outliers and smoothing: start to the end of the
+    cleaning; total: start to the end), the re-fit takes 0 s when it is off (lambda_anchor 0), and with it
+    off extra rounds have nothing to alternate with: Eq. 1 runs once. The fit and the projections are
+    stand-ins here; this test is about the stage's bookkeeping."""
+    from flame_fit import refine
+
+    T = 8
+    clock = iter([100.0, 103.0, 110.0])                  # start, after cleaning, end
+    monkeypatch.setattr(refine, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: next(clock))}))
+    calls = []
+
+    def fake_fit(model, shape, expression, jaw_pose, glob0, cam0, smoothed, params, device=None):
+        calls.append(1)
+        return {"global_orient": np.asarray(glob0), "neck_pose": np.zeros((T, 3)), "cam": np.asarray(cam0),
+                "iterations": 7, "converged": True, "loss": 1.0, "loss_terms": {}, "seconds": 2.5}
+
+    monkeypatch.setattr(refine, "fit_pose_camera", fake_fit)
+    monkeypatch.setattr(refine, "project_landmarks_px", lambda *a: np.zeros((T, 68, 2)))
+    frames = {"landmarks": np.full((T, 68, 2), 500.0), "landmark_ok": np.ones(T, bool),
+              "shape": np.zeros((T, 100)), "expression": np.zeros((T, 50)), "global_orient": np.zeros((T, 3)),
+              "jaw_pose": np.zeros((T, 3)), "cam": np.tile([5.0, 0.0, 0.0], (T, 1))}
+    _, qc = refine.refine_motion(None, frames, np.zeros(100), RefineParams(lambda_anchor=0.0, refit_rounds=3))
+    assert len(calls) == 1
+    assert qc["seconds"] == {"outliers_and_smoothing": 3.0, "fit": 2.5, "expression_refit": 0.0, "total": 10.0}
+    assert qc["expression_refit"] is None and qc["iterations"] == 7
+
+
+def test_fit_pose_camera_without_iterations_returns_the_start(model):
+    """max_iters 0: no step taken, 0 iterations reported, the starting pose and camera come back."""
+    cam = np.tile([1.2, 0.05, -0.03], (T3, 1))
+    glob = np.tile([0.1, -0.2, 0.05], (T3, 1))
+    out = fit_pose_camera(model, np.zeros(100), np.zeros((T3, 50)), np.zeros((T3, 3)), glob, cam,
+                          np.full((T3, 68, 2), 512.0), RefineParams(max_iters=0), device="cpu")
+    assert out["iterations"] == 0 and not out["converged"]
+    np.testing.assert_allclose(out["global_orient"], glob, atol=1e-7)
+    np.testing.assert_allclose(out["cam"], cam, atol=1e-7)
+    assert not out["neck_pose"].any()
+
+
+def test_fit_pose_camera_tolerance_zero_turns_the_early_stop_off(model):
+    """A relative decrease strictly below the tolerance is a stall. With only the regulariser on and
+    everything at zero, no gradient moves anything and the loss stays exactly 0 (relative decrease 0):
+    tolerance 0 is never undercut, so the fit runs its max_iters; any positive tolerance stops it."""
+    params = RefineParams(lambda_landmark=0.0, lambda_smooth=0.0, max_iters=40, tolerance=0.0)
+    args = (model, *ARGS3, np.ones((T3, 3)), np.full((T3, 68, 2), 512.0))
+    out = fit_pose_camera(*args, params, device="cpu")
+    assert out["loss"] == 0.0 and out["iterations"] == 40 and not out["converged"]
+    out = fit_pose_camera(*args, dataclasses.replace(params, tolerance=1e-12), device="cpu")
+    assert out["converged"] and out["iterations"] < 40
+
+
+def test_fit_pose_camera_fits_the_camera_scale(model):
+    """Landmarks drawn 10 % larger than the starting camera's: the fitted scale follows them."""
+    tr = generate_sequence(model, MotionSpec(frames=T3, landmark_noise_px=0.0, landmark_outlier_rate=0.0,
+                                             landmark_fail_rate=0.0), seed=2).truth
+    start = tr["cam"].copy()
+    start[:, 0] /= 1.1
+    out = fit_pose_camera(model, tr["shape"], tr["expression"], tr["jaw_pose"], compose_np(tr["global_orient"],
+                          tr["neck_pose"]), start, tr["landmarks"], RefineParams(max_iters=300), device="cpu")
+    np.testing.assert_allclose(out["cam"][:, 0], tr["cam"][:, 0], rtol=0.01)
+
+
+def test_fit_expression_jaw_refit_is_anchored_to_the_per_frame_jaw(model):
+    """With refit_jaw the anchor pulls the jaw back to its per-frame value: landmarks of another jaw move
+    it there with a tiny anchor, a heavy anchor keeps it within a hair of where it started."""
+    tr = generate_sequence(model, MotionSpec(frames=T3, landmark_noise_px=0.0, landmark_outlier_rate=0.0,
+                                             landmark_fail_rate=0.0), seed=2).truth
+    jaw0 = tr["jaw_pose"] + np.array([0.08, 0.0, 0.0])
+    pose = (jaw0, tr["global_orient"], tr["neck_pose"], tr["cam"])
+    params = RefineParams(refit_jaw=True, refit_iters=60)
+    free = fit_expression(model, tr["shape"], tr["expression"], *pose, tr["landmarks"],
+                          dataclasses.replace(params, lambda_anchor=1e-6))
+    held = fit_expression(model, tr["shape"], tr["expression"], *pose, tr["landmarks"],
+                          dataclasses.replace(params, lambda_anchor=1e3))
+    free_err, held_move = np.abs(free["jaw_pose"] - tr["jaw_pose"]).max(), np.abs(held["jaw_pose"] - jaw0).max()
+    assert free_err < 0.02 and held_move < 1e-3, (free_err, held_move)
