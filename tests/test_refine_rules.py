@@ -17,7 +17,7 @@ from flame_fit import lbs as L
 from flame_fit.flame import load_flame
 from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
 from demo.synthetic_motion import MotionSpec, generate_sequence
-from flame_fit.refine import (RefineParams, camera_units, clean_landmarks, compose_np, contour_rows,
+from flame_fit.refine import (PoseLandmarks, RefineParams, camera_units, clean_landmarks, compose_np, contour_rows,
                               fit_expression, fit_pose_camera, project_landmarks_px, jitter, landmark_rmse, rodrigues, small_matmul, sq_diff)
 from tasks.common.settings import RefineSettings
 
@@ -262,3 +262,24 @@ def test_fit_expression_jaw_refit_is_anchored_to_the_per_frame_jaw(model):
                           dataclasses.replace(params, lambda_anchor=1e3))
     free_err, held_move = np.abs(free["jaw_pose"] - tr["jaw_pose"]).max(), np.abs(held["jaw_pose"] - jaw0).max()
     assert free_err < 0.02 and held_move < 1e-3, (free_err, held_move)
+
+
+def test_pose_landmarks_rebuild_their_tables_only_when_the_contour_rows_change(model, monkeypatch):
+    """The landmark faces of the dynamic contour are looked up again only when some frame's contour row
+    (its yaw in whole degrees) changed; a pose within the same rows reuses them and still equals
+    model.landmarks, and so does a pose that moves the rows."""
+    T = 2
+    g = torch.Generator().manual_seed(1)
+    shape, expr, jaw = torch.randn(100, generator=g), torch.randn(T, 50, generator=g), 0.1 * torch.rand(T, 3, generator=g)
+    lookups = []
+    real = model._landmark_tables
+    monkeypatch.setattr(model, "_landmark_tables", lambda pose: lookups.append(1) or real(pose))
+    fn = PoseLandmarks(model, shape, expr, jaw)
+    neck = torch.zeros(T, 3)
+    for yaw_deg, n in [(10.1, 1), (10.3, 0), (25.0, 1)]:            # 10.1 and 10.3 degrees: both row 10
+        glob = torch.tensor([[0.0, math.radians(yaw_deg), 0.0], [0.05, math.radians(-yaw_deg), 0.0]])
+        before = len(lookups)
+        fast = fn(glob, neck)
+        assert len(lookups) - before == n, yaw_deg
+        torch.testing.assert_close(fast, model.landmarks(shape.expand(T, -1), expr, glob, neck, jaw),
+                                   atol=1e-5, rtol=1e-5)
