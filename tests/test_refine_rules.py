@@ -283,3 +283,14 @@ def test_pose_landmarks_rebuild_their_tables_only_when_the_contour_rows_change(m
         assert len(lookups) - before == n, yaw_deg
         torch.testing.assert_close(fast, model.landmarks(shape.expand(T, -1), expr, glob, neck, jaw),
                                    atol=1e-5, rtol=1e-5)
+
+
+def test_fit_expression_at_a_start_with_zero_gradient_takes_no_step(model):
+    """Nothing to fit (landmark term off, the anchor's minimum is the start): L-BFGS sees a zero gradient
+    at the start and stops there: 0 iterations, converged, the per-frame expression unchanged."""
+    rng = np.random.default_rng(0)
+    expr = rng.normal(0, 0.5, (T3, 50))
+    out = fit_expression(model, np.zeros(100), expr, np.zeros((T3, 3)), np.zeros((T3, 3)), np.zeros((T3, 3)),
+                         np.ones((T3, 3)), np.full((T3, 68, 2), 512.0), RefineParams(lambda_landmark=0.0))
+    assert out["iterations"] == 0 and out["converged"]
+    np.testing.assert_array_equal(out["expression"], expr.astype(np.float32))
