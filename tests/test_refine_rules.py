@@ -59,6 +59,8 @@ def test_small_matmul_and_rodrigues_match_references(seed):
     rng = np.random.default_rng(seed)
     a, b = rng.normal(size=(5, 3, 4)), rng.normal(size=(5, 4, 2))
     np.testing.assert_allclose(small_matmul(torch.as_tensor(a), torch.as_tensor(b)).numpy(), a @ b, atol=1e-12)
+    a4, b4 = rng.normal(size=(2, 5, 3, 4)), rng.normal(size=(2, 5, 4, 2))       # any number of batch axes
+    np.testing.assert_allclose(small_matmul(torch.as_tensor(a4), torch.as_tensor(b4)).numpy(), a4 @ b4, atol=1e-12)
     vecs = rng.normal(size=(6, 3)) * rng.uniform(0.0, 3.0, (6, 1))
     got = rodrigues(torch.as_tensor(vecs)).numpy()
     np.testing.assert_allclose(got, Rotation.from_rotvec(vecs).as_matrix(), atol=1e-6)
@@ -72,9 +74,9 @@ def test_small_matmul_and_rodrigues_match_references(seed):
 
 def test_contour_rows_follow_deca_table_rule():
     """Yaw in whole degrees clamped to 39: rows 0..39 for yaw 0..39, rows 40..78 for yaw -1..-39."""
-    yaws = [0.0, 12.4, 12.6, 39.0, 55.0, -0.6, -1.0, -20.2, -39.0, -60.0]
+    yaws = [0.0, 12.4, 12.6, 30.4, 39.0, 55.0, -0.6, -1.0, -20.2, -30.4, -39.0, -60.0]
     rel = torch.as_tensor(Rotation.from_euler("y", np.array(yaws)[:, None], degrees=True).as_matrix())
-    want = [0, 12, 13, 39, 39, 40, 40, 59, 78, 78]
+    want = [0, 12, 13, 30, 39, 39, 40, 40, 59, 69, 78, 78]
     assert contour_rows(rel).tolist() == want
 
 
@@ -276,8 +278,10 @@ def test_pose_landmarks_rebuild_their_tables_only_when_the_contour_rows_change(m
     monkeypatch.setattr(model, "_landmark_tables", lambda pose: lookups.append(1) or real(pose))
     fn = PoseLandmarks(model, shape, expr, jaw)
     neck = torch.zeros(T, 3)
-    for yaw_deg, n in [(10.1, 1), (10.3, 0), (25.0, 1)]:            # 10.1 and 10.3 degrees: both row 10
+    # 10.1 and 10.3 degrees: both row 10; then the neck alone turns the head 15 degrees further
+    for yaw_deg, neck_deg, n in [(10.1, 0.0, 1), (10.3, 0.0, 0), (25.0, 0.0, 1), (25.0, 15.0, 1)]:
         glob = torch.tensor([[0.0, math.radians(yaw_deg), 0.0], [0.05, math.radians(-yaw_deg), 0.0]])
+        neck = torch.tensor([[0.0, math.radians(neck_deg), 0.0]] * T)
         before = len(lookups)
         fast = fn(glob, neck)
         assert len(lookups) - before == n, yaw_deg
@@ -294,3 +298,54 @@ def test_fit_expression_at_a_start_with_zero_gradient_takes_no_step(model):
                          np.ones((T3, 3)), np.full((T3, 68, 2), 512.0), RefineParams(lambda_landmark=0.0))
     assert out["iterations"] == 0 and out["converged"]
     np.testing.assert_array_equal(out["expression"], expr.astype(np.float32))
+
+
+def _truth3(model):
+    return generate_sequence(model, MotionSpec(frames=T3, landmark_noise_px=0.0, landmark_outlier_rate=0.0,
+                                               landmark_fail_rate=0.0), seed=2).truth
+
+
+def test_fit_pose_camera_loss_terms_are_eq1_of_the_returned_motion(model):
+    """The reported terms, recomputed from the returned pose and camera with the reference
+    model.landmarks: landmark = sum_t w_t sum_k c_k |P - l|^2 in NDC (c_k: contour_weight for the 17
+    contour points, 1 elsewhere; w_t the frame weights), smooth = first differences of g, n and
+    [log s, s_ref t] (s_ref the starting scales' median), reg = |g|^2 + neck_reg_scale |n|^2, and the loss
+    their lambda-weighted sum."""
+    tr = _truth3(model)
+    rng = np.random.default_rng(5)
+    target = tr["landmarks"] + rng.normal(0, 3.0, tr["landmarks"].shape)
+    cam0 = tr["cam"] * np.array([1.05, 1.0, 1.0])
+    frame_w = np.array([1.0, 0.5, 2.0])
+    params = RefineParams(max_iters=30, contour_weight=0.25, neck_reg_scale=3.0, lambda_smooth=7.0,
+                          lambda_reg=0.02, lambda_landmark=1.5)
+    out = fit_pose_camera(model, tr["shape"], tr["expression"], tr["jaw_pose"], tr["global_orient"], cam0, target,
+                          params, frame_weight=frame_w, device="cpu")
+    g, n, c = out["global_orient"], out["neck_pose"], out["cam"]
+    px = project_landmarks_px(model, tr["shape"], tr["expression"], g, n, tr["jaw_pose"], c, params.image_size)
+    per_point = (((px - target) * (2.0 / params.image_size)) ** 2).sum(-1)          # (T,68) NDC^2
+    per_point[:, :17] *= 0.25
+    landmark = float((frame_w[:, None] * per_point).sum())
+    s_ref = float(np.median(cam0[:, 0]))
+    u = np.concatenate([np.log(c[:, :1]), s_ref * c[:, 1:]], axis=1)
+    smooth = sum(float((np.diff(x, axis=0) ** 2).sum()) for x in (g, n, u))
+    reg = float((g ** 2).sum() + 3.0 * (n ** 2).sum())
+    terms = out["loss_terms"]
+    assert terms["landmark"] == pytest.approx(landmark, rel=1e-3)
+    assert terms["smooth"] == pytest.approx(smooth, rel=1e-3, abs=1e-9)
+    assert terms["reg"] == pytest.approx(reg, rel=1e-3)
+    assert out["loss"] == pytest.approx(1.5 * landmark + 7.0 * smooth + 0.02 * reg, rel=1e-3)
+
+
+def test_fit_pose_camera_stops_on_a_relative_decrease(model):
+    """The stop compares the decrease relative to the loss: every lambda scaled by 1000 scales the loss,
+    not the relative decrease, so the fit stops at the same iteration."""
+    tr = _truth3(model)
+    start = (tr["shape"], tr["expression"], tr["jaw_pose"], tr["global_orient"] + 0.05, tr["cam"] * 1.05,
+             tr["landmarks"])
+    params = RefineParams(max_iters=400, tolerance=1e-5)
+    out = fit_pose_camera(model, *start, params, device="cpu")
+    big = fit_pose_camera(model, *start, dataclasses.replace(params, lambda_landmark=1e3, lambda_smooth=12e3,
+                                                            lambda_reg=1.0), device="cpu")
+    assert out["converged"] and big["converged"] and out["iterations"] < 400
+    assert big["iterations"] == out["iterations"]
+    assert big["loss"] == pytest.approx(1e3 * out["loss"], rel=1e-2)
