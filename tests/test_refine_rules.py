@@ -342,10 +342,10 @@ def test_fit_pose_camera_stops_on_a_relative_decrease(model):
     tr = _truth3(model)
     start = (tr["shape"], tr["expression"], tr["jaw_pose"], tr["global_orient"] + 0.05, tr["cam"] * 1.05,
              tr["landmarks"])
-    params = RefineParams(max_iters=400, tolerance=1e-5)
+    params = RefineParams(max_iters=300, tolerance=1e-3)
     out = fit_pose_camera(model, *start, params, device="cpu")
     big = fit_pose_camera(model, *start, dataclasses.replace(params, lambda_landmark=1e3, lambda_smooth=12e3,
                                                             lambda_reg=1.0), device="cpu")
-    assert out["converged"] and big["converged"] and out["iterations"] < 400
+    assert out["converged"] and big["converged"] and out["iterations"] < 300
     assert big["iterations"] == out["iterations"]
     assert big["loss"] == pytest.approx(1e3 * out["loss"], rel=1e-2)
