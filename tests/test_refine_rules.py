@@ -187,10 +187,11 @@ def test_fit_expression_leaves_the_contour_out_and_counts_its_steps(model):
     assert done["converged"] and done["iterations"] < 40
 
 
-def test_refine_motion_qc_times_and_rounds_without_a_refit(monkeypatch):
+@pytest.mark.parametrize("rounds", [0, 3])
+def test_refine_motion_qc_times_and_rounds_without_a_refit(monkeypatch, rounds):
     """The QC's seconds are differences of the one clock (outliers and smoothing: start to the end of the
     cleaning; total: start to the end), the re-fit takes 0 s when it is off (lambda_anchor 0), and with it
-    off extra rounds have nothing to alternate with: Eq. 1 runs once. The fit and the projections are
+    off extra rounds have nothing to alternate with: Eq. 1 runs once (and at least once: refit_rounds 0). The fit and the projections are
     stand-ins here; this test is about the stage's bookkeeping."""
     from flame_fit import refine
 
@@ -209,7 +210,7 @@ def test_refine_motion_qc_times_and_rounds_without_a_refit(monkeypatch):
     frames = {"landmarks": np.full((T, 68, 2), 500.0), "landmark_ok": np.ones(T, bool),
               "shape": np.zeros((T, 100)), "expression": np.zeros((T, 50)), "global_orient": np.zeros((T, 3)),
               "jaw_pose": np.zeros((T, 3)), "cam": np.tile([5.0, 0.0, 0.0], (T, 1))}
-    _, qc = refine.refine_motion(None, frames, np.zeros(100), RefineParams(lambda_anchor=0.0, refit_rounds=3))
+    _, qc = refine.refine_motion(None, frames, np.zeros(100), RefineParams(lambda_anchor=0.0, refit_rounds=rounds))
     assert len(calls) == 1
     assert qc["seconds"] == {"outliers_and_smoothing": 3.0, "fit": 2.5, "expression_refit": 0.0, "total": 10.0}
     assert qc["expression_refit"] is None and qc["iterations"] == 7
