@@ -17,8 +17,9 @@ from flame_fit import lbs as L
 from flame_fit.flame import load_flame
 from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
 from demo.synthetic_motion import MotionSpec, generate_sequence
-from flame_fit.refine import (PoseLandmarks, RefineParams, camera_units, clean_landmarks, compose_np, contour_rows,
-                              fit_expression, fit_pose_camera, project_landmarks_px, jitter, landmark_rmse, rodrigues, small_matmul, sq_diff)
+from flame_fit.refine import (PoseLandmarks, RefineParams, camera_units, clean_landmarks, compose_np,
+                              contour_rows, fit_expression, fit_pose_camera, jitter, landmark_rmse,
+                              project_landmarks_px, rodrigues, small_matmul, sq_diff)
 from tasks.common.settings import RefineSettings
 
 
@@ -191,13 +192,15 @@ def test_fit_expression_leaves_the_contour_out_and_counts_its_steps(model):
 def test_refine_motion_qc_times_and_rounds_without_a_refit(monkeypatch, rounds):
     """The QC's seconds are differences of the one clock (outliers and smoothing: start to the end of the
     cleaning; total: start to the end), the re-fit takes 0 s when it is off (lambda_anchor 0), and with it
-    off extra rounds have nothing to alternate with: Eq. 1 runs once (and at least once: refit_rounds 0). The fit and the projections are
+    off extra rounds have nothing to alternate with: Eq. 1 runs once (and at least once: refit_rounds 0).
+    The fit and the projections are
     stand-ins here; this test is about the stage's bookkeeping."""
     from flame_fit import refine
 
     T = 8
     clock = iter([100.0, 103.0, 110.0])                  # start, after cleaning, end
-    monkeypatch.setattr(refine, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: next(clock))}))
+    fake_time = type("Clock", (), {"perf_counter": staticmethod(lambda: next(clock))})
+    monkeypatch.setattr(refine, "time", fake_time)
     calls = []
 
     def fake_fit(model, shape, expression, jaw_pose, glob0, cam0, smoothed, params, device=None):
@@ -210,9 +213,11 @@ def test_refine_motion_qc_times_and_rounds_without_a_refit(monkeypatch, rounds):
     frames = {"landmarks": np.full((T, 68, 2), 500.0), "landmark_ok": np.ones(T, bool),
               "shape": np.zeros((T, 100)), "expression": np.zeros((T, 50)), "global_orient": np.zeros((T, 3)),
               "jaw_pose": np.zeros((T, 3)), "cam": np.tile([5.0, 0.0, 0.0], (T, 1))}
-    _, qc = refine.refine_motion(None, frames, np.zeros(100), RefineParams(lambda_anchor=0.0, refit_rounds=rounds))
+    params = RefineParams(lambda_anchor=0.0, refit_rounds=rounds)
+    _, qc = refine.refine_motion(None, frames, np.zeros(100), params)
     assert len(calls) == 1
-    assert qc["seconds"] == {"outliers_and_smoothing": 3.0, "fit": 2.5, "expression_refit": 0.0, "total": 10.0}
+    assert qc["seconds"] == {"outliers_and_smoothing": 3.0, "fit": 2.5, "expression_refit": 0.0,
+                             "total": 10.0}
     assert qc["expression_refit"] is None and qc["iterations"] == 7
 
 
@@ -246,7 +251,8 @@ def test_fit_pose_camera_fits_the_camera_scale(model):
                                              landmark_fail_rate=0.0), seed=2).truth
     start = tr["cam"].copy()
     start[:, 0] /= 1.1
-    out = fit_pose_camera(model, tr["shape"], tr["expression"], tr["jaw_pose"], compose_np(tr["global_orient"],
+    out = fit_pose_camera(model, tr["shape"], tr["expression"], tr["jaw_pose"],
+                          compose_np(tr["global_orient"],
                           tr["neck_pose"]), start, tr["landmarks"], RefineParams(max_iters=300), device="cpu")
     np.testing.assert_allclose(out["cam"][:, 0], tr["cam"][:, 0], rtol=0.01)
 
@@ -263,7 +269,8 @@ def test_fit_expression_jaw_refit_is_anchored_to_the_per_frame_jaw(model):
                           dataclasses.replace(params, lambda_anchor=1e-6))
     held = fit_expression(model, tr["shape"], tr["expression"], *pose, tr["landmarks"],
                           dataclasses.replace(params, lambda_anchor=1e3))
-    free_err, held_move = np.abs(free["jaw_pose"] - tr["jaw_pose"]).max(), np.abs(held["jaw_pose"] - jaw0).max()
+    free_err = np.abs(free["jaw_pose"] - tr["jaw_pose"]).max()
+    held_move = np.abs(held["jaw_pose"] - jaw0).max()
     assert free_err < 0.02 and held_move < 1e-3, (free_err, held_move)
 
 
@@ -273,7 +280,8 @@ def test_pose_landmarks_rebuild_their_tables_only_when_the_contour_rows_change(m
     model.landmarks, and so does a pose that moves the rows."""
     T = 2
     g = torch.Generator().manual_seed(1)
-    shape, expr, jaw = torch.randn(100, generator=g), torch.randn(T, 50, generator=g), 0.1 * torch.rand(T, 3, generator=g)
+    shape, expr = torch.randn(100, generator=g), torch.randn(T, 50, generator=g)
+    jaw = 0.1 * torch.rand(T, 3, generator=g)
     lookups = []
     real = model._landmark_tables
     monkeypatch.setattr(model, "_landmark_tables", lambda pose: lookups.append(1) or real(pose))
@@ -319,10 +327,12 @@ def test_fit_pose_camera_loss_terms_are_eq1_of_the_returned_motion(model):
     frame_w = np.array([1.0, 0.5, 2.0])
     params = RefineParams(max_iters=30, contour_weight=0.25, neck_reg_scale=3.0, lambda_smooth=7.0,
                           lambda_reg=0.02, lambda_landmark=1.5)
-    out = fit_pose_camera(model, tr["shape"], tr["expression"], tr["jaw_pose"], tr["global_orient"], cam0, target,
+    out = fit_pose_camera(model, tr["shape"], tr["expression"], tr["jaw_pose"], tr["global_orient"], cam0,
+                          target,
                           params, frame_weight=frame_w, device="cpu")
     g, n, c = out["global_orient"], out["neck_pose"], out["cam"]
-    px = project_landmarks_px(model, tr["shape"], tr["expression"], g, n, tr["jaw_pose"], c, params.image_size)
+    px = project_landmarks_px(model, tr["shape"], tr["expression"], g, n, tr["jaw_pose"], c,
+                              params.image_size)
     per_point = (((px - target) * (2.0 / params.image_size)) ** 2).sum(-1)          # (T,68) NDC^2
     per_point[:, :17] *= 0.25
     landmark = float((frame_w[:, None] * per_point).sum())
