@@ -184,6 +184,10 @@ def test_fit_expression_leaves_the_contour_out_and_counts_its_steps(model):
     # 3 steps allow 3 function evaluations, which the first step's line search uses up: stopped, not converged
     short = fit_expression(model, tr["shape"], zero, *pose, tr["landmarks"], dataclasses.replace(params, refit_iters=3))
     assert short["iterations"] == 1 and not short["converged"]
+    # 2 steps allow 2 evaluations; the first step's line search overshoots them: stopped, not converged
+    short = fit_expression(model, tr["shape"], zero, *pose, tr["landmarks"],
+                           dataclasses.replace(params, refit_iters=2))
+    assert short["iterations"] == 1 and not short["converged"]
     done = fit_expression(model, tr["shape"], zero, *pose, tr["landmarks"], dataclasses.replace(params, lambda_anchor=1e-2))
     assert done["converged"] and done["iterations"] < 40
 
@@ -281,15 +285,16 @@ def test_pose_landmarks_rebuild_their_tables_only_when_the_contour_rows_change(m
     T = 2
     g = torch.Generator().manual_seed(1)
     shape, expr = torch.randn(100, generator=g), torch.randn(T, 50, generator=g)
-    jaw = 0.1 * torch.rand(T, 3, generator=g)
+    jaw = torch.tensor([[0.0, math.radians(0.5), 0.0]] * T)   # turns the jaw's world yaw 0.5 degrees further
     lookups = []
     real = model._landmark_tables
     monkeypatch.setattr(model, "_landmark_tables", lambda pose: lookups.append(1) or real(pose))
     fn = PoseLandmarks(model, shape, expr, jaw)
     neck = torch.zeros(T, 3)
-    # 10.1 and 10.3 degrees: both row 10; then the neck alone turns the head 15 degrees further
-    for yaw_deg, neck_deg, n in [(10.1, 0.0, 1), (10.3, 0.0, 0), (25.0, 0.0, 1), (25.0, 15.0, 1)]:
-        glob = torch.tensor([[0.0, math.radians(yaw_deg), 0.0], [0.05, math.radians(-yaw_deg), 0.0]])
+    # 9.6 and 10.4 degrees: both row 10 (the head's, not the jaw's: 10.1 and 10.9); then the neck alone
+    # turns the head 15 degrees further
+    for yaw_deg, neck_deg, n in [(9.6, 0.0, 1), (10.4, 0.0, 0), (25.0, 0.0, 1), (25.0, 15.0, 1)]:
+        glob = torch.tensor([[0.0, math.radians(yaw_deg), 0.0], [0.0, math.radians(-yaw_deg), 0.0]])
         neck = torch.tensor([[0.0, math.radians(neck_deg), 0.0]] * T)
         before = len(lookups)
         fast = fn(glob, neck)
