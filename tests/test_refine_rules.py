@@ -75,9 +75,9 @@ def test_small_matmul_and_rodrigues_match_references(seed):
 
 def test_contour_rows_follow_deca_table_rule():
     """Yaw in whole degrees clamped to 39: rows 0..39 for yaw 0..39, rows 40..78 for yaw -1..-39."""
-    yaws = [0.0, 12.4, 12.6, 30.4, 39.0, 55.0, -0.6, -1.0, -20.2, -30.4, -39.0, -60.0]
+    yaws = [0.0, 12.4, 12.6, 30.4, 39.0, 55.0, -0.6, -1.0, -20.2, -30.4, -39.0, -40.2, -60.0]
     rel = torch.as_tensor(Rotation.from_euler("y", np.array(yaws)[:, None], degrees=True).as_matrix())
-    want = [0, 12, 13, 30, 39, 39, 40, 40, 59, 69, 78, 78]
+    want = [0, 12, 13, 30, 39, 39, 40, 40, 59, 69, 78, 78, 78]
     assert contour_rows(rel).tolist() == want
 
 
@@ -123,6 +123,10 @@ def test_fit_pose_camera_refuses_a_non_positive_camera_scale_and_a_model_on_anot
     params = RefineParams(max_iters=1)
     with pytest.raises(ValueError, match="not meta"):
         fit_pose_camera(_NoModel(), *ARGS3, np.ones((T3, 3)), np.zeros((T3, 68, 2)), params, device="meta")
+    class _MetaModel:
+        v_template = torch.zeros(1, 3, device="meta")
+    with pytest.raises(ValueError, match="not cpu"):
+        fit_pose_camera(_MetaModel(), *ARGS3, np.ones((T3, 3)), np.zeros((T3, 68, 2)), params, device="cpu")
     for bad in (0.0, -2.0):
         cam = np.ones((T3, 3))
         cam[1, 0] = bad
@@ -365,3 +369,25 @@ def test_fit_pose_camera_stops_on_a_relative_decrease(model):
     assert out["converged"] and big["converged"] and out["iterations"] < 300
     assert big["iterations"] == out["iterations"]
     assert big["loss"] == pytest.approx(1e3 * out["loss"], rel=1e-2)
+
+
+def test_fit_pose_camera_stall_is_the_mean_relative_decrease_per_iteration(model):
+    """At a check (every check_every iterations) the loss's decrease since the last check, relative to
+    the loss now and divided by check_every, is compared with the tolerance. The losses the first two
+    checks see (before steps 5 and 10: after 4 and 9 steps) come from fits that never stall; with
+    lr_floor 1 the first stall ends the fit: a tolerance 5x that rate stops it at iteration 10, one 5x
+    below does not."""
+    tr = _truth3(model)
+    start = (tr["shape"], tr["expression"], tr["jaw_pose"], tr["global_orient"] + 0.05, tr["cam"] * 1.05,
+             tr["landmarks"])
+    base = RefineParams(tolerance=-1e30, check_every=5, lr_floor=1.0)
+    l4, l9 = (fit_pose_camera(model, *start, dataclasses.replace(base, max_iters=k), device="cpu")["loss"]
+              for k in (4, 9))
+    rate = (l4 - l9) / abs(l9) / 5
+    assert rate > 0
+    stop = fit_pose_camera(model, *start, dataclasses.replace(base, tolerance=5 * rate, max_iters=12),
+                           device="cpu")
+    assert stop["converged"] and stop["iterations"] == 10
+    go = fit_pose_camera(model, *start, dataclasses.replace(base, tolerance=rate / 5, max_iters=12),
+                         device="cpu")
+    assert not go["converged"] and go["iterations"] == 12
