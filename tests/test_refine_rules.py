@@ -196,10 +196,10 @@ def test_fit_expression_leaves_the_contour_out_and_counts_its_steps(model):
     assert done["converged"] and done["iterations"] < 40
 
 
-@pytest.mark.parametrize("rounds", [0, 3])
-def test_refine_motion_qc_times_and_rounds_without_a_refit(monkeypatch, rounds):
+@pytest.mark.parametrize("rounds, anchor", [(0, 0.0), (3, 0.0), (3, -1.0)])
+def test_refine_motion_qc_times_and_rounds_without_a_refit(monkeypatch, rounds, anchor):
     """The QC's seconds are differences of the one clock (outliers and smoothing: start to the end of the
-    cleaning; total: start to the end), the re-fit takes 0 s when it is off (lambda_anchor 0), and with it
+    cleaning; total: start to the end), the re-fit takes 0 s when it is off (lambda_anchor <= 0), and with it
     off extra rounds have nothing to alternate with: Eq. 1 runs once (and at least once: refit_rounds 0).
     The fit and the projections are
     stand-ins here; this test is about the stage's bookkeeping."""
@@ -221,7 +221,7 @@ def test_refine_motion_qc_times_and_rounds_without_a_refit(monkeypatch, rounds):
     frames = {"landmarks": np.full((T, 68, 2), 500.0), "landmark_ok": np.ones(T, bool),
               "shape": np.zeros((T, 100)), "expression": np.zeros((T, 50)), "global_orient": np.zeros((T, 3)),
               "jaw_pose": np.zeros((T, 3)), "cam": np.tile([5.0, 0.0, 0.0], (T, 1))}
-    params = RefineParams(lambda_anchor=0.0, refit_rounds=rounds)
+    params = RefineParams(lambda_anchor=anchor, refit_rounds=rounds)
     _, qc = refine.refine_motion(None, frames, np.zeros(100), params)
     assert len(calls) == 1
     assert qc["seconds"] == {"outliers_and_smoothing": 3.0, "fit": 2.5, "expression_refit": 0.0,
@@ -391,3 +391,14 @@ def test_fit_pose_camera_stall_is_the_mean_relative_decrease_per_iteration(model
     go = fit_pose_camera(model, *start, dataclasses.replace(base, tolerance=rate / 5, max_iters=12),
                          device="cpu")
     assert not go["converged"] and go["iterations"] == 12
+
+
+def test_clean_landmarks_smooths_with_unit_data_weight():
+    """smooth_weight is w_s against a data weight of 1: with every frame detected (three frames: too few
+    for outliers) the smoothed track solves (I + w_s D^T D) x = y, D the first differences (dense numpy)."""
+    y = np.random.default_rng(4).normal(300.0, 20.0, (3, 68, 2))
+    D = np.diff(np.eye(3), axis=0)                                          # (2,3)
+    want = np.linalg.solve(np.eye(3) + 0.3 * D.T @ D, y.reshape(3, -1)).reshape(y.shape)
+    got, outlier = clean_landmarks(y, np.ones(3, bool), RefineParams(smooth_weight=0.3))
+    assert not outlier.any()
+    np.testing.assert_allclose(got, want, atol=1e-6)
