@@ -184,6 +184,10 @@ def test_fit_expression_leaves_the_contour_out_and_counts_its_steps(model):
     again = fit_expression(model, tr["shape"], zero, *pose, moved, params)
     np.testing.assert_array_equal(again["expression"], out["expression"])
     assert out["iterations"] == again["iterations"]
+    brow = tr["landmarks"].copy()
+    brow[:, 17] += 40.0                                        # the first point inside the face counts
+    assert np.abs(fit_expression(model, tr["shape"], zero, *pose, brow, params)["expression"]
+                  - out["expression"]).max() > 1e-3
     assert out["iterations"] == 40 and not out["converged"]           # 184 steps to converge here
     # 3 steps allow 3 function evaluations, which the first step's line search uses up: stopped, not converged
     short = fit_expression(model, tr["shape"], zero, *pose, tr["landmarks"], dataclasses.replace(params, refit_iters=3))
@@ -194,6 +198,10 @@ def test_fit_expression_leaves_the_contour_out_and_counts_its_steps(model):
     assert short["iterations"] == 1 and not short["converged"]
     done = fit_expression(model, tr["shape"], zero, *pose, tr["landmarks"], dataclasses.replace(params, lambda_anchor=1e-2))
     assert done["converged"] and done["iterations"] < 40
+    # converged means at the minimum: a 1000x tighter change tolerance moves the expression by a hair only
+    tight = fit_expression(model, tr["shape"], zero, *pose, tr["landmarks"],
+                           dataclasses.replace(params, lambda_anchor=1e-2, tolerance=1e-10))
+    np.testing.assert_allclose(done["expression"], tight["expression"], atol=1e-4)
 
 
 @pytest.mark.parametrize("rounds, anchor", [(0, 0.0), (3, 0.0), (3, -1.0)])
