@@ -198,10 +198,6 @@ def test_fit_expression_leaves_the_contour_out_and_counts_its_steps(model):
     assert short["iterations"] == 1 and not short["converged"]
     done = fit_expression(model, tr["shape"], zero, *pose, tr["landmarks"], dataclasses.replace(params, lambda_anchor=1e-2))
     assert done["converged"] and done["iterations"] < 40
-    # converged means at the minimum: a 1000x tighter change tolerance moves the expression by a hair only
-    tight = fit_expression(model, tr["shape"], zero, *pose, tr["landmarks"],
-                           dataclasses.replace(params, lambda_anchor=1e-2, tolerance=1e-10))
-    np.testing.assert_allclose(done["expression"], tight["expression"], atol=1e-4)
 
 
 @pytest.mark.parametrize("rounds, anchor", [(0, 0.0), (3, 0.0), (3, -1.0)])
