@@ -75,9 +75,9 @@ def test_small_matmul_and_rodrigues_match_references(seed):
 
 def test_contour_rows_follow_deca_table_rule():
     """Yaw in whole degrees clamped to 39: rows 0..39 for yaw 0..39, rows 40..78 for yaw -1..-39."""
-    yaws = [0.0, 12.4, 12.6, 30.4, 39.0, 55.0, -0.6, -1.0, -20.2, -30.4, -39.0, -40.2, -60.0]
+    yaws = [0.0, 12.4, 12.6, 20.6, 30.4, 39.0, 55.0, -0.6, -1.0, -20.2, -20.6, -30.4, -39.0, -40.2, -60.0]
     rel = torch.as_tensor(Rotation.from_euler("y", np.array(yaws)[:, None], degrees=True).as_matrix())
-    want = [0, 12, 13, 30, 39, 39, 40, 40, 59, 69, 78, 78, 78]
+    want = [0, 12, 13, 21, 30, 39, 39, 40, 40, 59, 60, 69, 78, 78, 78]
     assert contour_rows(rel).tolist() == want
 
 
