@@ -17,8 +17,9 @@ from flame_fit import lbs as L
 from flame_fit.flame import load_flame
 from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
 from demo.synthetic_motion import MotionSpec, generate_sequence
-from flame_fit.refine import (RefineParams, camera_units, clean_landmarks, compose_np, contour_rows,
-                              fit_expression, fit_pose_camera, project_landmarks_px, jitter, landmark_rmse, rodrigues, small_matmul, sq_diff)
+from flame_fit.refine import (PoseLandmarks, RefineParams, camera_units, clean_landmarks, compose_np,
+                              contour_rows, fit_expression, fit_pose_camera, jitter, landmark_rmse,
+                              project_landmarks_px, rodrigues, small_matmul, sq_diff)
 from tasks.common.settings import RefineSettings
 
 
@@ -59,6 +60,8 @@ def test_small_matmul_and_rodrigues_match_references(seed):
     rng = np.random.default_rng(seed)
     a, b = rng.normal(size=(5, 3, 4)), rng.normal(size=(5, 4, 2))
     np.testing.assert_allclose(small_matmul(torch.as_tensor(a), torch.as_tensor(b)).numpy(), a @ b, atol=1e-12)
+    a4, b4 = rng.normal(size=(2, 5, 3, 4)), rng.normal(size=(2, 5, 4, 2))       # any number of batch axes
+    np.testing.assert_allclose(small_matmul(torch.as_tensor(a4), torch.as_tensor(b4)).numpy(), a4 @ b4, atol=1e-12)
     vecs = rng.normal(size=(6, 3)) * rng.uniform(0.0, 3.0, (6, 1))
     got = rodrigues(torch.as_tensor(vecs)).numpy()
     np.testing.assert_allclose(got, Rotation.from_rotvec(vecs).as_matrix(), atol=1e-6)
@@ -72,9 +75,9 @@ def test_small_matmul_and_rodrigues_match_references(seed):
 
 def test_contour_rows_follow_deca_table_rule():
     """Yaw in whole degrees clamped to 39: rows 0..39 for yaw 0..39, rows 40..78 for yaw -1..-39."""
-    yaws = [0.0, 12.4, 12.6, 39.0, 55.0, -0.6, -1.0, -20.2, -39.0, -60.0]
+    yaws = [0.0, 12.4, 12.6, 20.6, 30.4, 39.0, 55.0, -0.6, -1.0, -20.2, -20.6, -30.4, -39.0, -40.2, -60.0]
     rel = torch.as_tensor(Rotation.from_euler("y", np.array(yaws)[:, None], degrees=True).as_matrix())
-    want = [0, 12, 13, 39, 39, 40, 40, 59, 78, 78]
+    want = [0, 12, 13, 21, 30, 39, 39, 40, 40, 59, 60, 69, 78, 78, 78]
     assert contour_rows(rel).tolist() == want
 
 
@@ -120,6 +123,10 @@ def test_fit_pose_camera_refuses_a_non_positive_camera_scale_and_a_model_on_anot
     params = RefineParams(max_iters=1)
     with pytest.raises(ValueError, match="not meta"):
         fit_pose_camera(_NoModel(), *ARGS3, np.ones((T3, 3)), np.zeros((T3, 68, 2)), params, device="meta")
+    class _MetaModel:
+        v_template = torch.zeros(1, 3, device="meta")
+    with pytest.raises(ValueError, match="not cpu"):
+        fit_pose_camera(_MetaModel(), *ARGS3, np.ones((T3, 3)), np.zeros((T3, 68, 2)), params, device="cpu")
     for bad in (0.0, -2.0):
         cam = np.ones((T3, 3))
         cam[1, 0] = bad
@@ -177,9 +184,225 @@ def test_fit_expression_leaves_the_contour_out_and_counts_its_steps(model):
     again = fit_expression(model, tr["shape"], zero, *pose, moved, params)
     np.testing.assert_array_equal(again["expression"], out["expression"])
     assert out["iterations"] == again["iterations"]
+    brow = tr["landmarks"].copy()
+    brow[:, 17] += 40.0                                        # the first point inside the face counts
+    assert np.abs(fit_expression(model, tr["shape"], zero, *pose, brow, params)["expression"]
+                  - out["expression"]).max() > 1e-3
     assert out["iterations"] == 40 and not out["converged"]           # 184 steps to converge here
     # 3 steps allow 3 function evaluations, which the first step's line search uses up: stopped, not converged
     short = fit_expression(model, tr["shape"], zero, *pose, tr["landmarks"], dataclasses.replace(params, refit_iters=3))
     assert short["iterations"] == 1 and not short["converged"]
+    # 2 steps allow 2 evaluations; the first step's line search overshoots them: stopped, not converged
+    short = fit_expression(model, tr["shape"], zero, *pose, tr["landmarks"],
+                           dataclasses.replace(params, refit_iters=2))
+    assert short["iterations"] == 1 and not short["converged"]
     done = fit_expression(model, tr["shape"], zero, *pose, tr["landmarks"], dataclasses.replace(params, lambda_anchor=1e-2))
     assert done["converged"] and done["iterations"] < 40
+
+
+@pytest.mark.parametrize("rounds, anchor", [(0, 0.0), (3, 0.0), (3, -1.0)])
+def test_refine_motion_qc_times_and_rounds_without_a_refit(monkeypatch, rounds, anchor):
+    """The QC's seconds are differences of the one clock (outliers and smoothing: start to the end of the
+    cleaning; total: start to the end), the re-fit takes 0 s when it is off (lambda_anchor <= 0), and with it
+    off extra rounds have nothing to alternate with: Eq. 1 runs once (and at least once: refit_rounds 0).
+    The fit and the projections are
+    stand-ins here; this test is about the stage's bookkeeping."""
+    from flame_fit import refine
+
+    T = 8
+    clock = iter([100.0, 103.0, 110.0])                  # start, after cleaning, end
+    fake_time = type("Clock", (), {"perf_counter": staticmethod(lambda: next(clock))})
+    monkeypatch.setattr(refine, "time", fake_time)
+    calls = []
+
+    def fake_fit(model, shape, expression, jaw_pose, glob0, cam0, smoothed, params, device=None):
+        calls.append(1)
+        return {"global_orient": np.asarray(glob0), "neck_pose": np.zeros((T, 3)), "cam": np.asarray(cam0),
+                "iterations": 7, "converged": True, "loss": 1.0, "loss_terms": {}, "seconds": 2.5}
+
+    monkeypatch.setattr(refine, "fit_pose_camera", fake_fit)
+    monkeypatch.setattr(refine, "project_landmarks_px", lambda *a: np.zeros((T, 68, 2)))
+    frames = {"landmarks": np.full((T, 68, 2), 500.0), "landmark_ok": np.ones(T, bool),
+              "shape": np.zeros((T, 100)), "expression": np.zeros((T, 50)), "global_orient": np.zeros((T, 3)),
+              "jaw_pose": np.zeros((T, 3)), "cam": np.tile([5.0, 0.0, 0.0], (T, 1))}
+    params = RefineParams(lambda_anchor=anchor, refit_rounds=rounds)
+    _, qc = refine.refine_motion(None, frames, np.zeros(100), params)
+    assert len(calls) == 1
+    assert qc["seconds"] == {"outliers_and_smoothing": 3.0, "fit": 2.5, "expression_refit": 0.0,
+                             "total": 10.0}
+    assert qc["expression_refit"] is None and qc["iterations"] == 7
+
+
+def test_fit_pose_camera_without_iterations_returns_the_start(model):
+    """max_iters 0: no step taken, 0 iterations reported, the starting pose and camera come back."""
+    cam = np.tile([1.2, 0.05, -0.03], (T3, 1))
+    glob = np.tile([0.1, -0.2, 0.05], (T3, 1))
+    out = fit_pose_camera(model, np.zeros(100), np.zeros((T3, 50)), np.zeros((T3, 3)), glob, cam,
+                          np.full((T3, 68, 2), 512.0), RefineParams(max_iters=0), device="cpu")
+    assert out["iterations"] == 0 and not out["converged"]
+    np.testing.assert_allclose(out["global_orient"], glob, atol=1e-7)
+    np.testing.assert_allclose(out["cam"], cam, atol=1e-7)
+    assert not out["neck_pose"].any()
+
+
+def test_fit_pose_camera_tolerance_zero_turns_the_early_stop_off(model):
+    """A relative decrease strictly below the tolerance is a stall. With only the regulariser on and
+    everything at zero, no gradient moves anything and the loss stays exactly 0 (relative decrease 0):
+    tolerance 0 is never undercut, so the fit runs its max_iters; any positive tolerance stops it."""
+    params = RefineParams(lambda_landmark=0.0, lambda_smooth=0.0, max_iters=40, tolerance=0.0)
+    args = (model, *ARGS3, np.ones((T3, 3)), np.full((T3, 68, 2), 512.0))
+    out = fit_pose_camera(*args, params, device="cpu")
+    assert out["loss"] == 0.0 and out["iterations"] == 40 and not out["converged"]
+    out = fit_pose_camera(*args, dataclasses.replace(params, tolerance=1e-12), device="cpu")
+    assert out["converged"] and out["iterations"] < 40
+
+
+def test_fit_pose_camera_fits_the_camera_scale(model):
+    """Landmarks drawn 10 % larger than the starting camera's: the fitted scale follows them."""
+    tr = generate_sequence(model, MotionSpec(frames=T3, landmark_noise_px=0.0, landmark_outlier_rate=0.0,
+                                             landmark_fail_rate=0.0), seed=2).truth
+    start = tr["cam"].copy()
+    start[:, 0] /= 1.1
+    out = fit_pose_camera(model, tr["shape"], tr["expression"], tr["jaw_pose"],
+                          compose_np(tr["global_orient"],
+                          tr["neck_pose"]), start, tr["landmarks"], RefineParams(max_iters=300), device="cpu")
+    np.testing.assert_allclose(out["cam"][:, 0], tr["cam"][:, 0], rtol=0.01)
+
+
+def test_fit_expression_jaw_refit_is_anchored_to_the_per_frame_jaw(model):
+    """With refit_jaw the anchor pulls the jaw back to its per-frame value: landmarks of another jaw move
+    it there with a tiny anchor, a heavy anchor keeps it within a hair of where it started."""
+    tr = generate_sequence(model, MotionSpec(frames=T3, landmark_noise_px=0.0, landmark_outlier_rate=0.0,
+                                             landmark_fail_rate=0.0), seed=2).truth
+    jaw0 = tr["jaw_pose"] + np.array([0.08, 0.0, 0.0])
+    pose = (jaw0, tr["global_orient"], tr["neck_pose"], tr["cam"])
+    params = RefineParams(refit_jaw=True, refit_iters=60)
+    free = fit_expression(model, tr["shape"], tr["expression"], *pose, tr["landmarks"],
+                          dataclasses.replace(params, lambda_anchor=1e-6))
+    held = fit_expression(model, tr["shape"], tr["expression"], *pose, tr["landmarks"],
+                          dataclasses.replace(params, lambda_anchor=1e3))
+    free_err = np.abs(free["jaw_pose"] - tr["jaw_pose"]).max()
+    held_move = np.abs(held["jaw_pose"] - jaw0).max()
+    assert free_err < 0.02 and held_move < 1e-3, (free_err, held_move)
+
+
+def test_pose_landmarks_rebuild_their_tables_only_when_the_contour_rows_change(model, monkeypatch):
+    """The landmark faces of the dynamic contour are looked up again only when some frame's contour row
+    (its yaw in whole degrees) changed; a pose within the same rows reuses them and still equals
+    model.landmarks, and so does a pose that moves the rows."""
+    T = 2
+    g = torch.Generator().manual_seed(1)
+    shape, expr = torch.randn(100, generator=g), torch.randn(T, 50, generator=g)
+    jaw = torch.tensor([[0.0, math.radians(0.5), 0.0]] * T)   # turns the jaw's world yaw 0.5 degrees further
+    lookups = []
+    real = model._landmark_tables
+    monkeypatch.setattr(model, "_landmark_tables", lambda pose: lookups.append(1) or real(pose))
+    fn = PoseLandmarks(model, shape, expr, jaw)
+    neck = torch.zeros(T, 3)
+    # 9.6 and 10.4 degrees: both row 10 (the head's, not the jaw's: 10.1 and 10.9); then the neck alone
+    # turns the head 15 degrees further
+    for yaw_deg, neck_deg, n in [(9.6, 0.0, 1), (10.4, 0.0, 0), (25.0, 0.0, 1), (25.0, 15.0, 1)]:
+        glob = torch.tensor([[0.0, math.radians(yaw_deg), 0.0], [0.0, math.radians(-yaw_deg), 0.0]])
+        neck = torch.tensor([[0.0, math.radians(neck_deg), 0.0]] * T)
+        before = len(lookups)
+        fast = fn(glob, neck)
+        assert len(lookups) - before == n, yaw_deg
+        torch.testing.assert_close(fast, model.landmarks(shape.expand(T, -1), expr, glob, neck, jaw),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_fit_expression_at_a_start_with_zero_gradient_takes_no_step(model):
+    """Nothing to fit (landmark term off, the anchor's minimum is the start): L-BFGS sees a zero gradient
+    at the start and stops there: 0 iterations, converged, the per-frame expression unchanged."""
+    rng = np.random.default_rng(0)
+    expr = rng.normal(0, 0.5, (T3, 50))
+    out = fit_expression(model, np.zeros(100), expr, np.zeros((T3, 3)), np.zeros((T3, 3)), np.zeros((T3, 3)),
+                         np.ones((T3, 3)), np.full((T3, 68, 2), 512.0), RefineParams(lambda_landmark=0.0))
+    assert out["iterations"] == 0 and out["converged"]
+    np.testing.assert_array_equal(out["expression"], expr.astype(np.float32))
+
+
+def _truth3(model):
+    return generate_sequence(model, MotionSpec(frames=T3, landmark_noise_px=0.0, landmark_outlier_rate=0.0,
+                                               landmark_fail_rate=0.0), seed=2).truth
+
+
+def test_fit_pose_camera_loss_terms_are_eq1_of_the_returned_motion(model):
+    """The reported terms, recomputed from the returned pose and camera with the reference
+    model.landmarks: landmark = sum_t w_t sum_k c_k |P - l|^2 in NDC (c_k: contour_weight for the 17
+    contour points, 1 elsewhere; w_t the frame weights), smooth = first differences of g, n and
+    [log s, s_ref t] (s_ref the starting scales' median), reg = |g|^2 + neck_reg_scale |n|^2, and the loss
+    their lambda-weighted sum."""
+    tr = _truth3(model)
+    rng = np.random.default_rng(5)
+    target = tr["landmarks"] + rng.normal(0, 3.0, tr["landmarks"].shape)
+    cam0 = tr["cam"] * np.array([1.05, 1.0, 1.0])
+    frame_w = np.array([1.0, 0.5, 2.0])
+    params = RefineParams(max_iters=30, contour_weight=0.25, neck_reg_scale=3.0, lambda_smooth=7.0,
+                          lambda_reg=0.02, lambda_landmark=1.5)
+    out = fit_pose_camera(model, tr["shape"], tr["expression"], tr["jaw_pose"], tr["global_orient"], cam0,
+                          target,
+                          params, frame_weight=frame_w, device="cpu")
+    g, n, c = out["global_orient"], out["neck_pose"], out["cam"]
+    px = project_landmarks_px(model, tr["shape"], tr["expression"], g, n, tr["jaw_pose"], c,
+                              params.image_size)
+    per_point = (((px - target) * (2.0 / params.image_size)) ** 2).sum(-1)          # (T,68) NDC^2
+    per_point[:, :17] *= 0.25
+    landmark = float((frame_w[:, None] * per_point).sum())
+    s_ref = float(np.median(cam0[:, 0]))
+    u = np.concatenate([np.log(c[:, :1]), s_ref * c[:, 1:]], axis=1)
+    smooth = sum(float((np.diff(x, axis=0) ** 2).sum()) for x in (g, n, u))
+    reg = float((g ** 2).sum() + 3.0 * (n ** 2).sum())
+    terms = out["loss_terms"]
+    assert terms["landmark"] == pytest.approx(landmark, rel=1e-3)
+    assert terms["smooth"] == pytest.approx(smooth, rel=1e-3, abs=1e-9)
+    assert terms["reg"] == pytest.approx(reg, rel=1e-3)
+    assert out["loss"] == pytest.approx(1.5 * landmark + 7.0 * smooth + 0.02 * reg, rel=1e-3)
+
+
+def test_fit_pose_camera_stops_on_a_relative_decrease(model):
+    """The stop compares the decrease relative to the loss: every lambda scaled by 1000 scales the loss,
+    not the relative decrease, so the fit stops at the same iteration."""
+    tr = _truth3(model)
+    start = (tr["shape"], tr["expression"], tr["jaw_pose"], tr["global_orient"] + 0.05, tr["cam"] * 1.05,
+             tr["landmarks"])
+    params = RefineParams(max_iters=300, tolerance=1e-3)
+    out = fit_pose_camera(model, *start, params, device="cpu")
+    big = fit_pose_camera(model, *start, dataclasses.replace(params, lambda_landmark=1e3, lambda_smooth=12e3,
+                                                            lambda_reg=1.0), device="cpu")
+    assert out["converged"] and big["converged"] and out["iterations"] < 300
+    assert big["iterations"] == out["iterations"]
+    assert big["loss"] == pytest.approx(1e3 * out["loss"], rel=1e-2)
+
+
+def test_fit_pose_camera_stall_is_the_mean_relative_decrease_per_iteration(model):
+    """At a check (every check_every iterations) the loss's decrease since the last check, relative to
+    the loss now and divided by check_every, is compared with the tolerance. The losses the first two
+    checks see (before steps 5 and 10: after 4 and 9 steps) come from fits that never stall; with
+    lr_floor 1 the first stall ends the fit: a tolerance 5x that rate stops it at iteration 10, one 5x
+    below does not."""
+    tr = _truth3(model)
+    start = (tr["shape"], tr["expression"], tr["jaw_pose"], tr["global_orient"] + 0.05, tr["cam"] * 1.05,
+             tr["landmarks"])
+    base = RefineParams(tolerance=-1e30, check_every=5, lr_floor=1.0)
+    l4, l9 = (fit_pose_camera(model, *start, dataclasses.replace(base, max_iters=k), device="cpu")["loss"]
+              for k in (4, 9))
+    rate = (l4 - l9) / abs(l9) / 5
+    assert rate > 0
+    stop = fit_pose_camera(model, *start, dataclasses.replace(base, tolerance=5 * rate, max_iters=12),
+                           device="cpu")
+    assert stop["converged"] and stop["iterations"] == 10
+    go = fit_pose_camera(model, *start, dataclasses.replace(base, tolerance=rate / 5, max_iters=12),
+                         device="cpu")
+    assert not go["converged"] and go["iterations"] == 12
+
+
+def test_clean_landmarks_smooths_with_unit_data_weight():
+    """smooth_weight is w_s against a data weight of 1: with every frame detected (three frames: too few
+    for outliers) the smoothed track solves (I + w_s D^T D) x = y, D the first differences (dense numpy)."""
+    y = np.random.default_rng(4).normal(300.0, 20.0, (3, 68, 2))
+    D = np.diff(np.eye(3), axis=0)                                          # (2,3)
+    want = np.linalg.solve(np.eye(3) + 0.3 * D.T @ D, y.reshape(3, -1)).reshape(y.shape)
+    got, outlier = clean_landmarks(y, np.ones(3, bool), RefineParams(smooth_weight=0.3))
+    assert not outlier.any()
+    np.testing.assert_allclose(got, want, atol=1e-6)
