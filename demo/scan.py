@@ -282,12 +282,19 @@ def obj_text(vertices: np.ndarray, faces: np.ndarray, corner_uv: np.ndarray, mtl
     return buf.getvalue()
 
 
+def load_procedural_head_model(seed: int = 0, n_vertices: int | None = None):
+    """A fresh procedural head model, written to a temporary folder and loaded the way `[flame]` loads it
+    (n_vertices None: the generator's default)."""
+    kw = {} if n_vertices is None else {"n_vertices": n_vertices}
+    with tempfile.TemporaryDirectory() as folder:
+        write_procedural_head_model(folder, seed=seed, **kw)
+        return load_flame(Path(folder) / MODEL_FILE, Path(folder) / EMBEDDING_FILE).eval()
+
+
 @functools.lru_cache(maxsize=1)
 def procedural_head_model():
     """The procedural head model (seed 0, what `[flame]` uses when empty), built in memory on the CPU."""
-    with tempfile.TemporaryDirectory() as folder:
-        write_procedural_head_model(folder, seed=0)
-        return load_flame(Path(folder) / MODEL_FILE, Path(folder) / EMBEDDING_FILE).eval()
+    return load_procedural_head_model(seed=0)
 
 
 def write_demo_scan(scan_dir: Path, truth_dir: Path, seed: int, face_rgb: np.ndarray | None = None,

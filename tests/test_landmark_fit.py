@@ -10,10 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from demo.synthetic_motion import MotionSpec, generate_sequence
-from flame_fit.flame import load_flame
 from flame_fit.landmark_fit import (FitParams, energy_terms, fit_segment, init_camera, landmark_boxes_ndc,
                                     landmark_weights)
-from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
+from demo.scan import load_procedural_head_model
 
 torch.set_num_threads(1)
 
@@ -119,10 +118,8 @@ def test_a_one_frame_segment_has_no_smoothness_term():
 
 # ----------------------------------------------------------------------------- fit_segment
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("landmark_fit_head")
-    write_procedural_head_model(folder, seed=0, n_vertices=1500)
-    return load_flame(folder / MODEL_FILE, folder / EMBEDDING_FILE).eval()
+def model():
+    return load_procedural_head_model(seed=0, n_vertices=1500)
 
 
 SIZE = 256

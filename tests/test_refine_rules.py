@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
 from flame_fit import lbs as L
-from flame_fit.flame import load_flame
-from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
+from demo.scan import load_procedural_head_model
 from demo.synthetic_motion import MotionSpec, generate_sequence
 from flame_fit.refine import (PoseLandmarks, RefineParams, camera_units, clean_landmarks, compose_np,
                               contour_rows, fit_expression, fit_pose_camera, jitter, landmark_rmse,
@@ -109,10 +108,8 @@ class _NoModel:
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("refine_rules_head")
-    write_procedural_head_model(folder, seed=0, n_vertices=1500)
-    return load_flame(folder / MODEL_FILE, folder / EMBEDDING_FILE).eval()
+def model():
+    return load_procedural_head_model(seed=0, n_vertices=1500)
 
 
 T3 = 3
