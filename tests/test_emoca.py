@@ -94,10 +94,14 @@ def images():
     return torch.rand(2, 3, 224, 224)
 
 
-def test_load_checkpoint_and_encode_matches_reference(tmp_path, base_state, images):
+def test_load_checkpoint_and_encode_matches_reference(tmp_path, base_state, images, caplog):
     state = with_width(base_state, 53)
     write_model(tmp_path, state, jaw=True, glob=False)
-    loaded = E.load_emoca(tmp_path)
+    with caplog.at_level("INFO", logger="singinghead"):
+        loaded = E.load_emoca(tmp_path)
+    # the log tells the user which encoder each pose comes from
+    assert any(r.getMessage().endswith("(E_expression width 53: global from E_flame, jaw from E_expression)")
+               for r in caplog.records)
     assert loaded.layout.width == 53 and loaded.layout.jaw_pose and not loaded.layout.global_pose
     assert loaded.checkpoint.name == CKPT_NAME
     assert not loaded.encoder.training
@@ -445,9 +449,11 @@ def test_encoder_checks_its_input_and_gives_every_code_in_its_shape():
         with torch.device("meta"):
             enc = E.EmocaEncoder(layout)
             for bad in (torch.zeros(3, 224, 224), torch.zeros(1, 3, 112, 112), torch.zeros(1, 1, 224, 224),
-                        torch.zeros(1, 3, 224, 223)):
-                with pytest.raises(ValueError, match=r"EMOCA wants \(B, 3, 224, 224\) images, got"):
+                        torch.zeros(1, 3, 224, 223), torch.zeros(1, 4, 224, 224), torch.zeros(2, 3, 256, 256),
+                        torch.zeros(1, 3, 224, 225)):
+                with pytest.raises(ValueError, match=r"EMOCA wants \(B, 3, 224, 224\) images, got") as err:
                     enc(bad)
+                assert str(err.value).endswith(f"got {tuple(bad.shape)}")      # RGBA, a 256 crop: named
             if layout.parallel:                 # (deca_clone's forward: the reference test above)
                 out = enc(torch.zeros(2, 3, 224, 224))
                 assert {k: tuple(v.shape) for k, v in out.items()} == {"shape": (2, 100), "tex": (2, 50),
@@ -466,8 +472,16 @@ def test_code_layout_and_width_errors():
     assert torch.equal(out["pose"], code[:, 200:206]) and torch.equal(out["exp"], code[:, 150:200])
     with pytest.raises(ValueError, match="must have 236 values, got 235"):
         E.split_flame_code(code[:, :235])
+    with pytest.raises(ValueError, match="must have 236 values, got 237$"):    # one too many is no code either
+        E.split_flame_code(torch.zeros(2, 237))
+    with pytest.raises(ValueError, match="must have 236 values, got 5$"):      # the values are on the last axis
+        E.split_flame_code(torch.zeros(2, 236, 5))
     with pytest.raises(ValueError, match="must have 53 values, got 50"):
         E.merge_codes(code, torch.zeros(2, 50), E.ExpressionLayout(global_pose=True))
+    with pytest.raises(ValueError, match="must have 50 values, got 51$"):
+        E.merge_codes(code, torch.zeros(2, 51), E.ExpressionLayout())
+    with pytest.raises(ValueError, match="must have 50 values, got 7$"):
+        E.merge_codes(code, torch.zeros(2, 50, 7), E.ExpressionLayout())
     assert E.ExpressionLayout(n_exp=60, global_pose=True).width == 63
 
 
@@ -485,6 +499,9 @@ def test_checkpoint_choice_falls_back_to_last_then_coarse(tmp_path):
     _touch(tmp_path / "coarse" / "checkpoints" / "deca-epoch=02-val_loss=0.9.ckpt")
     _touch(tmp_path / "coarse" / "checkpoints" / "deca-epoch=01-val_loss=1.3.ckpt")
     coarse = tmp_path / "coarse" / "checkpoints"
+    assert E.find_checkpoint(tmp_path) == coarse / "deca-epoch=02-val_loss=0.9.ckpt"
+    # Lightning names a second file of an existing name `<name>-v1.ckpt`: no number after the '='
+    _touch(ck / "deca-epoch=03-val_loss=0.70-v1.ckpt")
     assert E.find_checkpoint(tmp_path) == coarse / "deca-epoch=02-val_loss=0.9.ckpt"
     _touch(ck / "last.ckpt")                            # EMOCA's 'best' finds nothing numbered: last
     assert E.find_checkpoint(tmp_path) == ck / "last.ckpt"
@@ -540,6 +557,8 @@ def test_layout_from_config_refuses_what_it_cannot_run(tmp_path):
         with pytest.raises(ModelFileError, match=rf"{key}={n + 1} but EMOCA's code layout has {n}") as err:
             E.layout_from_config({key: n + 1}, tmp_path / "cfg.yaml")
         assert err.value.path == str(tmp_path / "cfg.yaml")
+        with pytest.raises(ModelFileError, match=rf"{key}={n - 1} but EMOCA's code layout has {n}"):
+            E.layout_from_config({key: str(n - 1)}, tmp_path / "cfg.yaml")      # fewer is as wrong as more
     with pytest.raises(ModelFileError, match="deca_class 'DECA' is not EMOCA's ExpDECA"):
         E.layout_from_config({"deca_class": "DECA"})
     with pytest.raises(ModelFileError, match="expression_backbone 'emonet_split' is unsupported"):
@@ -617,6 +636,11 @@ def test_backbone_and_width_are_read_from_the_weights(tmp_path):
     write_model(tmp_path / "a", tiny, jaw=False, glob=False, backbone="deca_parallel")
     with pytest.raises(ModelFileError, match="keys say deca_clone but cfg.yaml says deca_parallel"):
         E.load_emoca(tmp_path / "a")
+    parallel = {"deca.E_expression.resnet.conv1.weight": torch.zeros(1),
+                "deca.E_expression.layers.2.weight": torch.zeros(50, 4)}
+    write_model(tmp_path / "d", parallel, jaw=False, glob=False)                 # cfg.yaml: deca_clone
+    with pytest.raises(ModelFileError, match="keys say deca_parallel but cfg.yaml says deca_clone"):
+        E.load_emoca(tmp_path / "d")
     write_model(tmp_path / "b", tiny, jaw=False, glob=True)
     with pytest.raises(ModelFileError, match="missing weight"):        # width 53 fits: the weights are next
         E.load_emoca(tmp_path / "b")
@@ -631,6 +655,8 @@ def test_strict_load_names_what_is_missing_and_converts_dtypes(tmp_path):
                        r"x\.1\.weight, x\.10\.bias, [^|]*, x\.2\.weight \.\.\. -- fix") as err:
         E._load_strict(net, {}, "x", tmp_path)
     assert str(err.value).count("x.") == 12 and str(err.value).startswith(str(tmp_path))
+    with pytest.raises(ModelFileError, match=r"2 missing weight\(s\): x\.bias, x\.weight -- fix"):
+        E._load_strict(torch.nn.Linear(2, 2), {}, "x", tmp_path)
     twelve = torch.nn.Sequential(*[torch.nn.Linear(2, 2) for _ in range(6)])
     with pytest.raises(ModelFileError, match=r"12 missing weight\(s\): .*x\.5\.weight -- fix"):    # all named
         E._load_strict(twelve, {}, "x", tmp_path)
@@ -740,3 +766,53 @@ def test_runner_defaults_are_the_pipelines():
     from tasks.common.settings import CropSettings, EmocaSettings
     runner = E.EmocaRunner(_CountingEncoder(), "cpu")
     assert runner.image_size == CropSettings().output_size and runner.batch_size == EmocaSettings().batch_size
+
+
+def test_crop_boxes_for_a_whole_track():
+    """The estimation stage boxes a segment's (T, 68, 2) track in one call: each frame's box is its own
+    landmarks' box (hand-computed here as EMOCA's kpt68 rule: centre, int(mean side * 1.1 * 1.25))."""
+    rng = np.random.default_rng(8)
+    track = rng.uniform([30, 60], [200, 260], (3, 68, 2))
+    track[1] *= 0.5                                        # frames of different sizes and places
+    boxes = E.crop_boxes_from_landmarks(track)
+    assert boxes.shape == (3, 3)
+    for lm, box in zip(track, boxes):
+        (left, top), (right, bottom) = lm.min(0), lm.max(0)
+        want = [(left + right) / 2, (top + bottom) / 2, int((right - left + bottom - top) / 2 * 1.1 * 1.25)]
+        np.testing.assert_allclose(box, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("version", ["2.6.0+cu124", "2.6.1", "2.6.0a0+ecf3bae40a.nv25.01"])
+def test_torch_2_6_reads_configuration_objects(tmp_path, monkeypatch, version):
+    """safe_globals' (obj, name) form came with torch 2.6: from 2.6 on (also NVIDIA containers'
+    pre-release version strings such as 2.6.0a0+...nv25.01) a checkpoint with configuration objects loads."""
+    import collections
+    p = _hparams_with(tmp_path, collections.defaultdict(list, a=[1]))
+    monkeypatch.setattr(torch, "__version__", version)
+    assert E.read_checkpoint(p)["hyper_parameters"] == {"a": [1]}
+
+
+def test_omegaconf_container_without_content_stays_a_record(tmp_path):
+    """A DictConfig whose pickled state lacks `_content` (not omegaconf 2.0/2.1's layout) is kept as a
+    record in the hyper-parameters instead of failing the load; a node's `_val` is still read."""
+    from upstream_files import fake_classes
+
+    with fake_classes({"omegaconf.dictconfig.DictConfig": {}, "omegaconf.nodes.AnyNode": {}}) as cls:
+        odd = cls["omegaconf.dictconfig.DictConfig"]()
+        odd.__dict__.update(_metadata={"key": "model"}, _parent=None)
+        node = cls["omegaconf.nodes.AnyNode"]()
+        node.__dict__.update(_val=3, _content=[1])
+        p = _hparams_with(tmp_path, {"model_params": odd, "n": node})
+    hp = E.read_checkpoint(p)["hyper_parameters"]
+    assert repr(hp["model_params"]) == "<record of omegaconf.dictconfig.DictConfig>"
+    assert hp["n"] == 3                                    # a node is its value, whatever else it holds
+
+
+def test_expression_layout_is_fixed_once_loaded():
+    """The layout checked against the checkpoint's weights is shared by LoadedEmoca and the encoder's
+    merge: it cannot be changed afterwards (and can key a cache)."""
+    import dataclasses
+    layout = E.ExpressionLayout(jaw_pose=True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        layout.jaw_pose = False
+    assert {layout: 1}[E.ExpressionLayout(jaw_pose=True)] == 1
