@@ -647,6 +647,9 @@ def test_backbone_and_width_are_read_from_the_weights(tmp_path):
     write_model(tmp_path / "c", tiny, jaw=False, glob=False)
     with pytest.raises(ModelFileError, match=r"predicts 53 values .*n_exp=50, exp_deca_global_pose=False"):
         E.load_emoca(tmp_path / "c")
+    write_model(tmp_path / "e", tiny, jaw=True, glob=True)                   # fewer values than cfg.yaml says
+    with pytest.raises(ModelFileError, match=r"predicts 53 values .*exp_deca_jaw_pose=True\) implies 56"):
+        E.load_emoca(tmp_path / "e")
 
 
 def test_strict_load_names_what_is_missing_and_converts_dtypes(tmp_path):
