@@ -38,6 +38,7 @@ from skimage import data
 
 from demo import audio as demo_audio
 from demo.scan import write_demo_scan
+from flame_fit.procedural import GENERATOR_VERSION as HEAD_GENERATOR_VERSION
 from tasks.common.atomic import atomic_dir, json_dumps, remove_stale_temps, save_npz_atomic, write_json_atomic
 from tasks.media.audio_io import write_wav
 from tasks.common.errors import PipelineInputError
@@ -729,7 +730,7 @@ def make_demo_capture(out: Path, truth: Path, width: int = 3840, height: int = 2
                 # metric in mm and declared, like a light-stage export with scale bars (undeclared
                 # arbitrary units are refused unless [scan_fit] units = free)
                 stamp = {"generator_version": GENERATOR_VERSION, "seed": seed, "variant": subj["variant"],
-                         "scan_units": "mm"}
+                         "scan_units": "mm", "head_generator_version": HEAD_GENERATOR_VERSION}
                 stamp_path = truth / sid / "demo_subject.json"
                 current = (sdir / "scan").is_dir() and stamp_path.is_file() and \
                     json.loads(stamp_path.read_text()) == stamp

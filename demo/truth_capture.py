@@ -39,6 +39,7 @@ from demo.capture import (FACE_HEIGHT_4K, ORIGINAL_SR, PHOTOS, VOCAL_SR, HeadPat
                           write_song_folder)
 from demo.scan import photo_landmarks, procedural_head_model, write_demo_scan
 from demo.truth_render import TexturedHead, project, render_head, textured_head
+from flame_fit.procedural import GENERATOR_VERSION
 from flame_fit.scan_fit import neutral_mesh
 from tasks.common.atomic import atomic_dir, remove_stale_temps, save_npz_atomic, write_json_atomic
 from tasks.common.errors import PipelineInputError
@@ -47,8 +48,9 @@ from tasks.media.audio_io import write_wav
 
 log = logging.getLogger("singinghead.demo")
 
-TRUTH_VERSION = 3           # 2: skin continues past the face (no painted outline), cool backdrop;
-                            # 3: procedural head v2 landmarks, the excursion snaps out as it snaps back
+TRUTH_VERSION = 4           # 2: skin continues past the face (no painted outline), cool backdrop;
+                            # 3: procedural head v2 landmarks, the excursion snaps out as it snaps back;
+                            # 4: the stamp records the procedural generator's version (v3: nose capped)
 SCAN_UNITS = "mm"
 YAW_MAX_DEG = 30.0
 DEMO_YAW_MAX_DEG = 18.0    # in the demo timeline (event_times), see plan_motion
@@ -360,7 +362,9 @@ def make_truth_capture(out: Path, truth: Path, width: int = 3840, height: int = 
                 params = {"truth_version": TRUTH_VERSION, "width": width, "height": height, "seconds": seconds,
                           "fps": fps, "seed": seed, "subject": sid, "song": song,
                           "head_model": str(getattr(model, "name", "?")), "texture_size": texture_size,
-                          "photo": photo}
+                          "photo": photo,
+                          # the generated head changes with its generator: an old truth must not pass
+                          "procedural_version": None if getattr(model, "is_real", False) else GENERATOR_VERSION}
                 song_dir = sdir / "songs" / song["song_id"]
                 truth_dir = truth / sid / song["song_id"]
                 if not force and _song_is_current(song_dir, truth_dir, params):

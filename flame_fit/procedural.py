@@ -29,6 +29,9 @@ DESCRIPTION = ("procedural head model, not FLAME: a synthetic stand-in written i
                "file layout so the pipeline runs without the licensed model")
 MODEL_FILE = "generic_model.pkl"
 EMBEDDING_FILE = "landmark_embedding.npy"
+# What this generator writes; bump when the model changes (cached copies and demo truths key on it).
+# v2: landmark 30 on the nose tip, contour on the visible outline; v3: identity peaks capped.
+GENERATOR_VERSION = "v3"
 
 # Head shape (metres).
 _HEAD_A, _HEAD_B, _HEAD_C = 0.076, 0.118, 0.096        # ellipsoid semi-axes x, y, z
@@ -38,6 +41,7 @@ _NECK_TOP, _Y_BOTTOM = -0.035, -0.185
 _EYE_X, _EYE_Y, _EYE_R = 0.032, 0.028, 0.0115
 _JAW_JOINT_Y, _JAW_JOINT_Z = -0.012, -0.004
 _Y_MOUTH, _Y_CHIN = -0.043, -0.084
+_IDENTITY_PEAK_PER_RMS = 3.0    # largest vertex displacement / RMS of an identity direction, at most
 
 
 def _sigmoid(x):
@@ -408,6 +412,13 @@ def _identity_dirs(geo, rng, n=300):
     rms = np.sqrt((q ** 2).sum(1).mean(0))
     target = 0.0028 / (1.0 + np.arange(n) / 4.0) ** 0.6                             # metres RMS per unit
     q = q * (target / rms)
+    # A localised direction (the nose's) scaled to the RMS of a global one moves its few vertices
+    # ~10x further: 17 mm per unit, so a 2-sigma head had its nose tip at mouth height. Cap each
+    # direction's largest vertex displacement at what a global direction of that rank has (~2.5x).
+    # A capped direction then moves to its place by RMS, so the basis stays ordered like PCA's.
+    peak = np.linalg.norm(q, axis=1).max(axis=0)                                    # (n,)
+    q = q * np.minimum(1.0, _IDENTITY_PEAK_PER_RMS * target / peak)
+    q = q[:, :, np.argsort(-np.sqrt((q ** 2).sum(1).mean(0)), kind="stable")]
     return q * np.sign(q[:, 1].sum(0) + 1e-12)[None, None]                          # deterministic sign
 
 

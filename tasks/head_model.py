@@ -17,7 +17,7 @@ from pathlib import Path
 
 from flame_fit.flame import PROCEDURAL_NAME, FlameModel, load_flame
 from flame_fit.flame_io import FlameFileError
-from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
+from flame_fit.procedural import EMBEDDING_FILE, GENERATOR_VERSION, MODEL_FILE, write_procedural_head_model
 from tasks import config
 from tasks.common.atomic import atomic_dir
 from tasks.common.errors import ModelFileError
@@ -29,8 +29,9 @@ from tasks.layout import Layout
 log = logging.getLogger("singinghead")
 
 PROCEDURAL_SEED = 0
-# Bump when flame_fit.procedural changes what it writes: cached copies live in a folder named by it.
-PROCEDURAL_VERSION = "v2"
+# flame_fit.procedural's generator version: cached copies live in a folder named by it, so a changed
+# generator regenerates.
+PROCEDURAL_VERSION = GENERATOR_VERSION
 _CACHE: dict[tuple, tuple[FlameModel, dict]] = {}
 _LOCK = threading.Lock()
 

@@ -375,7 +375,15 @@ def test_identity_basis_is_orthogonal_decreasing_symmetric_and_eyes_rigid():
     for ids in geo["eye_ids"]:
         assert np.ptp(q[ids], axis=0).max() < 1e-15                     # eyeballs move rigidly
     m = mirror_map(geo["verts"])
-    np.testing.assert_allclose(q[m][:, :, :7] * [[-1], [1], [1]], q[:, :, :7], atol=1e-12)
+    # the seven designed directions are mirror-symmetric, the random fields are not: the five global
+    # ones lead, the two of the nose (capped, so of less RMS) sit later, in RMS order
+    symmetric = [k for k in range(300)
+                 if np.allclose(q[m][:, :, k] * [-1, 1, 1], q[:, :, k], atol=1e-12)]
+    assert symmetric[:5] == [0, 1, 2, 3, 4] and len(symmetric) == 7 and symmetric[5] > 20, symmetric
+    # no direction moves a vertex further than 3x the leading RMS per unit (a localised one is capped):
+    # at 2 sigma the nose, a few vertices, moves under a centimetre instead of reaching the mouth
+    peak = np.linalg.norm(q, axis=1).max(axis=0)
+    assert peak.max() <= 3.0 * rms[0] and peak[symmetric[5:]].max() < 0.006, peak[symmetric]
     # the first three are the head's width, height and depth: displacement along one axis, linear in it
     v = geo["verts"][:geo["n_head"]] - [0.0, P._HEAD_YC - 0.03, P._HEAD_ZC]
     for k in range(3):

@@ -211,13 +211,14 @@ def test_no_painted_face_outline(model, photo):
     steps, inside, outside = [], [], []
     for k in range(5, 12):                       # the jaw line above the neck
         ray = lambda r: frame[tuple(np.round(centre + r * (lmk[k] - centre)).astype(int)[::-1])]  # noqa: E731
-        prof = np.array([ray(r) for r in np.linspace(0.8, 1.2, 41)], np.float64)     # (41,3) RGB
+        # (1.15, not further: at the jaw's corner a short-chinned head's silhouette ends by 1.2)
+        prof = np.array([ray(r) for r in np.linspace(0.8, 1.15, 36)], np.float64)     # (36,3) RGB
         assert (prof.sum(axis=1) > 0).all(), f"ray {k} leaves the head"
         inside.append(prof[:10].mean(axis=0))   # 0.80-0.89 of the way to the contour point
-        outside.append(prof[-10:].mean(axis=0))  # 1.11-1.20
+        outside.append(prof[-10:].mean(axis=0))  # 1.06-1.15
         lum = prof.mean(axis=1)
-        # a painted line: a dip below both sides within 0.9-1.1
-        steps.append(min(lum[:10].mean(), lum[-10:].mean()) - lum[10:31].min())
+        # a painted line: a dip below both sides within 0.9-1.05
+        steps.append(min(lum[:10].mean(), lum[-10:].mean()) - lum[10:26].min())
     gap = np.abs(np.mean(inside, axis=0) - np.mean(outside, axis=0))
     assert gap.max() < 8.0, (photo, gap)
     assert np.median(steps) < 10.0, (photo, steps)
