@@ -179,13 +179,14 @@ def test_fit_segment_fits_exact_landmarks_and_bridges_frames_without_them(model,
 
 def test_fit_segment_each_stage_lowers_the_energy_and_lbfgs_lowers_it_further(model, exact):
     """From the camera start (no steps), the rigid stage alone (camera and global pose), both stages
-    (FitParams' defaults), and L-BFGS for the full stage (FitParams.optimizer) with fewer steps."""
+    (FitParams' defaults), and L-BFGS for the full stage (FitParams.optimizer) with the same 100 steps
+    (0.86x the default's loss on head v3; 60 steps were enough on v2, whose nose was 3x deeper)."""
     ok = np.ones(len(exact), bool)
     loss = {name: fit_segment(model, exact, ok, SIZE, p)["loss"] for name, p in {
         "start": FitParams(rigid_iters=0, iters=0),
         "rigid": FitParams(iters=0),
         "default": FitParams(),
-        "lbfgs": FitParams(iters=60, optimizer="lbfgs")}.items()}
+        "lbfgs": FitParams(iters=100, optimizer="lbfgs")}.items()}
     assert loss["rigid"] < 0.5 * loss["start"], loss
     assert loss["default"] < 0.5 * loss["rigid"], loss
     assert loss["lbfgs"] < 0.9 * loss["default"], loss
