@@ -95,9 +95,9 @@ class RefineSettings:
     # 1: the paper's first differences of pose and camera (speed); 2: second differences
     # (acceleration), which leave a steady turn or nod unpenalised
     smooth_order: int = 2
-    # 30 with smooth_order 2 (was 12 with order 1, which was 3 before: the truth capture's head
+    # 50 with smooth_order 2 (was 12 with order 1, which was 3 before: the truth capture's head
     # rotation jittered 2.9x the truth's at 3, 1.4x at 12)
-    lambda_smooth: float = 30.0
+    lambda_smooth: float = 50.0
     lambda_reg: float = 1e-3
     # landmarks cannot tell neck from global rotation; a heavier neck prior keeps it near zero
     neck_reg_scale: float = 1e4
