@@ -88,8 +88,8 @@ class RefineSettings:
     outlier_scale: float = 3.0
     landmark_window: int = 7            # running-median window for landmark outliers
     # w_s of the landmark smoother (was 0.3); 10 at 30 fps flattens real mouth motion by ~12 px
-    # (bench/motion.py), 1 moves the lip error by < 0.1 mm
-    smooth_weight: float = 1.0
+    # (bench/motion.py), 2 moves the lip error by < 0.1 mm
+    smooth_weight: float = 2.0
     smoother: Literal["exact", "adam"] = "exact"
     lambda_landmark: float = 1.0
     # 1: the paper's first differences of pose and camera (speed); 2: second differences
