@@ -5,7 +5,8 @@ The truth capture's motion (demo.truth_capture.plan_motion at its loudness, the 
 the same head model) is posed and projected exactly as the truth capture projects it; the landmarks
 are mapped into a square portrait crop box (one box per segment, as the crop stage has), and then
 - the weight-free per-frame estimator (flame_fit.landmark_fit.fit_segment) runs on them, and
-- the refinement (flame_fit.refine.refine_motion) runs on its output with the true shape.
+- the refinement (flame_fit.refine.refine_motion) runs on its output with the true shape, with the
+  pipeline's [refine] defaults (tasks.common.settings.RefineSettings; --library-defaults: RefineParams').
 Head rotation (global o neck), jaw and lip errors and the head's jitter are measured against the
 truth, as bench/end_to_end.py measures them (median geodesic error in degrees; lip: median over
 frames of the largest lip-vertex error, mm, true shape, zero global and neck; jitter_abs: mean
@@ -13,7 +14,7 @@ frames of the largest lip-vertex error, mm, true shape, zero global and neck; ji
 (`est_*`) and the refined motion (the output, no prefix).
 
 Usage: python bench/fit_oracle.py [--seconds 6] [--seed 0] [--fit key=value ...] [--refine key=value ...]
-       [--exact-preset] [--capture KEPT_END_TO_END_FOLDER [--detector LANDMARKS.npz]]
+       [--exact-preset] [--library-defaults] [--capture KEPT_END_TO_END_FOLDER [--detector LANDMARKS.npz]]
 Last line: BENCH fit_oracle head_deg=<f> jaw_deg=<f> lip_mm=<f> jitter_abs_deg=<f> jitter_abs_deg_truth=<f>
 est_head_deg=<f> est_jaw_deg=<f> est_lip_mm=<f> est_rmse_px=<f> est_s_per_100=<f> frames=<int>
 """
@@ -40,6 +41,8 @@ from demo.truth_render import project  # noqa: E402
 from flame_fit.landmark_fit import FitParams, fit_segment  # noqa: E402
 from flame_fit.refine import RefineParams, jitter, refine_motion  # noqa: E402
 from flame_fit.scan_fit import neutral_mesh  # noqa: E402
+from tasks.common.settings import RefineSettings  # noqa: E402
+from tasks.estimation.motion import refine_params as pipeline_refine_params  # noqa: E402
 
 
 # The refinement settings that close most of the fit's own error on exact landmarks (notes of issue 20
@@ -147,6 +150,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-refine", action="store_true")
     ap.add_argument("--exact-preset", action="store_true",
                     help="refine with EXACT_LANDMARK_REFINE (then --refine)")
+    ap.add_argument("--library-defaults", action="store_true",
+                    help="start from RefineParams' defaults (the paper's) instead of the pipeline's [refine]")
     ap.add_argument("--capture", default="",
                     help="a kept bench/end_to_end.py folder: its truth and first segment's "
                     "crop box instead of the planned motion")
@@ -161,7 +166,8 @@ def main(argv=None) -> int:
         truth = truth_motion(model, args.seconds, args.seed)
     fit_params = FitParams(**parse_sets(FitParams, args.fit))
     sets = (EXACT_LANDMARK_REFINE if args.exact_preset else []) + args.refine
-    refine_params = RefineParams(**{**parse_sets(RefineParams, sets), "image_size": args.size})
+    base = RefineParams() if args.library_defaults else pipeline_refine_params(RefineSettings(), args.size)
+    refine_params = dataclasses.replace(base, **{**parse_sets(RefineParams, sets), "image_size": args.size})
     _, lips = regions(model, truth["shape"])
     est, ref, t_fit, n_fit, rmse = [], [], 0.0, 0, []
     for a, b in truth["segments"]:
@@ -200,6 +206,7 @@ def main(argv=None) -> int:
     per100 = t_fit / n_fit * 100
     print(f"segments {truth['segments']}, {n_fit} frames, portrait {args.size} px")
     print(f"fit params {fit_params.as_dict()}")
+    print(f"refine params {dataclasses.asdict(refine_params)}")
     print(f"{'':14s}{'head deg':>10s}{'jaw deg':>10s}{'jaw bias':>10s}{'lip mm':>10s}{'jitter':>10s}")
     for name, s in (("per-frame", e), ("refined", r)):
         print(f"{name:14s}" + "".join(f"{s[k]:10.3f}" for k in ("head", "jaw", "jaw_bias", "lip"))

@@ -163,6 +163,7 @@ REFUSED_AND_NEAREST = [
     ("refine", "outlier_scale", 0.0, 0.1), ("refine", "landmark_window", 0, 1),
     ("refine", "smooth_weight", -0.1, 0.0), ("refine", "lambda_smooth", -1.0, 0.0),
     ("refine", "lambda_landmark", -1.0, 0.0), ("refine", "lambda_reg", -1e-3, 0.0),
+    ("refine", "smooth_order", 3, 2), ("refine", "smooth_order", 0, 1),
     ("refine", "neck_reg_scale", -1.0, 0.0), ("refine", "contour_weight", -1.0, 0.0),
     ("refine", "lambda_anchor", -1.0, 0.0), ("refine", "refit_iters", -1, 0), ("refine", "lr", 0.0, 1e-4),
     ("refine", "lr_floor", 0.0, 0.01), ("refine", "lr_floor", 1.5, 1.0), ("refine", "max_iters", 0, 1),

@@ -79,25 +79,34 @@ class EmocaSettings:
 
 @dataclass(frozen=True)
 class RefineSettings:
+    """The pipeline's refinement settings. Five defaults differ from flame_fit.refine.RefineParams'
+    (outlier_scale, smooth_weight, smooth_order, lambda_smooth, lambda_anchor; luigi.cfg [refine] says
+    why, with the measurements); the library keeps the paper's values until its defaults follow."""
     SECTION: ClassVar[str] = "refine"
-    outlier_scale: float = 1.5          # box-plot fence factor s
+    # box-plot fence factor s: 3 (Tukey's far-out fence; was 1.5) keeps the widest true poses and mouth
+    # openings of a singer, which 1.5 replaced by interpolation
+    outlier_scale: float = 3.0
     landmark_window: int = 7            # running-median window for landmark outliers
-    # w_s of the landmark smoother; 10 at 30 fps flattens real mouth motion by ~12 px (bench/motion.py)
-    smooth_weight: float = 0.3
+    # w_s of the landmark smoother (was 0.3); 10 at 30 fps flattens real mouth motion by ~12 px
+    # (bench/motion.py), 2 moves the lip error by < 0.1 mm
+    smooth_weight: float = 2.0
     smoother: Literal["exact", "adam"] = "exact"
     lambda_landmark: float = 1.0
-    # 12 (was 3): the truth capture's head rotation jittered 2.9x the truth's at 3, 1.4x at 12, with
-    # the same rotation error (bench/end_to_end.py); on bench/motion.py's synthetic sequences the
-    # head rotation error grows 0.21 -> 0.43 degrees while its jitter comes closer to the truth's
-    lambda_smooth: float = 12.0
+    # 1: the paper's first differences of pose and camera (speed); 2: second differences
+    # (acceleration), which leave a steady turn or nod unpenalised
+    smooth_order: int = 2
+    # 50 with smooth_order 2 (was 12 with order 1, which was 3 before: the truth capture's head
+    # rotation jittered 2.9x the truth's at 3, 1.4x at 12)
+    lambda_smooth: float = 50.0
     lambda_reg: float = 1e-3
     # landmarks cannot tell neck from global rotation; a heavier neck prior keeps it near zero
     neck_reg_scale: float = 1e4
     # landmark weight of the 17 jaw-contour points (view-dependent; the 51 others weigh 1)
     contour_weight: float = 1.0
     # after Eq. 1 the expression is re-fitted with the subject's shape, pulled towards the per-frame
-    # expression with this weight (0: the per-frame expression is kept, as in the paper)
-    lambda_anchor: float = 1e-2
+    # expression with this weight (0: the per-frame expression is kept, as in the paper); 0.3 (was
+    # 1e-2) keeps it close to the per-frame one, which Dlib's lip landmarks pulled less far off
+    lambda_anchor: float = 0.3
     refit_iters: int = 200              # L-BFGS iterations of that re-fit at most
     lr: float = 0.01
     lr_floor: float = 0.125
@@ -177,6 +186,7 @@ LIMITS: dict[type, dict[str, Limit]] = {
     EmocaSettings: {"batch_size": _AT_LEAST_1},
     RefineSettings: {"outlier_scale": _POSITIVE, "landmark_window": _AT_LEAST_1, "smooth_weight": _NON_NEGATIVE,
                      "lambda_landmark": _NON_NEGATIVE, "lambda_smooth": _NON_NEGATIVE, "lambda_reg": _NON_NEGATIVE,
+                     "smooth_order": ("1 or 2", lambda v: v in (1, 2)),
                      "neck_reg_scale": _NON_NEGATIVE, "contour_weight": _NON_NEGATIVE,
                      "lambda_anchor": _NON_NEGATIVE, "refit_iters": _NON_NEGATIVE, "lr": _POSITIVE,
                      "lr_floor": ("a number > 0 and <= 1", lambda v: 0 < v <= 1), "max_iters": _AT_LEAST_1,
