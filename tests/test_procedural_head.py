@@ -359,9 +359,16 @@ def test_outline_rule_moves_only_points_out_of_view():
 
 
 # -- bases -------------------------------------------------------------------------------------------
-def test_identity_basis_is_orthogonal_decreasing_symmetric_and_eyes_rigid():
+@pytest.fixture(scope="module")
+def identity_1500():
+    """(geometry, identity basis (V,3,300)) of a 1500-vertex head, seed 0: built once for the module
+    (the basis takes ~1 s); tests only read them."""
     geo = P._build_geometry(1500)
-    q = P._identity_dirs(geo, np.random.default_rng(0))
+    return geo, P._identity_dirs(geo, np.random.default_rng(0))
+
+
+def test_identity_basis_is_orthogonal_decreasing_symmetric_and_eyes_rigid(identity_1500):
+    geo, q = identity_1500
     V = len(geo["verts"])
     assert q.shape == (V, 3, 300)
     flat = q.reshape(-1, 300)
@@ -377,8 +384,8 @@ def test_identity_basis_is_orthogonal_decreasing_symmetric_and_eyes_rigid():
     m = mirror_map(geo["verts"])
     # the seven designed directions are mirror-symmetric, the random fields are not: the five global
     # ones lead, the two of the nose (capped, so of less RMS) sit later, in RMS order
-    symmetric = [k for k in range(300)
-                 if np.allclose(q[m][:, :, k] * [-1, 1, 1], q[:, :, k], atol=1e-12)]
+    mirrored = q[m] * [[-1], [1], [1]]
+    symmetric = [k for k in range(300) if np.allclose(mirrored[..., k], q[..., k], atol=1e-12)]
     assert symmetric[:5] == [0, 1, 2, 3, 4] and len(symmetric) == 7 and symmetric[5] > 20, symmetric
     # no direction moves a vertex further than 3x the leading RMS per unit (a localised one is capped):
     # at 2 sigma the nose, a few vertices, moves under a centimetre instead of reaching the mouth
@@ -407,6 +414,31 @@ def test_identity_basis_is_orthogonal_decreasing_symmetric_and_eyes_rigid():
     noise = rough(np.random.default_rng(1).normal(size=(V, 3)))
     assert r[:57].mean() < 0.25 * noise and r[7:57].mean() < 0.35 * r[250:].mean()
     assert not np.allclose(P._identity_dirs(geo, np.random.default_rng(1))[..., 7:], q[..., 7:])
+
+
+def test_nose_identity_directions_change_the_nose(identity_1500):
+    """The two designed local directions (the mirror-symmetric ones after the five global ones) are
+    the nose's size: each moves the nose tip (the head's foremost vertex) most, keeps most of its
+    motion within 3 cm of it, one pushes the tip along z (nose length), the other along y."""
+    geo, q = identity_1500
+    v = geo["verts"]
+    head = v[:geo["n_head"]]
+    tip = head[np.argmax(head[:, 2])]
+    m = mirror_map(v)
+    mirrored = q[m] * [[-1], [1], [1]]
+    local = [k for k in range(5, 300) if np.allclose(mirrored[..., k], q[..., k], atol=1e-12)]
+    assert len(local) == 2
+    near = np.linalg.norm(v - tip, axis=1) < 0.03
+    axes = []
+    for k in local:
+        size = np.linalg.norm(q[:, :, k], axis=1)
+        peak = np.argmax(size)
+        assert np.linalg.norm(v[peak] - tip) < 0.015, (k, v[peak])
+        assert (size[near] ** 2).sum() > 0.5 * (size ** 2).sum()
+        d = q[peak, :, k] / size[peak]
+        assert np.abs(d).max() > 0.9
+        axes.append(int(np.argmax(np.abs(d))))
+    assert sorted(axes) == [1, 2]
 
 
 def test_expression_basis_is_local_with_the_named_meanings(geo):
