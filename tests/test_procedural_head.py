@@ -502,6 +502,21 @@ def test_expression_basis_is_local_with_the_named_meanings(geo):
     assert (d[22:27, 1] > 0.001).all() and np.abs(d[17:22, 1]).mean() < 0.2 * d[22:27, 1].mean()
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_expressions_cover_the_whole_face(geo, seed):
+    """Beyond the 16 named ones, the expression directions are local bumps spread over the whole face:
+    as many on the subject's left as on the right (a fit of an asymmetric expression has both sides to
+    work with) and from the chin up to the brows. Located by where each moves the vertices (its
+    displacement-weighted centroid), not by the generator's random centres."""
+    E = P._expression_dirs(geo, np.random.default_rng(seed))[..., 16:]
+    x, y = geo["verts"][:, 0], geo["verts"][:, 1]
+    e = (E ** 2).sum(1)                                                 # (V,84) squared displacement
+    cx, cy = (e * x[:, None]).sum(0) / e.sum(0), (e * y[:, None]).sum(0) / e.sum(0)
+    assert 0.3 < (cx > 0).mean() < 0.7, cx
+    assert 1 / 3 < e[x > 0].sum() / e[x < 0].sum() < 3
+    assert (cy < P._Y_MOUTH).mean() > 0.2 and (cy > P._EYE_Y).mean() > 0.1, cy
+
+
 def test_pose_correctives_are_small_local_and_spare_the_eyes(geo):
     Pd = P._pose_dirs(geo, np.random.default_rng(0))
     v = geo["verts"]
