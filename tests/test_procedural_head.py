@@ -219,6 +219,21 @@ def test_eyeballs_sit_in_their_sockets(geo):
         d = scene.compute_distance(o3d.core.Tensor(front[None].astype(np.float32))).numpy()[0]
         assert d < 0.5 * r[0]                                           # only just out of the socket
 
+def test_brow_ridge_overhangs_the_eyes(geo):
+    """Above each eye the brow ridge stands well in front of the eyeball (as the supraorbital rim does,
+    ~1 cm): along the vertical through the eyeball's centre, the foremost surface within 4 cm above
+    it is over 5 mm ahead of the eyeball's front (open3d's ray caster on the head surface)."""
+    v, hf = geo["verts"], geo["head_faces"]
+    for ids in geo["eye_ids"]:
+        c, front = v[ids].mean(0), v[ids, 2].max()
+        ys = np.arange(c[1], c[1] + 0.04, 0.0005)
+        t, _ = raycast(v, hf, np.c_[np.full(len(ys), c[0]), ys, np.ones(len(ys))],
+                       np.tile([0.0, 0, -1], (len(ys), 1)))
+        brow = 1.0 - t
+        assert brow.max() > front + 0.005, (brow.max(), front)
+        assert ys[np.argmax(brow)] > c[1] + 0.01                        # above the eye, not at it
+
+
 
 # -- landmark embedding ------------------------------------------------------------------------------
 def test_static_landmarks_are_on_the_front_surface(geo):
