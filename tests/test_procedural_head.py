@@ -431,6 +431,19 @@ def test_identity_basis_is_orthogonal_decreasing_symmetric_and_eyes_rigid(identi
     assert not np.allclose(P._identity_dirs(geo, np.random.default_rng(1))[..., 7:], q[..., 7:])
 
 
+def test_identity_variation_is_largest_on_the_face(identity_1500):
+    """The random identity directions (after the 7 designed ones) change the face more than the back
+    of the head (faces differ most between people, and the landmarks that drive the fits are there):
+    RMS displacement over the face's vertices above that over the back of the skull, same heights."""
+    geo, q = identity_1500
+    v = geo["verts"]
+    band = (v[:, 1] > -0.09) & (v[:, 1] < 0.06)
+    front, back = band & (v[:, 2] > P._HEAD_ZC + 0.05), band & (v[:, 2] < P._HEAD_ZC - 0.03)
+    size = (q[:, :, 7:] ** 2).sum(1)                                    # (V,293)
+    ratio = np.sqrt(size[front].mean(0) / size[back].mean(0))
+    assert (ratio > 1).mean() > 0.9 and np.median(ratio) > 1.25, np.median(ratio)
+
+
 def test_nose_identity_directions_change_the_nose(identity_1500):
     """The two designed local directions (the mirror-symmetric ones after the five global ones) are
     the nose's size: each moves the nose tip (the head's foremost vertex) most, keeps most of its
@@ -542,6 +555,32 @@ def test_pose_correctives_are_small_local_and_spare_the_eyes(geo):
     assert not Pd[v[:, 2] < P._HEAD_ZC - 0.01][:, :, 9:18].any()        # jaw ones on the face
     mag = np.linalg.norm(Pd, axis=1).max(0)
     assert (mag[:18] > 1e-4).all() and (mag[:18] < 0.01).all()
+
+
+
+def roughness(faces, n_verts):
+    """field (V,3) -> |L field| / |sqrt(deg) field| with L the uniform graph Laplacian of the mesh:
+    ~0 for a smooth field, ~2.7 for white noise."""
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    A = scipy.sparse.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n_verts, n_verts)).tocsr()
+    A = ((A + A.T) > 0).astype(float)
+    deg = np.asarray(A.sum(1)).ravel()
+    L = scipy.sparse.diags(deg) - A
+    return lambda field: np.linalg.norm(L @ field) / np.linalg.norm(np.sqrt(deg)[:, None] * field)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pose_correctives_are_smooth_and_independent(geo, seed):
+    """Each pose feature of the neck and the jaw has its own smooth corrective: the fields are far
+    smoother than noise, and the nine of a joint are well conditioned (no two nearly alike), as
+    correctives regressed per pose feature are."""
+    Pd = P._pose_dirs(geo, np.random.default_rng(seed))
+    rough = roughness(geo["faces"], len(geo["verts"]))
+    noise = rough(np.random.default_rng(1).normal(size=(len(geo["verts"]), 3)))
+    assert max(rough(Pd[:, :, k]) for k in range(18)) < 0.15 * noise
+    for j in (0, 1):
+        s = np.linalg.svd(Pd[:, :, 9 * j:9 * j + 9].reshape(-1, 9), compute_uv=False)
+        assert s[0] / s[-1] < 20, (j, s[0] / s[-1])
 
 
 # -- joints and skinning -----------------------------------------------------------------------------
