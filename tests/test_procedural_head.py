@@ -373,6 +373,18 @@ def test_outline_rule_moves_only_points_out_of_view():
     assert moved[13:].all()
 
 
+def test_outline_keeps_points_in_view_exactly():
+    """A point still in view keeps its frontal azimuth exactly (not a grid approximation of it): a turn
+    of up to 3 degrees hides none of the jaw line, and the two points next to the chin on the side
+    turning away (within 20 degrees of it) stay in view up to 39 degrees."""
+    phi, y = P._frontal_contour()
+    for a in (1, 3, -3):
+        np.testing.assert_array_equal(P._outline_azimuths(phi, y, a), phi)
+    for a in (10, 25, 39):
+        np.testing.assert_array_equal(P._outline_azimuths(phi, y, a)[:11], phi[:11])
+        np.testing.assert_array_equal(P._outline_azimuths(phi, y, -a)[6:], phi[6:])
+
+
 # -- bases -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def identity_1500():
@@ -545,6 +557,29 @@ def test_random_expressions_cover_the_whole_face(geo, seed):
     assert (cy < P._Y_MOUTH).mean() > 0.2 and (cy > P._EYE_Y).mean() > 0.1, cy
 
 
+def test_sliding_expressions_move_along_the_face_surface(geo):
+    """Smile, stretch, frown and mouth-sideways slide skin and lips over the skull and teeth: where
+    they move the face most, the motion is mostly tangent to the surface (|d.n| under 0.4 |d| on
+    average, vertex normals of the mesh), while cheek puff and pucker push the surface out."""
+    E = P._expression_dirs(geo, np.random.default_rng(0))
+    v, f = geo["verts"], geo["faces"]
+    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    vn = np.zeros_like(v)
+    for i in range(3):
+        np.add.at(vn, f[:, i], fn)
+    vn /= np.linalg.norm(vn, axis=1, keepdims=True)
+
+    def normal_part(k):
+        size = np.linalg.norm(E[:, :, k], axis=1)
+        big = size > 0.5 * size.max()
+        return (E[big, :, k] * vn[big]).sum(1) / size[big]             # signed, per moved vertex
+
+    for k in (1, 3, 5, 11, 12, 13):                                     # smile, stretch, frown, sideways
+        assert np.abs(normal_part(k)).mean() < 0.4, k
+    for k in (2, 7):                                                    # pucker, cheek puff
+        assert normal_part(k).mean() > 0.6, k
+
+
 def test_pose_correctives_are_small_local_and_spare_the_eyes(geo):
     Pd = P._pose_dirs(geo, np.random.default_rng(0))
     v = geo["verts"]
@@ -597,6 +632,17 @@ def test_joints_sit_where_flame_puts_them(geo):
     # the jaw hinge: between the ears, below the eyes and above the mouth, behind the face
     assert lmk[62, 1] < J[2, 1] < lmk[36, 1] and J[2, 2] < lmk[0, 2]
     assert Jr.shape == (5, len(v)) and np.allclose(Jr.sum(1), 1)
+
+
+def test_jaw_hinge_is_in_front_of_the_ears(geo):
+    """The jaw joint is the temporomandibular joint: in front of the ears (the head's widest vertices,
+    found independently of the regressor), not behind them."""
+    v = geo["verts"]
+    J = np.asarray(P._joints_regressor(geo) @ v)
+    head = v[:geo["n_head"]]
+    for side in (1, -1):
+        ear = head[np.argmax(side * head[:, 0])]
+        assert ear[2] < J[2, 2] < ear[2] + 0.04, (ear, J[2])
 
 
 def test_jaw_rotation_opens_the_mouth_and_moves_only_the_jaw(geo):
