@@ -260,6 +260,9 @@ def test_static_landmarks_follow_ibug_68(geo):
         np.testing.assert_allclose(e[:, :2].mean(0), c[:2], atol=0.004)  # round the eyeball
     assert y[17:27].min() > y[36:48].max()                              # brows above the eyes
     assert y[36:48].min() > y[27:36].min() > y[48:68].max()             # eyes, nose, mouth
+    # the nose's base (31-35) under the tip, left to right, arching down to 33 on the midline
+    assert (y[31:36] < y[30] - 0.005).all() and (np.diff(x[31:36]) > 0).all() and abs(x[33]) < 1e-9
+    assert y[33] <= y[[32, 34]].min() and y[[32, 34]].max() <= y[[31, 35]].min()
     assert np.argmax(z) == 30                                           # the nose tip is foremost
     assert (np.diff(y[27:31]) < 0).all() and (np.diff(z[27:31]) > 0).all()  # the bridge runs down and out
     assert y[8] == y.min() and abs(x[8]) < 1e-9                         # chin
