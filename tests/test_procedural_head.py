@@ -513,6 +513,7 @@ def test_expression_basis_is_local_with_the_named_meanings(geo):
     upper, lower = np.r_[17:27, 36:48], np.r_[0:17, 48:68]              # brows and eyes; jaw line and lips
     for k in (0, 1, 2, 3, 7, 9, 10, 11, 12, 13):                        # mouth, cheeks: not brows, eyes
         assert np.abs(moved(k)[upper]).max() < 5e-5, k
+        assert np.abs(moved(k)[27:30]).max() < 5e-5, k                 # nor the bridge of the nose
     for k in (4, 5, 6, 8, 14, 15):                                      # brows, eyes, nose leave the mouth
         assert np.abs(moved(k)[lower]).max() < 5e-5, k
     def gap(d):
@@ -520,10 +521,17 @@ def test_expression_basis_is_local_with_the_named_meanings(geo):
 
     d = moved(0)                                                        # mouth open
     assert gap(d) < -0.0005 and d[8, 1] < -0.002
-    d = moved(1)                                                        # smile: corners up and out
+    # the chin goes down and back, the way the jaw's rotation about its hinge (behind, above) takes it
+    J = np.asarray(P._joints_regressor(geo) @ v)
+    chin = points(v, f, emb["full_lmk_faces_idx"][0], emb["full_lmk_bary_coords"][0].astype(float))[8]
+    swing = np.cross([1.0, 0, 0], chin - J[2])                           # velocity of +x rotation
+    assert d[8] @ swing / np.linalg.norm(d[8]) / np.linalg.norm(swing) > 0.8
+    d = moved(1)                                                        # smile: corners up, out and back
     assert d[48, 1] > 0.001 and d[54, 1] > 0.001 and d[54, 0] > 0 > d[48, 0]
+    assert d[48, 2] < 0 and d[54, 2] < 0                                # drawn towards the cheekbones
     d = moved(2)                                                        # pucker: lips forward, narrower
     assert (d[48:68, 2] > 0).all() and d[54, 0] < 0 < d[48, 0]
+    assert d[48, 0] - d[54, 0] > 0.001                                  # the mouth > 1 mm narrower per unit
     d = moved(3)                                                        # stretch: corners out
     assert d[54, 0] > 0.002 and d[48, 0] < -0.002 and np.abs(d[[48, 54], 1]).max() < 0.5 * d[54, 0]
     d = moved(4)                                                        # brows up
@@ -541,7 +549,7 @@ def test_expression_basis_is_local_with_the_named_meanings(geo):
     d = moved(11)                                                       # mouth sideways to +x
     assert (d[48:68, 0] > 0).all()
     d = moved(12)                                                       # left smile: the +x corner
-    assert d[54, 1] > 0.001 and abs(d[48, 1]) < 0.1 * d[54, 1]
+    assert d[54, 1] > 0.001 and abs(d[48, 1]) < 0.1 * d[54, 1] and d[54, 2] < 0
     d = moved(14)                                                       # left brow
     assert (d[22:27, 1] > 0.001).all() and np.abs(d[17:22, 1]).mean() < 0.2 * d[22:27, 1].mean()
 
