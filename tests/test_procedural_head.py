@@ -262,6 +262,7 @@ def test_static_landmarks_follow_ibug_68(geo):
     assert y[36:48].min() > y[27:36].min() > y[48:68].max()             # eyes, nose, mouth
     # the nose's base (31-35) under the tip, left to right, arching down to 33 on the midline
     assert (y[31:36] < y[30] - 0.005).all() and (np.diff(x[31:36]) > 0).all() and abs(x[33]) < 1e-9
+    assert y[30] - y[33] < 0.012                                        # the columella: ~1 cm, not more
     assert y[33] <= y[[32, 34]].min() and y[[32, 34]].max() <= y[[31, 35]].min()
     assert np.argmax(z) == 30                                           # the nose tip is foremost
     assert (np.diff(y[27:31]) < 0).all() and (np.diff(z[27:31]) > 0).all()  # the bridge runs down and out
@@ -458,6 +459,17 @@ def test_identity_variation_is_largest_on_the_face(identity_1500):
     size = (q[:, :, 7:] ** 2).sum(1)                                    # (V,293)
     ratio = np.sqrt(size[front].mean(0) / size[back].mean(0))
     assert (ratio > 1).mean() > 0.9 and np.median(ratio) > 1.25, np.median(ratio)
+
+
+def test_random_identity_directions_move_vertices_every_way(identity_1500):
+    """A random identity direction is a smooth field of displacements pointing every which way, not
+    one fixed axis for every vertex: the largest eigenvalue of its 3x3 displacement second moment
+    holds well under all of it (typically ~2/3; a field along a single axis would hold 100 %)."""
+    _, q = identity_1500
+    C = np.einsum("vik,vjk->kij", q[:, :, 7:], q[:, :, 7:])             # (293,3,3)
+    ev = np.linalg.eigvalsh(C)
+    share = ev[:, -1] / ev.sum(1)
+    assert np.median(share) < 0.8 and (share < 0.95).mean() > 0.9, np.median(share)
 
 
 def test_nose_identity_directions_change_the_nose(identity_1500):
@@ -691,6 +703,18 @@ def test_jaw_rotation_opens_the_mouth_and_moves_only_the_jaw(geo):
     assert W[0, 1] == 1.0                                               # the crown: the neck joint
     for j, ids in zip((3, 4), geo["eye_ids"]):
         assert (W[ids, j] == 1.0).all()                                 # eyeballs: their eye joints
+
+
+def test_throat_does_not_follow_the_jaw(geo):
+    """Below the jaw line the skin belongs to the neck: the front of the neck 1.5-3 cm under the chin
+    (the throat) has no jaw weight, so opening the mouth does not drag it along."""
+    v = geo["verts"]
+    J = np.asarray(P._joints_regressor(geo) @ v)
+    W = P._skin_weights(geo, J)
+    throat = (np.abs(v[:, 0]) < 0.02) & (v[:, 2] > P._HEAD_ZC) & (v[:, 1] < P._Y_CHIN - 0.015) \
+        & (v[:, 1] > P._Y_CHIN - 0.03)
+    assert throat.sum() >= 5
+    assert W[throat, 2].max() < 0.1, W[throat, 2]
 
 
 def test_same_seed_same_model_and_files(tmp_path):
