@@ -612,6 +612,8 @@ def test_pose_correctives_are_small_local_and_spare_the_eyes(geo):
     assert not Pd[:, :, 18:].any()                                      # no correctives for the eyes' joints
     assert not Pd[v[:, 1] > -0.02][:, :, :9].any()                      # neck ones below the face
     assert not Pd[v[:, 2] < P._HEAD_ZC - 0.01][:, :, 9:18].any()        # jaw ones on the face
+    jaw = np.linalg.norm(Pd[:, :, 9:18], axis=1)                        # (V,9)
+    assert (jaw[v[:, 1] > 0.02].max(0) < 0.1 * jaw.max(0)).all()          # round the jaw, not the eyes
     mag = np.linalg.norm(Pd, axis=1).max(0)
     assert (mag[:18] > 1e-4).all() and (mag[:18] < 0.01).all()
 
@@ -658,15 +660,19 @@ def test_joints_sit_where_flame_puts_them(geo):
     assert Jr.shape == (5, len(v)) and np.allclose(Jr.sum(1), 1)
 
 
-def test_jaw_hinge_is_in_front_of_the_ears(geo):
+@pytest.mark.parametrize("n", [900, 1800, N])
+def test_jaw_hinge_is_in_front_of_the_ears(n):
     """The jaw joint is the temporomandibular joint: in front of the ears (the head's widest vertices,
-    found independently of the regressor), not behind them."""
+    found independently of the regressor), not behind them, below the eyes and above the mouth line,
+    at every mesh size."""
+    geo = P._build_geometry(n)
     v = geo["verts"]
     J = np.asarray(P._joints_regressor(geo) @ v)
     head = v[:geo["n_head"]]
     for side in (1, -1):
         ear = head[np.argmax(side * head[:, 0])]
         assert ear[2] < J[2, 2] < ear[2] + 0.04, (ear, J[2])
+    assert P._Y_MOUTH < J[2, 1] < min(v[ids, 1].mean() for ids in geo["eye_ids"])
 
 
 def test_jaw_rotation_opens_the_mouth_and_moves_only_the_jaw(geo):
@@ -715,6 +721,30 @@ def test_throat_does_not_follow_the_jaw(geo):
         & (v[:, 1] > P._Y_CHIN - 0.03)
     assert throat.sum() >= 5
     assert W[throat, 2].max() < 0.1, W[throat, 2]
+
+
+def test_jaw_weight_rises_towards_the_hinge_at_the_sides(geo):
+    """The jaw's part of the skin follows the mandible: at the front it ends at the mouth line, on the
+    sides (azimuth ~55 degrees) it rises over a centimetre above it towards the hinge (the ramus)."""
+    v = geo["verts"][:geo["n_head"]]
+    J = np.asarray(P._joints_regressor(geo) @ geo["verts"])
+    W = P._skin_weights(geo, J)[:geo["n_head"], 2]
+    az = np.abs(np.arctan2(v[:, 0], v[:, 2] - P._HEAD_ZC))
+    front, side = (az < 0.3) & (W > 0.5), (az > 0.9) & (az < 1.05) & (W > 0.5)
+    assert v[front, 1].max() < P._Y_MOUTH
+    assert P._Y_MOUTH + 0.01 < v[side, 1].max() < J[2, 1]
+
+
+def test_root_and_neck_joints_are_centres_of_neck_cross_sections(geo):
+    """Root and neck joints sit on the neck's axis: each is the mean of one whole horizontal ring of
+    the neck (all its vertices, equal weights), root below neck."""
+    v = geo["verts"]
+    Jr = P._joints_regressor(geo).toarray()
+    for j in (0, 1):
+        ring = np.flatnonzero(Jr[j])
+        assert np.ptp(v[ring, 1]) == 0 and np.allclose(Jr[j, ring], 1 / len(ring))
+        assert len(ring) == np.isclose(v[:geo["n_head"], 1], v[ring[0], 1], atol=0).sum()
+    assert v[np.flatnonzero(Jr[0])[0], 1] < v[np.flatnonzero(Jr[1])[0], 1] < P._Y_MOUTH
 
 
 def test_same_seed_same_model_and_files(tmp_path):
