@@ -472,6 +472,18 @@ def test_random_identity_directions_move_vertices_every_way(identity_1500):
     assert np.median(share) < 0.8 and (share < 0.95).mean() > 0.9, np.median(share)
 
 
+def test_jaw_width_direction_widens_the_lower_face(identity_1500):
+    """Of the two designed directions after the global scalings, the one moving vertices only along x
+    is the jaw's width: it moves the face below the mouth (RMS) well over 1.5x as much as the
+    cranium above the brows."""
+    geo, q = identity_1500
+    v = geo["verts"]
+    x_only = [k for k in (3, 4) if np.abs(q[:, 1:, k]).max() < 1e-15]
+    assert len(x_only) == 1
+    size = (q[:, :, x_only[0]] ** 2).sum(1)
+    assert np.sqrt(size[v[:, 1] < P._Y_MOUTH].mean() / size[v[:, 1] > 0.06].mean()) > 1.5
+
+
 def test_nose_identity_directions_change_the_nose(identity_1500):
     """The two designed local directions (the mirror-symmetric ones after the five global ones) are
     the nose's size: each moves the nose tip (the head's foremost vertex) most, keeps most of its
