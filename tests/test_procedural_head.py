@@ -450,15 +450,16 @@ def test_identity_basis_is_orthogonal_decreasing_symmetric_and_eyes_rigid(identi
 
 def test_identity_variation_is_largest_on_the_face(identity_1500):
     """The random identity directions (after the 7 designed ones) change the face more than the back
-    of the head (faces differ most between people, and the landmarks that drive the fits are there):
-    RMS displacement over the face's vertices above that over the back of the skull, same heights."""
+    of the head (faces differ most between people, and the landmarks that drive the fits are there),
+    but the skull's shape varies too: RMS displacement over the face's vertices 1.25-3x that over the
+    back of the skull, same heights."""
     geo, q = identity_1500
     v = geo["verts"]
     band = (v[:, 1] > -0.09) & (v[:, 1] < 0.06)
     front, back = band & (v[:, 2] > P._HEAD_ZC + 0.05), band & (v[:, 2] < P._HEAD_ZC - 0.03)
     size = (q[:, :, 7:] ** 2).sum(1)                                    # (V,293)
     ratio = np.sqrt(size[front].mean(0) / size[back].mean(0))
-    assert (ratio > 1).mean() > 0.9 and np.median(ratio) > 1.25, np.median(ratio)
+    assert (ratio > 1).mean() > 0.9 and 1.25 < np.median(ratio) < 3, np.median(ratio)   # the skull varies too
 
 
 def test_random_identity_directions_move_vertices_every_way(identity_1500):
@@ -473,13 +474,14 @@ def test_random_identity_directions_move_vertices_every_way(identity_1500):
 
 
 def test_jaw_width_direction_widens_the_lower_face(identity_1500):
-    """Of the two designed directions after the global scalings, the one moving vertices only along x
-    is the jaw's width: it moves the face below the mouth (RMS) well over 1.5x as much as the
+    """The two designed directions after the global scalings move vertices along one axis each: the
+    face's length along y and the jaw's width along x: it moves the face below the mouth (RMS) well over 1.5x as much as the
     cranium above the brows."""
     geo, q = identity_1500
     v = geo["verts"]
     x_only = [k for k in (3, 4) if np.abs(q[:, 1:, k]).max() < 1e-15]
-    assert len(x_only) == 1
+    y_only = [k for k in (3, 4) if np.abs(q[:, ::2, k]).max() < 1e-15]   # the other: the face's length
+    assert len(x_only) == 1 and len(y_only) == 1
     size = (q[:, :, x_only[0]] ** 2).sum(1)
     assert np.sqrt(size[v[:, 1] < P._Y_MOUTH].mean() / size[v[:, 1] > 0.06].mean()) > 1.5
 
