@@ -521,6 +521,7 @@ def test_expression_basis_is_local_with_the_named_meanings(geo):
     for ids in geo["eye_ids"]:
         assert not E[ids].any()
     assert not E[v[:, 2] < P._HEAD_ZC - 0.01].any() and not E[v[:, 1] < -0.115].any()
+    assert not E[v[:, 1] > 0.11].any()                                  # nor the crown (the top 2 cm)
     mag = np.linalg.norm(E, axis=1).max(0)
     assert (mag > 0.0005).all() and (mag < 0.012).all()
     m = mirror_map(v)
