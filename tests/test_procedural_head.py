@@ -308,11 +308,11 @@ def turned(a_deg):
     return np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
 
 
-def seen_or_on_outline(verts, faces, p, yaw, step=0.001, behind=0.005):
+def seen_or_on_outline(verts, faces, p, yaw, step=0.001, behind=0.005, edge_only=False):
     """(N,) bool: each point p (N,3) of the head turned by `yaw`, seen from the front (orthographic,
     along -z as the truth renderer), is either the first surface it meets (within 0.5 mm) or on an
     occluding contour: 1 mm further out on the image, the view ray misses the head or meets it more
-    than 5 mm behind the point (open3d's ray caster)."""
+    than 5 mm behind the point (open3d's ray caster).  edge_only: the second only."""
     R = turned(yaw)
     q = p @ R.T
     out = np.sign(q[:, 0]) + (q[:, 0] == 0)
@@ -322,7 +322,7 @@ def seen_or_on_outline(verts, faces, p, yaw, step=0.001, behind=0.005):
         return 1.0 - t                                                  # -inf where missed
     seen = depth(q[:, 0]) < q[:, 2] + 0.0005
     edge = depth(q[:, 0] + out * step) < q[:, 2] - behind
-    return seen | edge
+    return edge if edge_only else seen | edge
 
 
 def test_dynamic_contour_is_the_outline_of_the_turned_face(geo):
@@ -347,6 +347,10 @@ def test_dynamic_contour_is_the_outline_of_the_turned_face(geo):
     for r in range(79):
         ok = seen_or_on_outline(v, f, dyn[r], yaw[r])
         assert ok.all(), f"yaw {yaw[r]}: contour points {np.flatnonzero(~ok).tolist()} are behind the face"
+        moved = np.linalg.norm(dyn[r] - dyn[0], axis=1) > 1e-6           # a moved point is on the edge
+        if moved.any():
+            edge = seen_or_on_outline(v, f, dyn[r][moved], yaw[r], step=0.0005, edge_only=True)
+            assert edge.all(), f"yaw {yaw[r]}: moved points {np.flatnonzero(moved)[~edge].tolist()} off the edge"
     for r in range(1, 40):
         np.testing.assert_allclose(dyn[39 + r][::-1] * [-1, 1, 1], dyn[r], atol=6e-4)
         np.testing.assert_allclose(dyn[r][:9], dyn[0][:9], atol=1e-12)   # chin and the side turning in
