@@ -350,7 +350,8 @@ def test_dynamic_contour_is_the_outline_of_the_turned_face(geo):
         moved = np.linalg.norm(dyn[r] - dyn[0], axis=1) > 1e-6           # a moved point is on the edge
         if moved.any():
             edge = seen_or_on_outline(v, f, dyn[r][moved], yaw[r], step=0.0005, edge_only=True)
-            assert edge.all(), f"yaw {yaw[r]}: moved points {np.flatnonzero(moved)[~edge].tolist()} off the edge"
+            off = np.flatnonzero(moved)[~edge].tolist()
+            assert not off, f"yaw {yaw[r]}: moved points {off} off the edge"
     for r in range(1, 40):
         np.testing.assert_allclose(dyn[39 + r][::-1] * [-1, 1, 1], dyn[r], atol=6e-4)
         np.testing.assert_allclose(dyn[r][:9], dyn[0][:9], atol=1e-12)   # chin and the side turning in
@@ -479,8 +480,8 @@ def test_random_identity_directions_move_vertices_every_way(identity_1500):
 
 def test_jaw_width_direction_widens_the_lower_face(identity_1500):
     """The two designed directions after the global scalings move vertices along one axis each: the
-    face's length along y and the jaw's width along x: it moves the face below the mouth (RMS) well over 1.5x as much as the
-    cranium above the brows."""
+    face's length along y and the jaw's width along x; the jaw's width moves the face below the mouth
+    (RMS) well over 1.5x as much as the cranium above the brows."""
     geo, q = identity_1500
     v = geo["verts"]
     x_only = [k for k in (3, 4) if np.abs(q[:, 1:, k]).max() < 1e-15]
