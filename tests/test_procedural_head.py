@@ -263,6 +263,11 @@ def test_static_landmarks_follow_ibug_68(geo):
     # the nose's base (31-35) under the tip, left to right, arching down to 33 on the midline
     assert (y[31:36] < y[30] - 0.005).all() and (np.diff(x[31:36]) > 0).all() and abs(x[33]) < 1e-9
     assert y[30] - y[33] < 0.012                                        # the columella: ~1 cm, not more
+    # brows from the right's outer end (17) to the left's (26); lids: upper above, lower below the corners
+    assert (np.diff(x[17:27]) > 0).all() and (x[17:22] < 0).all() and (x[22:27] > 0).all()
+    for corners, upper, lower in (([36, 39], [37, 38], [41, 40]), ([42, 45], [43, 44], [47, 46])):
+        assert y[upper].min() > y[corners].max() and y[lower].max() < y[corners].min()
+        assert (y[upper] - y[lower]).max() < 0.012                      # an eye opening, not a gap of cm
     assert y[33] <= y[[32, 34]].min() and y[[32, 34]].max() <= y[[31, 35]].min()
     assert np.argmax(z) == 30                                           # the nose tip is foremost
     assert (np.diff(y[27:31]) < 0).all() and (np.diff(z[27:31]) > 0).all()  # the bridge runs down and out
