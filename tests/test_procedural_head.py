@@ -117,7 +117,7 @@ def test_model_has_flame_2020_layout():
         assert (emb[k] >= 0).all() and np.allclose(emb[k].sum(-1), 1.0, atol=1e-6)
 
 
-@pytest.mark.parametrize("n", [800, 1500, N, 9000])
+@pytest.mark.parametrize("n", [800, 816, 1004, 1500, N, 9000])     # 816, 1004: the head uses all its budget
 def test_vertex_count_is_about_the_requested_one(n):
     geo = P._build_geometry(n)
     assert 0.96 * n <= len(geo["verts"]) <= n
@@ -219,6 +219,21 @@ def test_eyeballs_sit_in_their_sockets(geo):
         d = scene.compute_distance(o3d.core.Tensor(front[None].astype(np.float32))).numpy()[0]
         assert d < 0.5 * r[0]                                           # only just out of the socket
 
+def test_brow_ridge_overhangs_the_eyes(geo):
+    """Above each eye the brow ridge stands well in front of the eyeball (as the supraorbital rim does,
+    ~1 cm): along the vertical through the eyeball's centre, the foremost surface within 4 cm above
+    it is over 5 mm ahead of the eyeball's front (open3d's ray caster on the head surface)."""
+    v, hf = geo["verts"], geo["head_faces"]
+    for ids in geo["eye_ids"]:
+        c, front = v[ids].mean(0), v[ids, 2].max()
+        ys = np.arange(c[1], c[1] + 0.04, 0.0005)
+        t, _ = raycast(v, hf, np.c_[np.full(len(ys), c[0]), ys, np.ones(len(ys))],
+                       np.tile([0.0, 0, -1], (len(ys), 1)))
+        brow = 1.0 - t
+        assert brow.max() > front + 0.005, (brow.max(), front)
+        assert ys[np.argmax(brow)] > c[1] + 0.01                        # above the eye, not at it
+
+
 
 # -- landmark embedding ------------------------------------------------------------------------------
 def test_static_landmarks_are_on_the_front_surface(geo):
@@ -245,6 +260,15 @@ def test_static_landmarks_follow_ibug_68(geo):
         np.testing.assert_allclose(e[:, :2].mean(0), c[:2], atol=0.004)  # round the eyeball
     assert y[17:27].min() > y[36:48].max()                              # brows above the eyes
     assert y[36:48].min() > y[27:36].min() > y[48:68].max()             # eyes, nose, mouth
+    # the nose's base (31-35) under the tip, left to right, arching down to 33 on the midline
+    assert (y[31:36] < y[30] - 0.005).all() and (np.diff(x[31:36]) > 0).all() and abs(x[33]) < 1e-9
+    assert y[30] - y[33] < 0.012                                        # the columella: ~1 cm, not more
+    # brows from the right's outer end (17) to the left's (26); lids: upper above, lower below the corners
+    assert (np.diff(x[17:27]) > 0).all() and (x[17:22] < 0).all() and (x[22:27] > 0).all()
+    for corners, upper, lower in (([36, 39], [37, 38], [41, 40]), ([42, 45], [43, 44], [47, 46])):
+        assert y[upper].min() > y[corners].max() and y[lower].max() < y[corners].min()
+        assert (y[upper] - y[lower]).max() < 0.012                      # an eye opening, not a gap of cm
+    assert y[33] <= y[[32, 34]].min() and y[[32, 34]].max() <= y[[31, 35]].min()
     assert np.argmax(z) == 30                                           # the nose tip is foremost
     assert (np.diff(y[27:31]) < 0).all() and (np.diff(z[27:31]) > 0).all()  # the bridge runs down and out
     assert y[8] == y.min() and abs(x[8]) < 1e-9                         # chin
@@ -265,9 +289,9 @@ def test_static_landmarks_follow_ibug_68(geo):
 def test_midline_profile_has_lips_mouth_line_and_nose(geo):
     """The face's profile (surface z along x = 0, open3d's ray caster) from the chin up: the lower lip,
     the mouth line between the inner-lip landmarks, the upper lip, the nose tip (the foremost point,
-    at landmark 30), then the bridge and forehead receding: three bumps, no others."""
+    at landmark 30), then the bridge and forehead receding up to the crown: three bumps, no others."""
     lmk, _ = head_landmarks(geo, P._landmark_embedding(geo))
-    ys = np.arange(-0.1, 0.06, 0.0005)
+    ys = np.arange(-0.1, 0.12, 0.0005)
     t, _ = raycast(geo["verts"], geo["head_faces"], np.c_[0 * ys, ys, 1 + 0 * ys],
                    np.tile([0.0, 0, -1], (len(ys), 1)))
     z = 1 - t
@@ -289,11 +313,11 @@ def turned(a_deg):
     return np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
 
 
-def seen_or_on_outline(verts, faces, p, yaw, step=0.001, behind=0.005):
+def seen_or_on_outline(verts, faces, p, yaw, step=0.001, behind=0.005, edge_only=False):
     """(N,) bool: each point p (N,3) of the head turned by `yaw`, seen from the front (orthographic,
     along -z as the truth renderer), is either the first surface it meets (within 0.5 mm) or on an
     occluding contour: 1 mm further out on the image, the view ray misses the head or meets it more
-    than 5 mm behind the point (open3d's ray caster)."""
+    than 5 mm behind the point (open3d's ray caster).  edge_only: the second only."""
     R = turned(yaw)
     q = p @ R.T
     out = np.sign(q[:, 0]) + (q[:, 0] == 0)
@@ -303,7 +327,7 @@ def seen_or_on_outline(verts, faces, p, yaw, step=0.001, behind=0.005):
         return 1.0 - t                                                  # -inf where missed
     seen = depth(q[:, 0]) < q[:, 2] + 0.0005
     edge = depth(q[:, 0] + out * step) < q[:, 2] - behind
-    return seen | edge
+    return edge if edge_only else seen | edge
 
 
 def test_dynamic_contour_is_the_outline_of_the_turned_face(geo):
@@ -328,6 +352,11 @@ def test_dynamic_contour_is_the_outline_of_the_turned_face(geo):
     for r in range(79):
         ok = seen_or_on_outline(v, f, dyn[r], yaw[r])
         assert ok.all(), f"yaw {yaw[r]}: contour points {np.flatnonzero(~ok).tolist()} are behind the face"
+        moved = np.linalg.norm(dyn[r] - dyn[0], axis=1) > 1e-6           # a moved point is on the edge
+        if moved.any():
+            edge = seen_or_on_outline(v, f, dyn[r][moved], yaw[r], step=0.0005, edge_only=True)
+            off = np.flatnonzero(moved)[~edge].tolist()
+            assert not off, f"yaw {yaw[r]}: moved points {off} off the edge"
     for r in range(1, 40):
         np.testing.assert_allclose(dyn[39 + r][::-1] * [-1, 1, 1], dyn[r], atol=6e-4)
         np.testing.assert_allclose(dyn[r][:9], dyn[0][:9], atol=1e-12)   # chin and the side turning in
@@ -358,10 +387,29 @@ def test_outline_rule_moves_only_points_out_of_view():
     assert moved[13:].all()
 
 
+def test_outline_keeps_points_in_view_exactly():
+    """A point still in view keeps its frontal azimuth exactly (not a grid approximation of it): a turn
+    of up to 3 degrees hides none of the jaw line, and the two points next to the chin on the side
+    turning away (within 20 degrees of it) stay in view up to 39 degrees."""
+    phi, y = P._frontal_contour()
+    for a in (1, 3, -3):
+        np.testing.assert_array_equal(P._outline_azimuths(phi, y, a), phi)
+    for a in (10, 25, 39):
+        np.testing.assert_array_equal(P._outline_azimuths(phi, y, a)[:11], phi[:11])
+        np.testing.assert_array_equal(P._outline_azimuths(phi, y, -a)[6:], phi[6:])
+
+
 # -- bases -------------------------------------------------------------------------------------------
-def test_identity_basis_is_orthogonal_decreasing_symmetric_and_eyes_rigid():
+@pytest.fixture(scope="module")
+def identity_1500():
+    """(geometry, identity basis (V,3,300)) of a 1500-vertex head, seed 0: built once for the module
+    (the basis takes ~1 s); tests only read them."""
     geo = P._build_geometry(1500)
-    q = P._identity_dirs(geo, np.random.default_rng(0))
+    return geo, P._identity_dirs(geo, np.random.default_rng(0))
+
+
+def test_identity_basis_is_orthogonal_decreasing_symmetric_and_eyes_rigid(identity_1500):
+    geo, q = identity_1500
     V = len(geo["verts"])
     assert q.shape == (V, 3, 300)
     flat = q.reshape(-1, 300)
@@ -377,8 +425,8 @@ def test_identity_basis_is_orthogonal_decreasing_symmetric_and_eyes_rigid():
     m = mirror_map(geo["verts"])
     # the seven designed directions are mirror-symmetric, the random fields are not: the five global
     # ones lead, the two of the nose (capped, so of less RMS) sit later, in RMS order
-    symmetric = [k for k in range(300)
-                 if np.allclose(q[m][:, :, k] * [-1, 1, 1], q[:, :, k], atol=1e-12)]
+    mirrored = q[m] * [[-1], [1], [1]]
+    symmetric = [k for k in range(300) if np.allclose(mirrored[..., k], q[..., k], atol=1e-12)]
     assert symmetric[:5] == [0, 1, 2, 3, 4] and len(symmetric) == 7 and symmetric[5] > 20, symmetric
     # no direction moves a vertex further than 3x the leading RMS per unit (a localised one is capped):
     # at 2 sigma the nose, a few vertices, moves under a centimetre instead of reaching the mouth
@@ -406,7 +454,71 @@ def test_identity_basis_is_orthogonal_decreasing_symmetric_and_eyes_rigid():
     r = np.array([rough(q[:, :, k]) for k in range(300)])
     noise = rough(np.random.default_rng(1).normal(size=(V, 3)))
     assert r[:57].mean() < 0.25 * noise and r[7:57].mean() < 0.35 * r[250:].mean()
+    assert r[250:].mean() > 0.7 * noise                                 # the finest nearly as rough as noise
     assert not np.allclose(P._identity_dirs(geo, np.random.default_rng(1))[..., 7:], q[..., 7:])
+
+
+def test_identity_variation_is_largest_on_the_face(identity_1500):
+    """The random identity directions (after the 7 designed ones) change the face more than the back
+    of the head (faces differ most between people, and the landmarks that drive the fits are there),
+    but the skull's shape varies too: RMS displacement over the face's vertices 1.25-3x that over the
+    back of the skull, same heights."""
+    geo, q = identity_1500
+    v = geo["verts"]
+    band = (v[:, 1] > -0.09) & (v[:, 1] < 0.06)
+    front, back = band & (v[:, 2] > P._HEAD_ZC + 0.05), band & (v[:, 2] < P._HEAD_ZC - 0.03)
+    size = (q[:, :, 7:] ** 2).sum(1)                                    # (V,293)
+    ratio = np.sqrt(size[front].mean(0) / size[back].mean(0))
+    assert (ratio > 1).mean() > 0.9 and 1.25 < np.median(ratio) < 3, np.median(ratio)   # the skull varies too
+
+
+def test_random_identity_directions_move_vertices_every_way(identity_1500):
+    """A random identity direction is a smooth field of displacements pointing every which way, not
+    one fixed axis for every vertex: the largest eigenvalue of its 3x3 displacement second moment
+    holds well under all of it (typically ~2/3; a field along a single axis would hold 100 %)."""
+    _, q = identity_1500
+    C = np.einsum("vik,vjk->kij", q[:, :, 7:], q[:, :, 7:])             # (293,3,3)
+    ev = np.linalg.eigvalsh(C)
+    share = ev[:, -1] / ev.sum(1)
+    assert np.median(share) < 0.8 and (share < 0.95).mean() > 0.9, np.median(share)
+
+
+def test_jaw_width_direction_widens_the_lower_face(identity_1500):
+    """The two designed directions after the global scalings move vertices along one axis each: the
+    face's length along y and the jaw's width along x; the jaw's width moves the face below the mouth
+    (RMS) well over 1.5x as much as the cranium above the brows."""
+    geo, q = identity_1500
+    v = geo["verts"]
+    x_only = [k for k in (3, 4) if np.abs(q[:, 1:, k]).max() < 1e-15]
+    y_only = [k for k in (3, 4) if np.abs(q[:, ::2, k]).max() < 1e-15]   # the other: the face's length
+    assert len(x_only) == 1 and len(y_only) == 1
+    size = (q[:, :, x_only[0]] ** 2).sum(1)
+    assert np.sqrt(size[v[:, 1] < P._Y_MOUTH].mean() / size[v[:, 1] > 0.06].mean()) > 1.5
+
+
+def test_nose_identity_directions_change_the_nose(identity_1500):
+    """The two designed local directions (the mirror-symmetric ones after the five global ones) are
+    the nose's size: each moves the nose tip (the head's foremost vertex) most, keeps most of its
+    motion within 3 cm of it, one pushes the tip along z (nose length), the other along y."""
+    geo, q = identity_1500
+    v = geo["verts"]
+    head = v[:geo["n_head"]]
+    tip = head[np.argmax(head[:, 2])]
+    m = mirror_map(v)
+    mirrored = q[m] * [[-1], [1], [1]]
+    local = [k for k in range(5, 300) if np.allclose(mirrored[..., k], q[..., k], atol=1e-12)]
+    assert len(local) == 2
+    near = np.linalg.norm(v - tip, axis=1) < 0.03
+    axes = []
+    for k in local:
+        size = np.linalg.norm(q[:, :, k], axis=1)
+        peak = np.argmax(size)
+        assert np.linalg.norm(v[peak] - tip) < 0.015, (k, v[peak])
+        assert (size[near] ** 2).sum() > 0.5 * (size ** 2).sum()
+        d = q[peak, :, k] / size[peak]
+        assert np.abs(d).max() > 0.9
+        axes.append(int(np.argmax(np.abs(d))))
+    assert sorted(axes) == [1, 2]
 
 
 def test_expression_basis_is_local_with_the_named_meanings(geo):
@@ -419,6 +531,7 @@ def test_expression_basis_is_local_with_the_named_meanings(geo):
     for ids in geo["eye_ids"]:
         assert not E[ids].any()
     assert not E[v[:, 2] < P._HEAD_ZC - 0.01].any() and not E[v[:, 1] < -0.115].any()
+    assert not E[v[:, 1] > 0.11].any()                                  # nor the crown (the top 2 cm)
     mag = np.linalg.norm(E, axis=1).max(0)
     assert (mag > 0.0005).all() and (mag < 0.012).all()
     m = mirror_map(v)
@@ -437,6 +550,7 @@ def test_expression_basis_is_local_with_the_named_meanings(geo):
     upper, lower = np.r_[17:27, 36:48], np.r_[0:17, 48:68]              # brows and eyes; jaw line and lips
     for k in (0, 1, 2, 3, 7, 9, 10, 11, 12, 13):                        # mouth, cheeks: not brows, eyes
         assert np.abs(moved(k)[upper]).max() < 5e-5, k
+        assert np.abs(moved(k)[27:30]).max() < 5e-5, k                 # nor the bridge of the nose
     for k in (4, 5, 6, 8, 14, 15):                                      # brows, eyes, nose leave the mouth
         assert np.abs(moved(k)[lower]).max() < 5e-5, k
     def gap(d):
@@ -444,10 +558,17 @@ def test_expression_basis_is_local_with_the_named_meanings(geo):
 
     d = moved(0)                                                        # mouth open
     assert gap(d) < -0.0005 and d[8, 1] < -0.002
-    d = moved(1)                                                        # smile: corners up and out
+    # the chin goes down and back, the way the jaw's rotation about its hinge (behind, above) takes it
+    J = np.asarray(P._joints_regressor(geo) @ v)
+    chin = points(v, f, emb["full_lmk_faces_idx"][0], emb["full_lmk_bary_coords"][0].astype(float))[8]
+    swing = np.cross([1.0, 0, 0], chin - J[2])                           # velocity of +x rotation
+    assert d[8] @ swing / np.linalg.norm(d[8]) / np.linalg.norm(swing) > 0.8
+    d = moved(1)                                                        # smile: corners up, out and back
     assert d[48, 1] > 0.001 and d[54, 1] > 0.001 and d[54, 0] > 0 > d[48, 0]
+    assert d[48, 2] < 0 and d[54, 2] < 0                                # drawn towards the cheekbones
     d = moved(2)                                                        # pucker: lips forward, narrower
     assert (d[48:68, 2] > 0).all() and d[54, 0] < 0 < d[48, 0]
+    assert d[48, 0] - d[54, 0] > 0.001                                  # the mouth > 1 mm narrower per unit
     d = moved(3)                                                        # stretch: corners out
     assert d[54, 0] > 0.002 and d[48, 0] < -0.002 and np.abs(d[[48, 54], 1]).max() < 0.5 * d[54, 0]
     d = moved(4)                                                        # brows up
@@ -465,9 +586,47 @@ def test_expression_basis_is_local_with_the_named_meanings(geo):
     d = moved(11)                                                       # mouth sideways to +x
     assert (d[48:68, 0] > 0).all()
     d = moved(12)                                                       # left smile: the +x corner
-    assert d[54, 1] > 0.001 and abs(d[48, 1]) < 0.1 * d[54, 1]
+    assert d[54, 1] > 0.001 and abs(d[48, 1]) < 0.1 * d[54, 1] and d[54, 2] < 0
     d = moved(14)                                                       # left brow
     assert (d[22:27, 1] > 0.001).all() and np.abs(d[17:22, 1]).mean() < 0.2 * d[22:27, 1].mean()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_expressions_cover_the_whole_face(geo, seed):
+    """Beyond the 16 named ones, the expression directions are local bumps spread over the whole face:
+    as many on the subject's left as on the right (a fit of an asymmetric expression has both sides to
+    work with) and from the chin up to the brows. Located by where each moves the vertices (its
+    displacement-weighted centroid), not by the generator's random centres."""
+    E = P._expression_dirs(geo, np.random.default_rng(seed))[..., 16:]
+    x, y = geo["verts"][:, 0], geo["verts"][:, 1]
+    e = (E ** 2).sum(1)                                                 # (V,84) squared displacement
+    cx, cy = (e * x[:, None]).sum(0) / e.sum(0), (e * y[:, None]).sum(0) / e.sum(0)
+    assert 0.3 < (cx > 0).mean() < 0.7, cx
+    assert 1 / 3 < e[x > 0].sum() / e[x < 0].sum() < 3
+    assert (cy < P._Y_MOUTH).mean() > 0.2 and (cy > P._EYE_Y).mean() > 0.1, cy
+
+
+def test_sliding_expressions_move_along_the_face_surface(geo):
+    """Smile, stretch, frown and mouth-sideways slide skin and lips over the skull and teeth: where
+    they move the face most, the motion is mostly tangent to the surface (|d.n| under 0.4 |d| on
+    average, vertex normals of the mesh), while cheek puff and pucker push the surface out."""
+    E = P._expression_dirs(geo, np.random.default_rng(0))
+    v, f = geo["verts"], geo["faces"]
+    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    vn = np.zeros_like(v)
+    for i in range(3):
+        np.add.at(vn, f[:, i], fn)
+    vn /= np.linalg.norm(vn, axis=1, keepdims=True)
+
+    def normal_part(k):
+        size = np.linalg.norm(E[:, :, k], axis=1)
+        big = size > 0.5 * size.max()
+        return (E[big, :, k] * vn[big]).sum(1) / size[big]             # signed, per moved vertex
+
+    for k in (1, 3, 5, 11, 12, 13):                                     # smile, stretch, frown, sideways
+        assert np.abs(normal_part(k)).mean() < 0.4, k
+    for k in (2, 7):                                                    # pucker, cheek puff
+        assert normal_part(k).mean() > 0.6, k
 
 
 def test_pose_correctives_are_small_local_and_spare_the_eyes(geo):
@@ -478,8 +637,36 @@ def test_pose_correctives_are_small_local_and_spare_the_eyes(geo):
     assert not Pd[:, :, 18:].any()                                      # no correctives for the eyes' joints
     assert not Pd[v[:, 1] > -0.02][:, :, :9].any()                      # neck ones below the face
     assert not Pd[v[:, 2] < P._HEAD_ZC - 0.01][:, :, 9:18].any()        # jaw ones on the face
+    jaw = np.linalg.norm(Pd[:, :, 9:18], axis=1)                        # (V,9)
+    assert (jaw[v[:, 1] > 0.02].max(0) < 0.1 * jaw.max(0)).all()          # round the jaw, not the eyes
     mag = np.linalg.norm(Pd, axis=1).max(0)
     assert (mag[:18] > 1e-4).all() and (mag[:18] < 0.01).all()
+
+
+
+def roughness(faces, n_verts):
+    """field (V,3) -> |L field| / |sqrt(deg) field| with L the uniform graph Laplacian of the mesh:
+    ~0 for a smooth field, ~2.7 for white noise."""
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    A = scipy.sparse.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n_verts, n_verts)).tocsr()
+    A = ((A + A.T) > 0).astype(float)
+    deg = np.asarray(A.sum(1)).ravel()
+    L = scipy.sparse.diags(deg) - A
+    return lambda field: np.linalg.norm(L @ field) / np.linalg.norm(np.sqrt(deg)[:, None] * field)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pose_correctives_are_smooth_and_independent(geo, seed):
+    """Each pose feature of the neck and the jaw has its own smooth corrective: the fields are far
+    smoother than noise, and the nine of a joint are well conditioned (no two nearly alike), as
+    correctives regressed per pose feature are."""
+    Pd = P._pose_dirs(geo, np.random.default_rng(seed))
+    rough = roughness(geo["faces"], len(geo["verts"]))
+    noise = rough(np.random.default_rng(1).normal(size=(len(geo["verts"]), 3)))
+    assert max(rough(Pd[:, :, k]) for k in range(18)) < 0.15 * noise
+    for j in (0, 1):
+        s = np.linalg.svd(Pd[:, :, 9 * j:9 * j + 9].reshape(-1, 9), compute_uv=False)
+        assert s[0] / s[-1] < 20, (j, s[0] / s[-1])
 
 
 # -- joints and skinning -----------------------------------------------------------------------------
@@ -496,6 +683,21 @@ def test_joints_sit_where_flame_puts_them(geo):
     # the jaw hinge: between the ears, below the eyes and above the mouth, behind the face
     assert lmk[62, 1] < J[2, 1] < lmk[36, 1] and J[2, 2] < lmk[0, 2]
     assert Jr.shape == (5, len(v)) and np.allclose(Jr.sum(1), 1)
+
+
+@pytest.mark.parametrize("n", [900, 1800, N])
+def test_jaw_hinge_is_in_front_of_the_ears(n):
+    """The jaw joint is the temporomandibular joint: in front of the ears (the head's widest vertices,
+    found independently of the regressor), not behind them, below the eyes and above the mouth line,
+    at every mesh size."""
+    geo = P._build_geometry(n)
+    v = geo["verts"]
+    J = np.asarray(P._joints_regressor(geo) @ v)
+    head = v[:geo["n_head"]]
+    for side in (1, -1):
+        ear = head[np.argmax(side * head[:, 0])]
+        assert ear[2] < J[2, 2] < ear[2] + 0.04, (ear, J[2])
+    assert P._Y_MOUTH < J[2, 1] < min(v[ids, 1].mean() for ids in geo["eye_ids"])
 
 
 def test_jaw_rotation_opens_the_mouth_and_moves_only_the_jaw(geo):
@@ -532,6 +734,42 @@ def test_jaw_rotation_opens_the_mouth_and_moves_only_the_jaw(geo):
     assert W[0, 1] == 1.0                                               # the crown: the neck joint
     for j, ids in zip((3, 4), geo["eye_ids"]):
         assert (W[ids, j] == 1.0).all()                                 # eyeballs: their eye joints
+
+
+def test_throat_does_not_follow_the_jaw(geo):
+    """Below the jaw line the skin belongs to the neck: the front of the neck 1.5-3 cm under the chin
+    (the throat) has no jaw weight, so opening the mouth does not drag it along."""
+    v = geo["verts"]
+    J = np.asarray(P._joints_regressor(geo) @ v)
+    W = P._skin_weights(geo, J)
+    throat = (np.abs(v[:, 0]) < 0.02) & (v[:, 2] > P._HEAD_ZC) & (v[:, 1] < P._Y_CHIN - 0.015) \
+        & (v[:, 1] > P._Y_CHIN - 0.03)
+    assert throat.sum() >= 5
+    assert W[throat, 2].max() < 0.1, W[throat, 2]
+
+
+def test_jaw_weight_rises_towards_the_hinge_at_the_sides(geo):
+    """The jaw's part of the skin follows the mandible: at the front it ends at the mouth line, on the
+    sides (azimuth ~55 degrees) it rises over a centimetre above it towards the hinge (the ramus)."""
+    v = geo["verts"][:geo["n_head"]]
+    J = np.asarray(P._joints_regressor(geo) @ geo["verts"])
+    W = P._skin_weights(geo, J)[:geo["n_head"], 2]
+    az = np.abs(np.arctan2(v[:, 0], v[:, 2] - P._HEAD_ZC))
+    front, side = (az < 0.3) & (W > 0.5), (az > 0.9) & (az < 1.05) & (W > 0.5)
+    assert v[front, 1].max() < P._Y_MOUTH
+    assert P._Y_MOUTH + 0.01 < v[side, 1].max() < J[2, 1]
+
+
+def test_root_and_neck_joints_are_centres_of_neck_cross_sections(geo):
+    """Root and neck joints sit on the neck's axis: each is the mean of one whole horizontal ring of
+    the neck (all its vertices, equal weights), root below neck."""
+    v = geo["verts"]
+    Jr = P._joints_regressor(geo).toarray()
+    for j in (0, 1):
+        ring = np.flatnonzero(Jr[j])
+        assert np.ptp(v[ring, 1]) == 0 and np.allclose(Jr[j, ring], 1 / len(ring))
+        assert len(ring) == np.isclose(v[:geo["n_head"], 1], v[ring[0], 1], atol=0).sum()
+    assert v[np.flatnonzero(Jr[0])[0], 1] < v[np.flatnonzero(Jr[1])[0], 1] < P._Y_MOUTH
 
 
 def test_same_seed_same_model_and_files(tmp_path):
