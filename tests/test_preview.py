@@ -18,6 +18,9 @@ from tasks.layout import Layout
 from tasks.reporting.preview import (FigureStrip, draw_legend, head_yaw_deg, jaw_opening_deg, posed_vertices,
                                      preview_size)
 from flame_fit.camera import ndc_to_pixels, orth_project
+from flame_fit.refine import RefineParams, clean_landmarks
+from tasks import config
+from tasks.common.settings import RefineSettings
 from scipy import ndimage
 
 SIZE = 256        # portrait size of the fixture (the crop stage's output_size)
@@ -136,6 +139,9 @@ def test_preview_overlays_the_mesh_where_it_projects(luigi_paths, head_dir, tmp_
     strip = FigureStrip((("yaw", "", yaw, (255, 200, 60)), ("jaw", "", jaw_opening_deg(tr["jaw_pose"]),
                                                             (230, 110, 230))),
                         panel, preview_size(panel)[1] - panel)
+    smoothed, _ = clean_landmarks(np.asarray(seq.frames["landmarks"], np.float64),
+                                  np.asarray(seq.frames["landmark_ok"], bool),
+                                  RefineParams(smooth_weight=config.read(RefineSettings).smooth_weight))
     for t, frame in enumerate(frames):
         top = frame[:panel]
         # the portrait is grey; the mesh's light blue, however shaded, leaves blue above red
@@ -144,13 +150,16 @@ def test_preview_overlays_the_mesh_where_it_projects(luigi_paths, head_dir, tmp_
         ij = ij[(ij >= 0).all(1) & (ij < panel).all(1)]
         on_vertex = np.zeros((panel, panel), bool)
         on_vertex[ij[:, 1], ij[:, 0]] = True
-        # the landmark dots (true and detected positions, within a few pixels of them) hide the mesh
+        # the landmark dots (true, detected and smoothed-detected positions, within a few pixels of them)
+        # hide the mesh; the preview smooths with [refine] smooth_weight
         dots = np.zeros((panel, panel), bool)
-        for lm in (tr["landmarks"][t], seq.frames["landmarks"][t]):
+        for lm in (tr["landmarks"][t], seq.frames["landmarks"][t], smoothed[t]):
             d = np.clip(np.round(lm * panel / SIZE - 0.5).astype(int), 0, panel - 1)
             dots[d[:, 1], d[:, 0]] = True
         free = outside_legend & ~ndimage.binary_dilation(dots, iterations=3)
-        assert tinted[on_vertex & free].mean() > 0.93
+        # 0.92-0.96 per frame with [refine] smooth_weight 2 (0.3 before): anti-aliased dot edges reach a few
+        # vertex pixels past the mask; a mesh drawn elsewhere gives far less
+        assert tinted[on_vertex & free].mean() > 0.9
         # 4 px: the x264 halo of the silhouette's outline reaches 3-4 px past the outermost vertices
         # (tinted share beyond 3 px: up to 0.0073 with procedural head v1, 0.0113 with v2; beyond 4 px:
         # up to 0.0039 and 0.0047)
