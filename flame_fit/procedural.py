@@ -41,7 +41,7 @@ _NECK_TOP, _Y_BOTTOM = -0.035, -0.185
 _EYE_X, _EYE_Y, _EYE_R = 0.032, 0.028, 0.0115
 _JAW_JOINT_Y, _JAW_JOINT_Z = -0.012, -0.004
 _Y_MOUTH, _Y_CHIN = -0.043, -0.084
-_IDENTITY_PEAK_PER_RMS = 3.0    # largest vertex displacement / RMS of an identity direction, at most
+_IDENTITY_PEAK_PER_RMS = 3.0    # an identity direction moves no vertex further than this x its rank's RMS target
 
 
 def _sigmoid(x):
@@ -414,7 +414,8 @@ def _identity_dirs(geo, rng, n=300):
     q = q * (target / rms)
     # A localised direction (the nose's) scaled to the RMS of a global one moves its few vertices
     # ~10x further: 17 mm per unit, so a 2-sigma head had its nose tip at mouth height. Cap each
-    # direction's largest vertex displacement at what a global direction of that rank has (~2.5x).
+    # direction's largest vertex displacement at 3x its rank's RMS target, a little above what a global
+    # direction of that rank reaches (2.0-2.7x).
     # A capped direction then moves to its place by RMS, so the basis stays ordered like PCA's.
     peak = np.linalg.norm(q, axis=1).max(axis=0)                                    # (n,)
     q = q * np.minimum(1.0, _IDENTITY_PEAK_PER_RMS * target / peak)
