@@ -12,13 +12,19 @@ setup: $(STAMP)
 
 # open3d needs Debian's libusb at import time; torch/torchvision come from local wheels;
 # facenet-pytorch 2.6.0 pins torch<2.3 and Pillow<10.3, hence --no-deps.
-$(STAMP): setup.cfg pyproject.toml
+# constraints.txt pins the CUDA libraries torch pulls in to the releases on the machines' disk: an
+# unpinned nvidia-nvjitlink took PyPI's newest, a 47 MB download that a dropped connection failed
+# (CI, 2026-12-06). What still comes from PyPI is retried, 3 times, 20 s apart.
+PIP_INSTALL := $(BIN)/pip install -q --resume-retries 20 -c constraints.txt
+retry = for try in 1 2 3; do $(1) && exit 0; echo "pip failed (try $$try of 3); retrying in 20 s" >&2; sleep 20; done; exit 1
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
 	@dpkg -s libusb-1.0-0 >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq libusb-1.0-0)
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip wheel setuptools
-	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q --no-deps facenet-pytorch==2.6.0
-	$(BIN)/pip install -q -e '.[test]'
+	@($(call retry,$(BIN)/pip install -q --upgrade pip wheel setuptools))
+	@($(call retry,$(PIP_INSTALL) torch==2.14.1 torchvision==0.29.1))
+	@($(call retry,$(PIP_INSTALL) --no-deps facenet-pytorch==2.6.0))
+	@($(call retry,$(PIP_INSTALL) -e '.[test]'))
 	@touch $(STAMP)
 
 demo: setup
