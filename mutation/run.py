@@ -64,6 +64,8 @@ SESSIONS = HERE / ".sessions"
 SHARED_TEST_FILES = ("tests/conftest.py", "tests/dataset_helpers.py", "setup.cfg")
 # Bump when a change to how tests are chosen changes which survive (their survivors are re-tested).
 COVERAGE_VERSION = "subprocesses measured 1"
+# Not bumped for the fixture contexts of coverage_map.py (2026-12-06): a module's survivors are re-tested
+# with them whenever its tests next change; bump it to re-test every module's survivors at once.
 # Bump when a change to this runner changes which outcome a mutant gets.
 RUNNER_VERSION = "forkserver+coverage-selection 1"
 # Operators whose mutants are mostly noise for this code base (bit shifts, ** and % in place of + or *,
@@ -201,7 +203,8 @@ def coverage_map(mod: dict, sandbox: Path) -> dict:
         cov_args = [f"--rcfile={rc}", f"--data-file={data_file}"]
         cmd = [sys.executable, "-m", "coverage", "run", *cov_args, f"--include={target}",
                "-m", "pytest", *PYTEST_ARGS, "-p", "coverage_map", *mod["tests"]]
-        env = dict(sandbox_env(sandbox), MUTATION_DURATIONS=str(durations))
+        fixtures = Path(tmp) / "fixtures.json"
+        env = dict(sandbox_env(sandbox), MUTATION_DURATIONS=str(durations), MUTATION_FIXTURES=str(fixtures))
         proc = subprocess.run(cmd, cwd=sandbox, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"{mod['path']}: its tests fail before any mutation (fix them first):\n"
@@ -212,7 +215,7 @@ def coverage_map(mod: dict, sandbox: Path) -> dict:
         data.read()
         by_line = data.contexts_by_lineno(str(target)) if str(target) in data.measured_files() else {}
         result = {"lines": {str(k): sorted(v) for k, v in by_line.items()},
-                  "durations": json.loads(durations.read_text())}
+                  "durations": json.loads(durations.read_text()), "fixtures": json.loads(fixtures.read_text())}
     cache.write_text(json.dumps(result))
     return result
 
@@ -244,7 +247,22 @@ def tests_for(cov: dict, tree: ast.Module, line: int) -> list[str] | None:
         ids.update(cov["lines"].get(str(ln), ()))
     if "" in ids:
         return None
-    return sorted(ids, key=lambda i: (cov["durations"].get(i, 1e9), i))
+    return sorted(fixture_users(cov, ids), key=lambda i: (cov["durations"].get(i, 1e9), i))
+
+
+def fixture_users(cov: dict, contexts: set[str]) -> set[str]:
+    """Node ids for coverage contexts: a test's own id, or for a fixture's set-up
+    ("fixture:<baseid>::<name>", mutation/coverage_map.py) every test under <baseid> that uses <name>."""
+    ids = set()
+    for c in contexts:
+        if not c.startswith("fixture:"):
+            ids.add(c)
+            continue
+        baseid, _, name = c.removeprefix("fixture:").rpartition("::")
+        ids.update(t for t, names in cov.get("fixtures", {}).items()
+                   if name in names and (not baseid or t == baseid or t.startswith(baseid.rstrip("/") + "/")
+                                         or t.startswith(baseid + "::")))
+    return ids
 
 
 class ForkServer:
