@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from test_evaluate import TEST_IDS, _write_preds, release  # noqa: F401  (release is a fixture)
@@ -89,3 +92,22 @@ def test_the_help_names_the_files_a_user_must_bring():
     assert e.value.code == 2
     a = p.parse_args(["preds", "--release", "r", "--flame", "f", "--landmark-embedding", "l"])
     assert (a.split, a.out, a.device, a.masks) == ("test", "result.json", "cpu", None)
+
+
+@pytest.mark.parametrize("left_out", ["--release", "--flame", "--landmark-embedding"])
+def test_each_model_and_release_argument_is_required(left_out, capsys):
+    args = {"--release": "r", "--flame": "f", "--landmark-embedding": "l"}
+    argv = ["preds"] + [x for k, v in args.items() if k != left_out for x in (k, v)]
+    with pytest.raises(SystemExit) as e:
+        parser().parse_args(argv)
+    assert e.value.code == 2
+    assert f"the following arguments are required: {left_out}" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs_the_command():
+    """`python -m tasks.evaluation` is the documented entry point: run as a module, it parses its
+    arguments (here --help: usage on stdout, exit 0)."""
+    r = subprocess.run([sys.executable, "-m", "tasks.evaluation", "--help"], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage: python -m tasks.evaluation")

@@ -95,3 +95,89 @@ def test_an_empty_view_is_all_background():
     img, mask = render_mesh_mask(v, f, np.array([1.0, 5.0, 5.0]), 8)     # the quad is far off screen
     assert not mask.any()
     np.testing.assert_array_equal(img, np.full((8, 8, 3), np.round(np.array([0.12, 0.12, 0.14]) * 255), np.uint8))
+
+
+def _tent(half: float = 0.5, z_ridge: float = 0.3):
+    """Two triangles folded along the y axis (ridge at x = 0, z = z_ridge, the outer edges at z = 0), seen
+    from +z: its vertex normals differ (ridge: straight up the middle; outer corners: their face's)."""
+    v = np.array([[0.0, -half, z_ridge], [0.0, half, z_ridge], [-half, 0.0, 0.0], [half, 0.0, 0.0]])
+    f = np.array([[0, 1, 2], [1, 0, 3]])
+    return v, f
+
+
+def _phong_reference(v, f, cam, size, color, background, light, ambient):
+    """Expected image, computed here: for each pixel centre, the triangle that holds it in the image
+    plane (orthographic along z), its barycentric coordinates from the 2D solve, the vertex normals
+    (area-weighted, as flame_fit.geometry.vertex_normals) blended and normalised, Lambert + ambient."""
+    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    fn *= np.where(fn[:, 2:] < 0, -1.0, 1.0)       # both triangles face the camera
+    vn = np.zeros_like(v)
+    for k in range(3):
+        np.add.at(vn, f[:, k], fn)
+    vn /= np.linalg.norm(vn, axis=1, keepdims=True)
+    s, tx, ty = cam
+    c = (np.arange(size) + 0.5) * (2.0 / size) - 1.0
+    img = np.tile(np.asarray(background, float), (size, size, 1))
+    mask = np.zeros((size, size), bool)
+    ldir = np.asarray(light, float) / np.linalg.norm(light)
+    for r in range(size):
+        for q in range(size):
+            p = np.array([c[q] / s - tx, -c[r] / s - ty])
+            for tri in f:
+                a, b, d = v[tri, :2]
+                m = np.array([b - a, d - a]).T
+                l1, l2 = np.linalg.solve(m, p - a)
+                if l1 >= -1e-9 and l2 >= -1e-9 and l1 + l2 <= 1 + 1e-9:
+                    n = (1 - l1 - l2) * vn[tri[0]] + l1 * vn[tri[1]] + l2 * vn[tri[2]]
+                    n /= np.linalg.norm(n)
+                    img[r, q] = np.asarray(color) * (ambient + (1 - ambient) * max(0.0, float(n @ ldir)))
+                    mask[r, q] = True
+                    break
+    return np.floor(np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), mask
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_normals_are_interpolated_across_each_triangle(flip):
+    """On a folded surface the shade changes across each triangle as the blended vertex normals turn
+    (Phong interpolation from the hit's barycentric coordinates), on both windings."""
+    v, f = _tent()
+    f = f[:, ::-1] if flip else f
+    cam = np.array([1.6, 0.0, 0.0])
+    kw = dict(color=(0.9, 0.8, 0.7), background=(0.0, 0.0, 0.0), light=(-0.6, 0.3, 0.8), ambient=0.1)
+    want, want_mask = _phong_reference(v, f, cam, 20, **kw)
+    img, mask = render_mesh_mask(v, f, cam, 20, **kw)
+    assert mask.sum() > 60
+    inner = want_mask & mask                # pixel centres exactly on an edge may go either way
+    assert (mask ^ want_mask).sum() <= 2
+    assert np.abs(img[inner].astype(int) - want[inner].astype(int)).max() <= 1
+    assert len(np.unique(img[inner][:, 0])) > 10                  # the shade does vary across the tent
+
+
+def test_the_defaults_are_one_look_for_both_entry_points():
+    """render_mesh and render_mesh_mask draw the same picture with no style given: skin colour (0.80, 0.72,
+    0.66) lit from the upper left (-0.4, 0.5, 1.0) with ambient 0.25, on (0.12, 0.12, 0.14)."""
+    v, f = _tent()
+    cam = np.array([1.6, 0.1, 0.0])
+    want, want_mask = _phong_reference(v, f, cam, 20, color=(0.80, 0.72, 0.66), background=(0.12, 0.12, 0.14),
+                                       light=(-0.4, 0.5, 1.0), ambient=0.25)
+    img, mask = render_mesh_mask(v, f, cam, 20)
+    inner = want_mask & mask
+    assert np.abs(img[inner].astype(int) - want[inner].astype(int)).max() <= 1
+    np.testing.assert_array_equal(img[~mask], want[~mask])
+    np.testing.assert_array_equal(render_mesh(v, f, cam, 20), img)
+
+
+def test_a_mesh_far_in_front_of_the_origin_is_still_seen():
+    """The rays start in front of the mesh's nearest point wherever the mesh is (here 5 units towards the
+    camera, beyond its height and width)."""
+    v, f = _quad(0.3, half=0.4, z=5.0)
+    _, mask = render_mesh_mask(v, f, np.array([1.0, 0.0, 0.0]), 16)
+    np.testing.assert_array_equal(mask, _inside_pixels(0.4, (1.0, 0.0, 0.0), 16))
+
+
+def test_colours_outside_zero_to_one_are_clipped_and_near_white_rounds_to_the_nearest_level():
+    v, f = _quad(0.0, half=0.2)
+    img, mask = render_mesh_mask(v, f, np.array([1.0, 0.0, 0.0]), 8, background=(-0.3, 250.7 / 255, 1.4),
+                                 color=(2.0, -1.0, 0.5), light=(0.0, 0.0, 1.0), ambient=0.2)
+    np.testing.assert_array_equal(img[~mask][0], [0, 251, 255])
+    np.testing.assert_array_equal(img[mask][0], [255, 0, 128])
