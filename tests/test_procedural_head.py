@@ -188,6 +188,22 @@ def test_head_rings_are_simple_star_shaped_loops(geo):
     assert 0.13 < np.ptp(v[:geo["n_head"], 0]) < 0.19 and 0.17 < np.ptp(v[:geo["n_head"], 2]) < 0.24
 
 
+def test_back_of_the_skull_and_of_the_neck_are_the_designed_ellipsoid_and_cylinder():
+    """Behind the face (azimuth pi, where no feature reaches) the surface is the bare design: above the
+    neck the skull ellipsoid (semi-axes _HEAD_A/B/C about (0, _HEAD_YC, _HEAD_ZC)), low on the neck the
+    elliptic cylinder about z = _NECK_ZC; the blend between the two happens in between only."""
+    y = np.linspace(-0.02, 0.10, 25)
+    x, z = P._surface_xz(np.full_like(y, np.pi), y)
+    e = np.sqrt(1 - ((y - P._HEAD_YC) / P._HEAD_B) ** 2)
+    np.testing.assert_allclose(z, P._HEAD_ZC - P._HEAD_C * e, atol=1e-5)
+    np.testing.assert_allclose(x, 0.0, atol=1e-12)
+    yn = np.linspace(-0.18, -0.11, 15)
+    _, zn = P._surface_xz(np.full_like(yn, np.pi), yn)
+    np.testing.assert_allclose(zn, P._NECK_ZC - P._NECK_RZ, atol=1e-5)
+    xs, _ = P._surface_xz(np.full_like(yn, np.pi / 2), yn)
+    np.testing.assert_allclose(xs, P._NECK_RX, atol=1e-5)
+
+
 def test_template_is_mirror_symmetric(geo):
     v, f = geo["verts"], geo["faces"]
     m = mirror_map(v)
