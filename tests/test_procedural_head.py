@@ -808,6 +808,10 @@ def test_ray_cast_reports_misses():
     np.testing.assert_allclose(bary, [[0.6, 0.2, 0.2]] * 2)
     with pytest.raises(RuntimeError, match="1 landmark rays missed"):
         P._ray_cast(np.array([[0.2, 0.2, 1.0], [2.0, 2.0, 1.0]]), d, tri)
+    # two triangles on one ray: the nearest hit by default, the farthest on request (the contour's rays)
+    stacked = np.concatenate([tri + [0.0, 0, -0.5], tri])
+    assert P._ray_cast(o[:1], d[:1], stacked)[0].tolist() == [1]
+    assert P._ray_cast(o[:1], d[:1], stacked, nearest=False)[0].tolist() == [0]
     # the count is of the misses only, hits on any face (here face 1) not counted
     two = np.concatenate([tri, tri + [5.0, 0, 0]])
     with pytest.raises(RuntimeError, match="^1 landmark rays missed"):
