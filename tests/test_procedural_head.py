@@ -204,6 +204,20 @@ def test_back_of_the_skull_and_of_the_neck_are_the_designed_ellipsoid_and_cylind
     np.testing.assert_allclose(xs, P._NECK_RX, atol=1e-5)
 
 
+def test_the_nose_is_a_ridge_as_wide_as_a_nose():
+    """Across the face at the nose tip's height and at the bridge, the part of the surface standing more
+    than half the nose's height over the cheeks 2 cm to each side is one ridge 1-4 cm wide (a real nose's
+    width), not a spike on the midline nor the whole face."""
+    phi = np.linspace(-0.6, 0.6, 24001)
+    for y in (P._nose_tip_y(), 0.0, 0.02):
+        x, z = P._surface_xz(phi, np.full_like(phi, y))
+        rise = z - np.interp([-0.02, 0.02], x, z).mean()
+        above = x[rise >= rise.max() / 2]
+        assert rise.max() > 0.008, y                                      # it stands out
+        assert 0.010 < above.max() - above.min() < 0.040, (y, above.max() - above.min())
+        assert np.all(np.diff(above) < 1e-3), y                           # one connected ridge
+
+
 def test_template_is_mirror_symmetric(geo):
     v, f = geo["verts"], geo["faces"]
     m = mirror_map(v)
