@@ -191,7 +191,8 @@ def test_head_rings_are_simple_star_shaped_loops(geo):
 def test_back_of_the_skull_and_of_the_neck_are_the_designed_ellipsoid_and_cylinder():
     """Behind the face (azimuth pi, where no feature reaches) the surface is the bare design: above the
     neck the skull ellipsoid (semi-axes _HEAD_A/B/C about (0, _HEAD_YC, _HEAD_ZC)), low on the neck the
-    elliptic cylinder about z = _NECK_ZC; the blend between the two happens in between only."""
+    elliptic cylinder about z = _NECK_ZC, in front (the throat) as behind; the blend between the two
+    happens in between only."""
     y = np.linspace(-0.02, 0.10, 25)
     x, z = P._surface_xz(np.full_like(y, np.pi), y)
     e = np.sqrt(1 - ((y - P._HEAD_YC) / P._HEAD_B) ** 2)
@@ -202,6 +203,10 @@ def test_back_of_the_skull_and_of_the_neck_are_the_designed_ellipsoid_and_cylind
     np.testing.assert_allclose(zn, P._NECK_ZC - P._NECK_RZ, atol=1e-5)
     xs, _ = P._surface_xz(np.full_like(yn, np.pi / 2), yn)
     np.testing.assert_allclose(xs, P._NECK_RX, atol=1e-5)
+    # the throat below the jaw is bare neck too: no face feature reaches under the chin
+    yt = np.linspace(-0.18, -0.115, 14)
+    _, zt = P._surface_xz(np.zeros_like(yt), yt)
+    np.testing.assert_allclose(zt, P._NECK_ZC + P._NECK_RZ, atol=1e-5)
 
 
 def test_the_nose_is_a_ridge_as_wide_as_a_nose():
