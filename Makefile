@@ -16,7 +16,8 @@ setup: $(STAMP)
 # unpinned nvidia-nvjitlink took PyPI's newest, a 47 MB download that a dropped connection failed
 # (CI, 2026-12-06). What still comes from PyPI is retried, 3 times, 20 s apart.
 PIP_INSTALL := $(BIN)/pip install -q --resume-retries 20 -c constraints.txt
-retry = for try in 1 2 3; do $(1) && exit 0; echo "pip failed (try $$try of 3); retrying in 20 s" >&2; sleep 20; done; exit 1
+retry = for try in 1 2 3; do $(1) && exit 0; [ $$try = 3 ] || { echo "pip failed (try $$try of 3); retrying in 20 s" >&2; sleep 20; }; done; \
+	echo "pip failed 3 times: check the network and pip's index, then run make again (it resumes)" >&2; exit 1
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	@dpkg -s libusb-1.0-0 >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq libusb-1.0-0)
