@@ -215,7 +215,8 @@ def coverage_map(mod: dict, sandbox: Path) -> dict:
         data.read()
         by_line = data.contexts_by_lineno(str(target)) if str(target) in data.measured_files() else {}
         result = {"lines": {str(k): sorted(v) for k, v in by_line.items()},
-                  "durations": json.loads(durations.read_text()), "fixtures": json.loads(fixtures.read_text())}
+                  "durations": json.loads(durations.read_text()),
+                  "fixtures": json.loads(fixtures.read_text())}
     cache.write_text(json.dumps(result))
     return result
 

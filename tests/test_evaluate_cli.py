@@ -1,6 +1,6 @@
-"""`python -m tasks.evaluation` (tasks/evaluation/__main__.py) the way a dataset user calls it, in process: its
-defaults (the test split, result.json in the working folder), what it prints and writes, and its exit codes.
-test_light_env.py runs the same command in a bare virtual environment; here every argument is checked."""
+"""`python -m tasks.evaluation` (tasks/evaluation/__main__.py) the way a dataset user calls it, in process:
+its defaults (the test split, result.json in the working folder), what it prints and writes, and its exit
+codes. test_light_env.py runs the same command in a bare virtual environment; here every argument is checked."""
 from __future__ import annotations
 
 import json
@@ -26,8 +26,8 @@ def _args(preds, rel, head, *extra):
             "--landmark-embedding", str(head["landmark_embedding"]), *extra]
 
 
-def test_ground_truth_scores_zero_and_the_result_lands_in_the_working_folder(tmp_path, release, head,  # noqa: F811
-                                                                             monkeypatch, capsys):
+def test_ground_truth_scores_zero_and_the_result_lands_in_the_working_folder(
+        tmp_path, release, head, monkeypatch, capsys):  # noqa: F811
     rel, gt = release
     preds = _write_preds(tmp_path / "preds", gt, lambda m: m)
     monkeypatch.chdir(tmp_path)
@@ -61,8 +61,8 @@ def test_split_out_and_device_are_passed_through(tmp_path, release, head, capsys
     ("model", "nowhere.pkl"),              # a FLAME file that is not there
     ("release", "no_release"),             # a release folder that is not there
 ])
-def test_bad_input_is_exit_2_with_the_file_named_and_no_result(tmp_path, release, head, breakage, named,  # noqa: F811
-                                                                capsys):
+def test_bad_input_is_exit_2_with_the_file_named_and_no_result(
+        tmp_path, release, head, breakage, named, capsys):  # noqa: F811
     rel, gt = release
     preds = _write_preds(tmp_path / "preds", gt, lambda m: m)
     h = dict(head)
@@ -88,7 +88,8 @@ def test_the_help_names_the_files_a_user_must_bring():
                    "--masks FLAME_masks.pkl", "default test", "default result.json", "default cpu"):
         assert needle in text, needle
     with pytest.raises(SystemExit) as e:
-        p.parse_args(["preds", "--release", "r", "--flame", "f", "--landmark-embedding", "l", "--split", "dev"])
+        p.parse_args(["preds", "--release", "r", "--flame", "f", "--landmark-embedding", "l",
+                      "--split", "dev"])
     assert e.value.code == 2
     a = p.parse_args(["preds", "--release", "r", "--flame", "f", "--landmark-embedding", "l"])
     assert (a.split, a.out, a.device, a.masks) == ("test", "result.json", "cpu", None)

@@ -834,7 +834,8 @@ def test_ray_cast_reports_misses():
     # the count is of the misses only, hits on any face (here face 1) not counted
     two = np.concatenate([tri, tri + [5.0, 0, 0]])
     with pytest.raises(RuntimeError, match="^1 landmark rays missed"):
-        P._ray_cast(np.array([[5.2, 0.2, 1.0], [5.3, 0.1, 1.0], [2.0, 2.0, 1.0]]), np.tile([0.0, 0, -1], (3, 1)), two)
+        rays = np.array([[5.2, 0.2, 1.0], [5.3, 0.1, 1.0], [2.0, 2.0, 1.0]])
+        P._ray_cast(rays, np.tile([0.0, 0, -1], (3, 1)), two)
     for dy in (0.1, -0.1):                  # the candidate search by height holds for horizontal rays only
         with pytest.raises(AssertionError, match="rays must be horizontal"):
             P._ray_cast(o, d + [0.0, dy, 0.0], tri)
