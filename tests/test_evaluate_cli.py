@@ -1,6 +1,7 @@
 """`python -m tasks.evaluation` (tasks/evaluation/__main__.py) the way a dataset user calls it, in process:
 its defaults (the test split, result.json in the working folder), what it prints and writes, and its exit
-codes. test_light_env.py runs the same command in a bare virtual environment; here every argument is checked."""
+codes. test_light_env.py runs the same command in a bare virtual environment; here every argument is
+checked."""
 from __future__ import annotations
 
 import json
