@@ -809,7 +809,7 @@ def test_root_and_neck_joints_are_centres_of_neck_cross_sections(geo):
 
 def test_same_seed_same_model_and_files(tmp_path):
     a = P.write_procedural_head_model(tmp_path / "a", seed=2, n_vertices=800)
-    b = P.write_procedural_head_model(tmp_path / "b", seed=2, n_vertices=800)
+    b = P.write_procedural_head_model(tmp_path / "b" / "not made yet", seed=2, n_vertices=800)   # folders made
     assert set(a) == {"model", "landmark_embedding"}
     for k in a:
         assert a[k].read_bytes() == b[k].read_bytes()
