@@ -159,7 +159,7 @@ def test_the_defaults_are_one_look_for_both_entry_points():
     0.66) lit from the upper left (-0.4, 0.5, 1.0) with ambient 0.25, on (0.12, 0.12, 0.14)."""
     v, f = _tent()
     c, s = np.cos(0.7), np.sin(0.7)
-    v = v @ np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])    # the ridge turned: normals lean in x and y
+    v = v @ np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])    # the ridge turned: normals in x and y
     cam = np.array([1.6, 0.1, 0.0])
     want, want_mask = _phong_reference(v, f, cam, 20, color=(0.80, 0.72, 0.66), background=(0.12, 0.12, 0.14),
                                        light=(-0.4, 0.5, 1.0), ambient=0.25)
