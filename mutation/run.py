@@ -261,8 +261,7 @@ def fixture_users(cov: dict, contexts: set[str]) -> set[str]:
             continue
         baseid, _, name = c.removeprefix("fixture:").rpartition("::")
         ids.update(t for t, names in cov.get("fixtures", {}).items()
-                   if name in names and (not baseid or t == baseid or t.startswith(baseid.rstrip("/") + "/")
-                                         or t.startswith(baseid + "::")))
+                   if name in names and (not baseid or t.startswith((baseid + "/", baseid + "::"))))
     return ids
 
 

@@ -19,6 +19,7 @@ import scipy.sparse
 from scipy.spatial import cKDTree
 
 from flame_fit import procedural as P
+from flame_fit.geometry import vertex_normals
 
 N = 4000                                   # the default size: what the pipeline generates
 
@@ -476,16 +477,7 @@ def test_identity_basis_is_orthogonal_decreasing_symmetric_and_eyes_rigid(identi
         np.testing.assert_allclose(d[:, k], c * v[:, k], atol=1e-12)
     # smooth and from coarse to fine, like the leading components of a head PCA: roughness (uniform graph
     # Laplacian relative to the field) low for the first fifty, rising towards that of noise at the end
-    f = geo["faces"]
-    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
-    A = scipy.sparse.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(V, V)).tocsr()
-    A = ((A + A.T) > 0).astype(float)
-    deg = np.asarray(A.sum(1)).ravel()
-    L = scipy.sparse.diags(deg) - A
-
-    def rough(field):
-        return np.linalg.norm(L @ field) / np.linalg.norm(np.sqrt(deg)[:, None] * field)
-
+    rough = roughness(geo["faces"], V)
     r = np.array([rough(q[:, :, k]) for k in range(300)])
     noise = rough(np.random.default_rng(1).normal(size=(V, 3)))
     assert r[:57].mean() < 0.25 * noise and r[7:57].mean() < 0.35 * r[250:].mean()
@@ -646,12 +638,7 @@ def test_sliding_expressions_move_along_the_face_surface(geo):
     they move the face most, the motion is mostly tangent to the surface (|d.n| under 0.4 |d| on
     average, vertex normals of the mesh), while cheek puff and pucker push the surface out."""
     E = P._expression_dirs(geo, np.random.default_rng(0))
-    v, f = geo["verts"], geo["faces"]
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    vn = np.zeros_like(v)
-    for i in range(3):
-        np.add.at(vn, f[:, i], fn)
-    vn /= np.linalg.norm(vn, axis=1, keepdims=True)
+    vn = vertex_normals(geo["verts"], geo["faces"])
 
     def normal_part(k):
         size = np.linalg.norm(E[:, :, k], axis=1)
@@ -676,7 +663,6 @@ def test_pose_correctives_are_small_local_and_spare_the_eyes(geo):
     assert (jaw[v[:, 1] > 0.02].max(0) < 0.1 * jaw.max(0)).all()          # round the jaw, not the eyes
     mag = np.linalg.norm(Pd, axis=1).max(0)
     assert (mag[:18] > 1e-4).all() and (mag[:18] < 0.01).all()
-
 
 
 def roughness(faces, n_verts):
@@ -809,7 +795,7 @@ def test_root_and_neck_joints_are_centres_of_neck_cross_sections(geo):
 
 def test_same_seed_same_model_and_files(tmp_path):
     a = P.write_procedural_head_model(tmp_path / "a", seed=2, n_vertices=800)
-    b = P.write_procedural_head_model(tmp_path / "b" / "not made yet", seed=2, n_vertices=800)   # folders made
+    b = P.write_procedural_head_model(tmp_path / "b" / "not made yet", seed=2, n_vertices=800)  # makes it
     assert set(a) == {"model", "landmark_embedding"}
     for k in a:
         assert a[k].read_bytes() == b[k].read_bytes()

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from flame_fit.camera import ndc_to_pixels, orth_project
+from flame_fit.geometry import vertex_normals
 from flame_fit.render import pixel_rays, render_mesh, render_mesh_mask
 
 SIZE = 24
@@ -109,13 +110,10 @@ def _tent(half: float = 0.5, z_ridge: float = 0.3):
 def _phong_reference(v, f, cam, size, color, background, light, ambient):
     """Expected image, computed here: for each pixel centre, the triangle that holds it in the image
     plane (orthographic along z), its barycentric coordinates from the 2D solve, the vertex normals
-    (area-weighted, as flame_fit.geometry.vertex_normals) blended and normalised, Lambert + ambient."""
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    fn *= np.where(fn[:, 2:] < 0, -1.0, 1.0)       # both triangles face the camera
-    vn = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(vn, f[:, k], fn)
-    vn /= np.linalg.norm(vn, axis=1, keepdims=True)
+    (flame_fit.geometry.vertex_normals, turned towards the camera) blended and normalised, Lambert +
+    ambient."""
+    vn = vertex_normals(v, f)
+    vn *= np.where(vn[:, 2:] < 0, -1.0, 1.0)       # one winding throughout: face the camera either way
     s, tx, ty = cam
     c = (np.arange(size) + 0.5) * (2.0 / size) - 1.0
     img = np.tile(np.asarray(background, float), (size, size, 1))
