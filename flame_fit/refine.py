@@ -31,12 +31,18 @@ landmarks and the true shape they bring the jaw from 3.2 to 0.3 degrees, the lip
 1.5 mm and the head from 1.5 to 0.4-0.9 degrees; with Dlib's landmarks on the truth capture the jaw
 and lips follow the detector's errors (jaw 1.1 -> 3.1-6.7 degrees), so the defaults keep the
 paper's Eq. 1 and the per-frame jaw until the landmarks are better.
+
+Landmarks that prove better get them: with `close_fit_noise_px` > 0, a segment whose landmark tracks
+measure at most that much noise (`landmark_noise_px`, from their third differences) is refined with
+CLOSE_FIT's values instead of the given ones (the QC record says which, with the noise and the values
+used). Whole-pixel detectors such as Dlib never qualify below 0.29 px (rounding); exact or sub-pixel
+landmarks do.
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -73,6 +79,9 @@ class RefineParams:
     refit_jaw: bool = False             # re-fit the jaw with the expression (same anchor)
     refit_contour_weight: float = 0.0   # landmark-term weight of the jaw contour in that re-fit
     refit_rounds: int = 1               # Eq. 1 and the re-fit alternated this many times
+    # landmarks whose measured noise (landmark_noise_px) is at most this many pixels are fitted
+    # closely, with CLOSE_FIT's values instead; 0: never
+    close_fit_noise_px: float = 0.0
     lr: float = 0.01                    # Adam step, radians / NDC
     lr_floor: float = 0.125             # the step is halved on stalls down to lr * lr_floor
     max_iters: int = 2000
@@ -82,7 +91,47 @@ class RefineParams:
     seed: int = 0
 
 
+# The refinement of landmarks that prove precise (landmark_noise_px <= close_fit_noise_px): the jaw is
+# re-fitted with the expression, nearly unanchored, in two rounds with Eq. 1, and the landmarks and the
+# pose are smoothed lightly. On the exact landmarks of four truth captures (bench/fit_oracle.py) this
+# takes the head error from 1.3-1.7 to 0.5-0.6 degrees, the jaw from 3.9-4.4 to 0.2-0.5 degrees and the
+# lips from 5.6-6.3 to 1.5-1.8 mm, and it still wins with 1 px of Gaussian noise added (0.6 deg, 1.1 deg,
+# 2.6 mm). On Dlib's landmarks (noise 1.8-2.4 px, a lip gap drawn too small) the same values let the jaw
+# and lips follow the detector (jaw 1.4 -> 4-8 degrees, lips 5 -> 11-28 mm), so they are used only when
+# the landmarks prove precise.
+CLOSE_FIT = {"refit_jaw": True, "lambda_anchor": 1e-7, "refit_rounds": 2, "smooth_order": 2,
+             "lambda_smooth": 10.0, "smooth_weight": 0.01}
+
+# A detector that reports whole pixels is at least this far off (the standard deviation of rounding,
+# 1/sqrt(12) px), however still its points stand.
+ROUNDING_NOISE_PX = 1.0 / math.sqrt(12.0)
+
+
 # ----------------------------------------------------------------------------- small helpers
+def landmark_noise_px(landmarks: np.ndarray, ok: np.ndarray) -> float:
+    """Per-coordinate noise (pixels) of landmark tracks. landmarks (T,68,2), ok (T,) -> float.
+
+    The median absolute third difference over runs of four consecutive good frames, scaled to a
+    Gaussian's standard deviation (white noise of s.d. sigma has third differences of s.d. sigma
+    sqrt(20); a median absolute value is 0.6745 s.d.). Third differences cancel a face's smooth motion
+    (second differences kept 0.2-0.4 px of it on fast synthetic singing), and the median lets its
+    fastest moments pass: exact landmarks of the truth captures measure 0.015 px, of fast synthetic
+    motion 0.03-0.06 px; Dlib's on the truth captures 1.7-2.3 px. Whole-pixel landmarks count at least
+    ROUNDING_NOISE_PX. inf when no four consecutive frames are good.
+    """
+    ok = np.asarray(ok, bool)
+    run = ok[:-3] & ok[1:-2] & ok[2:-1] & ok[3:]
+    if not run.any():
+        return math.inf
+    x = np.asarray(landmarks, np.float64)
+    d3 = np.diff(x, n=3, axis=0)[run]
+    noise = float(np.median(np.abs(d3))) / (0.6745 * math.sqrt(20.0))
+    good = x[ok]
+    if np.array_equal(good, np.round(good)):
+        noise = max(noise, ROUNDING_NOISE_PX)
+    return noise
+
+
 def jitter(x: np.ndarray) -> float:
     """Mean absolute second difference over time and dimensions. x: (T, ...)."""
     x = np.asarray(x, np.float64)
@@ -431,6 +480,10 @@ def refine_motion(model, frames: dict, shape: np.ndarray, params: RefineParams |
     T = len(frames["expression"])
     lmk_obs = np.asarray(frames["landmarks"], np.float64)
     ok = np.asarray(frames["landmark_ok"], bool)
+    noise = landmark_noise_px(lmk_obs, ok)
+    close_fit = params.close_fit_noise_px > 0 and noise <= params.close_fit_noise_px
+    if close_fit:
+        params = replace(params, **CLOSE_FIT)
     groups = {k: np.asarray(frames[k], np.float64) for k in PARAM_GROUPS}
     clean, masks = replace_group_outliers(groups, params.outlier_scale)
     smoothed, lmk_out = clean_landmarks(lmk_obs, ok, params)
@@ -469,6 +522,8 @@ def refine_motion(model, frames: dict, shape: np.ndarray, params: RefineParams |
     deg = 180.0 / math.pi
     qc = {
         "frames": T,
+        "landmark_noise_px": noise if math.isfinite(noise) else None,
+        "close_fit": close_fit,
         "landmark_rmse_px": {
             "before": landmark_rmse(before_px, lmk_obs, good),
             "after": landmark_rmse(after_px, lmk_obs, good),

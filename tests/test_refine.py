@@ -10,8 +10,8 @@ import torch
 
 from flame_fit.flame import load_flame
 from flame_fit.procedural import EMBEDDING_FILE, MODEL_FILE, write_procedural_head_model
-from flame_fit.refine import (PoseLandmarks, RefineParams, jitter, landmark_rmse, project_landmarks_px,
-                              refine_motion)
+from flame_fit.refine import (CLOSE_FIT, ROUNDING_NOISE_PX, PoseLandmarks, RefineParams, jitter, landmark_rmse,
+                              project_landmarks_px, refine_motion)
 from demo.synthetic_motion import MotionSpec, compose, generate_sequence, rotation_error_deg
 from pipeline.build import build, config_overrides
 from tasks.common.errors import PipelineInputError
@@ -254,3 +254,28 @@ def test_second_difference_smoothness_leaves_a_steady_turn_alone(model):
         errs[order] = float(np.median(rotation_error_deg(head, tr["global_orient"])))
     assert errs[2] < 0.3
     assert errs[1] > 2 * errs[2]
+
+
+def test_exact_landmarks_are_fitted_closely_and_rounded_ones_are_not(model):
+    """Known truth, the pipeline's rule: exact landmarks measure far below close_fit_noise_px, so the
+    refinement takes CLOSE_FIT's values and recovers a per-frame jaw 3 degrees too open; the same
+    landmarks rounded to whole pixels (what Dlib reports) keep the given values and that jaw. The QC
+    record says which, with the measured noise and the values used."""
+    spec = MotionSpec(frames=40, landmark_noise_px=0.0, landmark_outlier_rate=0.0, landmark_fail_rate=0.0,
+                      neck_deg=0.0)
+    tr = generate_sequence(model, spec, seed=5).truth
+    fr = _exact_frames(model, tr)
+    fr["jaw_pose"][:, 0] += np.radians(3.0)
+    params = RefineParams(close_fit_noise_px=0.25)
+    exact, qc = refine_motion(model, fr, tr["shape"], params)
+    rounded, qc_r = refine_motion(model, {**fr, "landmarks": np.round(fr["landmarks"])}, tr["shape"], params)
+    def err(m):
+        return np.median(rotation_error_deg(m["jaw_pose"].astype(np.float64), tr["jaw_pose"]))
+    assert qc["close_fit"] and qc["landmark_noise_px"] < 0.25
+    assert {k: qc["params"][k] for k in CLOSE_FIT} == CLOSE_FIT
+    assert err(exact) < 0.5
+    assert not qc_r["close_fit"] and qc_r["landmark_noise_px"] >= ROUNDING_NOISE_PX
+    assert qc_r["params"] == dataclasses.asdict(params)
+    assert err(rounded) > 2.5
+    off, qc_off = refine_motion(model, fr, tr["shape"], RefineParams())          # the library's 0: never
+    assert not qc_off["close_fit"] and err(off) > 2.5

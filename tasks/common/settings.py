@@ -79,9 +79,10 @@ class EmocaSettings:
 
 @dataclass(frozen=True)
 class RefineSettings:
-    """The pipeline's refinement settings. Five defaults differ from flame_fit.refine.RefineParams'
-    (outlier_scale, smooth_weight, smooth_order, lambda_smooth, lambda_anchor; luigi.cfg [refine] says
-    why, with the measurements); the library keeps the paper's values until its defaults follow."""
+    """The pipeline's refinement settings. Six defaults differ from flame_fit.refine.RefineParams'
+    (outlier_scale, smooth_weight, smooth_order, lambda_smooth, lambda_anchor, close_fit_noise_px;
+    luigi.cfg [refine] says why, with the measurements); the library keeps the paper's values until its
+    defaults follow."""
     SECTION: ClassVar[str] = "refine"
     # box-plot fence factor s: 3 (Tukey's far-out fence; was 1.5) keeps the widest true poses and mouth
     # openings of a singer, which 1.5 replaced by interpolation
@@ -108,6 +109,10 @@ class RefineSettings:
     # 1e-2) keeps it close to the per-frame one, which Dlib's lip landmarks pulled less far off
     lambda_anchor: float = 0.3
     refit_iters: int = 200              # L-BFGS iterations of that re-fit at most
+    # a segment whose landmark tracks measure at most this noise (px) is refined with
+    # flame_fit.refine.CLOSE_FIT's values (the jaw re-fitted to the landmarks); Dlib's whole-pixel
+    # landmarks never do (rounding alone is 0.29 px), exact or sub-pixel landmarks (0.1 px) do; 0: never
+    close_fit_noise_px: float = 0.25
     lr: float = 0.01
     lr_floor: float = 0.125
     max_iters: int = 2000

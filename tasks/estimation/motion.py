@@ -117,6 +117,9 @@ def refine_segment(frames_npz: Path, shape_npy: Path, head_model, params: Refine
     if task is not None:
         task.set_status_message(f"refining {len(frames['expression'])} frames on {device}")
     motion, qc = refine_motion(model, frames, shape, params, fps=fps, device=device)
+    if qc["close_fit"]:
+        log.info("%s: landmark noise %.3f px <= [refine] close_fit_noise_px %g: fitted closely (the jaw "
+                 "re-fitted to the landmarks)", frames_npz, qc["landmark_noise_px"], params.close_fit_noise_px)
     qc = _round_floats(qc)
     qc.update({"fps": fps, "head_model": model_rec, "device": str(device)})
     return motion, qc
