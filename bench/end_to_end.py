@@ -409,7 +409,8 @@ def measure(model, rec, lay, work: Path, raw: Path, processed: Path, truth_root:
         num += n * r["after"] ** 2
         den += n * r["before"] ** 2
         print(f"{qc_path.parent.parent.name}/{qc_path.name}: landmark RMSE {r['before']:.2f} -> {r['after']:.2f} px "
-              f"({n} frames)")
+              f"({n} frames); landmark noise {qc['landmark_noise_px']} px, "
+              f"{'fitted closely' if qc['close_fit'] else 'the given [refine] values'}")
     res["rmse_ratio"] = float(np.sqrt(num / den)) if den else float("nan")
     return res
 

@@ -93,12 +93,13 @@ class RefineParams:
 
 # The refinement of landmarks that prove precise (landmark_noise_px <= close_fit_noise_px): the jaw is
 # re-fitted with the expression, nearly unanchored, in two rounds with Eq. 1, and the landmarks and the
-# pose are smoothed lightly. On the exact landmarks of four truth captures (bench/fit_oracle.py) this
-# takes the head error from 1.3-1.7 to 0.5-0.6 degrees, the jaw from 3.9-4.4 to 0.2-0.5 degrees and the
-# lips from 5.6-6.3 to 1.5-1.8 mm, and it still wins with 1 px of Gaussian noise added (0.6 deg, 1.1 deg,
-# 2.6 mm). On Dlib's landmarks (noise 1.8-2.4 px, a lip gap drawn too small) the same values let the jaw
-# and lips follow the detector (jaw 1.4 -> 4-8 degrees, lips 5 -> 11-28 mm), so they are used only when
-# the landmarks prove precise.
+# pose are smoothed lightly. bench/end_to_end.py's run (a) (exact landmarks, true shape) on four truth
+# captures: head 1.24-1.69 -> 0.53-0.66 degrees, jaw 3.9-4.4 -> 0.15-0.45 degrees, lips 5.6-6.3 ->
+# 1.4-1.8 mm; with 1 px of Gaussian noise added to those landmarks it still wins (bench/fit_oracle.py:
+# 0.55-0.67 degrees, 1.0-1.1 degrees, 2.1-2.6 mm). On Dlib's landmarks (noise 1.7-2.3 px, a lip gap
+# drawn too small) the same values let the jaw and lips follow the detector (jaw 1.3-1.8 -> 3.8-7.1
+# degrees, lips 3.7-3.8 -> 18-23 mm, jitter 2.2-2.4x the truth's), so they are used only when the
+# landmarks prove precise.
 CLOSE_FIT = {"refit_jaw": True, "lambda_anchor": 1e-7, "refit_rounds": 2, "smooth_order": 2,
              "lambda_smooth": 10.0, "smooth_weight": 0.01}
 

@@ -177,9 +177,32 @@ def test_refine_motion_task_contract_and_identical_rerun(luigi_paths, head_dir, 
             assert set(qc["outlier_fraction"]) >= {"expression", "jaw_pose", "global_orient", "cam",
                                                    "landmarks"}
             assert qc["landmark_rmse_px"]["after"] < qc["landmark_rmse_px"]["before"]
+            # 2 px of detector noise: the shipped [refine] values, not the close fit
+            assert qc["landmark_noise_px"] > 1.5 and qc["close_fit"] is False
+            assert qc["params"]["refit_jaw"] is False and qc["params"]["close_fit_noise_px"] == 0.25
             out.unlink()
             assert build(RefineMotion(subject="S001", song="001_test", segment=0)).ok
             assert out.read_bytes() == first
+        finally:
+            _CACHE.clear()
+
+
+def test_refine_motion_task_fits_exact_landmarks_closely_with_the_shipped_config(luigi_paths, head_dir, model,
+                                                                                  caplog):
+    """RefineMotion with luigi.cfg as shipped: exact landmarks (no detector noise) are refined with
+    CLOSE_FIT's values, which the QC record and the log say."""
+    layout = Layout.from_config()
+    with config_overrides(flame={"model_path": "", "procedural_model_dir": head_dir}):
+        _CACHE.clear()
+        try:
+            spec = MotionSpec(frames=30, landmark_noise_px=0.0, landmark_outlier_rate=0.0, landmark_fail_rate=0.0)
+            _write_fixture(layout, model, generate_sequence(model, spec, seed=5))
+            with caplog.at_level("INFO", logger="singinghead"):
+                assert build(RefineMotion(subject="S001", song="001_test", segment=0)).ok
+            qc = json.loads(layout.motion_qc("S001", "001_test", 0).read_text())
+            assert qc["close_fit"] is True and qc["landmark_noise_px"] < 0.1
+            assert {k: qc["params"][k] for k in CLOSE_FIT} == CLOSE_FIT
+            assert "fitted closely" in caplog.text and "segment_000.npz" in caplog.text
         finally:
             _CACHE.clear()
 

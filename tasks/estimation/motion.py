@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -95,9 +96,11 @@ def segments_fps(segments_json: Path) -> float:
 
 
 def _round_floats(obj, digits: int = 6):
-    """Timings and losses rounded in the QC record (stable text; the motion bytes stay exact)."""
+    """Timings and losses rounded in the QC record to `digits` significant digits (stable text; the
+    motion bytes stay exact). Significant, not decimal, digits: rounded to 6 decimals, the recorded
+    `tolerance` (1e-7) and a close fit's `lambda_anchor` (1e-7) read 0.0."""
     if isinstance(obj, float):
-        return round(obj, digits)
+        return float(f"{obj:.{digits}g}") if math.isfinite(obj) else obj
     if isinstance(obj, dict):
         return {k: _round_floats(v, digits) for k, v in obj.items()}
     return obj
