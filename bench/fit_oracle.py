@@ -46,8 +46,9 @@ from tasks.estimation.motion import refine_params as pipeline_refine_params  # n
 
 
 # The refinement settings that close most of the fit's own error on exact landmarks (notes of issue 20
-# item 2); on Dlib's landmarks they make jaw and lips much worse. The pipeline applies their form,
-# flame_fit.refine.CLOSE_FIT, by itself to landmarks that prove precise ([refine] close_fit_noise_px).
+# item 2); on Dlib's landmarks they make jaw and lips much worse. The pipeline applies
+# flame_fit.refine.CLOSE_FIT (these values but the outlier fence, which stays the configured one) by
+# itself to landmarks with little jitter ([refine] close_fit_noise_px).
 EXACT_LANDMARK_REFINE = ["refit_jaw=true", "lambda_anchor=1e-7", "refit_rounds=2", "smooth_order=2",
                          "lambda_smooth=10", "outlier_scale=100", "smooth_weight=0.01"]
 

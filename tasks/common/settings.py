@@ -111,7 +111,7 @@ class RefineSettings:
     refit_iters: int = 200              # L-BFGS iterations of that re-fit at most
     # a segment whose landmark tracks measure at most this noise (px) is refined with
     # flame_fit.refine.CLOSE_FIT's values (the jaw re-fitted to the landmarks); Dlib's whole-pixel
-    # landmarks never do (rounding alone is 0.29 px), exact landmarks (0.015 px) do; 0: never
+    # landmarks never do under 0.29 px (rounding alone), exact landmarks (0.02 px) do; 0: never
     close_fit_noise_px: float = 0.25
     lr: float = 0.01
     lr_floor: float = 0.125

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flame_fit.refine import RefineParams, refine_motion
+from flame_fit.refine import ROUNDING_NOISE_PX, RefineParams, refine_motion
 from tasks.capture.raw_layout import read_json
 from tasks.common.atomic import save_npz_atomic, write_json_atomic
 from tasks.common.errors import PipelineInputError
@@ -29,8 +29,14 @@ FIX_FRAMES = "delete it and rerun EstimateFrames for this segment"
 
 
 def refine_params(refine: RefineSettings, image_size: int) -> RefineParams:
-    """RefineParams from `[refine]` and the portrait size (`[crop] output_size`)."""
+    """RefineParams from `[refine]` and the portrait size (`[crop] output_size`). Warns when
+    `close_fit_noise_px` lets whole-pixel landmarks (Dlib's) be fitted closely."""
     values = {f.name: getattr(refine, f.name) for f in dataclasses.fields(refine)}
+    if refine.close_fit_noise_px >= ROUNDING_NOISE_PX:
+        log.warning("[refine] close_fit_noise_px = %g is at or above the rounding noise of whole-pixel "
+                    "landmarks (%.3f px): Dlib's landmarks of a still face can then be fitted closely, "
+                    "jaw and lips following the detector's bias; keep it below unless the detector was "
+                    "measured against truth", refine.close_fit_noise_px, ROUNDING_NOISE_PX)
     return RefineParams(**values, image_size=int(image_size))
 
 
@@ -96,11 +102,12 @@ def segments_fps(segments_json: Path) -> float:
 
 
 def _round_floats(obj, digits: int = 6):
-    """Timings and losses rounded in the QC record to `digits` significant digits (stable text; the
-    motion bytes stay exact). Significant, not decimal, digits: rounded to 6 decimals, the recorded
-    `tolerance` (1e-7) and a close fit's `lambda_anchor` (1e-7) read 0.0."""
+    """Timings and losses rounded in the QC record to `digits` significant digits, NaN and inf as None
+    (stable text; the motion bytes stay exact). Significant, not decimal, digits: rounded to 6
+    decimals, the recorded `tolerance` (1e-7) and a close fit's `lambda_anchor` (1e-7) read 0.0."""
     if isinstance(obj, float):
-        return float(f"{obj:.{digits}g}") if math.isfinite(obj) else obj
+        # NaN (no frame measured) and inf are not JSON: null
+        return float(f"{obj:.{digits}g}") if math.isfinite(obj) else None
     if isinstance(obj, dict):
         return {k: _round_floats(v, digits) for k, v in obj.items()}
     return obj
@@ -122,7 +129,8 @@ def refine_segment(frames_npz: Path, shape_npy: Path, head_model, params: Refine
     motion, qc = refine_motion(model, frames, shape, params, fps=fps, device=device)
     if qc["close_fit"]:
         log.info("%s: landmark noise %.3f px <= [refine] close_fit_noise_px %g: fitted closely (the jaw "
-                 "re-fitted to the landmarks)", frames_npz, qc["landmark_noise_px"], params.close_fit_noise_px)
+                 "re-fitted to the landmarks)", frames_npz, qc["landmark_noise_px"],
+                 params.close_fit_noise_px)
     qc = _round_floats(qc)
     qc.update({"fps": fps, "head_model": model_rec, "device": str(device)})
     return motion, qc
