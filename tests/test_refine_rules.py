@@ -58,6 +58,15 @@ def test_landmark_noise_is_the_standard_deviation_of_white_noise_on_a_moving_fac
     assert landmark_noise_px(clean, ok) == landmark_noise_px(noisy, ok)
 
 
+def test_landmark_noise_scale_is_exact_on_white_noise():
+    """Still points with white noise of s.d. 1.5 px: the median absolute third difference, scaled by
+    0.6745 sqrt(20), reads 1.5 px to within 1.5 % (the median of 2 x 10^5 values is that precise; a
+    wrong scale such as sqrt(19) or sqrt(21) is 2.5 % off)."""
+    rng = np.random.default_rng(7)
+    tracks = 300.25 + rng.normal(0.0, 1.5, (1500, 68, 2))
+    assert landmark_noise_px(tracks, np.ones(1500, bool)) == pytest.approx(1.5, rel=0.015)
+
+
 @pytest.mark.parametrize("group", range(3))
 def test_landmark_noise_is_the_noisiest_groups(group):
     """A detector steady everywhere but on one group (the contour, the mouth, or brows/nose/eyes) reads
@@ -268,6 +277,9 @@ def test_fit_expression_leaves_the_contour_out_and_counts_its_steps(model):
     # 3 steps allow 3 function evaluations, which the first step's line search uses up: stopped, not converged
     short = fit_expression(model, tr["shape"], zero, *pose, tr["landmarks"], dataclasses.replace(params, refit_iters=3))
     assert short["iterations"] == 1 and not short["converged"]
+    # 4 steps allow 5 evaluations, used up exactly (5 of 5) after step 2: stopped, not converged
+    exact = fit_expression(model, tr["shape"], zero, *pose, tr["landmarks"], dataclasses.replace(params, refit_iters=4))
+    assert exact["iterations"] == 2 and not exact["converged"]
     # 2 steps allow 2 evaluations; the first step's line search overshoots them: stopped, not converged
     short = fit_expression(model, tr["shape"], zero, *pose, tr["landmarks"],
                            dataclasses.replace(params, refit_iters=2))
@@ -343,6 +355,20 @@ def test_fit_pose_camera_fits_the_camera_scale(model):
                           compose_np(tr["global_orient"],
                           tr["neck_pose"]), start, tr["landmarks"], RefineParams(max_iters=300), device="cpu")
     np.testing.assert_allclose(out["cam"][:, 0], tr["cam"][:, 0], rtol=0.01)
+
+
+def test_fit_pose_camera_fits_the_camera_translation_on_both_axes(model):
+    """A start shifted right and up by different amounts: the fitted translation follows the landmarks on
+    each axis (the two image axes are separate unknowns)."""
+    tr = generate_sequence(model, MotionSpec(frames=T3, landmark_noise_px=0.0, landmark_outlier_rate=0.0,
+                                             landmark_fail_rate=0.0), seed=2).truth
+    start = tr["cam"].copy()
+    start[:, 1] += 0.04
+    start[:, 2] -= 0.03
+    out = fit_pose_camera(model, tr["shape"], tr["expression"], tr["jaw_pose"],
+                          compose_np(tr["global_orient"],
+                          tr["neck_pose"]), start, tr["landmarks"], RefineParams(max_iters=300), device="cpu")
+    np.testing.assert_allclose(out["cam"][:, 1:], tr["cam"][:, 1:], atol=0.012)          # from 0.04, 0.03
 
 
 def test_fit_expression_jaw_refit_is_anchored_to_the_per_frame_jaw(model):
