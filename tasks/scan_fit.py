@@ -7,6 +7,7 @@ monocular mean.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import luigi
@@ -58,7 +59,8 @@ class FitScanShape(SubjectTask):
         device = torch_device()
         model, rec = head_model_for_task(self.layout, device)
         settings = config.read(ScanFitSettings)
-        files, png = fit_subject_scan(scan_path, model, rec, init, device, self.fit_config, task=self,
+        fit_config = dataclasses.replace(self.fit_config, sigma_landmark=settings.landmark_sigma_mm * 1e-3)
+        files, png = fit_subject_scan(scan_path, model, rec, init, device, fit_config, task=self,
                                       units_mode=settings.units)
         files["report"]["source"] = "scan fit"
         files["report"]["settings"] = recorded_params(settings)

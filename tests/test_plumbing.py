@@ -169,6 +169,7 @@ REFUSED_AND_NEAREST = [
     ("refine", "lr_floor", 0.0, 0.01), ("refine", "lr_floor", 1.5, 1.0), ("refine", "max_iters", 0, 1),
     ("refine", "tolerance", -1e-9, 0.0), ("refine", "check_every", 0, 1),
     ("scan_fit", "max_landmark_residual_mm", 0.0, 0.1), ("scan_fit", "max_abs_shape_coefficient", 0.0, 0.5),
+    ("scan_fit", "landmark_sigma_mm", 0.0, 0.01),
     ("dataset", "fps", 0, 1), ("dataset", "min_sequence_seconds", -1.0, 0.0), ("dataset", "clip_frames", 0, 1),
     ("dataset", "train_fraction", 1.01, 0.95), ("dataset", "val_fraction", -0.05, 0.0),
     ("dataset", "val_fraction", 0.25, 0.2),                                   # 0.8 + 0.25 leaves test < 0

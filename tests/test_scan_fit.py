@@ -154,7 +154,7 @@ def test_fit_scan_shape_task(luigi_paths, head_model, demo, monkeypatch):
         (raw / subject / "songs").mkdir(parents=True, exist_ok=True)
         layout.monocular_shape_npz(subject).parent.mkdir(parents=True, exist_ok=True)
         np.savez(layout.monocular_shape_npz(subject), shape=mono)
-    monkeypatch.setattr(FitScanShape, "fit_config", dataclasses.replace(SMALL, max_iters=150))
+    monkeypatch.setattr(FitScanShape, "fit_config", dataclasses.replace(SMALL, max_iters=150, shape_windows=2))
     assert build([FitScanShape(subject="S1"), FitScanShape(subject="S2")]).ok
     out = layout.shape_dir("S1")
     shape = np.load(out / "shape.npy")
@@ -164,6 +164,9 @@ def test_fit_scan_shape_task(luigi_paths, head_model, demo, monkeypatch):
     assert report["landmark_source"] == "given" and report["init"] == "monocular mean shape"
     assert report["residuals_after_mm"]["surface_median"] < report["residuals_before_mm"]["surface_median"]
     assert report["model"]["kind"] == "stand-in"
+    # the last comparison of mean shapes, in mm; landmarks.json weighed at [scan_fit] landmark_sigma_mm
+    assert 0.0 < report["shape_change_mm"] < 1.0
+    assert report["config"]["sigma_landmark"] == pytest.approx(1e-3)
     align = json.loads((out / "alignment.json").read_text())
     assert np.asarray(align["R"]).shape == (3, 3)
     png = (out / "fit.png").read_bytes()
@@ -195,9 +198,13 @@ def test_fit_scan_shape_task_units_setting(luigi_paths, head_model, monkeypatch)
                                                                         probe_iters=10))
     assert not build([FitScanShape(subject="S3")]).ok
     assert not layout.shape_dir("S3").exists()
-    assert build(lambda: [FitScanShape(subject="S3")], overrides={"scan_fit": {"units": "free"}}).ok
+    assert build(lambda: [FitScanShape(subject="S3")],
+                 overrides={"scan_fit": {"units": "free", "landmark_sigma_mm": "2.5"}}).ok
     report = json.loads(layout.scan_fit_report("S3").read_text())
     assert report["scan_units"]["source"] == "free" and report["settings"]["scan_fit"]["units"] == "free"
+    # [scan_fit] landmark_sigma_mm reaches the fit in model units (mm at model scale / 1000)
+    assert report["config"]["sigma_landmark"] == pytest.approx(2.5e-3)
+    assert report["settings"]["scan_fit"]["landmark_sigma_mm"] == 2.5
 
 
 def test_vertex_coloured_ply_loads(tmp_path, demo):

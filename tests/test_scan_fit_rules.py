@@ -197,9 +197,10 @@ def test_fit_scan_recovers_a_known_shape_and_stops_when_the_loss_settles():
 def test_scan_fit_config_defaults_are_the_documented_ones():
     """The settings FitScanShape runs with (scan_fit.ScanFitConfig's comments say why each)."""
     assert dataclasses.asdict(ScanFitConfig()) == {
-        "max_iters": 800, "min_iters": 60, "tolerance": 5e-5, "window": 20, "lr_shape": 0.1,
-        "lr_rotation": 5e-3, "lr_translation": 1e-3, "lr_log_scale": 5e-3, "lr_decay": 0.995,
-        "sigma_landmark": 0.003, "sigma_surface": 0.002, "tangential_weight": 0.1, "shape_prior": 1.0,
+        "max_iters": 3000, "min_iters": 60, "tolerance": 5e-5, "shape_tolerance": 1e-5, "shape_windows": 5,
+        "window": 20, "lr_shape": 0.1,
+        "lr_rotation": 5e-3, "lr_translation": 1e-3, "lr_log_scale": 5e-3, "lr_decay": 0.999,
+        "sigma_landmark": 0.001, "sigma_surface": 0.002, "tangential_weight": 0.1, "shape_prior": 0.3,
         "contour_weight": 0.1, "region_radius": 1.0, "region_behind": 1.5, "max_points": 2000,
         "scale_starts": (0.94, 1.0, 1.06), "icp_iters": 30, "probe_iters": 120, "rebuild_every": 10,
         "seed": 0, "fixed_scale": None}
@@ -312,8 +313,52 @@ def test_iterations_progress_rebuilds_and_the_minimum_before_stopping(monkeypatc
     got = run(ScanFitConfig(max_iters=25, min_iters=1000, window=5, rebuild_every=10))
     assert progress.n == 25 and got["iterations"] == 25 and not got["converged"]
     assert built == [0, 10, 20]                            # before iterations 1, 11 and 21
-    settled = run(ScanFitConfig(max_iters=100, min_iters=40, window=10, tolerance=1e9))
+    settled = run(ScanFitConfig(max_iters=100, min_iters=40, window=10, tolerance=1e9, shape_tolerance=None))
     assert settled["iterations"] == 40 and settled["converged"]
+
+
+def test_the_shape_test_compares_the_mean_shapes_of_the_last_windows_with_the_ones_before():
+    """shape_change is the largest vertex displacement between the mean shape of the last
+    `shape_windows` windows and of the `shape_windows` before (window 1, shape_windows 2: the iterates
+    3 and 4 against 1 and 2), inf until there are that many windows."""
+    from flame_fit import scan_fit
+
+    head, rng = LinearHead(), np.random.default_rng(8)
+    beta0 = np.zeros(100, np.float32)
+    sim = (0.01, np.eye(3), np.zeros(3))
+    scan, scan_lmk, _, _ = _on_surface_scan(head, beta0, sim, rng)
+    basis = NeutralBasis(head)
+
+    def run(n):
+        cfg = ScanFitConfig(max_iters=n, min_iters=1000, window=1, shape_windows=2)
+        return scan_fit._optimise(basis, head.faces, head.faces.numpy(), scan, scan_lmk, landmark_weights(),
+                                  beta0, sim, cfg, torch.device("cpu"))
+
+    betas = [torch.as_tensor(run(n)["shape"], dtype=torch.float64) for n in (1, 2, 3, 4)]
+    assert run(3)["shape_change"] == float("inf")
+    step = (betas[2] + betas[3]) / 2 - (betas[0] + betas[1]) / 2
+    want = float((basis.bv.double() @ step).norm(dim=-1).max())
+    assert want > 0 and run(4)["shape_change"] == pytest.approx(want, rel=1e-4)
+
+
+@pytest.mark.parametrize("shape_tolerance, iterations, converged", [(None, 10, True), (1.0, 20, True),
+                                                                    (1e-12, 60, False)])
+def test_a_settled_loss_does_not_stop_a_fit_whose_shape_still_moves(shape_tolerance, iterations, converged):
+    """With the loss test always passed, the shape test decides: none stops at min_iters (10); a loose one
+    at its first comparison (2 x shape_windows x window = 20 iterations); one no fit reaches never."""
+    from flame_fit import scan_fit
+
+    head, rng = LinearHead(), np.random.default_rng(8)
+    beta0 = np.zeros(100, np.float32)
+    sim = (0.01, np.eye(3), np.zeros(3))
+    scan, scan_lmk, _, _ = _on_surface_scan(head, beta0, sim, rng)
+    cfg = ScanFitConfig(max_iters=60, min_iters=10, window=5, shape_windows=2, tolerance=1e9,
+                        shape_tolerance=shape_tolerance)
+    got = scan_fit._optimise(NeutralBasis(head), head.faces, head.faces.numpy(), scan, scan_lmk,
+                             landmark_weights(), beta0, sim, cfg, torch.device("cpu"))
+    assert got["iterations"] == iterations and got["converged"] == converged
+    if shape_tolerance == 1e-12:
+        assert 1e-12 < got["shape_change"] < 1.0
 
 
 def _stub_optimise(calls, losses=None):
@@ -323,7 +368,7 @@ def _stub_optimise(calls, losses=None):
         calls.append({"sim0": sim0, "max_iters": config.max_iters, "beta0": np.array(beta0)})
         sim = (sim0[0] * (1 + 0.01 * k), sim0[1], sim0[2] + 0.001 * k)    # each run ends elsewhere
         return {"shape": np.full(100, 0.01 * k, np.float32), "sim": sim, "iterations": 7, "converged": True,
-                "losses": [1.0], "loss": (losses or {}).get(k, 10.0 + k)}
+                "losses": [1.0], "shape_change": 0.0, "loss": (losses or {}).get(k, 10.0 + k)}
     return fake
 
 
@@ -393,7 +438,7 @@ def test_a_bad_final_fit_warns_with_its_median_residual_in_mm_and_seconds_are_wa
     far = (0.01, np.eye(3), np.array([0.0, 0.0, 0.2]))           # 20 cm off, beyond 3 x sigma_surface
     monkeypatch.setattr(scan_fit, "_optimise", lambda *a, **k: {
         "shape": np.zeros(100, np.float32), "sim": far, "iterations": 1, "converged": True, "losses": [],
-        "loss": 0.0})
+        "shape_change": 0.0, "loss": 0.0})
     bad = fit_scan(head, scan, scan_lmk, landmark_weights(), config=cfg)
     mm = bad.after["surface_median"] * 1000
     assert mm > 100.0                                             # (a 0.1 % error shows in the message)
@@ -405,7 +450,7 @@ def test_a_bad_final_fit_warns_with_its_median_residual_in_mm_and_seconds_are_wa
         off = (0.01, np.eye(3), np.array([0.0, 0.0, dz]))
         monkeypatch.setattr(scan_fit, "_optimise", lambda *a, _off=off, **k: {
             "shape": np.zeros(100, np.float32), "sim": _off, "iterations": 1, "converged": True, "losses": [],
-            "loss": 0.0})
+            "shape_change": 0.0, "loss": 0.0})
         fit = fit_scan(head, scan, scan_lmk, landmark_weights(), config=cfg)
         medians.append(fit.after["surface_median"])
         assert bool(fit.warnings) == (medians[-1] > 3 * cfg.sigma_surface), (dz, medians[-1], fit.warnings)
@@ -464,7 +509,8 @@ def test_the_fit_stops_when_a_windows_mean_loss_matches_the_window_before(monkey
         return sq * 0.0 + script[len(calls) - 1] / sq.numel()
 
     monkeypatch.setattr(scan_fit, "geman_mcclure", scripted)
-    cfg = ScanFitConfig(max_iters=50, min_iters=10, window=5, tolerance=1e-3, sigma_landmark=1e6, shape_prior=0.0)
+    cfg = ScanFitConfig(max_iters=50, min_iters=10, window=5, tolerance=1e-3, sigma_landmark=1e6, shape_prior=0.0,
+                        shape_tolerance=None)
     got = scan_fit._optimise(NeutralBasis(head), head.faces, head.faces.numpy(), scan, scan_lmk,
                              landmark_weights(), beta0, sim, cfg, torch.device("cpu"))
     assert got["converged"] and got["iterations"] == 15
