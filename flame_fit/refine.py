@@ -38,8 +38,8 @@ noisiest of contour, mouth and the rest) is refined with CLOSE_FIT's values inst
 ones (`fits_closely`; the QC record says which, with the noise and the values used). Whole-pixel
 detectors such as Dlib measure at least 0.29 px (rounding), so they qualify only under a limit set
 above that; exact or sub-pixel landmarks qualify. Jitter is not accuracy: a detector that is steady
-but biased (Dlib's lip gap is drawn too small) would be followed as closely, so raise the limit only
-for a detector measured against truth.
+but biased (Dlib's inner-lip gap is off the truth's by 1.0-1.4 mm on average on the truth captures)
+would be followed as closely, so raise the limit only for a detector measured against truth.
 """
 from __future__ import annotations
 
@@ -100,10 +100,11 @@ class RefineParams:
 # truth captures: head 1.24-1.69 -> 0.53-0.66 degrees, jaw 3.9-4.4 -> 0.15-0.45 degrees, lips 5.6-6.3 ->
 # 1.4-1.8 mm. With 1 px of Gaussian noise added to those landmarks it still wins (bench/fit_oracle.py,
 # three captures: head 0.54-0.67 degrees, jaw 0.9-1.1 degrees, lips 2.0-2.6 mm; the pipeline's values
-# give 1.3-1.7, 4.1-4.3 and 6.0-6.2 on two of them). On Dlib's landmarks (noise 3.3-4.6 px, a lip gap
-# drawn too small) the same values let the jaw and lips follow the detector's bias (fit_oracle, two
-# captures: jaw 1.3-1.8 -> 3.8-7.1 degrees, lips 3.7-3.8 -> 18-23 mm, jitter 2.2-2.4x the truth's), so
-# they are used only for landmarks with little jitter.
+# give 1.3-1.7, 4.1-4.3 and 6.0-6.2 on two of them). On Dlib's landmarks (noise 3.3-4.6 px, an inner-lip
+# gap 1.0-1.4 mm off the truth's, too small on two captures and too large on a third) the same values
+# let the jaw and lips follow the detector's bias (fit_oracle, two captures: jaw 1.3-1.8 -> 3.8-7.1
+# degrees, lips 3.7-3.8 -> 18-23 mm, jitter 2.2-2.4x the truth's), so they are used only for landmarks
+# with little jitter.
 CLOSE_FIT = {"refit_jaw": True, "lambda_anchor": 1e-7, "refit_rounds": 2, "smooth_order": 2,
              "lambda_smooth": 10.0, "smooth_weight": 0.01}
 
@@ -538,7 +539,7 @@ def refine_motion(model, frames: dict, shape: np.ndarray, params: RefineParams |
     deg = 180.0 / math.pi
     qc = {
         "frames": T,
-        "landmark_noise_px": noise if math.isfinite(noise) else None,
+        "landmark_noise_px": noise,            # inf without four consecutive good frames (the QC file: null)
         "close_fit": close_fit,
         "landmark_rmse_px": {
             "before": landmark_rmse(before_px, lmk_obs, good),

@@ -220,15 +220,23 @@ def test_qc_record_keeps_small_values_and_writes_no_nan():
     json.loads(json.dumps(got, allow_nan=False))
 
 
-def test_a_close_fit_limit_that_lets_whole_pixels_in_is_warned_about(caplog):
+def test_a_close_fit_limit_that_lets_whole_pixels_in_is_warned_about(caplog, monkeypatch):
     """[refine] close_fit_noise_px at or above the rounding noise of whole pixels lets Dlib's landmarks of
-    a still face be fitted closely: the pipeline says so when it reads the setting."""
+    a still face be fitted closely: the pipeline says so when it reads the setting, once per value (it
+    reads it for every segment), and again for another value."""
+    from tasks.estimation import motion
+
+    monkeypatch.setattr(motion, "_WARNED_LIMITS", set())
     with caplog.at_level("WARNING", logger="singinghead"):
         refine_params(RefineSettings(), 1024)
         assert "close_fit_noise_px" not in caplog.text
         params = refine_params(RefineSettings(close_fit_noise_px=ROUNDING_NOISE_PX), 1024)
+        refine_params(RefineSettings(close_fit_noise_px=ROUNDING_NOISE_PX), 1024)
+        refine_params(RefineSettings(close_fit_noise_px=0.5), 1024)
     assert params.close_fit_noise_px == ROUNDING_NOISE_PX
-    assert "close_fit_noise_px" in caplog.text and "whole-pixel" in caplog.text
+    warned = [r.getMessage() for r in caplog.records if "close_fit_noise_px" in r.getMessage()]
+    assert len(warned) == 2 and "whole-pixel" in warned[0]
+    assert f"= {ROUNDING_NOISE_PX:g} " in warned[0] and "= 0.5 " in warned[1]
 
 
 def test_bad_frames_file_names_the_file(tmp_path):

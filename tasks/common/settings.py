@@ -133,8 +133,8 @@ class ScanFitSettings:
     on_bad_fit: Literal["error", "flag"] = "error"
     # a scan without scan/scan.json: "infer" takes the one unit (mm, cm, m, in) that makes the head
     # a head (0.13-0.30 m front to back) and fixes the scale, refusing the scan when none or several
-    # do; "free" fits the scale (it trades against the shape's size directions: 1.2 mm, 1.3 % scale
-    # error on an exact scan where fixed units give 0.3 mm). Declared units always win.
+    # do; "free" fits the scale (it trades against the shape's size directions: 0.14-0.21 mm, 0.1-0.2 %
+    # scale error on exact scans where fixed units give 0.04-0.11 mm). Declared units always win.
     units: Literal["infer", "free"] = "infer"
     # How far the points of scan/landmarks.json lie from where they belong (standard deviation, mm
     # at model scale): 1 mm for points placed on the scan by the capture software or a careful

@@ -28,11 +28,17 @@ REFINE_INPUT_KEYS = ("landmarks", "landmark_ok", "shape", "expression", "global_
 FIX_FRAMES = "delete it and rerun EstimateFrames for this segment"
 
 
+# the limits warned about in this process: RefineMotion reads [refine] once per segment, and a build
+# of 27 hours of singing would repeat the warning hundreds of times
+_WARNED_LIMITS: set[float] = set()
+
+
 def refine_params(refine: RefineSettings, image_size: int) -> RefineParams:
-    """RefineParams from `[refine]` and the portrait size (`[crop] output_size`). Warns when
-    `close_fit_noise_px` lets whole-pixel landmarks (Dlib's) be fitted closely."""
+    """RefineParams from `[refine]` and the portrait size (`[crop] output_size`). Warns, once per
+    value and process, when `close_fit_noise_px` lets whole-pixel landmarks (Dlib's) be fitted closely."""
     values = {f.name: getattr(refine, f.name) for f in dataclasses.fields(refine)}
-    if refine.close_fit_noise_px >= ROUNDING_NOISE_PX:
+    if refine.close_fit_noise_px >= ROUNDING_NOISE_PX and refine.close_fit_noise_px not in _WARNED_LIMITS:
+        _WARNED_LIMITS.add(refine.close_fit_noise_px)
         log.warning("[refine] close_fit_noise_px = %g is at or above the rounding noise of whole-pixel "
                     "landmarks (%.3f px): Dlib's landmarks of a still face can then be fitted closely, "
                     "jaw and lips following the detector's bias; keep it below unless the detector was "

@@ -30,8 +30,8 @@ log = logging.getLogger("singinghead")
 
 # Dlib on a render places landmarks several mm from where they belong on the scan (3-14 mm per
 # group on the generated scans, the contour and brows worst): automatic landmarks get this std
-# (model units) so the surface term leads the fit. 20 mm against 10 mm: 0.54-0.97 mm instead of
-# 0.75-1.48 mm on the four truth captures.
+# (model units) so the surface term leads the fit. 20 mm against 10 mm: 0.55-0.96 mm instead of
+# 0.55-1.48 mm (mean vertex error) on the four truth captures.
 AUTO_LANDMARK_SIGMA = 0.02
 
 
