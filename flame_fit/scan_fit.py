@@ -126,11 +126,11 @@ class ScanFitConfig:
     # ... and the largest vertex displacement of the neutral head between the mean shapes of the
     # last `shape_windows` windows and of the ones before (model units; None: the loss alone
     # decides). The loss is dominated by what the model cannot explain (hair, holes, noise), so it
-    # settles while the shape still slides along the surface: the loss rule alone stopped at
-    # 180-400 iterations, 0.1-0.5 mm (given landmarks) and up to 0.9 mm (automatic ones) short of
-    # where the fit goes. Means over 100 iterations average out Adam's scatter (about 0.01 mm
-    # between successive 20-iteration means); 0.01 mm stopped 14 fits within 0.013 mm of where
-    # 3000 iterations end.
+    # settles while the shape still slides along the surface: on the four truth captures the loss
+    # rule alone stopped at 180-400 iterations, up to 0.47 mm (given landmarks) and 0.45 mm
+    # (automatic ones) short of where 3000 iterations end. Means over 100 iterations average out
+    # Adam's scatter (about 0.01 mm between successive 20-iteration means); 0.01 mm stopped 14 fits
+    # within 0.013 mm of where 3000 iterations end.
     shape_tolerance: float | None = 1e-5
     shape_windows: int = 5
     window: int = 20
