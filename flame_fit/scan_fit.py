@@ -9,7 +9,9 @@ scan points sharpens the fit instead of re-weighting the terms.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
+import math
 import time
 
 import numpy as np
@@ -294,7 +296,8 @@ def _optimise(basis: NeutralBasis, faces: torch.Tensor, faces_np: np.ndarray, re
     foot0 = foot_basis = normal = None
     losses, history = [], []
     beta_sum = torch.zeros_like(beta.detach())
-    window_means = []                  # mean shape (100,) of each window
+    k = config.shape_windows
+    recent = collections.deque(maxlen=2 * k)   # the mean shape (100,) of each of the last 2k windows
     shape_change = float("inf")
     converged = False
     it = 0
@@ -331,14 +334,12 @@ def _optimise(basis: NeutralBasis, faces: torch.Tensor, faces_np: np.ndarray, re
             progress.update(1)
         if it % config.window == 0:
             losses.append(history[-1])
-            window_means.append(beta_sum / config.window)
+            recent.append(beta_sum / config.window)
             beta_sum = torch.zeros_like(beta_sum)
-            k = config.shape_windows
-            if len(window_means) >= 2 * k:
-                step = torch.stack(window_means[-k:]).mean(0) - torch.stack(window_means[-2 * k:-k]).mean(0)
-                with torch.no_grad():
-                    shape_change = float((basis.bv @ step).norm(dim=-1).max())
-                del window_means[:-2 * k]
+            if len(recent) == recent.maxlen:
+                means = torch.stack(tuple(recent))                                    # (2k, 100)
+                step = means[k:].mean(0) - means[:k].mean(0)
+                shape_change = float((basis.bv @ step).norm(dim=-1).max())
             if it >= config.min_iters and len(history) > config.window:
                 prev = float(np.mean(history[-2 * config.window:-config.window]))
                 cur = float(np.mean(history[-config.window:]))
@@ -423,10 +424,11 @@ def fit_scan(model, scan_points: np.ndarray, scan_landmarks: np.ndarray, weights
                       apply_similarity(scan_points[region], scale, rotation, translation),
                       apply_similarity(scan_landmarks, scale, rotation, translation), weights)
     if not converged:
-        span = config.shape_windows * config.window
-        warnings.append(f"fit did not converge in {config.max_iters} iterations (relative loss change "
-                        f"still above {config.tolerance:g}, or the head still moving "
-                        f"{shape_change:g} model units per {span} iterations)")
+        moved = ("" if not math.isfinite(shape_change) else
+                 f" ({shape_change * 1000:.3g} mm at model scale over the last "
+                 f"{config.shape_windows * config.window} iterations)")
+        warnings.append(f"fit did not converge in {config.max_iters} iterations: the relative loss change "
+                        f"stayed above {config.tolerance:g} or the head kept moving{moved}")
     if after["surface_median"] > 3 * config.sigma_surface:
         warnings.append(f"median surface residual {after['surface_median'] * 1000:.1f} mm (model scale) "
                         "is large: "
