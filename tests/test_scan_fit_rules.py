@@ -199,9 +199,10 @@ def test_fit_scan_recovers_a_known_shape_and_stops_when_the_loss_settles():
     loss_only = fit_scan(head, scan, scan_lmk, landmark_weights(), config=dataclasses.replace(
         cfg, max_iters=40, tolerance=0.0, shape_tolerance=None, shape_windows=2))
     assert loss_only.iterations == 40 and not loss_only.converged and 0 < loss_only.shape_change < 1
-    assert loss_only.warnings == [f"fit did not converge in 40 iterations: the relative loss change stayed "
-                                  f"above 0 or the head kept moving ({loss_only.shape_change * 1000:.3g} mm at "
-                                  "model scale over the last 20 iterations)"]
+    mm = f"{loss_only.shape_change * 1000:.3g}"
+    assert loss_only.warnings == ["fit did not converge in 40 iterations: the relative loss change stayed "
+                                  f"above 0 or the head kept moving ({mm} mm at model scale over the last "
+                                  "20 iterations)"]
 
 
 def test_scan_fit_config_defaults_are_the_documented_ones():
@@ -537,8 +538,8 @@ def test_the_fit_stops_when_a_windows_mean_loss_matches_the_window_before(monkey
         return sq * 0.0 + script[len(calls) - 1] / sq.numel()
 
     monkeypatch.setattr(scan_fit, "geman_mcclure", scripted)
-    cfg = ScanFitConfig(max_iters=50, min_iters=10, window=5, tolerance=1e-3, sigma_landmark=1e6, shape_prior=0.0,
-                        shape_tolerance=None)
+    cfg = ScanFitConfig(max_iters=50, min_iters=10, window=5, tolerance=1e-3, sigma_landmark=1e6,
+                        shape_prior=0.0, shape_tolerance=None)
     got = scan_fit._optimise(NeutralBasis(head), head.faces, head.faces.numpy(), scan, scan_lmk,
                              landmark_weights(), beta0, sim, cfg, torch.device("cpu"))
     assert got["converged"] and got["iterations"] == 15
