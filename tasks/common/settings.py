@@ -141,7 +141,7 @@ class ScanFitSettings:
     # annotator; raise it for rough clicks. It weighs the landmarks against the scan's surface, and
     # the landmarks fix what the surface cannot: where the face sits along it (3 mm let a fit from
     # the zero shape slide 4.2-4.5 mm off on two of six generated scans; 1 mm: all six under 0.5).
-    # Automatic landmarks always count 20 mm.
+    # Automatic landmarks count at least 20 mm.
     landmark_sigma_mm: float = 1.0
 
 

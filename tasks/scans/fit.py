@@ -28,8 +28,8 @@ from tasks.scans.scan_io import (LANDMARK_FIX, SCAN_FIX, declared_scale, load_sc
 
 log = logging.getLogger("singinghead")
 
-# Dlib on a render places landmarks several mm from where they belong on the scan (3-14 mm per
-# group on the generated scans, the contour and brows worst): automatic landmarks get this std
+# Dlib on a render places landmarks several mm from where they belong on the scan (2-14 mm per
+# group on the truth captures' scans, the contour and brows worst): automatic landmarks get this std
 # (model units) so the surface term leads the fit. 20 mm against 10 mm: 0.55-0.96 mm instead of
 # 0.55-1.48 mm (mean vertex error) on the four truth captures.
 AUTO_LANDMARK_SIGMA = 0.02
