@@ -328,23 +328,27 @@ def test_iterations_progress_rebuilds_and_the_minimum_before_stopping(monkeypatc
     assert settled["iterations"] == 40 and settled["converged"]
 
 
+def _optimise_on_surface(cfg, beta0=None):
+    """scan_fit._optimise from `beta0` (zeros when None) on LinearHead's zero-shape surface scan (seed 8)."""
+    from flame_fit import scan_fit
+
+    head = LinearHead()
+    sim = (0.01, np.eye(3), np.zeros(3))
+    scan, scan_lmk, _, _ = _on_surface_scan(head, np.zeros(100, np.float32), sim, np.random.default_rng(8))
+    beta0 = np.zeros(100, np.float32) if beta0 is None else beta0
+    return scan_fit._optimise(NeutralBasis(head), head.faces, head.faces.numpy(), scan, scan_lmk,
+                              landmark_weights(), beta0, sim, cfg, torch.device("cpu"))
+
+
 def test_the_shape_test_compares_the_mean_shapes_of_the_last_windows_with_the_ones_before():
     """shape_change is the largest vertex displacement between the mean shape of the last
     `shape_windows` windows and of the `shape_windows` before, inf until there are twice that many
     windows (window 1, shape_windows 3: none after 5 iterations; after 6 the iterates 4-6 against 1-3,
     after 7 the iterates 5-7 against 2-4)."""
-    from flame_fit import scan_fit
-
-    head, rng = LinearHead(), np.random.default_rng(8)
-    beta0 = np.zeros(100, np.float32)
-    sim = (0.01, np.eye(3), np.zeros(3))
-    scan, scan_lmk, _, _ = _on_surface_scan(head, beta0, sim, rng)
-    basis = NeutralBasis(head)
+    basis = NeutralBasis(LinearHead())
 
     def run(n):
-        cfg = ScanFitConfig(max_iters=n, min_iters=1000, window=1, shape_windows=3)
-        return scan_fit._optimise(basis, head.faces, head.faces.numpy(), scan, scan_lmk, landmark_weights(),
-                                  beta0, sim, cfg, torch.device("cpu"))
+        return _optimise_on_surface(ScanFitConfig(max_iters=n, min_iters=1000, window=1, shape_windows=3))
 
     betas = torch.stack([torch.as_tensor(run(n)["shape"], dtype=torch.float64) for n in range(1, 8)])
     assert run(5)["shape_change"] == float("inf")
@@ -359,16 +363,8 @@ def test_the_shape_test_compares_the_mean_shapes_of_the_last_windows_with_the_on
 def test_a_settled_loss_does_not_stop_a_fit_whose_shape_still_moves(shape_tolerance, iterations, converged):
     """With the loss test always passed, the shape test decides: none stops at min_iters (10); a loose one
     at its first comparison (2 x shape_windows x window = 20 iterations); one no fit reaches never."""
-    from flame_fit import scan_fit
-
-    head, rng = LinearHead(), np.random.default_rng(8)
-    beta0 = np.zeros(100, np.float32)
-    sim = (0.01, np.eye(3), np.zeros(3))
-    scan, scan_lmk, _, _ = _on_surface_scan(head, beta0, sim, rng)
-    cfg = ScanFitConfig(max_iters=60, min_iters=10, window=5, shape_windows=2, tolerance=1e9,
-                        shape_tolerance=shape_tolerance)
-    got = scan_fit._optimise(NeutralBasis(head), head.faces, head.faces.numpy(), scan, scan_lmk,
-                             landmark_weights(), beta0, sim, cfg, torch.device("cpu"))
+    got = _optimise_on_surface(ScanFitConfig(max_iters=60, min_iters=10, window=5, shape_windows=2,
+                                             tolerance=1e9, shape_tolerance=shape_tolerance))
     assert got["iterations"] == iterations and got["converged"] == converged
     if shape_tolerance == 1e-12:
         assert 1e-12 < got["shape_change"] < 1.0
@@ -380,13 +376,9 @@ def test_the_shape_prior_alone_pulls_the_shape_to_zero(monkeypatch):
     iterations, without crossing it."""
     from flame_fit import scan_fit
 
-    head, rng = LinearHead(), np.random.default_rng(8)
-    sim = (0.01, np.eye(3), np.zeros(3))
-    scan, scan_lmk, _, _ = _on_surface_scan(head, np.zeros(100, np.float32), sim, rng)
     monkeypatch.setattr(scan_fit, "geman_mcclure", lambda sq, sigma: sq * 0.0)
-    cfg = ScanFitConfig(max_iters=300, min_iters=1000, sigma_landmark=1e6)
-    got = scan_fit._optimise(NeutralBasis(head), head.faces, head.faces.numpy(), scan, scan_lmk,
-                             landmark_weights(), np.full(100, 0.5, np.float32), sim, cfg, torch.device("cpu"))
+    got = _optimise_on_surface(ScanFitConfig(max_iters=300, min_iters=1000, sigma_landmark=1e6),
+                               np.full(100, 0.5, np.float32))
     assert np.all(np.abs(got["shape"]) < 0.05) and np.all(got["shape"] > -0.01), got["shape"][:5]
 
 
